@@ -1,0 +1,465 @@
+//! API keys: the `BearerAuth` layer, the [`KeyStore`] trait and the in-memory store.
+//!
+//! `BearerAuth` reads the key from `Authorization: Bearer <key>` ([header rules](header)),
+//! looks it up in a [`KeyStore`] and refuses, in this order:
+//!
+//! | check | refusal |
+//! |---|---|
+//! | header missing, empty, two of them, not `Bearer <token>` | 400 ModelArts.81002 |
+//! | token malformed or over [`MAX_KEY_LEN`], or unknown key | 401 ModelArts.81003 |
+//! | key frozen | 401 ModelArts.81006 |
+//! | key's token quota used up | 401 ModelArts.81005 |
+//! | model not enabled for the key | 401 ModelArts.81004 |
+//!
+//! (The three 401s of the key's state become 403 with
+//! [`BearerAuthLayer::key_state_status`], as later editions of MaaS answer.)
+//!
+//! On success the [`Principal`] goes into the request's extensions and the `Authorization` header
+//! is removed, so that an upstream never sees a client's key
+//! ([`BearerAuthLayer::keep_authorization`] keeps it).
+//!
+//! # Which model, and when the body is read
+//!
+//! The 81004 check needs the request's model. `BearerAuth` takes it, in this order, from:
+//! 1. a [`RequestedModel`] in the request's extensions (put there by a layer that parsed the body
+//!    before, or by your own code);
+//! 2. nowhere, when the key may call every model ([`ModelAccess::all`], the default): no body is
+//!    read at all;
+//! 3. nowhere, for methods without a body (`GET`, `HEAD`, `DELETE`, `OPTIONS`, …);
+//! 4. the body of a `POST`/`PUT`/`PATCH`: buffered (bounded by
+//!    [`BearerAuthLayer::body_limit`], 12 MiB by default → 413 APIG.0201), and only its
+//!    top-level `"model"` read, the rest skipped. A body in which no non-empty string model can
+//!    be found is refused with 81001 `Invalid request body.`, the seed's answer when "parsing the
+//!    body failed, for example, JSON formatting failed or empty model parameters". The same bytes
+//!    are handed on (no copy), with `Content-Length` set to them and the model as a
+//!    [`RequestedModel`].
+//!
+//! So in the MaaS order (auth before validation) only keys restricted to some models cost a
+//! body read, exactly as the MaaS gateway reads `model` to route before the backend validates.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, routing::post};
+//! use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
+//!
+//! let keys = Arc::new(InMemoryKeyStore::new());
+//! keys.insert("sk-demo", KeyPolicy::new().models(["DeepSeek-V3"]).rpm(60)).unwrap();
+//!
+//! let app: Router = Router::new()
+//!     .route("/v1/chat/completions", post(|| async { "ok" }))
+//!     .layer(BearerAuthLayer::new(keys));
+//! ```
+
+pub mod header;
+mod key;
+mod principal;
+mod store;
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::header::MAX_KEY_LEN;
+pub use self::key::{InvalidKeyDigest, KeyDigest, PresentedKey};
+pub use self::principal::{KeyId, KeyPolicy, KeyState, ModelAccess, Principal, Quota};
+pub use self::store::{DuplicateKey, InMemoryKeyStore, KeyStore};
+
+use crate::body::{
+    BoxError, BufferError, DEFAULT_BODY_LIMIT, LimitedCollect, MaasBody, finish_buffering,
+    set_buffered_length, start_buffering,
+};
+use crate::error::{Dialect, MaasError};
+use crate::model::{RequestedModel, read_model};
+use crate::request_id::RequestId;
+
+/// Layer that applies [`BearerAuth`]. See the [module docs](self).
+pub struct BearerAuthLayer<K: ?Sized> {
+    store: Arc<K>,
+    config: Config,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    keep_authorization: bool,
+    key_state_status: StatusCode,
+    body_limit: usize,
+}
+
+impl<K: KeyStore + ?Sized> BearerAuthLayer<K> {
+    /// Authenticates against `store`.
+    pub fn new(store: Arc<K>) -> Self {
+        Self {
+            store,
+            config: Config {
+                keep_authorization: false,
+                key_state_status: StatusCode::UNAUTHORIZED,
+                body_limit: DEFAULT_BODY_LIMIT,
+            },
+        }
+    }
+
+    /// Keep the `Authorization` header on requests passed on (removed by default, so upstreams
+    /// never see client keys).
+    pub fn keep_authorization(mut self, keep: bool) -> Self {
+        self.config.keep_authorization = keep;
+        self
+    }
+
+    /// The status of 81004, 81005 and 81006: `401` as the seed has it (default), or `403` as
+    /// later editions of MaaS answer. The body's `type` word follows the status.
+    pub fn key_state_status(mut self, status: StatusCode) -> Self {
+        self.config.key_state_status = status;
+        self
+    }
+
+    /// The bound on a body read to find the model (default 12 MiB).
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.config.body_limit = limit;
+        self
+    }
+}
+
+impl<K: ?Sized> Clone for BearerAuthLayer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            config: self.config,
+        }
+    }
+}
+
+impl<K: ?Sized> fmt::Debug for BearerAuthLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuthLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K: ?Sized> Layer<S> for BearerAuthLayer<K> {
+    type Service = BearerAuth<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerAuth {
+            inner,
+            store: Arc::clone(&self.store),
+            config: self.config,
+        }
+    }
+}
+
+/// Middleware that authenticates API keys. See the [module docs](self).
+pub struct BearerAuth<S, K: ?Sized> {
+    inner: S,
+    store: Arc<K>,
+    config: Config,
+}
+
+impl<S, K: KeyStore + ?Sized> BearerAuth<S, K> {
+    /// Wraps `inner`, authenticating against `store`.
+    pub fn new(inner: S, store: Arc<K>) -> Self {
+        BearerAuthLayer::new(store).layer(inner)
+    }
+}
+
+impl<S, K: ?Sized> BearerAuth<S, K> {
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K: ?Sized> Clone for BearerAuth<S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            store: Arc::clone(&self.store),
+            config: self.config,
+        }
+    }
+}
+
+impl<S: fmt::Debug, K: ?Sized> fmt::Debug for BearerAuth<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the checks that need no body decided.
+enum Decision {
+    Refuse(MaasError),
+    Pass(Principal),
+    /// The key is restricted to some models and the model must be read from the body.
+    ReadModel(Principal),
+}
+
+impl<S, K: KeyStore + ?Sized> BearerAuth<S, K> {
+    fn decide<B>(&self, req: &Request<B>) -> Decision {
+        let key = match header::bearer_key(req.headers()) {
+            Ok(key) => key,
+            Err(refusal) => return Decision::Refuse(refusal),
+        };
+        let Some(principal) = self.store.authenticate(PresentedKey::new(key)) else {
+            return Decision::Refuse(MaasError::InvalidAuthorization);
+        };
+        let policy = principal.policy();
+        if policy.state == KeyState::Frozen {
+            return Decision::Refuse(MaasError::ResourceFrozen);
+        }
+        if principal.quota().is_exhausted() {
+            return Decision::Refuse(MaasError::QuotaExhausted);
+        }
+        if policy.models.is_all() {
+            return Decision::Pass(principal);
+        }
+        match req.extensions().get::<RequestedModel>() {
+            Some(model) if principal.allows_model(model.as_str()) => Decision::Pass(principal),
+            Some(_) => Decision::Refuse(MaasError::ModelNotEnabled),
+            None if has_body(req.method()) => Decision::ReadModel(principal),
+            None => Decision::Pass(principal),
+        }
+    }
+}
+
+fn has_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for BearerAuth<S, K>
+where
+    S: Service<Request<MaasBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    K: KeyStore + ?Sized,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    type Response = Response<MaasBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let config = self.config;
+        let state = match self.decide(&req) {
+            Decision::Refuse(error) => State::refused(error, &req, config),
+            Decision::Pass(principal) => {
+                let (mut parts, body) = req.into_parts();
+                admit(&mut parts, principal, config);
+                State::Called {
+                    future: self
+                        .inner
+                        .call(Request::from_parts(parts, MaasBody::new(body))),
+                }
+            }
+            Decision::ReadModel(principal) => {
+                let (parts, body) = req.into_parts();
+                match start_buffering(body, config.body_limit) {
+                    Err(_) => State::refused(
+                        MaasError::EntityTooLarge,
+                        &Request::from_parts(parts, ()),
+                        config,
+                    ),
+                    Ok(collect) => {
+                        // The readied service goes into the future; a fresh clone stays behind
+                        // and is readied by the next `poll_ready`.
+                        let clone = self.inner.clone();
+                        let service = mem::replace(&mut self.inner, clone);
+                        State::Reading {
+                            collect,
+                            pending: Some(Pending {
+                                parts,
+                                principal,
+                                service,
+                                config,
+                            }),
+                        }
+                    }
+                }
+            }
+        };
+        ResponseFuture { state }
+    }
+}
+
+/// Records a successful authentication on the request.
+fn admit(parts: &mut Parts, principal: Principal, config: Config) {
+    if !config.keep_authorization {
+        parts.headers.remove(AUTHORIZATION);
+    }
+    parts.extensions.insert(principal);
+}
+
+/// A refusal in the default dialect, with the request's id when an outer envelope gave it one.
+fn refusal<T>(error: MaasError, req: &Request<T>, config: Config) -> Response<Full<Bytes>> {
+    let status = match error {
+        MaasError::ModelNotEnabled | MaasError::QuotaExhausted | MaasError::ResourceFrozen => {
+            config.key_state_status
+        }
+        _ => error.status(),
+    };
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .copied()
+        .unwrap_or_else(RequestId::generate);
+    error.to_response_with_status(status, Dialect::Dual, &request_id)
+}
+
+pin_project! {
+    /// Response future of [`BearerAuth`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<MaasBody<B>>>,
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<MaasBody<B>>>,
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        Refused { response: Option<Response<Full<Bytes>>> },
+        Reading { #[pin] collect: LimitedCollect<B>, pending: Option<Pending<S>> },
+        Called { #[pin] future: S::Future },
+    }
+}
+
+/// What a request waiting for its body keeps.
+struct Pending<S> {
+    parts: Parts,
+    principal: Principal,
+    service: S,
+    config: Config,
+}
+
+impl<S, B> State<S, B>
+where
+    S: Service<Request<MaasBody<B>>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    fn refused<T>(error: MaasError, req: &Request<T>, config: Config) -> Self {
+        Self::Refused {
+            response: Some(refusal(error, req, config)),
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<MaasBody<B>>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<MaasBody<B>>, Response = Response<ResBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<MaasBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    return future.poll(cx).map_ok(|res| res.map(MaasBody::new));
+                }
+                StateProj::Refused { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(MaasBody::from_full)));
+                }
+                StateProj::Reading { collect, pending } => {
+                    let result = finish_buffering(ready!(collect.poll(cx)));
+                    let pending = pending.take().expect("polled after completion");
+                    pending.proceed(result)
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+impl<S> Pending<S> {
+    /// Checks the model the body names, then calls the service with the buffered body.
+    fn proceed<B>(self, body: Result<Bytes, BufferError>) -> State<S, B>
+    where
+        S: Service<Request<MaasBody<B>>>,
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let Self {
+            mut parts,
+            principal,
+            mut service,
+            config,
+        } = self;
+        let decided = match body {
+            Err(BufferError::TooLarge) => Err(MaasError::EntityTooLarge),
+            // The client broke off or the connection failed: nothing usable was sent.
+            Err(BufferError::Read) => Err(MaasError::InvalidRequestBody),
+            Ok(bytes) => match read_model(&bytes) {
+                None => Err(MaasError::InvalidRequestBody),
+                Some(model) if !principal.allows_model(model.as_str()) => {
+                    Err(MaasError::ModelNotEnabled)
+                }
+                Some(model) => Ok((bytes, model)),
+            },
+        };
+        match decided {
+            Err(error) => State::refused(error, &Request::from_parts(parts, ()), config),
+            Ok((bytes, model)) => {
+                set_buffered_length(&mut parts.headers, bytes.len());
+                parts.extensions.insert(model);
+                admit(&mut parts, principal, config);
+                let req = Request::from_parts(parts, MaasBody::full(bytes));
+                State::Called {
+                    future: service.call(req),
+                }
+            }
+        }
+    }
+}

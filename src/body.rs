@@ -1,0 +1,151 @@
+//! The crate-wide body type and bounded buffering.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Full, LengthLimitError, Limited};
+use pin_project_lite::pin_project;
+
+/// The error type of boxed, type-erased errors, as in tower.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// The body of requests and responses that pass through this crate's layers: either the
+    /// inner body untouched, or bytes the layer produced (a refusal, a buffered request).
+    ///
+    /// No boxing: the inner body's type stays in the type, and frames of the inner body pass
+    /// through without copies.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body::Body;
+    /// use http_body_util::Empty;
+    /// use tower_maas::MaasBody;
+    ///
+    /// let body = MaasBody::<Empty<Bytes>>::full(Bytes::from_static(b"{}"));
+    /// assert_eq!(body.size_hint().exact(), Some(2));
+    /// ```
+    #[derive(Debug)]
+    pub struct MaasBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Full { #[pin] body: Full<Bytes> },
+    }
+}
+
+impl<B> MaasBody<B> {
+    /// Wraps an inner body, passed through unchanged.
+    pub fn new(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    /// A body of the given bytes.
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Full {
+                body: Full::new(bytes),
+            },
+        }
+    }
+
+    pub(crate) fn from_full(body: Full<Bytes>) -> Self {
+        Self {
+            kind: Kind::Full { body },
+        }
+    }
+}
+
+impl<B> Body for MaasBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Full { body } => body.is_end_stream(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Full { body } => body.size_hint(),
+        }
+    }
+}
+
+/// The default bound on a buffered request body: 12 MiB, APIG's limit.
+pub const DEFAULT_BODY_LIMIT: usize = 12 * 1024 * 1024;
+
+/// Why a body could not be buffered.
+#[derive(Debug)]
+pub(crate) enum BufferError {
+    /// Over the limit: APIG.0201 413.
+    TooLarge,
+    /// The body failed while being read (the client went away, a protocol error). Never taken
+    /// for an empty body.
+    Read,
+}
+
+/// A body bounded by `limit`, ready to be collected.
+pub(crate) type LimitedCollect<B> = http_body_util::combinators::Collect<Limited<B>>;
+
+/// Starts buffering `body` up to `limit` bytes. Chunked and HTTP/2 bodies are bounded as they
+/// arrive; a body whose declared length is already over the limit is refused before any read.
+pub(crate) fn start_buffering<B>(body: B, limit: usize) -> Result<LimitedCollect<B>, BufferError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BufferError::TooLarge);
+    }
+    Ok(http_body_util::BodyExt::collect(Limited::new(body, limit)))
+}
+
+/// Turns the outcome of a [`LimitedCollect`] into bytes or a [`BufferError`].
+pub(crate) fn finish_buffering<D: bytes::Buf>(
+    result: Result<http_body_util::Collected<D>, BoxError>,
+) -> Result<Bytes, BufferError> {
+    match result {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(BufferError::TooLarge),
+        Err(_) => Err(BufferError::Read),
+    }
+}
+
+/// After a body was replaced by `len` buffered bytes, the headers must describe those bytes.
+pub(crate) fn set_buffered_length(headers: &mut HeaderMap, len: usize) {
+    headers.remove(TRANSFER_ENCODING);
+    headers.insert(CONTENT_LENGTH, len.into());
+}

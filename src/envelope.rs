@@ -1,0 +1,329 @@
+//! The outermost layer: request ids, one error dialect, and what the inner service did.
+//!
+//! `ErrorEnvelope`
+//! - gives every request an [`x-request-id`](crate::REQUEST_ID) (32 lowercase hex; an incoming
+//!   valid one is kept only when [`ErrorEnvelopeLayer::trust_incoming_request_id`] says so) and
+//!   puts the [`RequestId`] in the request's extensions and the response's headers;
+//! - re-renders every refusal of an inner layer (a response carrying a [`MaasError`] in its
+//!   extensions) in the configured [`Dialect`], keeping its status and headers;
+//! - turns a bare `404` (no [`MaasError`], an empty body: a router's fallback) into APIG.0101 and a
+//!   bare `405` into FastAPI's `{"detail":"Method Not Allowed"}`, keeping `allow`; a 404 or 405
+//!   with a body (an upstream's own answer) passes unchanged;
+//! - answers an inner `Err` that is a timeout (see [`is_timeout`]) with 504 APIG.0203 and any
+//!   other inner error with 500 APIG.0201 `Internal server error.`, nothing of the error shown.
+//!
+//! Its error type is [`Infallible`]: every failure below it becomes a response, so it drops into
+//! axum's `Router::layer` and hyper's `serve_connection` alike.
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use tower_maas::{Dialect, ErrorEnvelopeLayer};
+//!
+//! let app: Router = Router::new()
+//!     .route("/v1/chat/completions", post(|| async { "ok" }))
+//!     .layer(ErrorEnvelopeLayer::new().dialect(Dialect::Dual));
+//! ```
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{BoxError, MaasBody};
+use crate::error::{Dialect, MaasError, set_json_headers};
+use crate::request_id::{REQUEST_ID, RequestId};
+
+/// Marks an error of your own service as a backend timeout, so that [`ErrorEnvelope`] answers
+/// it with 504 APIG.0203.
+///
+/// Return it (or any error whose [`source`](StdError::source) chain contains it) from a
+/// service under the envelope:
+///
+/// ```
+/// use tower_maas::{BackendTimeout, is_timeout};
+///
+/// let err: tower_maas::BoxError = Box::new(BackendTimeout);
+/// assert!(is_timeout(&*err));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendTimeout;
+
+impl fmt::Display for BackendTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("backend timeout")
+    }
+}
+
+impl StdError for BackendTimeout {}
+
+/// Whether `err`, or any error in its `source()` chain, is a timeout: [`BackendTimeout`],
+/// `tower::timeout::error::Elapsed` (feature `timeout`), or an `std::io::Error` of kind
+/// `TimedOut`.
+pub fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if err.is::<BackendTimeout>() {
+            return true;
+        }
+        #[cfg(feature = "timeout")]
+        if err.is::<tower::timeout::error::Elapsed>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// Layer that applies [`ErrorEnvelope`]. See the [module docs](self).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorEnvelopeLayer {
+    config: Config,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Config {
+    dialect: Dialect,
+    trust_incoming_id: bool,
+}
+
+impl ErrorEnvelopeLayer {
+    /// The envelope in the [`Dialect::Dual`] dialect, generating every request id.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The dialect refusals are rendered in.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.config.dialect = dialect;
+        self
+    }
+
+    /// Keep a valid incoming `x-request-id` (32 lowercase hex) instead of generating one. Off by
+    /// default: turn it on only behind a proxy you trust to set it, since clients can write any
+    /// header.
+    pub fn trust_incoming_request_id(mut self, trust: bool) -> Self {
+        self.config.trust_incoming_id = trust;
+        self
+    }
+}
+
+impl<S> Layer<S> for ErrorEnvelopeLayer {
+    type Service = ErrorEnvelope<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ErrorEnvelope {
+            inner,
+            config: self.config,
+            ready_error: None,
+        }
+    }
+}
+
+/// Middleware that assigns request ids and renders every error in one dialect. See the
+/// [module docs](self).
+pub struct ErrorEnvelope<S> {
+    inner: S,
+    config: Config,
+    /// An error the inner service gave from `poll_ready`: answered on the next call, since this
+    /// service never fails.
+    ready_error: Option<BoxError>,
+}
+
+impl<S> ErrorEnvelope<S> {
+    /// Wraps `inner` with the default configuration.
+    pub fn new(inner: S) -> Self {
+        ErrorEnvelopeLayer::new().layer(inner)
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for ErrorEnvelope<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: self.config,
+            ready_error: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ErrorEnvelope<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErrorEnvelope")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ErrorEnvelope<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<MaasBody<ResBody>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.ready_error.is_none() {
+            if let Err(err) = ready!(self.inner.poll_ready(cx)) {
+                self.ready_error = Some(err.into());
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let trusted = self
+            .config
+            .trust_incoming_id
+            .then(|| {
+                req.headers()
+                    .get(REQUEST_ID)
+                    .and_then(RequestId::from_header)
+            })
+            .flatten();
+        let request_id = trusted.unwrap_or_else(RequestId::generate);
+        req.headers_mut()
+            .insert(REQUEST_ID, request_id.to_header_value());
+        req.extensions_mut().insert(request_id);
+        let state = match self.ready_error.take() {
+            Some(err) => State::Failed { err: Some(err) },
+            None => State::Called {
+                future: self.inner.call(req),
+            },
+        };
+        ResponseFuture {
+            state,
+            request_id,
+            dialect: self.config.dialect,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`ErrorEnvelope`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        request_id: RequestId,
+        dialect: Dialect,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] future: F },
+        Failed { err: Option<BoxError> },
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes>,
+{
+    type Output = Result<Response<MaasBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.state.project() {
+            StateProj::Called { future } => ready!(future.poll(cx)).map_err(Into::into),
+            StateProj::Failed { err } => Err(err.take().unwrap_or_else(|| Box::new(Gone))),
+        };
+        let mut res = match result {
+            Ok(res) => envelope(res, *this.dialect, this.request_id),
+            Err(err) => {
+                let error = if is_timeout(&*err) {
+                    MaasError::BackendTimeout
+                } else {
+                    MaasError::Internal
+                };
+                error
+                    .to_response(*this.dialect, this.request_id)
+                    .map(MaasBody::from_full)
+            }
+        };
+        res.headers_mut()
+            .insert(REQUEST_ID, this.request_id.to_header_value());
+        Poll::Ready(Ok(res))
+    }
+}
+
+/// Stands in for an error already taken, should a completed future be polled again.
+#[derive(Debug)]
+struct Gone;
+
+impl fmt::Display for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("response future polled after completion")
+    }
+}
+
+impl StdError for Gone {}
+
+fn envelope<B>(res: Response<B>, dialect: Dialect, request_id: &RequestId) -> Response<MaasBody<B>>
+where
+    B: Body<Data = Bytes>,
+{
+    let error = match res.extensions().get::<MaasError>() {
+        Some(error) => Some(error.clone()),
+        None if res.body().size_hint().exact() == Some(0) => match res.status() {
+            StatusCode::NOT_FOUND => Some(MaasError::ApiNotFound),
+            StatusCode::METHOD_NOT_ALLOWED => Some(MaasError::MethodNotAllowed),
+            _ => None,
+        },
+        None => None,
+    };
+    let Some(error) = error else {
+        return res.map(MaasBody::new);
+    };
+    // The refusing layer chose the status (and headers such as `allow` or `retry-after`); only
+    // the body changes shape.
+    let (mut parts, _) = res.into_parts();
+    let body = error.render_with_status(parts.status, dialect, request_id);
+    set_json_headers(&mut parts.headers, body.len());
+    parts.extensions.insert(error);
+    Response::from_parts(parts, MaasBody::full(body))
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub mod auth;
+mod body;
+pub mod envelope;
+pub mod error;
+mod model;
+mod request_id;
+
+#[cfg(feature = "auth")]
+pub use crate::auth::{BearerAuth, BearerAuthLayer};
+pub use crate::body::{BoxError, DEFAULT_BODY_LIMIT, MaasBody};
+pub use crate::envelope::{BackendTimeout, ErrorEnvelope, ErrorEnvelopeLayer, is_timeout};
+pub use crate::error::{Dialect, MaasError, Party, ThrottleWindow};
+pub use crate::model::RequestedModel;
+pub use crate::request_id::{InvalidRequestId, REQUEST_ID, RequestId};

@@ -1,0 +1,143 @@
+//! The model a request names, shared between layers through request extensions.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+/// The model a request names, put into the request's extensions by whichever layer read the
+/// body first, so that later layers need not read it again.
+///
+/// [`BearerAuth`](crate::auth::BearerAuth) checks it against the key's models (81004). Insert it
+/// yourself when your own code already knows the model (a route per model, say).
+///
+/// ```
+/// use tower_maas::RequestedModel;
+///
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(RequestedModel::new("DeepSeek-V3"));
+/// assert_eq!(req.extensions().get::<RequestedModel>().unwrap().as_str(), "DeepSeek-V3");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RequestedModel(Arc<str>);
+
+impl RequestedModel {
+    /// The model named `model`.
+    pub fn new(model: impl Into<Arc<str>>) -> Self {
+        Self(model.into())
+    }
+
+    /// The model's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RequestedModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RequestedModel").field(&&*self.0).finish()
+    }
+}
+
+/// The top-level `"model"` of a JSON object body when it is a non-empty string; `None` for
+/// anything else (not JSON, not an object, no model, a model that is not a string or is empty).
+///
+/// Only the model is kept: every other value is skipped without being built. Duplicate keys
+/// resolve as Python's `json` does (the last one wins); nesting is bounded by serde_json's
+/// recursion limit.
+pub(crate) fn read_model(body: &[u8]) -> Option<RequestedModel> {
+    let TopLevel(model) = serde_json::from_slice(body).ok()?;
+    model.filter(|m| !m.is_empty()).map(RequestedModel::new)
+}
+
+struct TopLevel(Option<String>);
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = TopLevel;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+                let mut model = None;
+                while let Some(IsModel(is_model)) = map.next_key()? {
+                    if is_model {
+                        model = match map.next_value()? {
+                            serde_json::Value::String(s) => Some(s),
+                            _ => None,
+                        };
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(TopLevel(model))
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A key of the top-level object, compared without being allocated.
+struct IsModel(bool);
+
+impl<'de> Deserialize<'de> for IsModel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl Visitor<'_> for KeyVisitor {
+            type Value = IsModel;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<IsModel, E> {
+                Ok(IsModel(key == "model"))
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(body: &str) -> Option<String> {
+        read_model(body.as_bytes()).map(|m| m.as_str().to_owned())
+    }
+
+    #[test]
+    fn reads_only_a_non_empty_top_level_string() {
+        assert_eq!(
+            model(r#"{"model":"a","messages":[{"model":"b"}]}"#).as_deref(),
+            Some("a")
+        );
+        assert_eq!(model(r#"{"messages":[{"model":"b"}]}"#), None);
+        assert_eq!(model(r#"{"model":"a","model":"b"}"#).as_deref(), Some("b"));
+        assert_eq!(model(r#"{"model":"\u0041"}"#).as_deref(), Some("A"));
+        assert_eq!(model(r#"{"model":""}"#), None);
+        assert_eq!(model(r#"{"model":1}"#), None);
+        assert_eq!(model(r#"{"model":"a"} x"#), None);
+        assert_eq!(model(r#"["model","a"]"#), None);
+        assert_eq!(model("not json"), None);
+        assert_eq!(model(""), None);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let deep = format!(
+            r#"{{"model":"a","x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(model(&deep), None);
+    }
+}

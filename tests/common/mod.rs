@@ -1,0 +1,165 @@
+//! Real servers on ephemeral ports and a raw HTTP/1.1 client, shared by the socket tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request id the tests trust the envelope to keep, so whole APIG bodies are known.
+pub const FIXED_ID: &str = "0123456789abcdef0123456789abcdef";
+
+/// Serves an axum router on 127.0.0.1 and an ephemeral port.
+pub async fn serve_axum(app: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Serves a tower service with bare hyper (HTTP/1.1 and HTTP/2 by preface).
+pub async fn serve_hyper<S, B>(service: S) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// What came back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.header("x-request-id").expect("x-request-id")
+    }
+
+    /// Asserts a JSON refusal: status, content type, content length and the whole body.
+    pub fn assert_json(&self, status: u16, body: &str) {
+        assert_eq!(self.status.as_u16(), status, "status; body {}", self.text());
+        assert_eq!(self.text(), body);
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert_eq!(
+            self.header("content-length"),
+            Some(body.len().to_string().as_str())
+        );
+    }
+}
+
+/// Sends one request over HTTP/1.1 on a new connection.
+pub async fn send<B>(addr: SocketAddr, req: Request<B>) -> Reply
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let res = sender.send_request(req).await.unwrap();
+    collect(res).await
+}
+
+/// Sends one request over HTTP/2 (prior knowledge) on a new connection.
+pub async fn send_h2<B>(addr: SocketAddr, req: Request<B>) -> Reply
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let res = sender.send_request(req).await.unwrap();
+    collect(res).await
+}
+
+async fn collect(res: Response<Incoming>) -> Reply {
+    let (parts, body) = res.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// A POST with a JSON body.
+pub fn post(uri: &str, body: &str) -> http::request::Builder {
+    Request::post(uri)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+}
+
+/// A full body.
+pub fn full(body: impl Into<Bytes>) -> Full<Bytes> {
+    Full::new(body.into())
+}
+
+/// An empty body.
+pub fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+/// A body sent in chunks, with no length known beforehand (HTTP/1.1 chunked encoding).
+pub fn chunked(chunks: &[&'static [u8]]) -> Chunked {
+    Chunked(chunks.iter().map(|c| Bytes::from_static(c)).collect())
+}
+
+/// See [`chunked`].
+pub struct Chunked(std::collections::VecDeque<Bytes>);
+
+impl Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
