@@ -45,11 +45,13 @@ impl fmt::Debug for RequestedModel {
 /// Only the model is kept: every other value is skipped without being built. Duplicate keys
 /// resolve as Python's `json` does (the last one wins); nesting is bounded by serde_json's
 /// recursion limit.
+#[cfg_attr(not(feature = "auth"), allow(dead_code))]
 pub(crate) fn read_model(body: &[u8]) -> Option<RequestedModel> {
     let TopLevel(model) = serde_json::from_slice(body).ok()?;
     model.filter(|m| !m.is_empty()).map(RequestedModel::new)
 }
 
+#[cfg_attr(not(feature = "auth"), allow(dead_code))]
 struct TopLevel(Option<String>);
 
 impl<'de> Deserialize<'de> for TopLevel {
@@ -84,6 +86,7 @@ impl<'de> Deserialize<'de> for TopLevel {
 }
 
 /// A key of the top-level object, compared without being allocated.
+#[cfg_attr(not(feature = "auth"), allow(dead_code))]
 struct IsModel(bool);
 
 impl<'de> Deserialize<'de> for IsModel {

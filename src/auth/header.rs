@@ -32,7 +32,7 @@ pub(crate) fn bearer_key(headers: &HeaderMap) -> Result<&[u8], MaasError> {
     };
     let value = value.as_bytes().trim_ascii();
     let (scheme, rest) = value.split_at(value.len().min(6));
-    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.first().is_some_and(|&b| b == b' ') {
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
         return Err(MaasError::MissingAuthorization);
     }
     let token = rest.trim_ascii_start();
