@@ -39,7 +39,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{BoxError, MaasBody};
-use crate::error::{Dialect, MaasError, set_json_headers};
+use crate::error::{Dialect, MaasError, RenderedByEnvelope, set_json_headers};
 use crate::request_id::{REQUEST_ID, RequestId};
 
 /// Marks an error of your own service as a backend timeout, so that [`ErrorEnvelope`] answers
@@ -218,6 +218,7 @@ where
         req.headers_mut()
             .insert(REQUEST_ID, request_id.to_header_value());
         req.extensions_mut().insert(request_id);
+        req.extensions_mut().insert(RenderedByEnvelope);
         let state = match self.ready_error.take() {
             Some(err) => State::Failed { err: Some(err) },
             None => State::Called {

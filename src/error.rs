@@ -519,6 +519,31 @@ impl MaasError {
     }
 }
 
+/// Put into request extensions by [`ErrorEnvelope`](crate::ErrorEnvelope): it renders every
+/// refusal itself, so inner layers leave the body to it instead of rendering it twice.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RenderedByEnvelope;
+
+/// The refusal every layer answers with: rendered in the default dialect with the request's id
+/// (or a fresh one) when the layer works alone, or left for the envelope to render.
+pub(crate) fn refuse(
+    error: MaasError,
+    status: StatusCode,
+    extensions: &http::Extensions,
+) -> Response<Full<Bytes>> {
+    if extensions.get::<RenderedByEnvelope>().is_some() {
+        let mut res = Response::new(Full::new(Bytes::new()));
+        *res.status_mut() = status;
+        res.extensions_mut().insert(error);
+        return res;
+    }
+    let request_id = extensions
+        .get::<RequestId>()
+        .copied()
+        .unwrap_or_else(RequestId::generate);
+    error.to_response_with_status(status, Dialect::Dual, &request_id)
+}
+
 /// Sets the headers every rendered error carries.
 pub(crate) fn set_json_headers(headers: &mut http::HeaderMap, len: usize) {
     headers.insert(

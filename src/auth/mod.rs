@@ -81,9 +81,8 @@ use crate::body::{
     BoxError, BufferError, DEFAULT_BODY_LIMIT, LimitedCollect, MaasBody, finish_buffering,
     set_buffered_length, start_buffering,
 };
-use crate::error::{Dialect, MaasError};
+use crate::error::{MaasError, refuse};
 use crate::model::{RequestedModel, read_model};
-use crate::request_id::RequestId;
 
 /// Layer that applies [`BearerAuth`]. See the [module docs](self).
 pub struct BearerAuthLayer<K: ?Sized> {
@@ -318,7 +317,7 @@ fn admit(parts: &mut Parts, principal: Principal, config: Config) {
     parts.extensions.insert(principal);
 }
 
-/// A refusal in the default dialect, with the request's id when an outer envelope gave it one.
+/// The refusal for `error`, with the configured status for the key-state rows.
 fn refusal<T>(error: MaasError, req: &Request<T>, config: Config) -> Response<Full<Bytes>> {
     let status = match error {
         MaasError::ModelNotEnabled | MaasError::QuotaExhausted | MaasError::ResourceFrozen => {
@@ -326,12 +325,7 @@ fn refusal<T>(error: MaasError, req: &Request<T>, config: Config) -> Response<Fu
         }
         _ => error.status(),
     };
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .copied()
-        .unwrap_or_else(RequestId::generate);
-    error.to_response_with_status(status, Dialect::Dual, &request_id)
+    refuse(error, status, req.extensions())
 }
 
 pin_project! {
