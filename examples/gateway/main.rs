@@ -1,0 +1,174 @@
+//! A MaaS-compatible gateway in front of a builtin mock model.
+//!
+//! ```sh
+//! cargo run --release --example gateway                      # 127.0.0.1:8080
+//! cargo run --release --example gateway -- --listen 0.0.0.0:9000
+//! ```
+//!
+//! The stack, outermost first: `ErrorEnvelope` (request ids, APIG.0101/405/504 mapping) →
+//! `BearerAuth` (81002–81006) → the routes. Later layers (validation, limits, risk control) slot
+//! in between as they land.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::Extension;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy, Principal};
+use tower_maas::{Dialect, ErrorEnvelopeLayer, MaasError, RequestId};
+
+/// The model the builtin mock serves.
+const MOCK_MODEL: &str = "mock-model";
+
+/// Demo keys: one for every model, one frozen, to try 81006 with. The gateway listens on
+/// loopback by default; never expose demo keys.
+const DEMO_KEY: &str = "sk-maas-demo-0000000000000000";
+const FROZEN_KEY: &str = "sk-maas-frozen-00000000000000";
+
+#[tokio::main]
+async fn main() {
+    let listen = match parse_args(std::env::args().skip(1)) {
+        Ok(listen) => listen,
+        Err(usage) => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    };
+
+    let keys = Arc::new(InMemoryKeyStore::new());
+    keys.insert(DEMO_KEY, KeyPolicy::new().label("demo"))
+        .expect("distinct demo keys");
+    let frozen = keys
+        .insert(FROZEN_KEY, KeyPolicy::new().label("demo-frozen"))
+        .expect("distinct demo keys");
+    keys.freeze(frozen);
+
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route_layer(BearerAuthLayer::new(keys));
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .merge(api)
+        .layer(ErrorEnvelopeLayer::new());
+
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("cannot listen on {listen}: {err}");
+            std::process::exit(1);
+        }
+    };
+    println!("tower-maas gateway listening on http://{listen}");
+    println!("demo API key: {DEMO_KEY}   (frozen demo key: {FROZEN_KEY})");
+    println!(
+        "try: curl -s http://{listen}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \
+         -H 'Content-Type: application/json' \
+         -d '{{\"model\":\"{MOCK_MODEL}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .expect("server error");
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, String> {
+    const USAGE: &str = "usage: gateway [--listen ADDR]   (default 127.0.0.1:8080)";
+    let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => {
+                let value = args.next().ok_or(USAGE)?;
+                listen = value
+                    .parse()
+                    .map_err(|_| format!("--listen: not an address: {value}\n{USAGE}"))?;
+            }
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument: {other}\n{USAGE}")),
+        }
+    }
+    Ok(listen)
+}
+
+async fn models(Extension(_): Extension<Principal>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{"id": MOCK_MODEL, "object": "model", "created": 0, "owned_by": "tower-maas"}],
+    }))
+}
+
+/// The builtin mock: answers with the last user message, deterministically, with exact usage.
+async fn chat_completions(Extension(id): Extension<RequestId>, body: Bytes) -> Response {
+    let refuse = |error: MaasError| error.to_response(Dialect::Dual, &id).into_response();
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return refuse(MaasError::InvalidRequestBody);
+    };
+    let model = request.get("model").and_then(Value::as_str).unwrap_or("");
+    if model.is_empty() {
+        return refuse(MaasError::InvalidRequestBody);
+    }
+    if model != MOCK_MODEL {
+        return refuse(MaasError::InvalidModel);
+    }
+    let messages = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let text_of = |m: &Value| {
+        m.get("content")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let prompt_tokens: usize = messages.iter().map(|m| words(&text_of(m))).sum();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(text_of)
+        .unwrap_or_default();
+    let max_tokens = request
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .map_or(usize::MAX, |n| n as usize);
+    let answer: Vec<&str> = last_user.split_whitespace().take(max_tokens).collect();
+    let completion_tokens = answer.len();
+    let finish_reason = if completion_tokens < words(&last_user) {
+        "length"
+    } else {
+        "stop"
+    };
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Json(json!({
+        "id": format!("chatcmpl-{id}"),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": answer.join(" ")},
+            "finish_reason": finish_reason,
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }))
+    .into_response()
+}
+
+/// The mock's tokenizer: one token per whitespace-separated word.
+fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
