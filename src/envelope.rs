@@ -149,20 +149,7 @@ impl<S> ErrorEnvelope<S> {
         ErrorEnvelopeLayer::new().layer(inner)
     }
 
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S: Clone> Clone for ErrorEnvelope<S> {

@@ -175,20 +175,7 @@ impl<S, K: KeyStore + ?Sized> BearerAuth<S, K> {
 }
 
 impl<S, K: ?Sized> BearerAuth<S, K> {
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S: Clone, K: ?Sized> Clone for BearerAuth<S, K> {
