@@ -107,7 +107,7 @@ where
 /// The default bound on a buffered request body: 12 MiB, APIG's limit.
 pub const DEFAULT_BODY_LIMIT: usize = 12 * 1024 * 1024;
 
-#[cfg_attr(not(feature = "auth"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 /// Why a body could not be buffered.
 #[derive(Debug)]
 pub(crate) enum BufferError {
@@ -119,12 +119,12 @@ pub(crate) enum BufferError {
 }
 
 /// A body bounded by `limit`, ready to be collected.
-#[cfg_attr(not(feature = "auth"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 pub(crate) type LimitedCollect<B> = http_body_util::combinators::Collect<Limited<B>>;
 
 /// Starts buffering `body` up to `limit` bytes. Chunked and HTTP/2 bodies are bounded as they
 /// arrive; a body whose declared length is already over the limit is refused before any read.
-#[cfg_attr(not(feature = "auth"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 pub(crate) fn start_buffering<B>(body: B, limit: usize) -> Result<LimitedCollect<B>, BufferError>
 where
     B: Body,
@@ -137,7 +137,7 @@ where
 }
 
 /// Turns the outcome of a [`LimitedCollect`] into bytes or a [`BufferError`].
-#[cfg_attr(not(feature = "auth"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 pub(crate) fn finish_buffering<D: bytes::Buf>(
     result: Result<http_body_util::Collected<D>, BoxError>,
 ) -> Result<Bytes, BufferError> {
@@ -149,7 +149,7 @@ pub(crate) fn finish_buffering<D: bytes::Buf>(
 }
 
 /// After a body was replaced by `len` buffered bytes, the headers must describe those bytes.
-#[cfg_attr(not(feature = "auth"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 pub(crate) fn set_buffered_length(headers: &mut HeaderMap, len: usize) {
     headers.remove(TRANSFER_ENCODING);
     headers.insert(CONTENT_LENGTH, len.into());

@@ -8,6 +8,8 @@ mod macros;
 #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
 pub mod auth;
 mod body;
+#[cfg(any(feature = "auth", feature = "validate"))]
+mod buffered;
 pub mod envelope;
 pub mod error;
 mod model;

@@ -60,7 +60,7 @@ use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
@@ -77,10 +77,8 @@ pub use self::key::{InvalidKeyDigest, KeyDigest, PresentedKey};
 pub use self::principal::{KeyId, KeyPolicy, KeyState, ModelAccess, Principal, Quota};
 pub use self::store::{DuplicateKey, InMemoryKeyStore, KeyStore};
 
-use crate::body::{
-    BoxError, BufferError, DEFAULT_BODY_LIMIT, LimitedCollect, MaasBody, finish_buffering,
-    set_buffered_length, start_buffering,
-};
+use crate::body::{BoxError, BufferError, DEFAULT_BODY_LIMIT, MaasBody};
+use crate::buffered::{Decide, Step};
 use crate::error::{MaasError, refuse};
 use crate::model::{RequestedModel, read_model};
 
@@ -255,44 +253,22 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = self.config;
-        let state = match self.decide(&req) {
-            Decision::Refuse(error) => State::refused(error, &req, config),
+        let step = match self.decide(&req) {
+            Decision::Refuse(error) => Step::refused(refusal(error, req.extensions(), config)),
             Decision::Pass(principal) => {
                 let (mut parts, body) = req.into_parts();
                 admit(&mut parts, principal, config);
-                State::Called {
-                    future: self
-                        .inner
-                        .call(Request::from_parts(parts, MaasBody::new(body))),
-                }
+                Step::call(&mut self.inner, parts, body)
             }
             Decision::ReadModel(principal) => {
                 let (parts, body) = req.into_parts();
-                match start_buffering(body, config.body_limit) {
-                    Err(_) => State::refused(
-                        MaasError::EntityTooLarge,
-                        &Request::from_parts(parts, ()),
-                        config,
-                    ),
-                    Ok(collect) => {
-                        // The readied service goes into the future; a fresh clone stays behind
-                        // and is readied by the next `poll_ready`.
-                        let clone = self.inner.clone();
-                        let service = mem::replace(&mut self.inner, clone);
-                        State::Reading {
-                            collect,
-                            pending: Some(Pending {
-                                parts,
-                                principal,
-                                service,
-                                config,
-                            }),
-                        }
-                    }
-                }
+                let clone = self.inner.clone();
+                let service = mem::replace(&mut self.inner, clone);
+                let check = ModelCheck { principal, config };
+                Step::read(parts, body, config.body_limit, service, check)
             }
         };
-        ResponseFuture { state }
+        ResponseFuture { step }
     }
 }
 
@@ -305,14 +281,53 @@ fn admit(parts: &mut Parts, principal: Principal, config: Config) {
 }
 
 /// The refusal for `error`, with the configured status for the key-state rows.
-fn refusal<T>(error: MaasError, req: &Request<T>, config: Config) -> Response<Full<Bytes>> {
+fn refusal(
+    error: MaasError,
+    extensions: &http::Extensions,
+    config: Config,
+) -> Response<Full<Bytes>> {
     let status = match error {
         MaasError::ModelNotEnabled | MaasError::QuotaExhausted | MaasError::ResourceFrozen => {
             config.key_state_status
         }
         _ => error.status(),
     };
-    refuse(error, status, req.extensions())
+    refuse(error, status, extensions)
+}
+
+/// The 81004 check on the model a buffered body names.
+struct ModelCheck {
+    principal: Principal,
+    config: Config,
+}
+
+impl Decide for ModelCheck {
+    fn decide(
+        self,
+        parts: &mut Parts,
+        body: Result<Bytes, BufferError>,
+    ) -> Result<Bytes, Response<Full<Bytes>>> {
+        let decided = match body {
+            Err(BufferError::TooLarge) => Err(MaasError::EntityTooLarge),
+            // The client broke off or the connection failed: nothing usable was sent.
+            Err(BufferError::Read) => Err(MaasError::InvalidRequestBody),
+            Ok(bytes) => match read_model(&bytes) {
+                None => Err(MaasError::InvalidRequestBody),
+                Some(model) if !self.principal.allows_model(model.as_str()) => {
+                    Err(MaasError::ModelNotEnabled)
+                }
+                Some(model) => Ok((bytes, model)),
+            },
+        };
+        match decided {
+            Err(error) => Err(refusal(error, &parts.extensions, self.config)),
+            Ok((bytes, model)) => {
+                parts.extensions.insert(model);
+                admit(parts, self.principal, self.config);
+                Ok(bytes)
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -324,42 +339,7 @@ pin_project! {
         B::Error: Into<BoxError>,
     {
         #[pin]
-        state: State<S, B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, B>
-    where
-        S: Service<Request<MaasBody<B>>>,
-        B: Body,
-        B::Error: Into<BoxError>,
-    {
-        Refused { response: Option<Response<Full<Bytes>>> },
-        Reading { #[pin] collect: LimitedCollect<B>, pending: Option<Pending<S>> },
-        Called { #[pin] future: S::Future },
-    }
-}
-
-/// What a request waiting for its body keeps.
-struct Pending<S> {
-    parts: Parts,
-    principal: Principal,
-    service: S,
-    config: Config,
-}
-
-impl<S, B> State<S, B>
-where
-    S: Service<Request<MaasBody<B>>>,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    fn refused<T>(error: MaasError, req: &Request<T>, config: Config) -> Self {
-        Self::Refused {
-            response: Some(refusal(error, req, config)),
-        }
+        step: Step<S, B, ModelCheck>,
     }
 }
 
@@ -383,64 +363,6 @@ where
     type Output = Result<Response<MaasBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Called { future } => {
-                    return future.poll(cx).map_ok(|res| res.map(MaasBody::new));
-                }
-                StateProj::Refused { response } => {
-                    let response = response.take().expect("polled after completion");
-                    return Poll::Ready(Ok(response.map(MaasBody::from_full)));
-                }
-                StateProj::Reading { collect, pending } => {
-                    let result = finish_buffering(ready!(collect.poll(cx)));
-                    let pending = pending.take().expect("polled after completion");
-                    pending.proceed(result)
-                }
-            };
-            this.state.set(next);
-        }
-    }
-}
-
-impl<S> Pending<S> {
-    /// Checks the model the body names, then calls the service with the buffered body.
-    fn proceed<B>(self, body: Result<Bytes, BufferError>) -> State<S, B>
-    where
-        S: Service<Request<MaasBody<B>>>,
-        B: Body,
-        B::Error: Into<BoxError>,
-    {
-        let Self {
-            mut parts,
-            principal,
-            mut service,
-            config,
-        } = self;
-        let decided = match body {
-            Err(BufferError::TooLarge) => Err(MaasError::EntityTooLarge),
-            // The client broke off or the connection failed: nothing usable was sent.
-            Err(BufferError::Read) => Err(MaasError::InvalidRequestBody),
-            Ok(bytes) => match read_model(&bytes) {
-                None => Err(MaasError::InvalidRequestBody),
-                Some(model) if !principal.allows_model(model.as_str()) => {
-                    Err(MaasError::ModelNotEnabled)
-                }
-                Some(model) => Ok((bytes, model)),
-            },
-        };
-        match decided {
-            Err(error) => State::refused(error, &Request::from_parts(parts, ()), config),
-            Ok((bytes, model)) => {
-                set_buffered_length(&mut parts.headers, bytes.len());
-                parts.extensions.insert(model);
-                admit(&mut parts, principal, config);
-                let req = Request::from_parts(parts, MaasBody::full(bytes));
-                State::Called {
-                    future: service.call(req),
-                }
-            }
-        }
+        self.project().step.poll_step(cx)
     }
 }
