@@ -19,15 +19,14 @@ use crate::body::{
 };
 use crate::error::{MaasError, refuse};
 
+/// A layer's refusal of a buffered request, with the status it answers with.
+pub(crate) type Refusal = (MaasError, StatusCode);
+
 /// What a layer does with a buffered body.
 pub(crate) trait Decide {
     /// Looks at the body (or why it could not be read) and returns the bytes to hand on, or a
     /// refusal. May add extensions to `parts`.
-    fn decide(
-        self,
-        parts: &mut Parts,
-        body: Result<Bytes, BufferError>,
-    ) -> Result<Bytes, Response<Full<Bytes>>>;
+    fn decide(self, parts: &mut Parts, body: Result<Bytes, BufferError>) -> Result<Bytes, Refusal>;
 }
 
 pin_project! {
@@ -109,7 +108,9 @@ where
                     let (mut parts, mut service, decide) =
                         pending.take().expect("polled after completion");
                     match decide.decide(&mut parts, body) {
-                        Err(response) => Self::refused(response),
+                        Err((error, status)) => {
+                            Self::refused(refuse(error, status, &parts.extensions))
+                        }
                         Ok(bytes) => {
                             set_buffered_length(&mut parts.headers, bytes.len());
                             let req = Request::from_parts(parts, MaasBody::full(bytes));

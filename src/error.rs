@@ -181,6 +181,16 @@ pub enum MaasError {
         /// prompt that alone is too long.
         completion: Option<u64>,
     },
+    /// 400 backend `BadRequestError`: an embeddings input exceeds the model's context length.
+    EmbeddingContextLengthExceeded {
+        /// The model's maximum context length in tokens.
+        max: u64,
+        /// Tokens in the input.
+        input: u64,
+    },
+    /// 400 `{"detail":"There was an error parsing the body"}`: FastAPI could not read the body
+    /// at all (not UTF-8/16/32, nested too deep, an integer of over 4300 digits).
+    UnparsableBody,
     /// 404 backend `NotFoundError` ``The model `{model}` does not exist.``
     BackendModelNotFound {
         /// The model named in the request.
@@ -222,6 +232,8 @@ impl MaasError {
             | Self::MissingAuthorization
             | Self::Validation { .. }
             | Self::ContextLengthExceeded { .. }
+            | Self::EmbeddingContextLengthExceeded { .. }
+            | Self::UnparsableBody
             | Self::EndpointNameRequired
             | Self::EndpointNameUsed
             | Self::EndpointNameInvalid
@@ -284,8 +296,10 @@ impl MaasError {
             Self::InvalidJsonBody => "ModelArts.2115",
             Self::SecurityCheckFailed { .. } => "ModelArts.6298",
             Self::MethodNotAllowed
+            | Self::UnparsableBody
             | Self::Validation { .. }
             | Self::ContextLengthExceeded { .. }
+            | Self::EmbeddingContextLengthExceeded { .. }
             | Self::BackendModelNotFound { .. } => return None,
         })
     }
@@ -299,9 +313,10 @@ impl MaasError {
             | Self::EntityTooLarge
             | Self::IpThrottled { .. }
             | Self::Internal => Party::Apig,
-            Self::MethodNotAllowed => Party::Framework,
+            Self::MethodNotAllowed | Self::UnparsableBody => Party::Framework,
             Self::Validation { .. }
             | Self::ContextLengthExceeded { .. }
+            | Self::EmbeddingContextLengthExceeded { .. }
             | Self::BackendModelNotFound { .. } => Party::Backend,
             Self::EndpointNameRequired
             | Self::EndpointNameUsed
@@ -361,6 +376,10 @@ impl MaasError {
             } => {
                 "This model's maximum context length is %s tokens. However, you requested %s tokens in the messages, Please reduce the length of the messages."
             }
+            Self::EmbeddingContextLengthExceeded { .. } => {
+                "This model's maximum context length is %s tokens. However, you requested %s tokens in the input for embedding generation. Please reduce the length of the input."
+            }
+            Self::UnparsableBody => "There was an error parsing the body",
             Self::BackendModelNotFound { .. } => "The model `%s` does not exist.",
             Self::EndpointNameRequired => {
                 "CreateCustomEndpointReq.endpoint_name is a required field"
@@ -417,6 +436,9 @@ impl MaasError {
                 completion: None,
             } => Cow::Owned(format!(
                 "This model's maximum context length is {max} tokens. However, you requested {prompt} tokens in the messages, Please reduce the length of the messages."
+            )),
+            Self::EmbeddingContextLengthExceeded { max, input } => Cow::Owned(format!(
+                "This model's maximum context length is {max} tokens. However, you requested {input} tokens in the input for embedding generation. Please reduce the length of the input."
             )),
             Self::BackendModelNotFound { model } => {
                 Cow::Owned(format!("The model `{model}` does not exist."))
@@ -524,6 +546,7 @@ impl MaasError {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RenderedByEnvelope;
 
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 /// The refusal every layer answers with: rendered in the default dialect with the request's id
 /// (or a fresh one) when the layer works alone, or left for the envelope to render.
 pub(crate) fn refuse(

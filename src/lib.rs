@@ -14,6 +14,9 @@ pub mod envelope;
 pub mod error;
 mod model;
 mod request_id;
+#[cfg(feature = "validate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
+pub mod validate;
 
 #[cfg(feature = "auth")]
 pub use crate::auth::{BearerAuth, BearerAuthLayer};
@@ -22,3 +25,5 @@ pub use crate::envelope::{BackendTimeout, ErrorEnvelope, ErrorEnvelopeLayer, is_
 pub use crate::error::{Dialect, MaasError, Party, ThrottleWindow};
 pub use crate::model::RequestedModel;
 pub use crate::request_id::{InvalidRequestId, REQUEST_ID, RequestId};
+#[cfg(feature = "validate")]
+pub use crate::validate::{RequestSchemaValidator, RequestSchemaValidatorLayer};

@@ -125,6 +125,12 @@ fn rows() -> Vec<Row> {
             r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens in the messages, Please reduce the length of the messages.","type":"BadRequestError","param":null,"code":400}"#,
         ),
         fixed(
+            EmbeddingContextLengthExceeded { max: 512, input: 600 },
+            400,
+            r#"{"object":"error","message":"This model's maximum context length is 512 tokens. However, you requested 600 tokens in the input for embedding generation. Please reduce the length of the input.","type":"BadRequestError","param":null,"code":400}"#,
+        ),
+        fixed(UnparsableBody, 400, r#"{"detail":"There was an error parsing the body"}"#),
+        fixed(
             BackendModelNotFound { model: "DeepSeek-R1".to_owned() },
             404,
             r#"{"object":"error","message":"The model `DeepSeek-R1` does not exist.","type":"NotFoundError","param":null,"code":404}"#,

@@ -67,7 +67,6 @@ use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -78,7 +77,7 @@ pub use self::principal::{KeyId, KeyPolicy, KeyState, ModelAccess, Principal, Qu
 pub use self::store::{DuplicateKey, InMemoryKeyStore, KeyStore};
 
 use crate::body::{BoxError, BufferError, DEFAULT_BODY_LIMIT, MaasBody};
-use crate::buffered::{Decide, Step};
+use crate::buffered::{Decide, Refusal, Step};
 use crate::error::{MaasError, refuse};
 use crate::model::{RequestedModel, read_model};
 
@@ -254,7 +253,10 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = self.config;
         let step = match self.decide(&req) {
-            Decision::Refuse(error) => Step::refused(refusal(error, req.extensions(), config)),
+            Decision::Refuse(error) => {
+                let (error, status) = refusal(error, config);
+                Step::refused(refuse(error, status, req.extensions()))
+            }
             Decision::Pass(principal) => {
                 let (mut parts, body) = req.into_parts();
                 admit(&mut parts, principal, config);
@@ -280,19 +282,15 @@ fn admit(parts: &mut Parts, principal: Principal, config: Config) {
     parts.extensions.insert(principal);
 }
 
-/// The refusal for `error`, with the configured status for the key-state rows.
-fn refusal(
-    error: MaasError,
-    extensions: &http::Extensions,
-    config: Config,
-) -> Response<Full<Bytes>> {
+/// `error` with its status: the configured one for the key-state rows.
+fn refusal(error: MaasError, config: Config) -> Refusal {
     let status = match error {
         MaasError::ModelNotEnabled | MaasError::QuotaExhausted | MaasError::ResourceFrozen => {
             config.key_state_status
         }
         _ => error.status(),
     };
-    refuse(error, status, extensions)
+    (error, status)
 }
 
 /// The 81004 check on the model a buffered body names.
@@ -302,11 +300,7 @@ struct ModelCheck {
 }
 
 impl Decide for ModelCheck {
-    fn decide(
-        self,
-        parts: &mut Parts,
-        body: Result<Bytes, BufferError>,
-    ) -> Result<Bytes, Response<Full<Bytes>>> {
+    fn decide(self, parts: &mut Parts, body: Result<Bytes, BufferError>) -> Result<Bytes, Refusal> {
         let decided = match body {
             Err(BufferError::TooLarge) => Err(MaasError::EntityTooLarge),
             // The client broke off or the connection failed: nothing usable was sent.
@@ -320,7 +314,7 @@ impl Decide for ModelCheck {
             },
         };
         match decided {
-            Err(error) => Err(refusal(error, &parts.extensions, self.config)),
+            Err(error) => Err(refusal(error, self.config)),
             Ok((bytes, model)) => {
                 parts.extensions.insert(model);
                 admit(parts, self.principal, self.config);

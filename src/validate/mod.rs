@@ -1,0 +1,488 @@
+//! `RequestSchemaValidator`: byte-exact vLLM/pydantic validation of OpenAI-style request bodies.
+//!
+//! For `POST` requests to its routes (`/v1/chat/completions`, `/v1/completions`,
+//! `/v1/embeddings`, and any registered with [`RequestSchemaValidatorLayer::route`]) the layer
+//! reads the body once, bounded (12 MiB by default → 413 APIG.0201), and answers exactly as the
+//! MaaS backend (vLLM 0.4–0.6 under FastAPI 0.111 and pydantic 2.8) does when it is not
+//! acceptable:
+//!
+//! | body | answer |
+//! |---|---|
+//! | empty, or `null` | 400 `missing` at `('body',)` |
+//! | `Content-Type` present but not JSON (`text/plain`) | 400 `model_attributes_type` with the bytes |
+//! | not JSON | 400 `json_invalid` with CPython's message and character position |
+//! | not UTF-8/16/32, nested over [`MAX_DEPTH`], an int of over 4300 digits | 400 `{"detail":"There was an error parsing the body"}` |
+//! | fails the schema | 400 pydantic's error list, in pydantic's order |
+//! | `model` empty / not in the [`ModelCatalog`] | 400 81001 / 404 81009 (gateway dialect) or vLLM's 404 (backend dialect) |
+//! | prompt + `max_tokens` over the model's context | 400 vLLM's context-length message |
+//!
+//! Accepted requests go on with the same bytes, a [`ParsedRequest`] (as `Arc<ParsedRequest>`)
+//! and a [`RequestedModel`] in their extensions. Other methods and paths pass untouched.
+//!
+//! # Dialects
+//!
+//! [`ValidationDialect::Gateway`] (default) answers as the live MaaS service: the MaaS gateway
+//! reads `model` before the backend sees the body, so an empty model is 81001 and an unknown one
+//! 81009; everything else is the backend's answer. [`ValidationDialect::Backend`] answers as a
+//! bare vLLM server: an unknown (or empty) model is ``The model `X` does not exist.``, checked
+//! after the schema.
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use tower_maas::validate::{ModelCatalog, RequestSchemaValidatorLayer};
+//!
+//! let app: Router = Router::new()
+//!     .route("/v1/chat/completions", post(|| async { "ok" }))
+//!     .layer(
+//!         RequestSchemaValidatorLayer::new()
+//!             .models(ModelCatalog::new().model("DeepSeek-V3", 65_536)),
+//!     );
+//! ```
+
+mod catalog;
+mod json;
+mod openai;
+mod parsed;
+mod printable;
+mod repr;
+mod schema;
+mod tokens;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::catalog::ModelCatalog;
+pub use self::json::{DecodeError, Dict, Int, Json, MAX_DEPTH, loads};
+pub use self::parsed::{Endpoint, ParsedRequest};
+pub use self::schema::{Schema, Ty};
+pub use self::tokens::{EstimatingCounter, TokenCounter};
+
+use self::schema::{Input, Loc, PyError, format_errors, validate_body};
+use crate::body::{BoxError, BufferError, DEFAULT_BODY_LIMIT, MaasBody};
+use crate::buffered::{Decide, Refusal, Step};
+use crate::error::MaasError;
+
+/// Who answers for the model: the MaaS gateway (81001/81009) or the vLLM backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ValidationDialect {
+    /// As the live MaaS service: empty model 81001, unknown model 81009, before the schema.
+    #[default]
+    Gateway,
+    /// As a bare vLLM server: unknown model ``The model `X` does not exist.``, after the schema.
+    Backend,
+}
+
+/// Layer that applies [`RequestSchemaValidator`]. See the [module docs](self).
+#[derive(Clone)]
+pub struct RequestSchemaValidatorLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Clone)]
+struct Config {
+    routes: Vec<Route>,
+    body_limit: usize,
+    catalog: Option<ModelCatalog>,
+    dialect: ValidationDialect,
+    counter: Arc<dyn TokenCounter>,
+}
+
+#[derive(Clone)]
+struct Route {
+    path: Cow<'static, str>,
+    schema: Arc<Schema>,
+    endpoint: Endpoint,
+}
+
+impl Default for RequestSchemaValidatorLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestSchemaValidatorLayer {
+    /// Validates `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings` with vLLM's
+    /// schemas; every model accepted until [`models`](Self::models) sets a catalog.
+    pub fn new() -> Self {
+        let route = |path, schema, endpoint| Route {
+            path: Cow::Borrowed(path),
+            schema: Arc::new(schema),
+            endpoint,
+        };
+        Self {
+            config: Arc::new(Config {
+                routes: vec![
+                    route(
+                        "/v1/chat/completions",
+                        openai::chat_completion(),
+                        Endpoint::ChatCompletions,
+                    ),
+                    route(
+                        "/v1/completions",
+                        openai::completion(),
+                        Endpoint::Completions,
+                    ),
+                    route("/v1/embeddings", openai::embedding(), Endpoint::Embeddings),
+                ],
+                body_limit: DEFAULT_BODY_LIMIT,
+                catalog: None,
+                dialect: ValidationDialect::default(),
+                counter: Arc::new(EstimatingCounter),
+            }),
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Validates `POST path` with `schema` too (replacing any schema of that path).
+    pub fn route(self, path: impl Into<Cow<'static, str>>, schema: Schema) -> Self {
+        let path = path.into();
+        self.with(|config| {
+            config.routes.retain(|r| r.path != path);
+            config.routes.push(Route {
+                path,
+                schema: Arc::new(schema),
+                endpoint: Endpoint::Custom,
+            });
+        })
+    }
+
+    /// The models served, with their context lengths.
+    pub fn models(self, catalog: ModelCatalog) -> Self {
+        self.with(|config| config.catalog = Some(catalog))
+    }
+
+    /// Who answers for the model (default [`ValidationDialect::Gateway`]).
+    pub fn dialect(self, dialect: ValidationDialect) -> Self {
+        self.with(|config| config.dialect = dialect)
+    }
+
+    /// The bound on a body (default 12 MiB, APIG's).
+    pub fn body_limit(self, limit: usize) -> Self {
+        self.with(|config| config.body_limit = limit)
+    }
+
+    /// How prompt tokens are counted (default [`EstimatingCounter`]).
+    pub fn token_counter(self, counter: impl TokenCounter) -> Self {
+        self.with(|config| config.counter = Arc::new(counter))
+    }
+}
+
+impl fmt::Debug for RequestSchemaValidatorLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestSchemaValidatorLayer")
+            .field(
+                "routes",
+                &self
+                    .config
+                    .routes
+                    .iter()
+                    .map(|r| &r.path)
+                    .collect::<Vec<_>>(),
+            )
+            .field("body_limit", &self.config.body_limit)
+            .field("dialect", &self.config.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for RequestSchemaValidatorLayer {
+    type Service = RequestSchemaValidator<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestSchemaValidator {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// Middleware that validates request bodies. See the [module docs](self).
+pub struct RequestSchemaValidator<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> RequestSchemaValidator<S> {
+    define_inner_service_accessors!();
+}
+
+impl<S: Clone> Clone for RequestSchemaValidator<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RequestSchemaValidator<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestSchemaValidator")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestSchemaValidator<S>
+where
+    S: Service<Request<MaasBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    type Response = Response<MaasBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let route = (parts.method == Method::POST)
+            .then(|| {
+                self.config
+                    .routes
+                    .iter()
+                    .position(|r| r.path == parts.uri.path())
+            })
+            .flatten();
+        let step = match route {
+            None => Step::call(&mut self.inner, parts, body),
+            Some(route) => {
+                let clone = self.inner.clone();
+                let service = mem::replace(&mut self.inner, clone);
+                let check = Check {
+                    config: Arc::clone(&self.config),
+                    route,
+                };
+                Step::read(parts, body, self.config.body_limit, service, check)
+            }
+        };
+        ResponseFuture { step }
+    }
+}
+
+/// Validation of a buffered body against one route.
+struct Check {
+    config: Arc<Config>,
+    route: usize,
+}
+
+impl Decide for Check {
+    fn decide(self, parts: &mut Parts, body: Result<Bytes, BufferError>) -> Result<Bytes, Refusal> {
+        let outcome = match body {
+            Err(BufferError::TooLarge) => Err(MaasError::EntityTooLarge),
+            // The body broke off: what arrived is not the request the client meant.
+            Err(BufferError::Read) => Err(MaasError::UnparsableBody),
+            Ok(bytes) => check(
+                &self.config,
+                &self.config.routes[self.route],
+                &parts.headers,
+                &bytes,
+            )
+            .map(|parsed| (bytes, parsed)),
+        };
+        match outcome {
+            Err(error) => {
+                let status = error.status();
+                Err((error, status))
+            }
+            Ok((bytes, parsed)) => {
+                if let Some(model) = parsed.requested_model() {
+                    parts.extensions.insert(model.clone());
+                }
+                parts.extensions.insert(Arc::new(parsed));
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+/// Whether FastAPI parses a body with this `Content-Type` as JSON: none, or
+/// `application/json`, or `application/*+json`, parameters ignored (`email.message` rules).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return true;
+    };
+    // Starlette reads header values as Latin-1.
+    let value: String = value.as_bytes().iter().map(|&b| b as char).collect();
+    let ctype = value.split(';').next().unwrap_or("").to_lowercase();
+    let ctype = ctype.trim();
+    if ctype.is_empty() {
+        return value.trim().is_empty();
+    }
+    match ctype.split_once('/') {
+        Some((main, sub)) if !sub.contains('/') => {
+            main == "application" && (sub == "json" || sub.ends_with("+json"))
+        }
+        _ => false,
+    }
+}
+
+/// FastAPI's body handling, then pydantic's validation, then vLLM's model and context checks.
+fn check(
+    config: &Config,
+    route: &Route,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<ParsedRequest, MaasError> {
+    let body_loc = || vec![Loc::Key("body")];
+    let invalid = |errors: &[PyError<'_>]| MaasError::Validation {
+        message: format_errors(errors),
+    };
+    let missing_body = || {
+        invalid(&[PyError {
+            kind: "missing",
+            loc: body_loc(),
+            msg: "Field required".into(),
+            input: Input::None,
+            ctx: None,
+        }])
+    };
+    if bytes.is_empty() {
+        return Err(missing_body());
+    }
+    if !is_json(headers) {
+        return Err(invalid(&[PyError {
+            kind: "model_attributes_type",
+            loc: body_loc(),
+            msg: "Input should be a valid dictionary or object to extract fields from".into(),
+            input: Input::Bytes(bytes),
+            ctx: None,
+        }]));
+    }
+    let json = match loads(bytes) {
+        Ok(json) => json,
+        Err(DecodeError::Unparsable) => return Err(MaasError::UnparsableBody),
+        Err(DecodeError::Syntax { msg, pos }) => {
+            return Err(invalid(&[PyError {
+                kind: "json_invalid",
+                loc: vec![Loc::Key("body"), Loc::Index(pos)],
+                msg: "JSON decode error".into(),
+                input: Input::EmptyDict,
+                ctx: Some(("error", schema::CtxValue::Str(msg.into()))),
+            }]));
+        }
+    };
+    if json == Json::Null {
+        return Err(missing_body());
+    }
+    let model = match &json {
+        Json::Dict(dict) => dict.get("model").and_then(Json::as_str),
+        _ => None,
+    };
+    if config.dialect == ValidationDialect::Gateway {
+        match (model, &config.catalog) {
+            (Some(""), _) => return Err(MaasError::InvalidRequestBody),
+            (Some(model), Some(catalog)) if !catalog.contains(model) => {
+                return Err(MaasError::InvalidModel);
+            }
+            _ => {}
+        }
+    }
+    let mut errors = Vec::new();
+    validate_body(&route.schema, &json, &mut errors);
+    if !errors.is_empty() {
+        return Err(invalid(&errors));
+    }
+    let context_length = match (model, &config.catalog) {
+        (Some(model), Some(catalog)) => match catalog.context_length(model) {
+            Some(length) => Some(length),
+            None => {
+                return Err(MaasError::BackendModelNotFound {
+                    model: model.to_owned(),
+                });
+            }
+        },
+        _ => None,
+    };
+    let parsed = ParsedRequest::new(route.endpoint, json, &*config.counter);
+    if let Some(max) = context_length {
+        check_context(&parsed, max)?;
+    }
+    Ok(parsed)
+}
+
+/// vLLM's `_validate_input`: prompt plus `max_tokens` within the model's context.
+fn check_context(parsed: &ParsedRequest, max: u64) -> Result<(), MaasError> {
+    let prompt = parsed.largest_prompt();
+    if parsed.endpoint() == Endpoint::Embeddings {
+        if prompt > max {
+            return Err(MaasError::EmbeddingContextLengthExceeded { max, input: prompt });
+        }
+        return Ok(());
+    }
+    match parsed.max_tokens() {
+        None if prompt >= max => Err(MaasError::ContextLengthExceeded {
+            max,
+            prompt,
+            completion: None,
+        }),
+        Some(completion) if prompt.saturating_add(completion) > max => {
+            Err(MaasError::ContextLengthExceeded {
+                max,
+                prompt,
+                completion: Some(completion),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+pin_project! {
+    /// Response future of [`RequestSchemaValidator`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<MaasBody<B>>>,
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        #[pin]
+        step: Step<S, B, Check>,
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<MaasBody<B>>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<MaasBody<B>>, Response = Response<ResBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<MaasBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().step.poll_step(cx)
+    }
+}

@@ -1,0 +1,676 @@
+//! Request schemas, and validation that reports errors as pydantic 2.8 does in FastAPI.
+//!
+//! A [`Schema`] is a model: fields in declaration order, each with a [`Ty`], required or
+//! optional, and no extra fields allowed (vLLM's `extra="forbid"`). Validation follows
+//! pydantic's lax Python mode, which is what FastAPI applies to the result of `json.loads`:
+//! errors in field-declaration order, then one `extra_forbidden` per unknown key in body order;
+//! unions report every member's errors under the member's tag (`'str'`, `'list[str]'`).
+//!
+//! ```
+//! use tower_maas::validate::{Schema, Ty};
+//!
+//! let rerank = Schema::new("RerankRequest")
+//!     .required("model", Ty::Str)
+//!     .required("query", Ty::Str)
+//!     .required("documents", Ty::list(Ty::Str))
+//!     .optional("top_n", Ty::Int.ge(1));
+//! ```
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::json::{Dict, Int, Json};
+use super::repr;
+
+/// A field type, as a pydantic annotation.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Ty {
+    /// `Any`: every value.
+    Any,
+    /// `str`
+    Str,
+    /// `int` (lax: integral floats, numeric strings and booleans are accepted).
+    Int,
+    /// `float` (lax: ints, numeric strings and booleans are accepted).
+    Float,
+    /// `bool` (lax: 0/1 and words such as `"true"`, `"no"` are accepted).
+    Bool,
+    /// `Literal["a", "b"]` of strings.
+    Literal(&'static [&'static str]),
+    /// `List[T]`
+    List(Box<Ty>),
+    /// `Dict[str, V]`
+    Dict(Box<Ty>),
+    /// A nested model.
+    Model(Arc<Schema>),
+    /// `Union[A, B, …]` in pydantic's smart mode.
+    Union(Vec<Ty>),
+    /// `Optional[T]`: `None` or `T`.
+    Nullable(Box<Ty>),
+    /// A number with bounds (`Field(ge=…, le=…)`).
+    Bounded(Box<Ty>, Bounds),
+}
+
+/// Bounds of a number field, written as in the reference (`ge=0`, `le=2`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bounds {
+    ge: Option<i64>,
+    le: Option<i64>,
+}
+
+impl Ty {
+    /// `List[item]`
+    pub fn list(item: Ty) -> Self {
+        Self::List(Box::new(item))
+    }
+
+    /// `Dict[str, value]`
+    pub fn dict(value: Ty) -> Self {
+        Self::Dict(Box::new(value))
+    }
+
+    /// `Optional[self]`
+    pub fn nullable(self) -> Self {
+        Self::Nullable(Box::new(self))
+    }
+
+    /// `Union[members…]`
+    pub fn union(members: impl IntoIterator<Item = Ty>) -> Self {
+        Self::Union(members.into_iter().collect())
+    }
+
+    /// A nested model.
+    pub fn model(schema: Schema) -> Self {
+        Self::Model(Arc::new(schema))
+    }
+
+    /// `Field(ge=bound)`
+    pub fn ge(self, bound: i64) -> Self {
+        self.bounded(|b| b.ge = Some(bound))
+    }
+
+    /// `Field(le=bound)`
+    pub fn le(self, bound: i64) -> Self {
+        self.bounded(|b| b.le = Some(bound))
+    }
+
+    fn bounded(self, set: impl FnOnce(&mut Bounds)) -> Self {
+        match self {
+            Self::Bounded(inner, mut bounds) => {
+                set(&mut bounds);
+                Self::Bounded(inner, bounds)
+            }
+            Self::Nullable(inner) => Self::Nullable(Box::new(inner.bounded(set))),
+            other => {
+                let mut bounds = Bounds::default();
+                set(&mut bounds);
+                Self::Bounded(Box::new(other), bounds)
+            }
+        }
+    }
+
+    /// The tag pydantic puts in `loc` for this type as a union member.
+    fn tag(&self, out: &mut String) {
+        match self {
+            Self::Any => out.push_str("any"),
+            Self::Str => out.push_str("str"),
+            Self::Int => out.push_str("int"),
+            Self::Float => out.push_str("float"),
+            Self::Bool => out.push_str("bool"),
+            Self::Literal(words) => {
+                out.push_str("literal[");
+                for (i, w) in words.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    repr::string(out, w);
+                }
+                out.push(']');
+            }
+            Self::List(item) => {
+                out.push_str("list[");
+                item.tag(out);
+                out.push(']');
+            }
+            Self::Dict(value) => {
+                out.push_str("dict[str,");
+                value.tag(out);
+                out.push(']');
+            }
+            Self::Model(schema) => out.push_str(&schema.name),
+            Self::Union(members) => {
+                out.push_str("union[");
+                for (i, m) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    m.tag(out);
+                }
+                out.push(']');
+            }
+            Self::Nullable(inner) => {
+                out.push_str("nullable[");
+                inner.tag(out);
+                out.push(']');
+            }
+            Self::Bounded(inner, _) => inner.tag(out),
+        }
+    }
+}
+
+/// A model: named fields in declaration order; unknown fields are refused.
+#[derive(Clone, Debug)]
+pub struct Schema {
+    name: Cow<'static, str>,
+    fields: Vec<Field>,
+}
+
+#[derive(Clone, Debug)]
+struct Field {
+    name: &'static str,
+    ty: Ty,
+    required: bool,
+}
+
+impl Schema {
+    /// An empty model called `name` (the name shows in union tags).
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            name: name.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Adds a required field.
+    pub fn required(mut self, name: &'static str, ty: Ty) -> Self {
+        self.fields.push(Field {
+            name,
+            ty,
+            required: true,
+        });
+        self
+    }
+
+    /// Adds a field with a default: absent is fine, present is validated.
+    pub fn optional(mut self, name: &'static str, ty: Ty) -> Self {
+        self.fields.push(Field {
+            name,
+            ty,
+            required: false,
+        });
+        self
+    }
+}
+
+/// One step of an error's location.
+#[derive(Clone, Debug)]
+pub(crate) enum Loc<'a> {
+    Key(&'a str),
+    Tag(Arc<str>),
+    Index(usize),
+}
+
+/// What an error shows as its `input`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Input<'a> {
+    Value(&'a Json),
+    Dict(&'a Dict),
+    Bytes(&'a [u8]),
+    None,
+    EmptyDict,
+}
+
+/// A value in an error's `ctx`.
+#[derive(Clone, Debug)]
+pub(crate) enum CtxValue {
+    Int(i64),
+    Float(f64),
+    Str(Cow<'static, str>),
+}
+
+/// One pydantic error dict.
+#[derive(Clone, Debug)]
+pub(crate) struct PyError<'a> {
+    pub(crate) kind: &'static str,
+    pub(crate) loc: Vec<Loc<'a>>,
+    pub(crate) msg: Cow<'static, str>,
+    pub(crate) input: Input<'a>,
+    pub(crate) ctx: Option<(&'static str, CtxValue)>,
+}
+
+/// `str()` of the error list, as vLLM puts it in `message`.
+pub(crate) fn format_errors(errors: &[PyError<'_>]) -> String {
+    let mut out = String::with_capacity(128 * errors.len());
+    out.push('[');
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str("{'type': ");
+        repr::string(&mut out, e.kind);
+        out.push_str(", 'loc': (");
+        for (j, step) in e.loc.iter().enumerate() {
+            if j > 0 {
+                out.push_str(", ");
+            }
+            match step {
+                Loc::Key(k) => repr::string(&mut out, k),
+                Loc::Tag(t) => repr::string(&mut out, t),
+                Loc::Index(i) => {
+                    let _ = write!(out, "{i}");
+                }
+            }
+        }
+        if e.loc.len() == 1 {
+            out.push(',');
+        }
+        out.push_str("), 'msg': ");
+        repr::string(&mut out, &e.msg);
+        out.push_str(", 'input': ");
+        match e.input {
+            Input::Value(v) => repr::json(&mut out, v),
+            Input::Dict(d) => repr::dict(&mut out, d),
+            Input::Bytes(b) => repr::bytes(&mut out, b),
+            Input::None => out.push_str("None"),
+            Input::EmptyDict => out.push_str("{}"),
+        }
+        if let Some((key, value)) = &e.ctx {
+            out.push_str(", 'ctx': {");
+            repr::string(&mut out, key);
+            out.push_str(": ");
+            match value {
+                CtxValue::Int(v) => {
+                    let _ = write!(out, "{v}");
+                }
+                CtxValue::Float(v) => repr::float(&mut out, *v),
+                CtxValue::Str(s) => repr::string(&mut out, s),
+            }
+            out.push('}');
+        }
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+/// Validates `body` (the decoded request) against `schema`, appending errors located under
+/// `('body', …)`.
+pub(crate) fn validate_body<'a>(schema: &Schema, body: &'a Json, errors: &mut Vec<PyError<'a>>) {
+    let mut loc = vec![Loc::Key("body")];
+    validate_model(schema, body, &mut loc, errors);
+}
+
+fn error<'a>(
+    errors: &mut Vec<PyError<'a>>,
+    loc: &[Loc<'a>],
+    kind: &'static str,
+    msg: &'static str,
+    input: &'a Json,
+) {
+    errors.push(PyError {
+        kind,
+        loc: loc.to_vec(),
+        msg: Cow::Borrowed(msg),
+        input: Input::Value(input),
+        ctx: None,
+    });
+}
+
+fn validate_model<'a>(
+    schema: &Schema,
+    value: &'a Json,
+    loc: &mut Vec<Loc<'a>>,
+    errors: &mut Vec<PyError<'a>>,
+) {
+    let Json::Dict(dict) = value else {
+        error(
+            errors,
+            loc,
+            "model_attributes_type",
+            "Input should be a valid dictionary or object to extract fields from",
+            value,
+        );
+        return;
+    };
+    for field in &schema.fields {
+        match dict.get(field.name) {
+            Some(v) => {
+                loc.push(Loc::Key(field.name));
+                validate(&field.ty, v, loc, errors);
+                loc.pop();
+            }
+            None if field.required => {
+                let mut at = loc.clone();
+                at.push(Loc::Key(field.name));
+                errors.push(PyError {
+                    kind: "missing",
+                    loc: at,
+                    msg: Cow::Borrowed("Field required"),
+                    input: Input::Dict(dict),
+                    ctx: None,
+                });
+            }
+            None => {}
+        }
+    }
+    for (key, v) in dict.iter() {
+        if !schema.fields.iter().any(|f| f.name == key) {
+            loc.push(Loc::Key(key));
+            error(
+                errors,
+                loc,
+                "extra_forbidden",
+                "Extra inputs are not permitted",
+                v,
+            );
+            loc.pop();
+        }
+    }
+}
+
+/// Validates one value; returns whether it passed.
+fn validate<'a>(
+    ty: &Ty,
+    value: &'a Json,
+    loc: &mut Vec<Loc<'a>>,
+    errors: &mut Vec<PyError<'a>>,
+) -> bool {
+    let before = errors.len();
+    match ty {
+        Ty::Any => {}
+        Ty::Str => {
+            if !matches!(value, Json::Str(_) | Json::WideStr(_)) {
+                error(
+                    errors,
+                    loc,
+                    "string_type",
+                    "Input should be a valid string",
+                    value,
+                );
+            }
+        }
+        Ty::Int => {
+            if let Err((kind, msg)) = as_int(value) {
+                error(errors, loc, kind, msg, value);
+            }
+        }
+        Ty::Float => {
+            if let Err((kind, msg)) = as_float(value) {
+                error(errors, loc, kind, msg, value);
+            }
+        }
+        Ty::Bool => {
+            if let Err((kind, msg)) = as_bool(value) {
+                error(errors, loc, kind, msg, value);
+            }
+        }
+        Ty::Literal(words) => {
+            let ok = matches!(value, Json::Str(s) if words.contains(&&**s));
+            if !ok {
+                let expected = expected_words(words);
+                errors.push(PyError {
+                    kind: "literal_error",
+                    loc: loc.clone(),
+                    msg: Cow::Owned(format!("Input should be {expected}")),
+                    input: Input::Value(value),
+                    ctx: Some(("expected", CtxValue::Str(Cow::Owned(expected)))),
+                });
+            }
+        }
+        Ty::List(item) => match value {
+            Json::List(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    loc.push(Loc::Index(i));
+                    validate(item, v, loc, errors);
+                    loc.pop();
+                }
+            }
+            _ => error(
+                errors,
+                loc,
+                "list_type",
+                "Input should be a valid list",
+                value,
+            ),
+        },
+        Ty::Dict(item) => match value {
+            Json::Dict(dict) => {
+                for (k, v) in dict.iter() {
+                    loc.push(Loc::Key(k));
+                    validate(item, v, loc, errors);
+                    loc.pop();
+                }
+            }
+            _ => error(
+                errors,
+                loc,
+                "dict_type",
+                "Input should be a valid dictionary",
+                value,
+            ),
+        },
+        Ty::Model(schema) => validate_model(schema, value, loc, errors),
+        Ty::Union(members) => {
+            let mut member_errors = Vec::new();
+            for member in members {
+                let mut tag = String::new();
+                member.tag(&mut tag);
+                loc.push(Loc::Tag(tag.into()));
+                let passed = validate(member, value, loc, &mut member_errors);
+                loc.pop();
+                if passed {
+                    return true;
+                }
+            }
+            errors.extend(member_errors);
+        }
+        Ty::Nullable(inner) => {
+            if !matches!(value, Json::Null) {
+                return validate(inner, value, loc, errors);
+            }
+        }
+        Ty::Bounded(inner, bounds) => {
+            if validate(inner, value, loc, errors) {
+                let float = matches!(**inner, Ty::Float);
+                check_bounds(*bounds, float, value, loc, errors);
+            }
+        }
+    }
+    errors.len() == before
+}
+
+/// pydantic's `expected` text: `'a'`, `'a' or 'b'`, `'a', 'b' or 'c'`.
+fn expected_words(words: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            out.push_str(if i + 1 == words.len() { " or " } else { ", " });
+        }
+        repr::string(&mut out, w);
+    }
+    out
+}
+
+type Refusal = (&'static str, &'static str);
+
+const INT_PARSING: Refusal = (
+    "int_parsing",
+    "Input should be a valid integer, unable to parse string as an integer",
+);
+
+/// A lax `int`; the value itself is not needed, only whether pydantic takes it.
+pub(crate) fn as_int(value: &Json) -> Result<Option<i64>, Refusal> {
+    match value {
+        Json::Int(int) => Ok(int.as_i64()),
+        Json::Bool(b) => Ok(Some(i64::from(*b))),
+        Json::Float(x) if !x.is_finite() => {
+            Err(("finite_number", "Input should be a finite number"))
+        }
+        Json::Float(x) if x.fract() != 0.0 => Err((
+            "int_from_float",
+            "Input should be a valid integer, got a number with a fractional part",
+        )),
+        Json::Float(x) => Ok((x.abs() < 9.2e18).then_some(*x as i64)),
+        Json::Str(s) => parse_int_str(s),
+        Json::WideStr(_) => Err(INT_PARSING),
+        _ => Err(("int_type", "Input should be a valid integer")),
+    }
+}
+
+/// pydantic-core's `str_as_int`: surrounding whitespace stripped, an optional sign, digits
+/// (with single underscores between them), and a fraction of zeros only.
+fn parse_int_str(s: &str) -> Result<Option<i64>, Refusal> {
+    let s = s.trim();
+    let s = match s.split_once('.') {
+        Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
+        Some(_) => return Err(INT_PARSING),
+        None => s,
+    };
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let valid = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+        && !digits.starts_with('_')
+        && !digits.ends_with('_')
+        && !digits.contains("__");
+    if !valid {
+        return Err(INT_PARSING);
+    }
+    Ok(s.replace('_', "").parse().ok())
+}
+
+const FLOAT_PARSING: Refusal = (
+    "float_parsing",
+    "Input should be a valid number, unable to parse string as a number",
+);
+
+/// A lax `float`.
+pub(crate) fn as_float(value: &Json) -> Result<f64, Refusal> {
+    match value {
+        Json::Float(x) => Ok(*x),
+        Json::Int(int) => Ok(int.to_f64()),
+        Json::Bool(b) => Ok(f64::from(u8::from(*b))),
+        Json::Str(s) => parse_float_str(s).ok_or(FLOAT_PARSING),
+        Json::WideStr(_) => Err(FLOAT_PARSING),
+        _ => Err(("float_type", "Input should be a valid number")),
+    }
+}
+
+fn parse_float_str(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let unsigned = lower.trim_start_matches(['+', '-']);
+    if matches!(unsigned, "inf" | "infinity" | "nan") {
+        let x: f64 = if unsigned == "nan" {
+            f64::NAN
+        } else {
+            f64::INFINITY
+        };
+        return Some(if lower.starts_with('-') { -x } else { x });
+    }
+    let ok = !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E' | b'_'));
+    if !ok || t.contains("__") || t.starts_with('_') || t.ends_with('_') {
+        return None;
+    }
+    t.replace('_', "").parse().ok()
+}
+
+/// A lax `bool`.
+pub(crate) fn as_bool(value: &Json) -> Result<bool, Refusal> {
+    const PARSING: Refusal = (
+        "bool_parsing",
+        "Input should be a valid boolean, unable to interpret input",
+    );
+    match value {
+        Json::Bool(b) => Ok(*b),
+        Json::Int(Int::Small(0)) => Ok(false),
+        Json::Int(Int::Small(1)) => Ok(true),
+        Json::Int(_) => Err(PARSING),
+        Json::Float(x) if *x == 0.0 => Ok(false),
+        Json::Float(x) if *x == 1.0 => Ok(true),
+        Json::Float(x) if x.is_finite() && x.fract() == 0.0 => Err(PARSING),
+        Json::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "0" | "off" | "f" | "false" | "n" | "no" => Ok(false),
+            "1" | "on" | "t" | "true" | "y" | "yes" => Ok(true),
+            _ => Err(PARSING),
+        },
+        Json::WideStr(_) => Err(PARSING),
+        _ => Err(("bool_type", "Input should be a valid boolean")),
+    }
+}
+
+fn check_bounds<'a>(
+    bounds: Bounds,
+    float: bool,
+    value: &'a Json,
+    loc: &[Loc<'a>],
+    errors: &mut Vec<PyError<'a>>,
+) {
+    let Ok(x) = as_float(value) else {
+        return;
+    };
+    let exact = match value {
+        Json::Int(Int::Big(_)) => None,
+        _ => as_int(value).ok().flatten(),
+    };
+    // pydantic-core checks `le` before `ge`; NaN fails the first comparison made.
+    if let Some(le) = bounds.le {
+        let within = match exact {
+            Some(v) => v <= le,
+            None if matches!(value, Json::Int(i) if !i.is_negative()) => false,
+            None => x <= le as f64,
+        };
+        if !within {
+            errors.push(bound_error(
+                "less_than_equal",
+                "less than or equal to",
+                ("le", le, float),
+                value,
+                loc,
+            ));
+            return;
+        }
+    }
+    if let Some(ge) = bounds.ge {
+        let within = match exact {
+            Some(v) => v >= ge,
+            None if matches!(value, Json::Int(i) if i.is_negative()) => false,
+            None => x >= ge as f64,
+        };
+        if !within {
+            errors.push(bound_error(
+                "greater_than_equal",
+                "greater than or equal to",
+                ("ge", ge, float),
+                value,
+                loc,
+            ));
+        }
+    }
+}
+
+/// A bound error: the message writes the bound as given (`2`), the `ctx` as the field's type
+/// holds it (`2.0` for a float field).
+fn bound_error<'a>(
+    kind: &'static str,
+    words: &str,
+    (key, bound, float): (&'static str, i64, bool),
+    value: &'a Json,
+    loc: &[Loc<'a>],
+) -> PyError<'a> {
+    let ctx = if float {
+        CtxValue::Float(bound as f64)
+    } else {
+        CtxValue::Int(bound)
+    };
+    PyError {
+        kind,
+        loc: loc.to_vec(),
+        msg: Cow::Owned(format!("Input should be {words} {bound}")),
+        input: Input::Value(value),
+        ctx: Some((key, ctx)),
+    }
+}
