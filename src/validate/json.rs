@@ -177,13 +177,26 @@ pub enum DecodeError {
 
 /// Decodes `bytes` as `json.loads(bytes)` would.
 pub fn loads(bytes: &[u8]) -> Result<Json, DecodeError> {
-    let text = decode_text(bytes)?;
-    Parser::new(&text).document()
+    match decode_text(bytes)? {
+        Text::Utf8(text) => Parser::new(text.as_bytes(), Some(text)).document(),
+        Text::Wtf8(wtf8) => {
+            // Transcoded from UTF-16/32: a `str` too, unless it holds lone surrogates.
+            let text = std::str::from_utf8(&wtf8).ok();
+            Parser::new(&wtf8, text).document()
+        }
+    }
+}
+
+/// Decoded text: UTF-8 as received (the common case, validated once), or WTF-8 that holds lone
+/// surrogates or was transcoded.
+enum Text<'a> {
+    Utf8(&'a str),
+    Wtf8(Cow<'a, [u8]>),
 }
 
 /// `bytes.decode(json.detect_encoding(bytes), 'surrogatepass')`, as WTF-8: UTF-8 in which the
 /// lone surrogates `surrogatepass` lets through keep their 3-byte form.
-fn decode_text(b: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
+fn decode_text(b: &[u8]) -> Result<Text<'_>, DecodeError> {
     const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
     let (encoding, body) = if b.starts_with(b"\x00\x00\xfe\xff") {
         (Encoding::Utf32Be, &b[4..])
@@ -207,13 +220,16 @@ fn decode_text(b: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
         };
         (encoding, b)
     };
-    match encoding {
-        Encoding::Utf8 => utf8_surrogatepass(body).map(Cow::Borrowed),
-        Encoding::Utf32Be => utf32(body, u32::from_be_bytes).map(Cow::Owned),
-        Encoding::Utf32Le => utf32(body, u32::from_le_bytes).map(Cow::Owned),
-        Encoding::Utf16Be => utf16(body, u16::from_be_bytes).map(Cow::Owned),
-        Encoding::Utf16Le => utf16(body, u16::from_le_bytes).map(Cow::Owned),
-    }
+    Ok(Text::Wtf8(match encoding {
+        Encoding::Utf8 => match std::str::from_utf8(body) {
+            Ok(text) => return Ok(Text::Utf8(text)),
+            Err(_) => Cow::Borrowed(utf8_surrogatepass(body)?),
+        },
+        Encoding::Utf32Be => Cow::Owned(utf32(body, u32::from_be_bytes)?),
+        Encoding::Utf32Le => Cow::Owned(utf32(body, u32::from_le_bytes)?),
+        Encoding::Utf16Be => Cow::Owned(utf16(body, u16::from_be_bytes)?),
+        Encoding::Utf16Le => Cow::Owned(utf16(body, u16::from_le_bytes)?),
+    }))
 }
 
 enum Encoding {
@@ -324,6 +340,8 @@ fn string_value(wtf8: &[u8]) -> Json {
 /// converted to character offsets only when an error is reported.
 struct Parser<'a> {
     s: &'a [u8],
+    /// The same bytes as a `str`, when they are UTF-8.
+    text: Option<&'a str>,
     depth: usize,
 }
 
@@ -343,8 +361,8 @@ fn is_ws(b: u8) -> bool {
 }
 
 impl<'a> Parser<'a> {
-    fn new(s: &'a [u8]) -> Self {
-        Self { s, depth: 0 }
+    fn new(s: &'a [u8], text: Option<&'a str>) -> Self {
+        Self { s, text, depth: 0 }
     }
 
     fn skip_ws(&self, mut idx: usize) -> usize {
@@ -484,8 +502,24 @@ impl<'a> Parser<'a> {
 
     /// A string value.
     fn scan_string(&self, end: usize) -> Scan<Json> {
-        self.scan_raw(end)
-            .map(|(wtf8, next)| (string_value(&wtf8), next))
+        let (wtf8, next) = self.scan_raw(end)?;
+        let value = match (wtf8, self.text) {
+            // An unescaped string of UTF-8 text: a slice between two ASCII quotes, so on
+            // character boundaries, and already valid.
+            (Cow::Borrowed(_), Some(text)) => Json::Str(text[end..next - 1].into()),
+            (wtf8, _) => string_value(&wtf8),
+        };
+        Ok((value, next))
+    }
+
+    /// An object key; one with lone surrogates keeps U+FFFD in their place.
+    fn scan_key(&self, end: usize) -> Scan<Box<str>> {
+        let (wtf8, next) = self.scan_raw(end)?;
+        let key = match (wtf8, self.text) {
+            (Cow::Borrowed(_), Some(text)) => text[end..next - 1].into(),
+            (wtf8, _) => String::from_utf8_lossy(&wtf8).into(),
+        };
+        Ok((key, next))
     }
 
     /// `scanstring_unicode`, giving the WTF-8 bytes of the string: `end` is the index after the
@@ -499,18 +533,12 @@ impl<'a> Parser<'a> {
         let mut next = end;
         loop {
             // Find the end of the string or the next escape.
-            while next < s.len() {
-                let d = s[next];
-                if d == b'"' || d == b'\\' {
-                    break;
-                }
-                if d <= 0x1f {
-                    return Err(Fail::Syntax("Invalid control character at", next));
-                }
-                next += 1;
-            }
+            next = find_special(s, next);
             if next >= s.len() {
                 return Err(Fail::Syntax("Unterminated string starting at", begin));
+            }
+            if s[next] <= 0x1f {
+                return Err(Fail::Syntax("Invalid control character at", next));
             }
             let chunk = &s[chunk_start..next];
             if s[next] == b'"' {
@@ -602,9 +630,7 @@ impl<'a> Parser<'a> {
                     idx,
                 ));
             }
-            let (key, next) = self.scan_raw(idx + 1)?;
-            // A key with lone surrogates keeps U+FFFD in their place.
-            let key: Box<str> = String::from_utf8_lossy(&key).into();
+            let (key, next) = self.scan_key(idx + 1)?;
             idx = self.skip_ws(next);
             if s.get(idx) != Some(&b':') {
                 return Err(Fail::Syntax("Expecting ':' delimiter", idx));
@@ -640,6 +666,36 @@ impl<'a> Parser<'a> {
             }
         }
     }
+}
+
+/// The first index at or after `i` holding `"`, `\\` or a control character (below 0x20), or
+/// `s.len()`. Eight bytes at a time: long message texts dominate request bodies.
+fn find_special(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(word) = s.get(i..i + 8) {
+        let w = u64::from_le_bytes([
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // Bit-twiddling "has a zero byte" and "has a byte below 0x20": exact as to whether
+        // any byte matches, which is all that is asked here.
+        let found = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        if found & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while let Some(&d) = s.get(i) {
+        if d == b'"' || d == b'\\' || d <= 0x1f {
+            return i;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// `PyDict_SetItem`: a repeated key keeps its first position and takes the new value.

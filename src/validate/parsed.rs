@@ -135,24 +135,28 @@ impl ParsedRequest {
     /// control.
     pub fn texts(&self) -> Vec<&str> {
         let mut out = Vec::new();
+        self.for_each_text(|text| out.push(text));
+        out
+    }
+
+    fn for_each_text<'a>(&'a self, mut f: impl FnMut(&'a str)) {
         let Json::Dict(body) = &self.json else {
-            return out;
+            return;
         };
         match self.endpoint {
             Endpoint::ChatCompletions | Endpoint::Custom => {
                 if let Some(Json::List(messages)) = body.get("messages") {
                     for message in messages {
-                        message_texts(message, &mut out);
+                        message_texts(message, &mut f);
                     }
                 }
                 for key in ["prompt", "input"] {
-                    prompt_texts(body.get(key), &mut out);
+                    prompt_texts(body.get(key), &mut f);
                 }
             }
-            Endpoint::Completions => prompt_texts(body.get("prompt"), &mut out),
-            Endpoint::Embeddings => prompt_texts(body.get("input"), &mut out),
+            Endpoint::Completions => prompt_texts(body.get("prompt"), &mut f),
+            Endpoint::Embeddings => prompt_texts(body.get("input"), &mut f),
         }
-        out
     }
 
     /// (all prompt tokens, the largest single prompt).
@@ -168,7 +172,8 @@ impl ParsedRequest {
                     Some(Json::List(messages)) => messages.len() as u64,
                     _ => 0,
                 };
-                let text: u64 = self.texts().iter().map(|t| counter.count(t)).sum();
+                let mut text = 0;
+                self.for_each_text(|t| text += counter.count(t));
                 let total = text + messages * TOKENS_PER_MESSAGE + 3 * u64::from(messages > 0);
                 return (total, total);
             }
@@ -196,39 +201,40 @@ impl ParsedRequest {
     }
 }
 
-fn message_texts<'a>(message: &'a Json, out: &mut Vec<&'a str>) {
+fn message_texts<'a>(message: &'a Json, out: &mut impl FnMut(&'a str)) {
     let Json::Dict(message) = message else {
         return;
     };
+    let text_of = |value: Option<&'a Json>| value.and_then(Json::as_str);
     match message.get("content") {
         Some(Json::List(parts)) => {
             for part in parts {
                 if let Json::Dict(part) = part {
-                    out.extend(part.get("text").and_then(Json::as_str));
+                    text_of(part.get("text")).into_iter().for_each(&mut *out);
                 }
             }
         }
-        Some(content) => out.extend(content.as_str()),
-        None => {}
+        content => text_of(content).into_iter().for_each(&mut *out),
     }
     for key in ["name", "reasoning_content"] {
-        out.extend(message.get(key).and_then(Json::as_str));
+        text_of(message.get(key)).into_iter().for_each(&mut *out);
     }
     if let Some(Json::List(calls)) = message.get("tool_calls") {
         for call in calls {
             if let Json::Dict(call) = call {
                 if let Some(Json::Dict(function)) = call.get("function") {
-                    out.extend(function.get("arguments").and_then(Json::as_str));
+                    text_of(function.get("arguments"))
+                        .into_iter()
+                        .for_each(&mut *out);
                 }
             }
         }
     }
 }
 
-fn prompt_texts<'a>(prompt: Option<&'a Json>, out: &mut Vec<&'a str>) {
+fn prompt_texts<'a>(prompt: Option<&'a Json>, out: &mut impl FnMut(&'a str)) {
     match prompt {
-        Some(Json::List(items)) => out.extend(items.iter().filter_map(Json::as_str)),
-        Some(prompt) => out.extend(prompt.as_str()),
-        None => {}
+        Some(Json::List(items)) => items.iter().filter_map(Json::as_str).for_each(out),
+        prompt => prompt.and_then(Json::as_str).into_iter().for_each(out),
     }
 }

@@ -45,13 +45,17 @@ pub enum Ty {
     Dict(Box<Ty>),
     /// A nested model.
     Model(Arc<Schema>),
-    /// `Union[A, B, …]` in pydantic's smart mode.
-    Union(Vec<Ty>),
+    /// `Union[A, B, …]` in pydantic's smart mode (built with [`Ty::union`]).
+    Union(Members),
     /// `Optional[T]`: `None` or `T`.
     Nullable(Box<Ty>),
     /// A number with bounds (`Field(ge=…, le=…)`).
     Bounded(Box<Ty>, Bounds),
 }
+
+/// The members of a union, each with the tag pydantic puts in an error's `loc`.
+#[derive(Clone, Debug)]
+pub struct Members(Vec<(Arc<str>, Ty)>);
 
 /// Bounds of a number field, written as in the reference (`ge=0`, `le=2`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -78,7 +82,15 @@ impl Ty {
 
     /// `Union[members…]`
     pub fn union(members: impl IntoIterator<Item = Ty>) -> Self {
-        Self::Union(members.into_iter().collect())
+        let tagged = members
+            .into_iter()
+            .map(|member| {
+                let mut tag = String::new();
+                member.tag(&mut tag);
+                (Arc::from(tag), member)
+            })
+            .collect();
+        Self::Union(Members(tagged))
     }
 
     /// A nested model.
@@ -140,9 +152,9 @@ impl Ty {
                 out.push(']');
             }
             Self::Model(schema) => out.push_str(&schema.name),
-            Self::Union(members) => {
+            Self::Union(Members(members)) => {
                 out.push_str("union[");
-                for (i, m) in members.iter().enumerate() {
+                for (i, (_, m)) in members.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
@@ -452,12 +464,10 @@ fn validate<'a>(
             ),
         },
         Ty::Model(schema) => validate_model(schema, value, loc, errors),
-        Ty::Union(members) => {
+        Ty::Union(Members(members)) => {
             let mut member_errors = Vec::new();
-            for member in members {
-                let mut tag = String::new();
-                member.tag(&mut tag);
-                loc.push(Loc::Tag(tag.into()));
+            for (tag, member) in members {
+                loc.push(Loc::Tag(Arc::clone(tag)));
                 let passed = validate(member, value, loc, &mut member_errors);
                 loc.pop();
                 if passed {
