@@ -126,9 +126,12 @@ pub struct Dict {
 impl Dict {
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&Json> {
+        // Schemas look up every field of a model in every body: comparing length and first
+        // byte before the bytes keeps most misses out of `memcmp`.
+        let first = key.as_bytes().first();
         self.entries
             .iter()
-            .find(|(k, _)| &**k == key)
+            .find(|(k, _)| k.len() == key.len() && k.as_bytes().first() == first && &**k == key)
             .map(|(_, v)| v)
     }
 

@@ -325,16 +325,23 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE) else {
         return true;
     };
-    // Starlette reads header values as Latin-1.
-    let value: String = value.as_bytes().iter().map(|&b| b as char).collect();
-    let ctype = value.split(';').next().unwrap_or("").to_lowercase();
-    let ctype = ctype.trim();
-    if ctype.is_empty() {
-        return value.trim().is_empty();
+    // `email.message`: parameters dropped, whitespace stripped, compared case-insensitively;
+    // an empty value counts as none. Non-ASCII bytes (Starlette reads Latin-1) match nothing.
+    let value = value.as_bytes();
+    let media = value
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if media.is_empty() {
+        return value.trim_ascii().is_empty();
     }
-    match ctype.split_once('/') {
-        Some((main, sub)) if !sub.contains('/') => {
-            main == "application" && (sub == "json" || sub.ends_with("+json"))
+    let mut halves = media.splitn(3, |&b| b == b'/');
+    match (halves.next(), halves.next(), halves.next()) {
+        (Some(main), Some(sub), None) => {
+            main.eq_ignore_ascii_case(b"application")
+                && (sub.eq_ignore_ascii_case(b"json")
+                    || sub.len() >= 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json"))
         }
         _ => false,
     }
