@@ -6,21 +6,23 @@
 //! ```
 //!
 //! The stack, outermost first: `ErrorEnvelope` (request ids, APIG.0101/405/504 mapping) →
-//! `BearerAuth` (81002–81006) → the routes. Later layers (validation, limits, risk control) slot
-//! in between as they land.
+//! `BearerAuth` (81002–81006) → `RequestSchemaValidator` (vLLM/pydantic 400s, 81001, 81009,
+//! context length) → the routes. Later layers (limits, risk control) slot in between as they
+//! land.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Router;
 use axum::extract::Extension;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use bytes::Bytes;
 use serde_json::{Value, json};
 use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy, Principal};
-use tower_maas::{Dialect, ErrorEnvelopeLayer, MaasError, RequestId};
+use tower_maas::validate::Json;
+use tower_maas::validate::{ModelCatalog, ParsedRequest, RequestSchemaValidatorLayer};
+use tower_maas::{ErrorEnvelopeLayer, RequestId};
 
 /// The model the builtin mock serves.
 const MOCK_MODEL: &str = "mock-model";
@@ -48,9 +50,12 @@ async fn main() {
         .expect("distinct demo keys");
     keys.freeze(frozen);
 
+    let validator =
+        RequestSchemaValidatorLayer::new().models(ModelCatalog::new().model(MOCK_MODEL, 4096));
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route_layer(validator)
         .route_layer(BearerAuthLayer::new(keys));
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -97,48 +102,44 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, Stri
     Ok(listen)
 }
 
-async fn models(Extension(_): Extension<Principal>) -> Json<Value> {
-    Json(json!({
+async fn models(Extension(_): Extension<Principal>) -> axum::Json<Value> {
+    axum::Json(json!({
         "object": "list",
         "data": [{"id": MOCK_MODEL, "object": "model", "created": 0, "owned_by": "tower-maas"}],
     }))
 }
 
 /// The builtin mock: answers with the last user message, deterministically, with exact usage.
-async fn chat_completions(Extension(id): Extension<RequestId>, body: Bytes) -> Response {
-    let refuse = |error: MaasError| error.to_response(Dialect::Dual, &id).into_response();
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return refuse(MaasError::InvalidRequestBody);
+/// The validator has already refused anything vLLM would refuse.
+async fn chat_completions(
+    Extension(id): Extension<RequestId>,
+    Extension(request): Extension<Arc<ParsedRequest>>,
+) -> Response {
+    let body = request.json();
+    let messages = match body {
+        Json::Dict(dict) => match dict.get("messages") {
+            Some(Json::List(messages)) => messages.as_slice(),
+            _ => &[],
+        },
+        _ => &[],
     };
-    let model = request.get("model").and_then(Value::as_str).unwrap_or("");
-    if model.is_empty() {
-        return refuse(MaasError::InvalidRequestBody);
-    }
-    if model != MOCK_MODEL {
-        return refuse(MaasError::InvalidModel);
-    }
-    let messages = request
-        .get("messages")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let text_of = |m: &Value| {
-        m.get("content")
-            .and_then(Value::as_str)
+    let text_of = |m: &Json| match m {
+        Json::Dict(m) => m
+            .get("content")
+            .and_then(Json::as_str)
             .unwrap_or("")
-            .to_owned()
+            .to_owned(),
+        _ => String::new(),
     };
+    let is_user = |m: &&Json| matches!(m, Json::Dict(m) if m.get("role").and_then(Json::as_str) == Some("user"));
     let prompt_tokens: usize = messages.iter().map(|m| words(&text_of(m))).sum();
     let last_user = messages
         .iter()
         .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .find(is_user)
         .map(text_of)
         .unwrap_or_default();
-    let max_tokens = request
-        .get("max_tokens")
-        .and_then(Value::as_u64)
-        .map_or(usize::MAX, |n| n as usize);
+    let max_tokens = request.max_tokens().map_or(usize::MAX, |n| n as usize);
     let answer: Vec<&str> = last_user.split_whitespace().take(max_tokens).collect();
     let completion_tokens = answer.len();
     let finish_reason = if completion_tokens < words(&last_user) {
@@ -149,11 +150,11 @@ async fn chat_completions(Extension(id): Extension<RequestId>, body: Bytes) -> R
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    Json(json!({
+    axum::Json(json!({
         "id": format!("chatcmpl-{id}"),
         "object": "chat.completion",
         "created": created,
-        "model": model,
+        "model": request.model().unwrap_or(MOCK_MODEL),
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": answer.join(" ")},

@@ -17,7 +17,7 @@
 //! | prompt + `max_tokens` over the model's context | 400 vLLM's context-length message |
 //!
 //! Accepted requests go on with the same bytes, a [`ParsedRequest`] (as `Arc<ParsedRequest>`)
-//! and a [`RequestedModel`] in their extensions. Other methods and paths pass untouched.
+//! and a [`RequestedModel`](crate::RequestedModel) in their extensions. Other methods and paths pass untouched.
 //!
 //! # Dialects
 //!
@@ -69,6 +69,8 @@ pub use self::catalog::ModelCatalog;
 pub use self::json::{DecodeError, Dict, Int, Json, MAX_DEPTH, loads};
 pub use self::parsed::{Endpoint, ParsedRequest};
 pub use self::schema::{Schema, Ty};
+#[cfg(feature = "tiktoken")]
+pub use self::tokens::TiktokenCounter;
 pub use self::tokens::{EstimatingCounter, TokenCounter};
 
 use self::schema::{Input, Loc, PyError, format_errors, validate_body};

@@ -55,3 +55,53 @@ impl TokenCounter for EstimatingCounter {
 /// Tokens a chat template adds around each message (role markers and separators), as OpenAI
 /// documents for its chat models.
 pub(crate) const TOKENS_PER_MESSAGE: u64 = 4;
+
+/// An exact count with an OpenAI BPE encoding (`cl100k_base`, `o200k_base`), from
+/// [`tiktoken-rs`](https://docs.rs/tiktoken-rs), whose encodings ship inside the crate: no
+/// download at run time.
+///
+/// ```
+/// use tower_maas::validate::{TiktokenCounter, TokenCounter};
+///
+/// let counter = TiktokenCounter::cl100k().unwrap();
+/// assert_eq!(counter.count("hello world"), 2);
+/// ```
+#[cfg(feature = "tiktoken")]
+#[derive(Clone)]
+pub struct TiktokenCounter {
+    bpe: std::sync::Arc<tiktoken_rs::CoreBPE>,
+}
+
+#[cfg(feature = "tiktoken")]
+impl TiktokenCounter {
+    /// `cl100k_base` (GPT-3.5/GPT-4).
+    pub fn cl100k() -> Result<Self, crate::BoxError> {
+        Ok(Self::new(tiktoken_rs::cl100k_base()?))
+    }
+
+    /// `o200k_base` (GPT-4o).
+    pub fn o200k() -> Result<Self, crate::BoxError> {
+        Ok(Self::new(tiktoken_rs::o200k_base()?))
+    }
+
+    /// Any encoding built with `tiktoken-rs`.
+    pub fn new(bpe: tiktoken_rs::CoreBPE) -> Self {
+        Self {
+            bpe: std::sync::Arc::new(bpe),
+        }
+    }
+}
+
+#[cfg(feature = "tiktoken")]
+impl TokenCounter for TiktokenCounter {
+    fn count(&self, text: &str) -> u64 {
+        self.bpe.encode_ordinary(text).len() as u64
+    }
+}
+
+#[cfg(feature = "tiktoken")]
+impl std::fmt::Debug for TiktokenCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TiktokenCounter").finish_non_exhaustive()
+    }
+}
