@@ -144,6 +144,15 @@ pub enum MaasError {
         /// The key's tokens-per-minute limit.
         tpm: u64,
     },
+    /// 400 `ModelArts.81103`: the request's token reservation is larger than the whole
+    /// tokens-per-minute bucket, so it could never be admitted. Not in the seeds: a clear refusal
+    /// instead of a 429 that no wait would cure.
+    TokensOverLimit {
+        /// Tokens the request needs (prompt plus `max_tokens`).
+        tokens: u64,
+        /// The key's tokens-per-minute limit.
+        tpm: u64,
+    },
     /// 404 `APIG.0101` `The API does not exist or has not been published in the environment`
     ApiNotFound,
     /// 504 `APIG.0203` `Backend timeout`
@@ -234,6 +243,7 @@ impl MaasError {
             | Self::ContextLengthExceeded { .. }
             | Self::EmbeddingContextLengthExceeded { .. }
             | Self::UnparsableBody
+            | Self::TokensOverLimit { .. }
             | Self::EndpointNameRequired
             | Self::EndpointNameUsed
             | Self::EndpointNameInvalid
@@ -280,7 +290,7 @@ impl MaasError {
             Self::InvalidModel => "ModelArts.81009",
             Self::TaskNotFound { .. } => "ModelArts.81108",
             Self::RpmExceeded { .. } => "ModelArts.81101",
-            Self::TpmExceeded { .. } => "ModelArts.81103",
+            Self::TpmExceeded { .. } | Self::TokensOverLimit { .. } => "ModelArts.81103",
             Self::ApiNotFound => "APIG.0101",
             Self::BackendTimeout => "APIG.0203",
             Self::BackendUnavailable | Self::EntityTooLarge | Self::Internal => "APIG.0201",
@@ -353,6 +363,9 @@ impl MaasError {
             Self::TpmExceeded { .. } => {
                 "Too many requests. exceeded rate limit is %s tokens per minute."
             }
+            Self::TokensOverLimit { .. } => {
+                "Too many tokens requested: %s tokens can never fit the rate limit of %s tokens per minute."
+            }
             Self::ApiNotFound => {
                 "The API does not exist or has not been published in the environment"
             }
@@ -416,6 +429,9 @@ impl MaasError {
             )),
             Self::TpmExceeded { tpm } => Cow::Owned(format!(
                 "Too many requests. exceeded rate limit is {tpm} tokens per minute."
+            )),
+            Self::TokensOverLimit { tokens, tpm } => Cow::Owned(format!(
+                "Too many tokens requested: {tokens} tokens can never fit the rate limit of {tpm} tokens per minute."
             )),
             Self::IpThrottled { limit, window } => Cow::Owned(format!(
                 "The throttling threshold has been reached: policy ip over ratelimit,limit:{limit},time:{}",

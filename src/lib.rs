@@ -12,6 +12,9 @@ mod body;
 mod buffered;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "limit")))]
+pub mod limit;
 mod model;
 mod request_id;
 #[cfg(feature = "validate")]

@@ -163,3 +163,51 @@ impl Body for Chunked {
         std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(hyper::body::Frame::data(c))))
     }
 }
+
+/// A body of the given frames; an `Err` frame breaks it there.
+pub fn frames(frames: Vec<Result<&'static [u8], &'static str>>) -> Frames {
+    Frames(frames.into_iter().collect())
+}
+
+/// See [`frames`].
+pub struct Frames(std::collections::VecDeque<Result<&'static [u8], &'static str>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|f| match f {
+            Ok(data) => Ok(hyper::body::Frame::data(Bytes::from_static(data))),
+            Err(why) => Err(std::io::Error::other(why)),
+        }))
+    }
+}
+
+/// Sends one request and reads what arrives, tolerating a body that breaks off; a response
+/// whose head never arrived is `502` with nothing else.
+pub async fn send_lossy<B>(addr: SocketAddr, req: Request<B>) -> (StatusCode, HeaderMap, Bytes)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let Ok(res) = sender.send_request(req).await else {
+        return (StatusCode::BAD_GATEWAY, HeaderMap::new(), Bytes::new());
+    };
+    let (parts, mut body) = res.into_parts();
+    let mut data = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(chunk) = frame.data_ref() {
+            data.extend_from_slice(chunk);
+        }
+    }
+    (parts.status, parts.headers, Bytes::from(data))
+}

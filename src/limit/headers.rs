@@ -1,0 +1,98 @@
+//! OpenAI's rate-limit headers, written in the response head.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::clock::Nanos;
+use super::store::Snapshot;
+
+pub(crate) const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+pub(crate) const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+pub(crate) const REMAINING_REQUESTS: HeaderName =
+    HeaderName::from_static("x-ratelimit-remaining-requests");
+pub(crate) const REMAINING_TOKENS: HeaderName =
+    HeaderName::from_static("x-ratelimit-remaining-tokens");
+pub(crate) const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+pub(crate) const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
+/// Writes the headers of the dimensions that are limited.
+pub(crate) fn write(
+    headers: &mut HeaderMap,
+    limits: (Option<u64>, Option<u64>),
+    snapshot: &Snapshot,
+) {
+    let dims = [
+        (
+            limits.0,
+            snapshot.requests,
+            [LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS],
+        ),
+        (
+            limits.1,
+            snapshot.tokens,
+            [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS],
+        ),
+    ];
+    for (limit, state, [limit_name, remaining_name, reset_name]) in dims {
+        if let (Some(limit), Some((remaining, reset))) = (limit, state) {
+            headers.insert(limit_name, HeaderValue::from(limit));
+            headers.insert(remaining_name, HeaderValue::from(remaining.min(limit)));
+            if let Ok(value) = HeaderValue::from_str(&duration(reset)) {
+                headers.insert(reset_name, value);
+            }
+        }
+    }
+}
+
+/// `retry-after` in whole seconds, rounded up: a client that waits that long is admitted.
+pub(crate) fn retry_after(wait: Nanos) -> HeaderValue {
+    HeaderValue::from(wait.div_ceil(1_000_000_000).max(1))
+}
+
+/// A duration as OpenAI writes it (Go's `time.Duration` format, to the millisecond): `0s`,
+/// `12ms`, `1.5s`, `6m0s`, `1h2m3s`.
+pub(crate) fn duration(nanos: Nanos) -> String {
+    let ms = nanos.div_ceil(1_000_000);
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&s.to_string());
+    if frac > 0 {
+        let frac = format!("{frac:03}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push('s');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_openai_writes_them() {
+        let ms = 1_000_000;
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(1), "1ms");
+        assert_eq!(duration(12 * ms), "12ms");
+        assert_eq!(duration(1500 * ms), "1.5s");
+        assert_eq!(duration(1000 * ms), "1s");
+        assert_eq!(duration(59_600 * ms), "59.6s");
+        assert_eq!(duration(360_000 * ms), "6m0s");
+        assert_eq!(duration(3_723_004 * ms), "1h2m3.004s");
+        assert_eq!(retry_after(1), "1");
+        assert_eq!(retry_after(2_000_000_000), "2");
+        assert_eq!(retry_after(2_000_000_001), "3");
+    }
+}

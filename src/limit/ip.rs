@@ -1,0 +1,579 @@
+//! `IpRateLimit`: APIG's per-client-IP throttling (429 APIG.0308).
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{FORWARDED, RETRY_AFTER};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::clock::{Clock, MonotonicClock, Nanos};
+use super::gcra::Rate;
+use super::headers;
+use crate::body::MaasBody;
+use crate::error::{MaasError, ThrottleWindow, refuse};
+
+/// The address of the peer of the connection a request came on, as a server puts it in the
+/// request's extensions for [`IpRateLimit`].
+///
+/// With axum, `into_make_service_with_connect_info::<SocketAddr>()` provides `ConnectInfo`
+/// instead: read it with [`IpRateLimitLayer::peer_addr`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Networks whose `X-Forwarded-For`/`Forwarded` headers are believed.
+///
+/// ```
+/// use tower_maas::limit::TrustedProxies;
+///
+/// let trusted = TrustedProxies::new(["10.0.0.0/8", "127.0.0.1", "fd00::/8"]).unwrap();
+/// assert!(trusted.contains("10.1.2.3".parse().unwrap()));
+/// assert!(!trusted.contains("192.0.2.1".parse().unwrap()));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies {
+    networks: Vec<(IpAddr, u8)>,
+}
+
+/// The error of a network that is not `ADDR` or `ADDR/PREFIX`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidNetwork(pub String);
+
+impl fmt::Display for InvalidNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not an address or CIDR network: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidNetwork {}
+
+impl TrustedProxies {
+    /// Trusts no proxy: the socket's peer is the client.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Trusts the networks given as `ADDR` or `ADDR/PREFIX`.
+    pub fn new<I, S>(networks: I) -> Result<Self, InvalidNetwork>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let networks = networks
+            .into_iter()
+            .map(|n| {
+                let text = n.as_ref().trim();
+                let invalid = || InvalidNetwork(text.to_owned());
+                let (addr, prefix) = match text.split_once('/') {
+                    Some((addr, prefix)) => {
+                        (addr, Some(prefix.parse::<u8>().map_err(|_| invalid())?))
+                    }
+                    None => (text, None),
+                };
+                let addr = IpAddr::from_str(addr).map_err(|_| invalid())?;
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                let prefix = prefix.unwrap_or(max);
+                if prefix > max {
+                    return Err(invalid());
+                }
+                Ok((addr, prefix))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { networks })
+    }
+
+    /// Whether `ip` is in a trusted network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.networks
+            .iter()
+            .any(|&(net, prefix)| match (canonical(net), ip) {
+                (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                    u32::from(net) & mask == u32::from(ip) & mask
+                }
+                (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                    u128::from(net) & mask == u128::from(ip) & mask
+                }
+                _ => false,
+            })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.networks.is_empty()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are their IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// The client: the socket's peer, or, when that peer is a trusted proxy, the rightmost
+/// untrusted hop of `X-Forwarded-For` (or of `Forwarded` when there is no `X-Forwarded-For`).
+/// The leftmost hop is whatever the client wrote, so it is never believed for its position.
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    let peer = canonical(peer);
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(parse_hop)
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    if hops.is_empty() {
+        hops = headers
+            .get_all(FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.eq_ignore_ascii_case("for").then(|| parse_hop(value))?
+                })
+            })
+            .collect();
+    }
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        client = canonical(hop);
+        if !trusted.contains(client) {
+            break;
+        }
+    }
+    client
+}
+
+/// One hop: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `"[2001:db8::1]:80"`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')?.split(']').next()?.parse().ok()
+}
+
+const SHARDS: usize = 64;
+
+/// Per-IP TATs, sharded so that one lock covers a sixty-fourth of the addresses, and bounded.
+struct IpTable {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    per_shard: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    tats: HashMap<IpAddr, Nanos>,
+    swept_at: usize,
+}
+
+/// What the table decided for one address.
+enum Verdict {
+    Admitted,
+    Refused { wait: Nanos },
+    Full,
+}
+
+impl IpTable {
+    fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            // Addresses are chosen by attackers: the hash is keyed per process.
+            hasher: RandomState::new(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn check(&self, ip: IpAddr, rate: Rate, capacity: Nanos, now: Nanos) -> Verdict {
+        let shard = self.hasher.hash_one(ip) as usize % SHARDS;
+        let mut shard = self.shards[shard]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !shard.tats.contains_key(&ip) {
+            // Entries behind `now` have recovered fully and hold nothing: sweep them when the
+            // shard has doubled since its last sweep (constant work per insert), and always
+            // before refusing for want of room.
+            let full = shard.tats.len() >= self.per_shard;
+            if full || shard.tats.len() >= 2 * shard.swept_at.max(64) {
+                shard.tats.retain(|_, tat| *tat > now);
+                shard.swept_at = shard.tats.len();
+            }
+            if shard.tats.len() >= self.per_shard {
+                return Verdict::Full;
+            }
+        }
+        let tat = shard.tats.entry(ip).or_insert(0);
+        let per_request = capacity / rate.burst().max(1);
+        let new = (*tat).max(now) + per_request;
+        if new - now > capacity {
+            return Verdict::Refused {
+                wait: new - now - capacity,
+            };
+        }
+        *tat = new;
+        Verdict::Admitted
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.tats.len()))
+            .sum()
+    }
+}
+
+/// Reads the peer address from a request's extensions.
+pub type PeerAddr = fn(&http::Extensions) -> Option<IpAddr>;
+
+fn client_addr(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions.get::<ClientAddr>().map(|c| c.0.ip())
+}
+
+struct IpShared<C> {
+    limit: u64,
+    window: ThrottleWindow,
+    rate: Rate,
+    capacity: Nanos,
+    table: IpTable,
+    trusted: TrustedProxies,
+    peer_addr: PeerAddr,
+    clock: C,
+}
+
+/// Layer that applies [`IpRateLimit`].
+///
+/// `limit` requests per window per client IP, all of them allowed at once (APIG's policy is a
+/// count per window). The table of addresses holds at most
+/// [`capacity`](IpRateLimitLayer::capacity) entries (default 1 000 000); addresses whose window
+/// has passed are evicted as the table grows. **When it is full of addresses active within
+/// their window, a request from a new address is refused with APIG.0308** (fail closed): a
+/// spray of addresses can then slow new clients down, but never gets past the limit or grows
+/// memory.
+///
+/// ```
+/// use tower_maas::ThrottleWindow;
+/// use tower_maas::limit::{IpRateLimitLayer, TrustedProxies};
+///
+/// let layer = IpRateLimitLayer::new(5, ThrottleWindow::Minute)
+///     .trusted_proxies(TrustedProxies::new(["10.0.0.0/8"]).unwrap());
+/// ```
+pub struct IpRateLimitLayer<C = MonotonicClock> {
+    shared: Arc<IpShared<C>>,
+}
+
+impl IpRateLimitLayer {
+    /// `limit` requests per `window` per client IP, on the system clock.
+    pub fn new(limit: u64, window: ThrottleWindow) -> Self {
+        Self::with_clock(limit, window, MonotonicClock::new())
+    }
+}
+
+impl<C: Clock> IpRateLimitLayer<C> {
+    /// As [`new`](IpRateLimitLayer::new), on `clock`.
+    pub fn with_clock(limit: u64, window: ThrottleWindow, clock: C) -> Self {
+        let nanos = match window {
+            ThrottleWindow::Second => 1_000_000_000,
+            ThrottleWindow::Minute => 60_000_000_000,
+        };
+        let rate = Rate::per(limit, nanos, limit);
+        Self {
+            shared: Arc::new(IpShared {
+                limit,
+                window,
+                rate,
+                capacity: nanos,
+                table: IpTable::new(1_000_000),
+                trusted: TrustedProxies::none(),
+                peer_addr: client_addr,
+                clock,
+            }),
+        }
+    }
+
+    fn config(mut self, change: impl FnOnce(&mut IpShared<C>)) -> Self {
+        change(Arc::get_mut(&mut self.shared).expect("configure before cloning the layer"));
+        self
+    }
+
+    /// Proxies whose forwarded headers are believed (default: none).
+    pub fn trusted_proxies(self, trusted: TrustedProxies) -> Self {
+        self.config(|s| s.trusted = trusted)
+    }
+
+    /// The most addresses tracked at once (default 1 000 000).
+    pub fn capacity(self, addresses: usize) -> Self {
+        self.config(|s| s.table = IpTable::new(addresses))
+    }
+
+    /// How to find the socket's peer (default: the [`ClientAddr`] extension). With axum:
+    /// `.peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`. A request
+    /// without a peer address is not limited.
+    pub fn peer_addr(self, peer_addr: PeerAddr) -> Self {
+        self.config(|s| s.peer_addr = peer_addr)
+    }
+
+    /// Addresses currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.shared.table.len()
+    }
+}
+
+impl<C> Clone for IpRateLimitLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<C> fmt::Debug for IpRateLimitLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpRateLimitLayer")
+            .field("limit", &self.shared.limit)
+            .field("window", &self.shared.window)
+            .field("trusted", &self.shared.trusted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> Layer<S> for IpRateLimitLayer<C> {
+    type Service = IpRateLimit<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IpRateLimit {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Middleware that throttles requests per client IP. See [`IpRateLimitLayer`].
+pub struct IpRateLimit<S, C = MonotonicClock> {
+    inner: S,
+    shared: Arc<IpShared<C>>,
+}
+
+impl<S, C> IpRateLimit<S, C> {
+    define_inner_service_accessors!();
+}
+
+impl<S: Clone, C> Clone for IpRateLimit<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for IpRateLimit<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpRateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for IpRateLimit<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C: Clock,
+{
+    type Response = Response<MaasBody<ResBody>>;
+    type Error = S::Error;
+    type Future = IpResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = &*self.shared;
+        let Some(peer) = (shared.peer_addr)(req.extensions()) else {
+            return IpResponseFuture::called(self.inner.call(req));
+        };
+        let ip = client_ip(peer, req.headers(), &shared.trusted);
+        let now = shared.clock.now();
+        let refused = match shared.table.check(ip, shared.rate, shared.capacity, now) {
+            Verdict::Admitted => None,
+            Verdict::Refused { wait } => Some(wait),
+            // No room for another address: wait for the oldest window to pass.
+            Verdict::Full => Some(shared.capacity),
+        };
+        match refused {
+            None => IpResponseFuture::called(self.inner.call(req)),
+            Some(wait) => IpResponseFuture::refused(throttled(shared, wait, req.extensions())),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`IpRateLimit`].
+    pub struct IpResponseFuture<F> {
+        #[pin]
+        state: IpState<F>,
+    }
+}
+
+pin_project! {
+    #[project = IpStateProj]
+    enum IpState<F> {
+        Called { #[pin] future: F },
+        Refused { response: Option<Response<Full<Bytes>>> },
+    }
+}
+
+impl<F> IpResponseFuture<F> {
+    fn called(future: F) -> Self {
+        Self {
+            state: IpState::Called { future },
+        }
+    }
+
+    fn refused(response: Response<Full<Bytes>>) -> Self {
+        Self {
+            state: IpState::Refused {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F> fmt::Debug for IpResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for IpResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<MaasBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            IpStateProj::Called { future } => future.poll(cx).map_ok(|r| r.map(MaasBody::new)),
+            IpStateProj::Refused { response } => {
+                let response = response.take().expect("polled after completion");
+                Poll::Ready(Ok(response.map(MaasBody::from_full)))
+            }
+        }
+    }
+}
+
+fn throttled<C>(
+    shared: &IpShared<C>,
+    wait: Nanos,
+    extensions: &http::Extensions,
+) -> Response<Full<Bytes>> {
+    let error = MaasError::IpThrottled {
+        limit: shared.limit,
+        window: shared.window,
+    };
+    let mut response = refuse(error, StatusCode::TOO_MANY_REQUESTS, extensions);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, headers::retry_after(wait));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for &(k, v) in pairs {
+            h.append(k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_headers_count_only_from_trusted_proxies() {
+        let trusted = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+        let xff = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.0.0.2")]);
+        // Not from a trusted proxy: the socket's peer, whatever the header says.
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), &xff, &trusted),
+            ip("198.51.100.1")
+        );
+        // From a trusted proxy: the rightmost untrusted hop, not the spoofable leftmost.
+        assert_eq!(client_ip(ip("10.0.0.1"), &xff, &trusted), ip("203.0.113.7"));
+        // Trusting none: always the peer.
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &xff, &TrustedProxies::none()),
+            ip("10.0.0.1")
+        );
+        // Split over two headers, and RFC 7239 with ports and IPv6.
+        let split = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &split, &trusted),
+            ip("203.0.113.9")
+        );
+        let forwarded = headers(&[(
+            "forwarded",
+            r#"for=6.6.6.6, for="[2001:db8::7]:443";proto=https"#,
+        )]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &forwarded, &trusted),
+            ip("2001:db8::7")
+        );
+        // Garbage in the chain: the peer.
+        let garbage = headers(&[("x-forwarded-for", "not-an-ip, 203.0.113.7")]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &garbage, &trusted),
+            ip("10.0.0.1")
+        );
+        // IPv4-mapped IPv6 peers match IPv4 networks.
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.1"), &xff, &trusted),
+            ip("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn invalid_networks_are_refused() {
+        assert!(TrustedProxies::new(["10.0.0.0/33"]).is_err());
+        assert!(TrustedProxies::new(["example.com"]).is_err());
+        assert!(
+            TrustedProxies::new(["::/0"])
+                .unwrap()
+                .contains(ip("2001:db8::1"))
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! Where per-key limiter state lives: the [`RateStore`] trait and the in-memory store.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, Ready};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use super::clock::Nanos;
+use super::gcra::{self, Gcra, Rate};
+
+/// Which limiter state a request counts against: an API key's id, or any other dense `u64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LimitKey(pub u64);
+
+/// One request's ask: admit one request and reserve `tokens`, against the key's rates.
+#[derive(Clone, Copy, Debug)]
+pub struct Acquire {
+    /// Whose state.
+    pub key: LimitKey,
+    /// The requests rate, if limited.
+    pub requests: Option<Rate>,
+    /// The tokens rate, if limited.
+    pub tokens: Option<Rate>,
+    /// Tokens to reserve.
+    pub reserve: u64,
+    /// The time of the request, read once.
+    pub now: Nanos,
+}
+
+/// The state a decision leaves, for the rate-limit headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Requests that could be admitted now, and the time until all are.
+    pub requests: Option<(u64, Nanos)>,
+    /// Tokens that could be reserved now, and the time until all are.
+    pub tokens: Option<(u64, Nanos)>,
+}
+
+/// Which limit refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exceeded {
+    /// Requests per minute (81101).
+    Requests,
+    /// Tokens per minute (81103).
+    Tokens,
+}
+
+/// The decision on an [`Acquire`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Admitted; the tokens are reserved.
+    Admitted(Snapshot),
+    /// Refused; nothing is held. Retry after `wait` nanoseconds.
+    Refused {
+        /// The limit that refused.
+        exceeded: Exceeded,
+        /// Time until the request would be admitted.
+        wait: Nanos,
+        /// The state, for headers.
+        snapshot: Snapshot,
+    },
+    /// The reservation is larger than the token bucket: it can never be admitted.
+    Oversized,
+}
+
+/// A decision now, or one that needs a round trip.
+#[derive(Debug)]
+pub enum Acquired<F> {
+    /// Decided in memory.
+    Now(Outcome),
+    /// Decided by a server; the future resolves to the outcome.
+    Later(F),
+}
+
+/// Per-key limiter state: requests and tokens decided together, then reconciled.
+///
+/// The in-memory [`MemoryStore`] answers [`Acquired::Now`]; a store on a server (Redis) answers
+/// [`Acquired::Later`] with one round trip that decides both limits atomically. Reconciliation
+/// ([`adjust`](RateStore::adjust)) never waits: a server store sends it in the background.
+pub trait RateStore: Send + Sync + 'static {
+    /// The future of a decision that needs a round trip.
+    type Pending: Future<Output = Outcome> + Send + 'static;
+
+    /// Decides one request: the request slot and the token reservation together. When the
+    /// tokens are refused, the request slot is given back.
+    fn acquire(&self, ask: Acquire) -> Acquired<Self::Pending>;
+
+    /// Corrects a reservation by what was used: `used > reserved` charges the difference,
+    /// `used < reserved` refunds it (never above the limit).
+    fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos);
+}
+
+/// Keys below this are kept in a flat array indexed by the key: no hashing, no lock.
+const DENSE_KEYS: u64 = 1 << 22;
+const SEGMENT: usize = 1024;
+
+/// The state of one key: the requests TAT and the tokens TAT, on a cache line of their own so
+/// that two keys updated from two cores do not contend.
+#[repr(align(64))]
+#[derive(Default)]
+struct Cell {
+    requests: AtomicU64,
+    tokens: AtomicU64,
+}
+
+/// A hasher for keys that are already well spread (`u64` ids): a multiply, no rounds.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// One shard of the sparse map, and its size after its last sweep.
+#[derive(Default)]
+struct Sparse {
+    cells: HashMap<u64, Box<Cell>, BuildHasherDefault<IdHasher>>,
+    swept_at: usize,
+}
+
+const SPARSE_SHARDS: usize = 16;
+
+/// The in-memory [`RateStore`].
+///
+/// Keys under 2²² (the ids [`InMemoryKeyStore`](crate::auth::InMemoryKeyStore) hands out are
+/// dense from 0) live in an array of 1024-key segments created on first use, reached by
+/// indexing: a decision is two loads and one compare-exchange per limit, with no hashing and no
+/// lock. Larger keys live in a sharded map whose fully recovered entries are evicted a shard at
+/// a time, so its memory is bounded by the keys active in the last minute.
+pub struct MemoryStore {
+    segments: Box<[OnceLock<Box<[Cell]>>]>,
+    sparse: Box<[Mutex<Sparse>]>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            segments: (0..(DENSE_KEYS as usize / SEGMENT))
+                .map(|_| OnceLock::new())
+                .collect(),
+            sparse: (0..SPARSE_SHARDS)
+                .map(|_| Mutex::new(Sparse::default()))
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn with_cell<R>(&self, key: LimitKey, now: Nanos, f: impl FnOnce(&Cell) -> R) -> R {
+        if key.0 < DENSE_KEYS {
+            let segment = self.segments[key.0 as usize / SEGMENT]
+                .get_or_init(|| (0..SEGMENT).map(|_| Cell::default()).collect());
+            return f(&segment[key.0 as usize % SEGMENT]);
+        }
+        let shard = (key.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % SPARSE_SHARDS;
+        let mut shard = self.sparse[shard]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Entries whose TATs are behind `now` hold nothing a fresh entry would not: once a shard
+        // has doubled since its last sweep they are dropped, so the work is constant per insert
+        // and memory stays within twice the keys active in the last minute.
+        if shard.cells.len() >= 2 * shard.swept_at.max(32) {
+            shard.cells.retain(|_, cell| {
+                cell.requests.load(Ordering::Relaxed) > now
+                    || cell.tokens.load(Ordering::Relaxed) > now
+            });
+            shard.swept_at = shard.cells.len();
+        }
+        f(shard.cells.entry(key.0).or_default())
+    }
+
+    /// How many keys beyond the dense range are tracked (for tests and metrics).
+    pub fn sparse_len(&self) -> usize {
+        self.sparse
+            .iter()
+            .map(|m| m.lock().map_or(0, |m| m.cells.len()))
+            .sum()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+/// Decides both limits on one cell.
+#[inline]
+pub(crate) fn decide(cell_requests: &AtomicU64, cell_tokens: &AtomicU64, ask: &Acquire) -> Outcome {
+    let now = ask.now;
+    if let Some(tokens) = ask.tokens {
+        if ask.reserve > tokens.burst() {
+            return Outcome::Oversized;
+        }
+    }
+    let mut snapshot = Snapshot::default();
+    if let Some(rate) = ask.requests {
+        match gcra::acquire(cell_requests, rate, 1, now) {
+            Gcra::Admitted { tat } => snapshot.requests = Some(gcra::remaining(rate, tat, now)),
+            Gcra::Refused { wait, tat } => {
+                snapshot.requests = Some(gcra::remaining(rate, tat, now));
+                if let Some(tokens) = ask.tokens {
+                    let tat = cell_tokens.load(Ordering::Acquire);
+                    snapshot.tokens = Some(gcra::remaining(tokens, tat, now));
+                }
+                return Outcome::Refused {
+                    exceeded: Exceeded::Requests,
+                    wait,
+                    snapshot,
+                };
+            }
+        }
+    }
+    if let Some(rate) = ask.tokens {
+        match gcra::acquire(cell_tokens, rate, ask.reserve, now) {
+            Gcra::Admitted { tat } => snapshot.tokens = Some(gcra::remaining(rate, tat, now)),
+            Gcra::Refused { wait, tat } => {
+                // Requests and tokens are decided together: the request slot goes back.
+                if let Some(requests) = ask.requests {
+                    gcra::refund(cell_requests, requests, 1, now);
+                    let tat = cell_requests.load(Ordering::Acquire);
+                    snapshot.requests = Some(gcra::remaining(requests, tat, now));
+                }
+                snapshot.tokens = Some(gcra::remaining(rate, tat, now));
+                return Outcome::Refused {
+                    exceeded: Exceeded::Tokens,
+                    wait,
+                    snapshot,
+                };
+            }
+        }
+    }
+    Outcome::Admitted(snapshot)
+}
+
+impl RateStore for MemoryStore {
+    type Pending = Ready<Outcome>;
+
+    #[inline]
+    fn acquire(&self, ask: Acquire) -> Acquired<Self::Pending> {
+        Acquired::Now(self.with_cell(ask.key, ask.now, |cell| {
+            decide(&cell.requests, &cell.tokens, &ask)
+        }))
+    }
+
+    fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos) {
+        self.with_cell(key, now, |cell| {
+            if used > reserved {
+                gcra::charge(&cell.tokens, tokens, used - reserved, now);
+            } else if used < reserved {
+                gcra::refund(&cell.tokens, tokens, reserved - used, now);
+            }
+        });
+    }
+}

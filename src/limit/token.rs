@@ -1,0 +1,514 @@
+//! `TokenRateLimit`: requests and tokens per minute per API key, with usage reconciliation.
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::clock::{Clock, MonotonicClock};
+use super::gcra::Rate;
+use super::headers;
+use super::store::{
+    Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Snapshot,
+};
+use super::usage::{Meter, Settle, Settled, UsageBody};
+use crate::auth::{Principal, Quota};
+use crate::body::MaasBody;
+use crate::error::{MaasError, refuse};
+
+/// How many requests of a key's RPM may come at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Burst {
+    /// `rpm / n` (at least one): MaaS refuses more than about N/30 requests in one second, so
+    /// the default is `PerMinuteOver(30)`.
+    PerMinuteOver(u64),
+    /// A fixed number.
+    Requests(u64),
+}
+
+impl Burst {
+    fn of(self, rpm: u64) -> u64 {
+        match self {
+            Self::PerMinuteOver(n) => rpm.div_ceil(n.max(1)).max(1),
+            Self::Requests(n) => n.max(1),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    burst: Burst,
+    default_max_tokens: u64,
+    default_reservation: u64,
+    headers: bool,
+}
+
+struct Shared<St, C> {
+    store: St,
+    clock: C,
+    config: Config,
+}
+
+/// Layer that applies [`TokenRateLimit`]. See the [module docs](super).
+pub struct TokenRateLimitLayer<St = MemoryStore, C = MonotonicClock> {
+    shared: Arc<Shared<St, C>>,
+}
+
+impl TokenRateLimitLayer {
+    /// Limits in memory, on the system clock.
+    pub fn new() -> Self {
+        Self::with(MemoryStore::new(), MonotonicClock::new())
+    }
+}
+
+impl Default for TokenRateLimitLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<St: RateStore, C: Clock> TokenRateLimitLayer<St, C> {
+    /// Limits in `store`, on `clock` (a [`ManualClock`](super::ManualClock) in tests).
+    pub fn with(store: St, clock: C) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                clock,
+                config: Config {
+                    burst: Burst::PerMinuteOver(30),
+                    default_max_tokens: 1024,
+                    default_reservation: 1024,
+                    headers: true,
+                },
+            }),
+        }
+    }
+
+    fn config(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        let shared = Arc::get_mut(&mut self.shared).expect("configure before cloning the layer");
+        change(&mut shared.config);
+        self
+    }
+
+    /// How many requests of the RPM may come at once (default: `rpm / 30`).
+    pub fn burst(self, burst: Burst) -> Self {
+        self.config(|c| c.burst = burst)
+    }
+
+    /// Tokens reserved for the completion when a request gives no `max_tokens` (default 1024).
+    pub fn default_max_tokens(self, tokens: u64) -> Self {
+        self.config(|c| c.default_max_tokens = tokens)
+    }
+
+    /// Tokens reserved for a request that no validator parsed (default 1024); corrected by the
+    /// reported usage like any other reservation.
+    pub fn default_reservation(self, tokens: u64) -> Self {
+        self.config(|c| c.default_reservation = tokens)
+    }
+
+    /// Whether to write the `x-ratelimit-*` headers (default: yes). `retry-after` on a 429 is
+    /// always written.
+    pub fn headers(self, on: bool) -> Self {
+        self.config(|c| c.headers = on)
+    }
+}
+
+impl<St, C> Clone for TokenRateLimitLayer<St, C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<St, C> fmt::Debug for TokenRateLimitLayer<St, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRateLimitLayer")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, C> Layer<S> for TokenRateLimitLayer<St, C> {
+    type Service = TokenRateLimit<S, St, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TokenRateLimit {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Middleware that limits requests and tokens per minute per key. See the [module docs](super).
+pub struct TokenRateLimit<S, St = MemoryStore, C = MonotonicClock> {
+    inner: S,
+    shared: Arc<Shared<St, C>>,
+}
+
+impl<S, St, C> TokenRateLimit<S, St, C> {
+    define_inner_service_accessors!();
+}
+
+impl<S: Clone, St, C> Clone for TokenRateLimit<S, St, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St, C> fmt::Debug for TokenRateLimit<S, St, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an admitted request carries to its response.
+struct Admitted {
+    limits: (Option<u64>, Option<u64>),
+    snapshot: Snapshot,
+    headers: bool,
+    settle: Option<Arc<dyn Settle>>,
+}
+
+/// Reports the response's usage back to the store and the quota.
+struct Settlement<St, C> {
+    shared: Arc<Shared<St, C>>,
+    key: LimitKey,
+    tokens: Option<Rate>,
+    reserved: u64,
+    quota: Option<Arc<Quota>>,
+}
+
+impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
+    fn settle(&self, outcome: Settled) {
+        let adjust = |used| {
+            if let Some(rate) = self.tokens {
+                let now = self.shared.clock.now();
+                self.shared
+                    .store
+                    .adjust(self.key, rate, self.reserved, used, now);
+            }
+        };
+        let charged = match outcome {
+            Settled::Completed(Some(used)) => {
+                adjust(used);
+                used
+            }
+            // No usage reported: the reservation stands, and is what the quota pays.
+            Settled::Completed(None) => self.reserved,
+            // A stream that broke keeps its reservation; the quota pays what was seen of it.
+            Settled::Broken(seen) => seen.unwrap_or(self.reserved),
+        };
+        if let Some(quota) = &self.quota {
+            quota.charge(charged);
+        }
+    }
+}
+
+impl<S, St, C, ReqBody, ResBody> Service<Request<ReqBody>> for TokenRateLimit<S, St, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    St: RateStore,
+    C: Clock,
+{
+    type Response = Response<MaasBody<UsageBody<ResBody>>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, St, C, ReqBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let Some(ask) = self.ask(&req) else {
+            return ResponseFuture {
+                state: State::Called {
+                    future: self.inner.call(req),
+                    admitted: None,
+                },
+            };
+        };
+        let state = match self.shared.store.acquire(ask.acquire) {
+            Acquired::Now(outcome) => self.decided(outcome, ask, req),
+            Acquired::Later(pending) => {
+                let clone = self.inner.clone();
+                let service = mem::replace(&mut self.inner, clone);
+                State::Waiting {
+                    pending,
+                    rest: Some(Waiting {
+                        req,
+                        service,
+                        ask,
+                        shared: Arc::clone(&self.shared),
+                    }),
+                }
+            }
+        };
+        ResponseFuture { state }
+    }
+}
+
+/// A request's limits and reservation, ready for the store.
+struct Ask {
+    acquire: Acquire,
+    limits: (Option<u64>, Option<u64>),
+    quota: Option<Arc<Quota>>,
+}
+
+impl<S, St: RateStore, C: Clock> TokenRateLimit<S, St, C> {
+    fn ask<B>(&self, req: &Request<B>) -> Option<Ask> {
+        let principal = req.extensions().get::<Principal>()?;
+        let config = &self.shared.config;
+        let (rpm, tpm) = (principal.rpm(), principal.tpm());
+        let quota = principal
+            .quota()
+            .limit()
+            .is_some()
+            .then(|| Arc::clone(principal.quota()));
+        if rpm.is_none() && tpm.is_none() && quota.is_none() {
+            return None;
+        }
+        let reserve = reservation(req, config);
+        Some(Ask {
+            acquire: Acquire {
+                key: LimitKey(principal.key_id().0),
+                requests: rpm.map(|n| Rate::per_minute(n, config.burst.of(n))),
+                tokens: tpm.map(|n| Rate::per_minute(n, n)),
+                reserve,
+                now: self.shared.clock.now(),
+            },
+            limits: (rpm, tpm),
+            quota,
+        })
+    }
+
+    fn decided<B>(&mut self, outcome: Outcome, ask: Ask, req: Request<B>) -> State<S, St, C, B>
+    where
+        S: Service<Request<B>>,
+    {
+        match settle_outcome(&self.shared, outcome, ask, req.extensions()) {
+            Decided::Refused(response) => State::Refused {
+                response: Some(response),
+            },
+            Decided::Admitted(admitted) => State::Called {
+                future: self.inner.call(req),
+                admitted: Some(admitted),
+            },
+        }
+    }
+}
+
+/// The tokens to reserve: the parsed prompt plus `max_tokens` when a validator ran, else the
+/// configured default.
+#[cfg(feature = "validate")]
+fn reservation<B>(req: &Request<B>, config: &Config) -> u64 {
+    match req
+        .extensions()
+        .get::<Arc<crate::validate::ParsedRequest>>()
+    {
+        Some(parsed) => parsed
+            .prompt_tokens()
+            .saturating_add(parsed.max_tokens().unwrap_or(config.default_max_tokens)),
+        None => config.default_reservation,
+    }
+}
+
+#[cfg(not(feature = "validate"))]
+fn reservation<B>(_: &Request<B>, config: &Config) -> u64 {
+    config.default_reservation
+}
+
+/// A decision turned into what the request needs next.
+enum Decided {
+    Admitted(Admitted),
+    Refused(Response<Full<Bytes>>),
+}
+
+/// Turns a decision into a refusal, or into what the response needs.
+fn settle_outcome<St: RateStore, C: Clock>(
+    shared: &Arc<Shared<St, C>>,
+    outcome: Outcome,
+    ask: Ask,
+    extensions: &http::Extensions,
+) -> Decided {
+    let config = shared.config;
+    match outcome {
+        Outcome::Admitted(snapshot) => {
+            let settle = (ask.acquire.tokens.is_some() || ask.quota.is_some()).then(|| {
+                Arc::new(Settlement {
+                    shared: Arc::clone(shared),
+                    key: ask.acquire.key,
+                    tokens: ask.acquire.tokens,
+                    reserved: ask.acquire.reserve,
+                    quota: ask.quota,
+                }) as Arc<dyn Settle>
+            });
+            Decided::Admitted(Admitted {
+                limits: ask.limits,
+                snapshot,
+                headers: config.headers,
+                settle,
+            })
+        }
+        Outcome::Refused {
+            exceeded,
+            wait,
+            snapshot,
+        } => {
+            let error = match exceeded {
+                Exceeded::Requests => MaasError::RpmExceeded {
+                    rpm: ask.limits.0.unwrap_or_default(),
+                },
+                Exceeded::Tokens => MaasError::TpmExceeded {
+                    tpm: ask.limits.1.unwrap_or_default(),
+                },
+            };
+            let mut response = refuse(error, StatusCode::TOO_MANY_REQUESTS, extensions);
+            if config.headers {
+                headers::write(response.headers_mut(), ask.limits, &snapshot);
+            }
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, headers::retry_after(wait));
+            Decided::Refused(response)
+        }
+        Outcome::Oversized => {
+            let error = MaasError::TokensOverLimit {
+                tokens: ask.acquire.reserve,
+                tpm: ask.limits.1.unwrap_or_default(),
+            };
+            let status = error.status();
+            Decided::Refused(refuse(error, status, extensions))
+        }
+    }
+}
+
+/// A request waiting for a store's round trip, with the readied service it will call.
+struct Waiting<S, St, C, B> {
+    req: Request<B>,
+    service: S,
+    ask: Ask,
+    shared: Arc<Shared<St, C>>,
+}
+
+pin_project! {
+    /// Response future of [`TokenRateLimit`].
+    pub struct ResponseFuture<S, St, C, B>
+    where
+        S: Service<Request<B>>,
+        St: RateStore,
+    {
+        #[pin]
+        state: State<S, St, C, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, St, C, B>
+    where
+        S: Service<Request<B>>,
+        St: RateStore,
+    {
+        Refused { response: Option<Response<Full<Bytes>>> },
+        Waiting { #[pin] pending: St::Pending, rest: Option<Waiting<S, St, C, B>> },
+        Called { #[pin] future: S::Future, admitted: Option<Admitted> },
+    }
+}
+
+impl<S, St, C, B> fmt::Debug for ResponseFuture<S, St, C, B>
+where
+    S: Service<Request<B>>,
+    St: RateStore,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, St, C, B, ResBody> Future for ResponseFuture<S, St, C, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    St: RateStore,
+    C: Clock,
+{
+    type Output = Result<Response<MaasBody<UsageBody<ResBody>>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Refused { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(MaasBody::from_full)));
+                }
+                StateProj::Called { future, admitted } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(finish(response, admitted.take())));
+                }
+                StateProj::Waiting { pending, rest } => {
+                    let outcome = ready!(pending.poll(cx));
+                    let Waiting {
+                        req,
+                        mut service,
+                        ask,
+                        shared,
+                    } = rest.take().expect("polled after completion");
+                    match settle_outcome(&shared, outcome, ask, req.extensions()) {
+                        Decided::Refused(response) => State::Refused {
+                            response: Some(response),
+                        },
+                        Decided::Admitted(admitted) => State::Called {
+                            future: service.call(req),
+                            admitted: Some(admitted),
+                        },
+                    }
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+/// Writes the headers into the response head and meters the body.
+fn finish<B>(
+    mut response: Response<B>,
+    admitted: Option<Admitted>,
+) -> Response<MaasBody<UsageBody<B>>> {
+    let Some(admitted) = admitted else {
+        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+    };
+    if admitted.headers {
+        headers::write(response.headers_mut(), admitted.limits, &admitted.snapshot);
+    }
+    let Some(settle) = admitted.settle else {
+        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+    };
+    if !response.status().is_success() {
+        // The backend refused: no tokens were used.
+        settle.settle(Settled::Completed(Some(0)));
+        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+    }
+    let sse = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    response.map(|b| MaasBody::new(UsageBody::metered(b, Meter::new(sse, settle))))
+}

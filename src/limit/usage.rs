@@ -1,0 +1,282 @@
+//! Reading the `usage` a backend reports, from a JSON body or an SSE stream, as the body passes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use serde::Deserialize;
+
+/// The most of a JSON response kept to read its usage, and the longest SSE line; past them the
+/// usage is unknown and the reservation stands.
+const MAX_OBSERVED: usize = 4 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct WithUsage {
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn total(&self) -> Option<u64> {
+        self.total_tokens.or_else(|| {
+            let (p, c) = (self.prompt_tokens?, self.completion_tokens.unwrap_or(0));
+            Some(p + c)
+        })
+    }
+}
+
+/// The tokens in a JSON document's top-level `usage`.
+fn usage_of(json: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<WithUsage>(json)
+        .ok()?
+        .usage?
+        .total()
+}
+
+/// What happened to a metered response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// The body ended; the usage it reported, if any.
+    Completed(Option<u64>),
+    /// The body failed or was dropped before its end; the last usage seen, if any.
+    Broken(Option<u64>),
+}
+
+/// Receives the outcome once.
+pub(crate) trait Settle: Send + Sync + 'static {
+    fn settle(&self, outcome: Settled);
+}
+
+/// How to read usage: buffer a JSON document, or scan SSE lines.
+enum Reader {
+    Json {
+        chunks: Vec<Bytes>,
+        len: usize,
+    },
+    Sse {
+        line: Vec<u8>,
+        skipping: bool,
+        last: Option<u64>,
+    },
+}
+
+/// The observer of one body: reads usage and settles exactly once, on end, error or drop.
+pub(crate) struct Meter {
+    reader: Reader,
+    settle: Option<Arc<dyn Settle>>,
+}
+
+impl Meter {
+    pub(crate) fn new(sse: bool, settle: Arc<dyn Settle>) -> Self {
+        let reader = if sse {
+            Reader::Sse {
+                line: Vec::new(),
+                skipping: false,
+                last: None,
+            }
+        } else {
+            Reader::Json {
+                chunks: Vec::new(),
+                len: 0,
+            }
+        };
+        Self {
+            reader,
+            settle: Some(settle),
+        }
+    }
+
+    fn observe(&mut self, data: &Bytes) {
+        match &mut self.reader {
+            Reader::Json { chunks, len } => {
+                *len += data.len();
+                if *len <= MAX_OBSERVED {
+                    chunks.push(data.clone());
+                } else {
+                    chunks.clear();
+                }
+            }
+            Reader::Sse {
+                line,
+                skipping,
+                last,
+            } => {
+                for piece in data.split_inclusive(|&b| b == b'\n') {
+                    let complete = piece.ends_with(b"\n");
+                    if !*skipping {
+                        line.extend_from_slice(piece);
+                        if line.len() > MAX_OBSERVED {
+                            line.clear();
+                            *skipping = true;
+                        }
+                    }
+                    if complete {
+                        if !*skipping {
+                            if let Some(used) = sse_usage(line) {
+                                *last = Some(used);
+                            }
+                        }
+                        line.clear();
+                        *skipping = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn last_seen(&self) -> Option<u64> {
+        match &self.reader {
+            Reader::Sse { last, .. } => *last,
+            Reader::Json { .. } => None,
+        }
+    }
+
+    fn finish(&mut self, outcome: Settled) {
+        if let Some(settle) = self.settle.take() {
+            settle.settle(outcome);
+        }
+    }
+
+    fn complete(&mut self) {
+        let used = match &mut self.reader {
+            Reader::Json { chunks, len } if *len <= MAX_OBSERVED => {
+                let mut all = Vec::with_capacity(*len);
+                for chunk in chunks.iter() {
+                    all.extend_from_slice(chunk.chunk());
+                }
+                usage_of(&all)
+            }
+            Reader::Json { .. } => None,
+            Reader::Sse { line, last, .. } => {
+                // A last event without its newline still counts.
+                sse_usage(line).or(*last)
+            }
+        };
+        self.finish(Settled::Completed(used));
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let last = self.last_seen();
+        self.finish(Settled::Broken(last));
+    }
+}
+
+/// The usage in one SSE line `data: {...}` (MaaS repeats a cumulative usage in every chunk,
+/// OpenAI sends it once in the last): the latest one counts.
+fn sse_usage(line: &[u8]) -> Option<u64> {
+    let payload = line.strip_prefix(b"data:")?.trim_ascii();
+    if payload == b"[DONE]" || !contains(payload, b"\"usage\"") {
+        return None;
+    }
+    usage_of(payload)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+pin_project! {
+    /// A response body that reports the backend's `usage` to the token limiter and the key's
+    /// quota as it passes, frames untouched.
+    pub struct UsageBody<B> {
+        #[pin]
+        inner: B,
+        meter: Option<Meter>,
+    }
+}
+
+impl<B> UsageBody<B> {
+    pub(crate) fn metered(inner: B, meter: Meter) -> Self {
+        Self {
+            inner,
+            meter: Some(meter),
+        }
+    }
+
+    pub(crate) fn plain(inner: B) -> Self {
+        Self { inner, meter: None }
+    }
+}
+
+impl<B> std::fmt::Debug for UsageBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageBody")
+            .field("metered", &self.meter.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for UsageBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if let Some(meter) = this.meter.as_mut() {
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        meter.observe(data);
+                    }
+                    // A body of known length is not polled past its end: its last frame is
+                    // where it completes.
+                    if this.inner.is_end_stream() {
+                        meter.complete();
+                    }
+                }
+                Some(Err(_)) => {
+                    let last = meter.last_seen();
+                    meter.finish(Settled::Broken(last));
+                }
+                None => meter.complete(),
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_from_sse_lines() {
+        assert_eq!(
+            sse_usage(br#"data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#),
+            Some(7)
+        );
+        assert_eq!(
+            sse_usage(br#"data: {"usage":{"prompt_tokens":3,"completion_tokens":4}}"#),
+            Some(7)
+        );
+        assert_eq!(sse_usage(br#"data: {"usage":null}"#), None);
+        assert_eq!(sse_usage(b"data: [DONE]"), None);
+        assert_eq!(sse_usage(b": keep-alive"), None);
+    }
+}

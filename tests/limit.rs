@@ -1,0 +1,391 @@
+//! TokenRateLimit and IpRateLimit over real sockets in axum, with a clock the test moves.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use common::{FIXED_ID, frames, full, send, send_lossy};
+use http::{HeaderMap, Request, StatusCode};
+use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyId, KeyPolicy};
+use tower_maas::limit::{IpRateLimitLayer, ManualClock, TokenRateLimitLayer, TrustedProxies};
+use tower_maas::validate::{ModelCatalog, RequestSchemaValidatorLayer};
+use tower_maas::{ErrorEnvelopeLayer, ThrottleWindow};
+
+const KEY: &str = "sk-L1mitedKey000000000000000000";
+
+/// The test backend: answers as the `x-mode` header says, reporting `x-usage` tokens.
+async fn backend(headers: HeaderMap) -> Response {
+    let usage = headers
+        .get("x-usage")
+        .map_or("0", |v| v.to_str().unwrap())
+        .parse::<u64>()
+        .unwrap();
+    let usage_json = |n: u64| {
+        format!(
+            r#"{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{n}}}"#,
+            n / 2,
+            n - n / 2
+        )
+    };
+    let leak = |s: String| -> &'static [u8] { Box::leak(s.into_bytes().into_boxed_slice()) };
+    let sse = |body: common::Frames| {
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::new(body))
+            .unwrap()
+    };
+    match headers.get("x-mode").map(|v| v.to_str().unwrap()) {
+        Some("maas-sse") => sse(frames(vec![
+            Ok(leak(format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"a\"}}}}],\"usage\":{}}}\n\n", usage_json(usage / 2)))),
+            // An event split across two frames.
+            Ok(b"data: {\"choices\":[],\"us"),
+            Ok(leak(format!("age\":{}}}\n\ndata: [DONE]\n\n", usage_json(usage)))),
+        ])),
+        Some("openai-sse") => sse(frames(vec![
+            Ok(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n"),
+            Ok(leak(format!("data: {{\"choices\":[],\"usage\":{}}}\n\ndata: [DONE]\n\n", usage_json(usage)))),
+        ])),
+        Some("broken-sse") => sse(frames(vec![
+            Ok(leak(format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"a\"}}}}],\"usage\":{}}}\n\n", usage_json(usage)))),
+            Err("upstream went away"),
+        ])),
+        Some("error") => (StatusCode::BAD_REQUEST, "backend says no").into_response(),
+        Some("no-usage") => axum::Json(serde_json::json!({"choices": []})).into_response(),
+        _ => axum::Json(serde_json::json!({"choices": [], "usage": serde_json::from_str::<serde_json::Value>(&usage_json(usage)).unwrap()})).into_response(),
+    }
+}
+
+struct Gateway {
+    addr: SocketAddr,
+    clock: ManualClock,
+    keys: Arc<InMemoryKeyStore>,
+    id: KeyId,
+}
+
+async fn gateway(
+    policy: KeyPolicy,
+    limiter: impl FnOnce(
+        TokenRateLimitLayer<tower_maas::limit::MemoryStore, ManualClock>,
+    ) -> TokenRateLimitLayer<tower_maas::limit::MemoryStore, ManualClock>,
+) -> Gateway {
+    let clock = ManualClock::new();
+    let keys = Arc::new(InMemoryKeyStore::new());
+    let id = keys.insert(KEY, policy).unwrap();
+    let limiter = limiter(TokenRateLimitLayer::with(
+        tower_maas::limit::MemoryStore::new(),
+        clock.clone(),
+    ));
+    let app = Router::new()
+        .route("/v1/chat/completions", post(backend))
+        .layer(limiter)
+        .layer(RequestSchemaValidatorLayer::new().models(ModelCatalog::new().model("m", 100_000)))
+        .layer(BearerAuthLayer::new(keys.clone()))
+        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+    Gateway {
+        addr: common::serve_axum(app).await,
+        clock,
+        keys,
+        id,
+    }
+}
+
+/// A chat request: "hi" is 1 token, plus 4 for the message and 3 for the reply = 8 prompt
+/// tokens, so the reservation is 8 + max_tokens.
+fn chat(max_tokens: u64, mode: &str, usage: u64) -> Request<http_body_util::Full<bytes::Bytes>> {
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":{max_tokens}}}"#
+    );
+    common::post("/v1/chat/completions", &body)
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("x-request-id", FIXED_ID)
+        .header("x-mode", mode)
+        .header("x-usage", usage.to_string())
+        .body(full(body))
+        .unwrap()
+}
+
+const E81101_60: &str = r#"{"error":{"code":"ModelArts.81101","message":"Too many requests, exceeded rate limit is 60 times per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81101","error_msg":"Too many requests, exceeded rate limit is 60 times per minute."}"#;
+const E81103_100: &str = r#"{"error":{"code":"ModelArts.81103","message":"Too many requests. exceeded rate limit is 100 tokens per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81103","error_msg":"Too many requests. exceeded rate limit is 100 tokens per minute."}"#;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn rpm_smooths_bursts_and_refuses_exactly() {
+    // 60 per minute: one per second, two at once (60 / 30).
+    let gw = gateway(KeyPolicy::new().rpm(60), |l| l).await;
+    for _ in 0..2 {
+        let reply = send(gw.addr, chat(10, "json", 5)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let reply = send(gw.addr, chat(10, "json", 5)).await;
+    reply.assert_json(429, E81101_60);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.header("x-ratelimit-limit-requests"), Some("60"));
+    assert_eq!(reply.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(reply.header("x-ratelimit-reset-requests"), Some("2s"));
+    assert_eq!(reply.request_id(), FIXED_ID);
+    gw.clock.advance(Duration::from_millis(1000));
+    let reply = send(gw.addr, chat(10, "json", 5)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(reply.header("x-ratelimit-reset-requests"), Some("2s"));
+}
+
+#[tokio::test]
+async fn the_maas_smoothing_rule_holds() {
+    // RPM 300: more than 300 / 30 = 10 in one second are refused, and over a minute no more
+    // than 300 + 10 pass.
+    let gw = gateway(KeyPolicy::new().rpm(300), |l| l).await;
+    let mut admitted = 0;
+    for _ in 0..12 {
+        if send(gw.addr, chat(1, "json", 1)).await.status == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 10);
+    let mut total = admitted;
+    for _ in 0..600 {
+        gw.clock.advance(Duration::from_millis(100));
+        if send(gw.addr, chat(1, "json", 1)).await.status == 200 {
+            total += 1;
+        }
+    }
+    // 60.0 s elapsed: 300 per minute plus the initial burst of 10.
+    assert_eq!(total, 310);
+}
+
+#[tokio::test]
+async fn tpm_reserves_refuses_and_gives_the_request_slot_back() {
+    let gw = gateway(KeyPolicy::new().rpm(60).tpm(100), |l| l).await;
+    // Reserves 8 + 52 = 60 of 100; the backend reports 60 (no correction).
+    let reply = send(gw.addr, chat(52, "json", 60)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("40"));
+    assert_eq!(reply.header("x-ratelimit-limit-tokens"), Some("100"));
+    // Another 60 does not fit.
+    let reply = send(gw.addr, chat(52, "json", 60)).await;
+    reply.assert_json(429, E81103_100);
+    // 20 more tokens are needed; at 100 per minute that is 12 s.
+    assert_eq!(reply.header("retry-after"), Some("12"));
+    // The refused request did not use a request slot: still one left of the burst of two.
+    assert_eq!(reply.header("x-ratelimit-remaining-requests"), Some("1"));
+    let reply = send(gw.addr, chat(2, "json", 10)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_reservation_larger_than_the_bucket_is_a_400_not_an_endless_429() {
+    let gw = gateway(KeyPolicy::new().tpm(100), |l| l).await;
+    let reply = send(gw.addr, chat(93, "json", 0)).await;
+    reply.assert_json(
+        400,
+        r#"{"error":{"code":"ModelArts.81103","message":"Too many tokens requested: 101 tokens can never fit the rate limit of 100 tokens per minute.","param":null,"type":"BadRequest"},"error_code":"ModelArts.81103","error_msg":"Too many tokens requested: 101 tokens can never fit the rate limit of 100 tokens per minute."}"#,
+    );
+    // Exactly the bucket fits on an idle key.
+    assert_eq!(send(gw.addr, chat(92, "json", 100)).await.status, 200);
+}
+
+#[tokio::test]
+async fn usage_reconciles_from_json_and_from_both_kinds_of_stream() {
+    for mode in ["json", "maas-sse", "openai-sse"] {
+        let gw = gateway(KeyPolicy::new().tpm(100), |l| l).await;
+        // Reserve 8 + 82 = 90; the backend reports 20: 70 come back.
+        let (status, headers, body) = send_lossy(gw.addr, chat(82, mode, 20)).await;
+        assert_eq!(status, 200, "{mode}: {body:?}");
+        assert_eq!(
+            header(&headers, "x-ratelimit-remaining-tokens"),
+            Some("10"),
+            "{mode}"
+        );
+        let reply = send(gw.addr, chat(72, mode, 80)).await;
+        assert_eq!(reply.status, 200, "{mode}: refund missing");
+        assert_eq!(
+            reply.header("x-ratelimit-remaining-tokens"),
+            Some("0"),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn usage_above_the_reservation_is_charged() {
+    let gw = gateway(KeyPolicy::new().tpm(100), |l| l).await;
+    // Reserve 18, report 60: 42 more are charged, leaving 40.
+    send(gw.addr, chat(10, "json", 60)).await;
+    let reply = send(gw.addr, chat(42, "json", 50)).await;
+    reply.assert_json(429, E81103_100);
+    let reply = send(gw.addr, chat(32, "json", 40)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_broken_stream_keeps_its_reservation_and_a_refusal_returns_it() {
+    let gw = gateway(KeyPolicy::new().tpm(100).quota(1000), |l| l).await;
+    // The stream reports a cumulative 20 tokens, then breaks (the client sees the break, or no
+    // response at all if the break came first).
+    let (_, _, body) = send_lossy(gw.addr, chat(82, "broken-sse", 20)).await;
+    assert!(!body.ends_with(b"[DONE]\n\n"));
+    // All 90 stay reserved (a completed stream would have come back down to 20): another 18
+    // does not fit. The quota pays what was seen.
+    send(gw.addr, chat(10, "json", 0))
+        .await
+        .assert_json(429, E81103_100);
+    assert_eq!(gw.keys.get(gw.id).unwrap().quota().used(), 20);
+
+    let gw = gateway(KeyPolicy::new().tpm(100), |l| l).await;
+    let reply = send(gw.addr, chat(82, "error", 0)).await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.text()),
+        (400, "backend says no")
+    );
+    // The backend refused: nothing was used, everything comes back.
+    assert_eq!(send(gw.addr, chat(82, "json", 90)).await.status, 200);
+
+    let gw = gateway(KeyPolicy::new().tpm(100), |l| l).await;
+    assert_eq!(send(gw.addr, chat(82, "no-usage", 0)).await.status, 200);
+    // No usage reported: the reservation stands.
+    send(gw.addr, chat(10, "json", 0))
+        .await
+        .assert_json(429, E81103_100);
+}
+
+#[tokio::test]
+async fn the_quota_is_charged_by_usage_and_exhaustion_is_seen_by_auth() {
+    let gw = gateway(KeyPolicy::new().quota(50), |l| l).await;
+    assert_eq!(send(gw.addr, chat(10, "maas-sse", 30)).await.status, 200);
+    assert_eq!(gw.keys.get(gw.id).unwrap().quota().used(), 30);
+    assert_eq!(send(gw.addr, chat(10, "json", 30)).await.status, 200);
+    send(gw.addr, chat(10, "json", 1)).await.assert_json(
+        401,
+        r#"{"error":{"code":"ModelArts.81005","message":"The free quota has been used up.","param":null,"type":"Unauthorized"},"error_code":"ModelArts.81005","error_msg":"The free quota has been used up."}"#,
+    );
+}
+
+#[tokio::test]
+async fn headers_are_in_the_head_of_streams_and_can_be_turned_off() {
+    let gw = gateway(KeyPolicy::new().rpm(60).tpm(1000), |l| l).await;
+    let (status, headers, _) = send_lossy(gw.addr, chat(10, "maas-sse", 10)).await;
+    assert_eq!(status, 200);
+    for name in [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ] {
+        assert!(headers.contains_key(name), "{name}");
+    }
+    assert_eq!(
+        header(&headers, "x-ratelimit-remaining-tokens"),
+        Some("982")
+    );
+
+    let gw = gateway(KeyPolicy::new().rpm(60), |l| l.headers(false)).await;
+    let reply = send(gw.addr, chat(10, "json", 1)).await;
+    assert!(!reply.headers.contains_key("x-ratelimit-limit-requests"));
+    send(gw.addr, chat(10, "json", 1)).await;
+    let reply = send(gw.addr, chat(10, "json", 1)).await;
+    reply.assert_json(429, E81101_60);
+    assert!(!reply.headers.contains_key("x-ratelimit-remaining-requests"));
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn keys_without_limits_pass_untouched() {
+    let gw = gateway(KeyPolicy::new(), |l| l).await;
+    for _ in 0..50 {
+        let reply = send(gw.addr, chat(10, "json", 1)).await;
+        assert_eq!(reply.status, 200);
+        assert!(!reply.headers.contains_key("x-ratelimit-limit-requests"));
+    }
+}
+
+const APIG_0308: &str =
+    "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute";
+
+#[tokio::test]
+async fn ip_limit_answers_apig_0308_per_client_behind_trusted_proxies() {
+    let clock = ManualClock::new();
+    let layer = IpRateLimitLayer::with_clock(2, ThrottleWindow::Minute, clock.clone())
+        .trusted_proxies(TrustedProxies::new(["127.0.0.1"]).unwrap())
+        .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    let app = Router::new()
+        .route("/v1/chat/completions", post(|| async { "ok" }))
+        .layer(layer)
+        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    let from = |client: &str| {
+        common::post("/v1/chat/completions", "{}")
+            .header("x-forwarded-for", format!("6.6.6.6, {client}"))
+            .header("x-request-id", FIXED_ID)
+            .body(full("{}"))
+            .unwrap()
+    };
+    assert_eq!(send(addr, from("203.0.113.1")).await.status, 200);
+    assert_eq!(send(addr, from("203.0.113.1")).await.status, 200);
+    let reply = send(addr, from("203.0.113.1")).await;
+    reply.assert_json(
+        429,
+        &format!(
+            r#"{{"error_msg":"{APIG_0308}","error_code":"APIG.0308","request_id":"{FIXED_ID}"}}"#
+        ),
+    );
+    assert_eq!(reply.header("retry-after"), Some("30"));
+    // Another client behind the same proxy has its own budget; the spoofed left hop is ignored.
+    assert_eq!(send(addr, from("203.0.113.2")).await.status, 200);
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(send(addr, from("203.0.113.1")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_spray_of_addresses_stays_within_the_cap() {
+    use tower::{Layer, ServiceExt};
+    use tower_maas::limit::ClientAddr;
+
+    let clock = ManualClock::new();
+    let layer =
+        IpRateLimitLayer::with_clock(5, ThrottleWindow::Second, clock.clone()).capacity(256);
+    let service = layer.layer(tower::service_fn(|_: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(full("ok")))
+    }));
+    let request = |n: u32| {
+        let mut req = Request::new(());
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + n);
+        req.extensions_mut()
+            .insert(ClientAddr(SocketAddr::from((ip, 1234))));
+        req
+    };
+    let mut refused = 0;
+    for n in 0..10_000 {
+        let res = service.clone().oneshot(request(n)).await.unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+        assert!(layer.tracked() <= 256 + 64, "tracked {}", layer.tracked());
+    }
+    // Full of addresses active in their window: new ones are refused, not tracked.
+    assert!(refused > 9_000, "{refused}");
+    // Once their window has passed, the old entries make room again.
+    clock.advance(Duration::from_secs(2));
+    let res = service.clone().oneshot(request(20_000)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(layer.tracked() <= 256 + 64);
+}
