@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Nanoseconds since an arbitrary origin, as a clock counts them.
 pub type Nanos = u64;
@@ -17,18 +17,23 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Nanos;
 }
 
-/// The system's monotonic clock (`Instant`), with its origin when it was made.
-#[derive(Clone, Copy, Debug)]
+/// A monotonic clock read from the CPU's time-stamp counter where it is reliable (through
+/// [`quanta`](https://docs.rs/quanta), as governor does), else from the system's monotonic
+/// clock; its origin is when it was made.
+///
+/// Building one calibrates the counter: build it once and share it (the layers do).
+#[derive(Clone, Debug)]
 pub struct MonotonicClock {
-    origin: Instant,
+    clock: quanta::Clock,
+    origin: quanta::Instant,
 }
 
 impl MonotonicClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-        }
+        let clock = quanta::Clock::new();
+        let origin = clock.now();
+        Self { clock, origin }
     }
 }
 
@@ -42,7 +47,7 @@ impl Clock for MonotonicClock {
     #[inline]
     fn now(&self) -> Nanos {
         // Starts at one so that zero can mean "never seen" in limiter state.
-        self.origin.elapsed().as_nanos() as u64 + 1
+        self.clock.now().duration_since(self.origin).as_nanos() as u64 + 1
     }
 }
 

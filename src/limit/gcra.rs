@@ -14,11 +14,13 @@ use super::clock::Nanos;
 pub(crate) const MINUTE: Nanos = 60_000_000_000;
 
 /// A rate: `per_unit` nanoseconds between units, and how many units may come at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rate {
     per_unit: Nanos,
     capacity: Nanos,
     limit: u64,
+    /// `capacity / per_unit`, kept so that no check divides.
+    burst: u64,
 }
 
 impl Rate {
@@ -31,10 +33,16 @@ impl Rate {
     pub fn per(limit: u64, window: Nanos, burst: u64) -> Self {
         let limit = limit.max(1);
         let per_unit = (window / limit).max(1);
+        let burst = burst.max(1);
+        let (capacity, burst) = match per_unit.checked_mul(burst) {
+            Some(capacity) => (capacity, burst),
+            None => (Nanos::MAX, Nanos::MAX / per_unit),
+        };
         Self {
             per_unit,
-            capacity: per_unit.saturating_mul(burst.max(1)),
+            capacity,
             limit,
+            burst,
         }
     }
 
@@ -45,7 +53,7 @@ impl Rate {
 
     /// The largest request that can ever be admitted, in units.
     pub fn burst(&self) -> u64 {
-        self.capacity / self.per_unit
+        self.burst
     }
 }
 

@@ -23,20 +23,23 @@ pub(crate) fn write(
     let dims = [
         (
             limits.0,
-            snapshot.requests,
+            snapshot.requests(),
             [LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS],
         ),
         (
             limits.1,
-            snapshot.tokens,
+            snapshot.tokens(),
             [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS],
         ),
     ];
+    // Up to six headers: one growth of the map, not several.
+    headers.reserve(6);
     for (limit, state, [limit_name, remaining_name, reset_name]) in dims {
         if let (Some(limit), Some((remaining, reset))) = (limit, state) {
             headers.insert(limit_name, HeaderValue::from(limit));
             headers.insert(remaining_name, HeaderValue::from(remaining.min(limit)));
-            if let Ok(value) = HeaderValue::from_str(&duration(reset)) {
+            // The formatted text becomes the value's bytes without a second copy.
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(duration(reset))) {
                 headers.insert(reset_name, value);
             }
         }

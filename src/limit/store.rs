@@ -29,13 +29,48 @@ pub struct Acquire {
     pub now: Nanos,
 }
 
-/// The state a decision leaves, for the rate-limit headers.
+/// The state a decision leaves, for the rate-limit headers: each limit's rate and theoretical
+/// arrival time. What remains is worked out only when asked (two divisions the check itself
+/// does not need).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Requests that could be admitted now, and the time until all are.
-    pub requests: Option<(u64, Nanos)>,
-    /// Tokens that could be reserved now, and the time until all are.
-    pub tokens: Option<(u64, Nanos)>,
+    now: Nanos,
+    requests: Option<(Rate, Nanos)>,
+    tokens: Option<(Rate, Nanos)>,
+}
+
+impl Snapshot {
+    /// The state at `now`, with no limit recorded yet.
+    pub fn at(now: Nanos) -> Self {
+        Self {
+            now,
+            ..Self::default()
+        }
+    }
+
+    /// Records the requests limit's TAT.
+    pub fn with_requests(mut self, rate: Rate, tat: Nanos) -> Self {
+        self.requests = Some((rate, tat));
+        self
+    }
+
+    /// Records the tokens limit's TAT.
+    pub fn with_tokens(mut self, rate: Rate, tat: Nanos) -> Self {
+        self.tokens = Some((rate, tat));
+        self
+    }
+
+    /// Requests that could be admitted now, and the time until all could.
+    pub fn requests(&self) -> Option<(u64, Nanos)> {
+        self.requests
+            .map(|(rate, tat)| gcra::remaining(rate, tat, self.now))
+    }
+
+    /// Tokens that could be reserved now, and the time until all could.
+    pub fn tokens(&self) -> Option<(u64, Nanos)> {
+        self.tokens
+            .map(|(rate, tat)| gcra::remaining(rate, tat, self.now))
+    }
 }
 
 /// Which limit refused.
@@ -213,15 +248,14 @@ pub(crate) fn decide(cell_requests: &AtomicU64, cell_tokens: &AtomicU64, ask: &A
             return Outcome::Oversized;
         }
     }
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = Snapshot::at(now);
     if let Some(rate) = ask.requests {
         match gcra::acquire(cell_requests, rate, 1, now) {
-            Gcra::Admitted { tat } => snapshot.requests = Some(gcra::remaining(rate, tat, now)),
+            Gcra::Admitted { tat } => snapshot = snapshot.with_requests(rate, tat),
             Gcra::Refused { wait, tat } => {
-                snapshot.requests = Some(gcra::remaining(rate, tat, now));
+                snapshot = snapshot.with_requests(rate, tat);
                 if let Some(tokens) = ask.tokens {
-                    let tat = cell_tokens.load(Ordering::Acquire);
-                    snapshot.tokens = Some(gcra::remaining(tokens, tat, now));
+                    snapshot = snapshot.with_tokens(tokens, cell_tokens.load(Ordering::Acquire));
                 }
                 return Outcome::Refused {
                     exceeded: Exceeded::Requests,
@@ -233,15 +267,15 @@ pub(crate) fn decide(cell_requests: &AtomicU64, cell_tokens: &AtomicU64, ask: &A
     }
     if let Some(rate) = ask.tokens {
         match gcra::acquire(cell_tokens, rate, ask.reserve, now) {
-            Gcra::Admitted { tat } => snapshot.tokens = Some(gcra::remaining(rate, tat, now)),
+            Gcra::Admitted { tat } => snapshot = snapshot.with_tokens(rate, tat),
             Gcra::Refused { wait, tat } => {
                 // Requests and tokens are decided together: the request slot goes back.
                 if let Some(requests) = ask.requests {
                     gcra::refund(cell_requests, requests, 1, now);
-                    let tat = cell_requests.load(Ordering::Acquire);
-                    snapshot.requests = Some(gcra::remaining(requests, tat, now));
+                    snapshot =
+                        snapshot.with_requests(requests, cell_requests.load(Ordering::Acquire));
                 }
-                snapshot.tokens = Some(gcra::remaining(rate, tat, now));
+                snapshot = snapshot.with_tokens(rate, tat);
                 return Outcome::Refused {
                     exceeded: Exceeded::Tokens,
                     wait,
