@@ -6,30 +6,32 @@
 //! ```
 //!
 //! The stack, outermost first: `ErrorEnvelope` (request ids, APIG.0101/405/504 mapping) →
-//! `BearerAuth` (81002–81006) → `RequestSchemaValidator` (vLLM/pydantic 400s, 81001, 81009,
-//! context length) → the routes. Later layers (limits, risk control) slot in between as they
-//! land.
+//! `IpRateLimit` (APIG.0308) → `BearerAuth` (81002–81006) → `RequestSchemaValidator`
+//! (vLLM/pydantic 400s, 81001, 81009, context length) → `TokenRateLimit` (81101, 81103, usage
+//! reconciliation, quota) → the routes. Risk control slots in before the routes when it lands.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::Extension;
+use axum::extract::{ConnectInfo, Extension};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy, Principal};
+use tower_maas::limit::{IpRateLimitLayer, TokenRateLimitLayer};
 use tower_maas::validate::Json;
 use tower_maas::validate::{ModelCatalog, ParsedRequest, RequestSchemaValidatorLayer};
-use tower_maas::{ErrorEnvelopeLayer, RequestId};
+use tower_maas::{ErrorEnvelopeLayer, RequestId, ThrottleWindow};
 
 /// The model the builtin mock serves.
 const MOCK_MODEL: &str = "mock-model";
 
-/// Demo keys: one for every model, one frozen, to try 81006 with. The gateway listens on
-/// loopback by default; never expose demo keys.
+/// Demo keys: one with generous limits, one at 2 requests per minute to see 81101, one frozen
+/// to see 81006. The gateway listens on loopback by default; never expose demo keys.
 const DEMO_KEY: &str = "sk-maas-demo-0000000000000000";
+const SLOW_KEY: &str = "sk-maas-slow-0000000000000000";
 const FROZEN_KEY: &str = "sk-maas-frozen-00000000000000";
 
 #[tokio::main]
@@ -43,23 +45,34 @@ async fn main() {
     };
 
     let keys = Arc::new(InMemoryKeyStore::new());
-    keys.insert(DEMO_KEY, KeyPolicy::new().label("demo"))
+    let demo = KeyPolicy::new()
+        .label("demo")
+        .rpm(600)
+        .tpm(200_000)
+        .quota(10_000_000);
+    keys.insert(DEMO_KEY, demo).expect("distinct demo keys");
+    keys.insert(SLOW_KEY, KeyPolicy::new().label("demo-slow").rpm(2))
         .expect("distinct demo keys");
     let frozen = keys
         .insert(FROZEN_KEY, KeyPolicy::new().label("demo-frozen"))
         .expect("distinct demo keys");
     keys.freeze(frozen);
 
+    // The MaaS order, outermost first: envelope, per-IP limit, auth, validation, token limits.
     let validator =
         RequestSchemaValidatorLayer::new().models(ModelCatalog::new().model(MOCK_MODEL, 4096));
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route_layer(TokenRateLimitLayer::new())
         .route_layer(validator)
         .route_layer(BearerAuthLayer::new(keys));
+    let per_ip = IpRateLimitLayer::new(1200, ThrottleWindow::Minute)
+        .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(api)
+        .layer(per_ip)
         .layer(ErrorEnvelopeLayer::new());
 
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -70,18 +83,22 @@ async fn main() {
         }
     };
     println!("tower-maas gateway listening on http://{listen}");
-    println!("demo API key: {DEMO_KEY}   (frozen demo key: {FROZEN_KEY})");
+    println!("demo API key: {DEMO_KEY}");
+    println!("  (2 requests/minute: {SLOW_KEY}; frozen: {FROZEN_KEY})");
     println!(
         "try: curl -s http://{listen}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \
          -H 'Content-Type: application/json' \
          -d '{{\"model\":\"{MOCK_MODEL}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .expect("server error");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .expect("server error");
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, String> {
