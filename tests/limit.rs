@@ -389,3 +389,66 @@ async fn a_spray_of_addresses_stays_within_the_cap() {
     assert_eq!(res.status(), StatusCode::OK);
     assert!(layer.tracked() <= 256 + 64);
 }
+
+/// A store that answers after a round trip, as a Redis store will: the decision is the memory
+/// store's, delivered by a future that first yields to the runtime.
+struct RoundTripStore(tower_maas::limit::MemoryStore);
+
+impl tower_maas::limit::RateStore for RoundTripStore {
+    type Pending =
+        std::pin::Pin<Box<dyn std::future::Future<Output = tower_maas::limit::Outcome> + Send>>;
+
+    fn acquire(
+        &self,
+        ask: tower_maas::limit::Acquire,
+    ) -> tower_maas::limit::Acquired<Self::Pending> {
+        let tower_maas::limit::Acquired::Now(outcome) = self.0.acquire(ask) else {
+            unreachable!("the memory store decides at once")
+        };
+        tower_maas::limit::Acquired::Later(Box::pin(async move {
+            tokio::task::yield_now().await;
+            outcome
+        }))
+    }
+
+    fn adjust(
+        &self,
+        key: tower_maas::limit::LimitKey,
+        tokens: tower_maas::limit::Rate,
+        reserved: u64,
+        used: u64,
+        now: u64,
+    ) {
+        self.0.adjust(key, tokens, reserved, used, now);
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_decides_after_a_round_trip_works_the_same() {
+    let clock = ManualClock::new();
+    let keys = Arc::new(InMemoryKeyStore::new());
+    keys.insert(KEY, KeyPolicy::new().rpm(60).tpm(100)).unwrap();
+    let limiter = TokenRateLimitLayer::with(
+        RoundTripStore(tower_maas::limit::MemoryStore::new()),
+        clock.clone(),
+    );
+    let app = Router::new()
+        .route("/v1/chat/completions", post(backend))
+        .layer(limiter)
+        // The readied inner service must be the one called: a concurrency limit of one breaks
+        // if an un-readied clone is used.
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+        .layer(RequestSchemaValidatorLayer::new())
+        .layer(BearerAuthLayer::new(keys))
+        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+    let addr = common::serve_axum(app).await;
+    let reply = send(addr, chat(52, "json", 20)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("40"));
+    // The usage (20 of 60 reserved) came back through the store.
+    let reply = send(addr, chat(72, "json", 80)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    send(addr, chat(2, "json", 1))
+        .await
+        .assert_json(429, E81101_60);
+}
