@@ -423,32 +423,109 @@ impl tower_maas::limit::RateStore for RoundTripStore {
     }
 }
 
+/// A request as BearerAuth leaves it: the key's principal in the extensions.
+fn with_principal(
+    keys: &InMemoryKeyStore,
+    id: KeyId,
+    body: &'static str,
+) -> Request<http_body_util::Full<bytes::Bytes>> {
+    let mut req = Request::post("/v1/chat/completions")
+        .body(full(body))
+        .unwrap();
+    req.extensions_mut().insert(keys.get(id).unwrap());
+    req
+}
+
 #[tokio::test]
-async fn a_store_that_decides_after_a_round_trip_works_the_same() {
-    let clock = ManualClock::new();
-    let keys = Arc::new(InMemoryKeyStore::new());
-    keys.insert(KEY, KeyPolicy::new().rpm(60).tpm(100)).unwrap();
-    let limiter = TokenRateLimitLayer::with(
+async fn a_store_that_decides_after_a_round_trip_calls_the_readied_service() {
+    use http_body_util::BodyExt;
+    use tower::{Layer, Service, ServiceExt};
+
+    let keys = InMemoryKeyStore::new();
+    let id = keys
+        .insert(KEY, KeyPolicy::new().rpm(60).tpm(1000))
+        .unwrap();
+    let backend = tower::service_fn(|_: Request<_>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(full(
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+        )))
+    });
+    // A concurrency limit of one panics if a service it did not ready is called.
+    let inner = tower::limit::ConcurrencyLimit::new(backend, 1);
+    let mut limiter = TokenRateLimitLayer::with(
         RoundTripStore(tower_maas::limit::MemoryStore::new()),
-        clock.clone(),
-    );
-    let app = Router::new()
-        .route("/v1/chat/completions", post(backend))
-        .layer(limiter)
-        // The readied inner service must be the one called: a concurrency limit of one breaks
-        // if an un-readied clone is used.
-        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
-        .layer(RequestSchemaValidatorLayer::new())
-        .layer(BearerAuthLayer::new(keys))
-        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
-    let addr = common::serve_axum(app).await;
-    let reply = send(addr, chat(52, "json", 20)).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("40"));
-    // The usage (20 of 60 reserved) came back through the store.
-    let reply = send(addr, chat(72, "json", 80)).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    send(addr, chat(2, "json", 1))
+        ManualClock::new(),
+    )
+    .default_reservation(100)
+    .layer(inner);
+    for remaining in ["900", "898"] {
+        let future = limiter
+            .ready()
+            .await
+            .unwrap()
+            .call(with_principal(&keys, id, "{}"));
+        let response = future.await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["x-ratelimit-remaining-tokens"],
+            remaining
+        );
+        // Reading the body reports the usage (2 of 100) back through the store.
+        response.into_body().collect().await.unwrap();
+    }
+    let refused = limiter
+        .ready()
         .await
-        .assert_json(429, E81101_60);
+        .unwrap()
+        .call(with_principal(&keys, id, "{}"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["x-ratelimit-remaining-tokens"], "996");
+}
+
+#[tokio::test]
+async fn a_failing_backend_gives_the_reservation_back() {
+    use tower::{Layer, ServiceExt};
+
+    let keys = InMemoryKeyStore::new();
+    let id = keys.insert(KEY, KeyPolicy::new().tpm(100)).unwrap();
+    let failing = tower::service_fn(|_: Request<_>| async {
+        Err::<http::Response<http_body_util::Full<bytes::Bytes>>, _>(std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        ))
+    });
+    let limiter = TokenRateLimitLayer::new()
+        .default_reservation(90)
+        .layer(failing);
+    for _ in 0..3 {
+        // Each would take 90 of 100 if a failed call kept its reservation.
+        let result = limiter
+            .clone()
+            .oneshot(with_principal(&keys, id, "{}"))
+            .await;
+        assert!(result.is_err());
+    }
+    let ok = tower::service_fn(|_: Request<_>| async {
+        Ok::<_, std::io::Error>(http::Response::new(full("{}")))
+    });
+    let limiter = TokenRateLimitLayer::new().default_reservation(90).layer(ok);
+    let response = limiter
+        .oneshot(with_principal(&keys, id, "{}"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn an_absurd_usage_cannot_lock_a_key_for_more_than_a_minute() {
+    let gw = gateway(KeyPolicy::new().tpm(100), |l| l).await;
+    // u64::MAX tokens reported: charged as at most the reservation plus one bucket.
+    assert_eq!(send(gw.addr, chat(2, "json", u64::MAX)).await.status, 200);
+    send(gw.addr, chat(2, "json", 1))
+        .await
+        .assert_json(429, E81103_100);
+    gw.clock.advance(Duration::from_secs(61));
+    let reply = send(gw.addr, chat(2, "json", 1)).await;
+    assert_eq!(reply.status, 200, "{:?} {}", reply.headers, reply.text());
 }

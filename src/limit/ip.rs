@@ -88,7 +88,15 @@ impl TrustedProxies {
                 if prefix > max {
                     return Err(invalid());
                 }
-                Ok((addr, prefix))
+                // `::ffff:10.0.0.1` is how dual-stack sockets show IPv4 peers: an IPv4-mapped
+                // network is the IPv4 network it maps.
+                match addr {
+                    IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                        Some(v4) => Ok((IpAddr::V4(v4), prefix - 96)),
+                        None => Ok((addr, prefix)),
+                    },
+                    _ => Ok((addr, prefix)),
+                }
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { networks })
@@ -126,43 +134,64 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The client: the socket's peer, or, when that peer is a trusted proxy, the rightmost
-/// untrusted hop of `X-Forwarded-For` (or of `Forwarded` when there is no `X-Forwarded-For`).
-/// The leftmost hop is whatever the client wrote, so it is never believed for its position.
+/// untrusted hop of `X-Forwarded-For` (or of `Forwarded` when no `X-Forwarded-For` came at
+/// all). Hops are walked from the right, the end the trusted proxies wrote; the walk stops at the
+/// first untrusted hop, and at a hop that cannot be read, whose address is then unknown: the
+/// last hop read stands for the client. Nothing left of that is believed, since the client
+/// wrote it.
 pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
     let peer = canonical(peer);
     if trusted.is_empty() || !trusted.contains(peer) {
         return peer;
     }
-    let mut hops: Vec<IpAddr> = headers
+    let mut client = peer;
+    let walk = |hops: &mut dyn Iterator<Item = Option<IpAddr>>, client: &mut IpAddr| {
+        for hop in hops {
+            let Some(hop) = hop else { return };
+            *client = canonical(hop);
+            if !trusted.contains(*client) {
+                return;
+            }
+        }
+    };
+    let xff: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(parse_hop)
-        .collect::<Option<_>>()
-        .unwrap_or_default();
-    if hops.is_empty() {
-        hops = headers
-            .get_all(FORWARDED)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|element| {
-                element.split(';').find_map(|pair| {
-                    let (key, value) = pair.trim().split_once('=')?;
-                    key.eq_ignore_ascii_case("for").then(|| parse_hop(value))?
-                })
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    if !xff.is_empty() {
+        let mut hops = xff.iter().rev().flat_map(|v| v.rsplit(',')).map(parse_hop);
+        walk(&mut hops, &mut client);
+        return client;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all(FORWARDED)
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    let mut hops = forwarded
+        .iter()
+        .rev()
+        .flat_map(|v| v.rsplit(','))
+        .map(|element| {
+            element.split(';').find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                key.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| parse_hop(value))?
             })
-            .collect();
-    }
-    let mut client = peer;
-    for hop in hops.into_iter().rev() {
-        client = canonical(hop);
-        if !trusted.contains(client) {
-            break;
-        }
-    }
+        });
+    walk(&mut hops, &mut client);
     client
+}
+
+/// The address a budget belongs to: an IPv4 address, or an IPv6 /64 (one subscriber's
+/// network, which holds 2^64 addresses a single client can rotate through).
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 @ IpAddr::V4(_) => v4,
+    }
 }
 
 /// One hop: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `"[2001:db8::1]:80"`.
@@ -190,6 +219,9 @@ struct IpTable {
 struct Shard {
     tats: HashMap<IpAddr, Nanos>,
     swept_at: usize,
+    /// The earliest TAT left by the last sweep: before it passes, a sweep frees nothing, so a
+    /// full shard refuses new addresses without scanning.
+    next_free: Nanos,
 }
 
 /// What the table decided for one address.
@@ -216,12 +248,13 @@ impl IpTable {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !shard.tats.contains_key(&ip) {
             // Entries behind `now` have recovered fully and hold nothing: sweep them when the
-            // shard has doubled since its last sweep (constant work per insert), and always
-            // before refusing for want of room.
+            // shard has doubled since its last sweep (constant work per insert), and when it is
+            // full, but only once a sweep can free something.
             let full = shard.tats.len() >= self.per_shard;
-            if full || shard.tats.len() >= 2 * shard.swept_at.max(64) {
+            if (full && now > shard.next_free) || shard.tats.len() >= 2 * shard.swept_at.max(64) {
                 shard.tats.retain(|_, tat| *tat > now);
                 shard.swept_at = shard.tats.len();
+                shard.next_free = shard.tats.values().copied().min().unwrap_or(0);
             }
             if shard.tats.len() >= self.per_shard {
                 return Verdict::Full;
@@ -418,7 +451,7 @@ where
         let Some(peer) = (shared.peer_addr)(req.extensions()) else {
             return IpResponseFuture::called(self.inner.call(req));
         };
-        let ip = client_ip(peer, req.headers(), &shared.trusted);
+        let ip = bucket(client_ip(peer, req.headers(), &shared.trusted));
         let now = shared.clock.now();
         let refused = match shared.table.check(ip, shared.rate, shared.capacity, now) {
             Verdict::Admitted => None,
@@ -553,17 +586,44 @@ mod tests {
             client_ip(ip("10.0.0.1"), &forwarded, &trusted),
             ip("2001:db8::7")
         );
-        // Garbage in the chain: the peer.
+        // Garbage left of the client is never reached.
         let garbage = headers(&[("x-forwarded-for", "not-an-ip, 203.0.113.7")]);
         assert_eq!(
             client_ip(ip("10.0.0.1"), &garbage, &trusted),
-            ip("10.0.0.1")
+            ip("203.0.113.7")
         );
+        // A hop that cannot be read stops the walk: what is left of it was written by the
+        // client, and another header is not tried instead.
+        let garbage = headers(&[
+            ("x-forwarded-for", "203.0.113.5, x, 10.0.0.9"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &garbage, &trusted),
+            ip("10.0.0.9")
+        );
+        let spoof = headers(&[("x-forwarded-for", "x"), ("forwarded", "for=6.6.6.6")]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &spoof, &trusted), ip("10.0.0.1"));
         // IPv4-mapped IPv6 peers match IPv4 networks.
         assert_eq!(
             client_ip(ip("::ffff:10.0.0.1"), &xff, &trusted),
             ip("203.0.113.7")
         );
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_are_their_ipv4_network() {
+        let trusted = TrustedProxies::new(["::ffff:10.0.0.1", "::ffff:0:0/96"]).unwrap();
+        assert!(trusted.contains(ip("10.0.0.1")));
+        let narrow = TrustedProxies::new(["::ffff:10.0.0.1"]).unwrap();
+        assert!(!narrow.contains(ip("192.0.2.1")));
+        assert!(narrow.contains(ip("::ffff:10.0.0.1")));
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_64() {
+        assert_eq!(bucket(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        assert_eq!(bucket(ip("192.0.2.1")), ip("192.0.2.1"));
     }
 
     #[test]

@@ -197,8 +197,11 @@ struct Settlement<St, C> {
 
 impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
     fn settle(&self, outcome: Settled) {
-        let adjust = |used| {
+        let adjust = |used: u64| {
             if let Some(rate) = self.tokens {
+                // A usage beyond the reservation plus a whole bucket is not believed: at worst
+                // the key waits one minute more, never forever.
+                let used = used.min(self.reserved.saturating_add(rate.burst()));
                 let now = self.shared.clock.now();
                 self.shared
                     .store
@@ -460,7 +463,17 @@ where
                     return Poll::Ready(Ok(response.map(MaasBody::from_full)));
                 }
                 StateProj::Called { future, admitted } => {
-                    let response = ready!(future.poll(cx))?;
+                    let response = match ready!(future.poll(cx)) {
+                        Ok(response) => response,
+                        Err(err) => {
+                            // The backend failed (a timeout, a refused connection): nothing was
+                            // generated, so nothing stays reserved.
+                            if let Some(settle) = admitted.take().and_then(|a| a.settle) {
+                                settle.settle(Settled::Completed(Some(0)));
+                            }
+                            return Poll::Ready(Err(err));
+                        }
+                    };
                     return Poll::Ready(Ok(finish(response, admitted.take())));
                 }
                 StateProj::Waiting { pending, rest } => {
@@ -506,9 +519,10 @@ fn finish<B>(
         settle.settle(Settled::Completed(Some(0)));
         return response.map(|b| MaasBody::new(UsageBody::plain(b)));
     }
-    let sse = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let sse = response.headers().get(CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .get(..17)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+    });
     response.map(|b| MaasBody::new(UsageBody::metered(b, Meter::new(sse, settle))))
 }

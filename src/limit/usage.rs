@@ -29,7 +29,7 @@ impl Usage {
     fn total(&self) -> Option<u64> {
         self.total_tokens.or_else(|| {
             let (p, c) = (self.prompt_tokens?, self.completion_tokens.unwrap_or(0));
-            Some(p + c)
+            Some(p.saturating_add(c))
         })
     }
 }
@@ -147,6 +147,9 @@ impl Meter {
     }
 
     fn complete(&mut self) {
+        if self.settle.is_none() {
+            return;
+        }
         let used = match &mut self.reader {
             Reader::Json { chunks, len } if *len <= MAX_OBSERVED => {
                 let mut all = Vec::with_capacity(*len);
