@@ -186,9 +186,9 @@ pub enum MaasError {
         max: u64,
         /// Tokens in the messages (the prompt).
         prompt: u64,
-        /// Tokens asked for the completion (`max_tokens`); `None` selects vLLM's wording for a
-        /// prompt that alone is too long.
-        completion: Option<u64>,
+        /// Tokens asked for the completion (`max_tokens`, which Python reads at any size);
+        /// `None` selects vLLM's wording for a prompt that alone is too long.
+        completion: Option<u128>,
     },
     /// 400 backend `BadRequestError`: an embeddings input exceeds the model's context length.
     EmbeddingContextLengthExceeded {
@@ -444,7 +444,7 @@ impl MaasError {
                 completion: Some(completion),
             } => Cow::Owned(format!(
                 "This model's maximum context length is {max} tokens. However, you requested {} tokens ({prompt} in the messages, {completion} in the completion). Please reduce the length of the messages or completion.",
-                prompt.saturating_add(*completion)
+                u128::from(*prompt).saturating_add(*completion)
             )),
             Self::ContextLengthExceeded {
                 max,

@@ -303,6 +303,30 @@ async fn restricted_keys_have_their_model_read_from_the_body() {
 }
 
 #[tokio::test]
+async fn any_method_with_a_body_has_its_model_checked() {
+    let keys = keys();
+    let app = Router::new()
+        .route("/v1/proxy", axum::routing::any(echo))
+        .layer(BearerAuthLayer::new(keys.store.clone()));
+    let addr = serve_axum(app).await;
+    let body = r#"{"model":"DeepSeek-R1"}"#;
+    let delete = Request::delete("/v1/proxy")
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {RESTRICTED}"))
+        .header("content-length", body.len())
+        .body(full(body))
+        .unwrap();
+    send(addr, delete).await.assert_json(401, E81004);
+    // Without a body there is nothing to check.
+    let delete = Request::delete("/v1/proxy")
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {RESTRICTED}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(addr, delete).await.status, 200);
+}
+
+#[tokio::test]
 async fn a_chunked_body_is_bounded_and_handed_on_with_its_length() {
     let keys = keys();
     let addr = serve_axum(app(BearerAuthLayer::new(keys.store.clone()).body_limit(64))).await;

@@ -25,8 +25,9 @@
 //!    before, or by your own code);
 //! 2. nowhere, when the key may call every model ([`ModelAccess::all`], the default): no body is
 //!    read at all;
-//! 3. nowhere, for methods without a body (`GET`, `HEAD`, `DELETE`, `OPTIONS`, …);
-//! 4. the body of a `POST`/`PUT`/`PATCH`: buffered (bounded by
+//! 3. nowhere, for a request of another method whose body is known to be empty (a `GET`
+//!    without a body, say);
+//! 4. the body of a `POST`/`PUT`/`PATCH`, or of any method that sent one: buffered (bounded by
 //!    [`BearerAuthLayer::body_limit`], 12 MiB by default → 413 APIG.0201), and only its
 //!    top-level `"model"` read, the rest skipped. A body in which no non-empty string model can
 //!    be found is refused with 81001 `Invalid request body.`, the seed's answer when "parsing the
@@ -203,7 +204,7 @@ enum Decision {
 }
 
 impl<S, K: KeyStore + ?Sized> BearerAuth<S, K> {
-    fn decide<B>(&self, req: &Request<B>) -> Decision {
+    fn decide<B: Body>(&self, req: &Request<B>) -> Decision {
         let key = match header::bearer_key(req.headers()) {
             Ok(key) => key,
             Err(refusal) => return Decision::Refuse(refusal),
@@ -224,7 +225,11 @@ impl<S, K: KeyStore + ?Sized> BearerAuth<S, K> {
         match req.extensions().get::<RequestedModel>() {
             Some(model) if principal.allows_model(model.as_str()) => Decision::Pass(principal),
             Some(_) => Decision::Refuse(MaasError::ModelNotEnabled),
-            None if has_body(req.method()) => Decision::ReadModel(principal),
+            // Read whenever a body can name a model: every POST/PUT/PATCH, and any other
+            // method whose body is not known to be empty (a DELETE with a body to a proxy).
+            None if has_body(req.method()) || !req.body().is_end_stream() => {
+                Decision::ReadModel(principal)
+            }
             None => Decision::Pass(principal),
         }
     }

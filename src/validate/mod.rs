@@ -427,7 +427,8 @@ fn check(
         _ => None,
     };
     let parsed = ParsedRequest::new(route.endpoint, json, &*config.counter);
-    if let Some(max) = context_length {
+    // `u64::MAX` in the catalog means the model's context is not checked.
+    if let Some(max) = context_length.filter(|&max| max != u64::MAX) {
         check_context(&parsed, max)?;
     }
     Ok(parsed)
@@ -442,13 +443,13 @@ fn check_context(parsed: &ParsedRequest, max: u64) -> Result<(), MaasError> {
         }
         return Ok(());
     }
-    match parsed.max_tokens() {
+    match parsed.max_tokens_exact() {
         None if prompt >= max => Err(MaasError::ContextLengthExceeded {
             max,
             prompt,
             completion: None,
         }),
-        Some(completion) if prompt.saturating_add(completion) > max => {
+        Some(completion) if u128::from(prompt).saturating_add(completion) > u128::from(max) => {
             Err(MaasError::ContextLengthExceeded {
                 max,
                 prompt,

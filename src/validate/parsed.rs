@@ -39,6 +39,8 @@ pub struct ParsedRequest {
     stream: bool,
     include_usage: Option<bool>,
     max_tokens: Option<u64>,
+    /// `max_tokens` at the size Python reads it, for vLLM's message.
+    max_tokens_exact: Option<u128>,
     prompt_tokens: u64,
     largest_prompt: u64,
 }
@@ -59,17 +61,13 @@ impl ParsedRequest {
             Some(Json::Dict(options)) => Some(flag(options.get("include_usage")).unwrap_or(true)),
             _ => None,
         };
-        let max_tokens = match field("max_tokens") {
+        let max_tokens_exact = match field("max_tokens") {
             // The completions schema defaults `max_tokens` to 16.
             None if endpoint == Endpoint::Completions => Some(16),
             None | Some(Json::Null) => None,
-            Some(v) => Some(
-                as_int(v)
-                    .ok()
-                    .flatten()
-                    .map_or(u64::MAX, |n| n.max(0) as u64),
-            ),
+            Some(v) => Some(exact_int(v)),
         };
+        let max_tokens = max_tokens_exact.map(|n| u64::try_from(n).unwrap_or(u64::MAX));
         let mut parsed = Self {
             endpoint,
             json,
@@ -77,6 +75,7 @@ impl ParsedRequest {
             stream,
             include_usage,
             max_tokens,
+            max_tokens_exact,
             prompt_tokens: 0,
             largest_prompt: 0,
         };
@@ -123,6 +122,11 @@ impl ParsedRequest {
     /// count one per id; chat messages add the template's tokens).
     pub fn prompt_tokens(&self) -> u64 {
         self.prompt_tokens
+    }
+
+    /// `max_tokens` at full size (saturating at `u128::MAX`).
+    pub(crate) fn max_tokens_exact(&self) -> Option<u128> {
+        self.max_tokens_exact
     }
 
     /// Tokens of the largest single prompt (completions and embeddings take several).
@@ -199,6 +203,17 @@ impl ParsedRequest {
             None => (0, 0),
         }
     }
+}
+
+/// A validated, positive int field at full size: Python ints have no bound.
+fn exact_int(value: &Json) -> u128 {
+    let digits = match value {
+        Json::Int(int) => int.to_string(),
+        Json::Str(s) => s.trim().replace('_', ""),
+        other => return as_int(other).ok().flatten().map_or(0, |n| n.max(0) as u128),
+    };
+    let digits = digits.split('.').next().unwrap_or_default();
+    digits.trim_start_matches('+').parse().unwrap_or(u128::MAX)
 }
 
 fn message_texts<'a>(message: &'a Json, out: &mut impl FnMut(&'a str)) {

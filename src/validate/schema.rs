@@ -505,6 +505,18 @@ fn expected_words(words: &[&str]) -> String {
 
 type Refusal = (&'static str, &'static str);
 
+const INT_PARSING_SIZE: Refusal = (
+    "int_parsing_size",
+    "Unable to parse input string as an integer, exceeded maximum size",
+);
+
+/// pydantic's refusal of a string that is not valid Unicode (a lone surrogate) where it must
+/// read the text as a number or a word.
+const STRING_UNICODE: Refusal = (
+    "string_unicode",
+    "Input should be a valid string, unable to parse raw data as a unicode string",
+);
+
 const INT_PARSING: Refusal = (
     "int_parsing",
     "Input should be a valid integer, unable to parse string as an integer",
@@ -522,9 +534,11 @@ pub(crate) fn as_int(value: &Json) -> Result<Option<i64>, Refusal> {
             "int_from_float",
             "Input should be a valid integer, got a number with a fractional part",
         )),
-        Json::Float(x) => Ok((x.abs() < 9.2e18).then_some(*x as i64)),
+        // pydantic-core converts a float to an i64 only strictly inside its range.
+        Json::Float(x) if !(*x > i64::MIN as f64 && *x < i64::MAX as f64) => Err(INT_PARSING_SIZE),
+        Json::Float(x) => Ok(Some(*x as i64)),
         Json::Str(s) => parse_int_str(s),
-        Json::WideStr(_) => Err(INT_PARSING),
+        Json::WideStr(_) => Err(STRING_UNICODE),
         _ => Err(("int_type", "Input should be a valid integer")),
     }
 }
@@ -533,6 +547,10 @@ pub(crate) fn as_int(value: &Json) -> Result<Option<i64>, Refusal> {
 /// (with single underscores between them), and a fraction of zeros only.
 fn parse_int_str(s: &str) -> Result<Option<i64>, Refusal> {
     let s = s.trim();
+    // Python's limit on converting text to an int.
+    if s.len() > 4300 {
+        return Err(INT_PARSING_SIZE);
+    }
     let s = match s.split_once('.') {
         Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
         Some(_) => return Err(INT_PARSING),
@@ -559,10 +577,14 @@ const FLOAT_PARSING: Refusal = (
 pub(crate) fn as_float(value: &Json) -> Result<f64, Refusal> {
     match value {
         Json::Float(x) => Ok(*x),
-        Json::Int(int) => Ok(int.to_f64()),
+        // An int too large for a float is not a number to pydantic.
+        Json::Int(int) => match int.to_f64() {
+            x if x.is_finite() => Ok(x),
+            _ => Err(("float_type", "Input should be a valid number")),
+        },
         Json::Bool(b) => Ok(f64::from(u8::from(*b))),
         Json::Str(s) => parse_float_str(s).ok_or(FLOAT_PARSING),
-        Json::WideStr(_) => Err(FLOAT_PARSING),
+        Json::WideStr(_) => Err(STRING_UNICODE),
         _ => Err(("float_type", "Input should be a valid number")),
     }
 }
@@ -607,7 +629,7 @@ pub(crate) fn as_bool(value: &Json) -> Result<bool, Refusal> {
             "1" | "on" | "t" | "true" | "y" | "yes" => Ok(true),
             _ => Err(PARSING),
         },
-        Json::WideStr(_) => Err(PARSING),
+        Json::WideStr(_) => Err(STRING_UNICODE),
         _ => Err(("bool_type", "Input should be a valid boolean")),
     }
 }

@@ -635,6 +635,22 @@ for label, s in [("single_quote", "it's"), ("both_quotes", "it's \"x\""), ("back
 
 
 # ---------------------------------------------------------------------------------------------
+# Found in review: sizes beyond i64 and f64, and lone surrogates where a number is expected.
+# ---------------------------------------------------------------------------------------------
+for label, v in [("float_1e20", "1e20"), ("float_9_3e18", "9.3e18"), ("float_i64_max", "9.223372036854776e18"),
+                 ("float_neg_1e20", "-1e20"), ("float_just_inside", "9.2e18"),
+                 ("str_5000_digits", '"' + "1" * 5000 + '"'), ("str_4300_digits", '"' + "1" * 4300 + '"'),
+                 ("int_40_digits", "1" + "0" * 39)]:
+    case("size_max_tokens_" + label, CHAT, chat_with('"max_tokens": %s' % v))
+    case("size_seed_" + label, CHAT, chat_with('"seed": %s' % v))
+for label, v in [("int_400_digits", "1" + "0" * 400), ("int_309_digits", "1" + "0" * 308), ("neg_int_400_digits", "-1" + "0" * 400)]:
+    case("size_length_penalty_" + label, CHAT, chat_with('"length_penalty": %s' % v))
+    case("size_temperature_" + label, CHAT, chat_with('"temperature": %s' % v))
+for field in ["seed", "temperature", "stream", "n"]:
+    case("lone_surrogate_in_%s" % field, CHAT, chat_with('"%s": "1\\ud800"' % field))
+
+
+# ---------------------------------------------------------------------------------------------
 def default_reference_dir():
     here = os.path.dirname(os.path.abspath(__file__))
     return os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "reference"))
