@@ -10,34 +10,17 @@
 //! ```
 //! Run each with 0 iterations too and subtract, to leave out start-up.
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
-use tower::{Layer, Service};
+use tower::Layer;
 use tower_maas::validate::{ModelCatalog, RequestSchemaValidatorLayer, loads};
 
-#[derive(Clone, Copy)]
-struct Bare;
-
-impl<B> Service<Request<B>> for Bare {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<B>) -> Self::Future {
-        ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
-    }
-}
+#[path = "common/service.rs"]
+mod service;
+use service::{Bare, run};
 
 #[path = "common/chat_body.rs"]
 mod chat_body;
@@ -54,7 +37,7 @@ fn main() {
     let body = chat_body::chat_body(if size == "64k" { 64 * 1024 } else { 1024 });
     let mut layer = RequestSchemaValidatorLayer::new()
         .models(ModelCatalog::new().model("DeepSeek-V3", 1 << 20))
-        .layer(Bare);
+        .layer(Bare::<Full<Bytes>>::new());
     for _ in 0..iterations {
         match variant {
             "serde" => {
@@ -68,14 +51,7 @@ fn main() {
                     .header("content-type", "application/json")
                     .body(Full::new(body.clone()))
                     .unwrap();
-                let mut cx = Context::from_waker(Waker::noop());
-                assert!(
-                    Service::<Request<Full<Bytes>>>::poll_ready(&mut layer, &mut cx).is_ready()
-                );
-                let mut future = pin!(layer.call(req));
-                let Poll::Ready(Ok(res)) = future.as_mut().poll(&mut cx) else {
-                    panic!("the layer completes at once on a full body");
-                };
+                let res = run(&mut layer, req);
                 assert_eq!(res.status(), 200);
             }
         }

@@ -3,19 +3,19 @@
 //!
 //! `cargo bench --bench limit`
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+#[path = "common/service.rs"]
+mod service;
+use service::{Bare, run};
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
-use http::{Request, Response};
-use tower::{Layer, Service};
+use http::Request;
+use tower::Layer;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
@@ -166,38 +166,6 @@ fn two_threads(
     start.elapsed()
 }
 
-/// The inner service: answers at once.
-#[derive(Clone, Copy)]
-struct Bare;
-
-impl<B> Service<Request<B>> for Bare {
-    type Response = Response<axum::body::Body>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<B>) -> Self::Future {
-        ready(Ok(Response::new(axum::body::Body::empty())))
-    }
-}
-
-fn run<S, B>(service: &mut S, req: Request<B>) -> S::Response
-where
-    S: Service<Request<B>>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(service.poll_ready(&mut cx).is_ready());
-    let mut future = pin!(service.call(req));
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(res) => res.unwrap(),
-        Poll::Pending => unreachable!("every service here answers at once"),
-    }
-}
-
 /// tower_governor keyed by the authenticated key, as ours is.
 #[derive(Clone)]
 struct ByPrincipal;
@@ -231,7 +199,7 @@ fn layers(c: &mut Criterion) {
     };
 
     let mut group = c.benchmark_group("layer");
-    let mut bare = Bare;
+    let mut bare = Bare::<axum::body::Body>::new();
     group.bench_function("bare service", |b| {
         b.iter_batched(
             || request(open),
@@ -243,7 +211,7 @@ fn layers(c: &mut Criterion) {
     // One token per request, as a parsed request for a short prompt would reserve.
     let mut maas = TokenRateLimitLayer::new()
         .default_reservation(1)
-        .layer(Bare);
+        .layer(Bare::<axum::body::Body>::new());
     group.bench_function("tower-maas TokenRateLimit, headers: allow", |b| {
         b.iter_batched(
             || request(open),
@@ -263,7 +231,7 @@ fn layers(c: &mut Criterion) {
     let mut maas_quiet = TokenRateLimitLayer::new()
         .default_reservation(1)
         .headers(false)
-        .layer(Bare);
+        .layer(Bare::<axum::body::Body>::new());
     group.bench_function("tower-maas TokenRateLimit, no headers: allow", |b| {
         b.iter_batched(
             || request(open),
@@ -278,7 +246,7 @@ fn layers(c: &mut Criterion) {
         .burst_size(HIGH)
         .finish()
         .unwrap();
-    let mut governed = GovernorLayer::new(config).layer(Bare);
+    let mut governed = GovernorLayer::new(config).layer(Bare::<axum::body::Body>::new());
     group.bench_function("tower_governor, no headers: allow", |b| {
         b.iter_batched(
             || request(open),
@@ -293,7 +261,7 @@ fn layers(c: &mut Criterion) {
         .use_headers()
         .finish()
         .unwrap();
-    let mut governed_headers = GovernorLayer::new(config).layer(Bare);
+    let mut governed_headers = GovernorLayer::new(config).layer(Bare::<axum::body::Body>::new());
     group.bench_function("tower_governor, headers: allow", |b| {
         b.iter_batched(
             || request(open),
@@ -307,7 +275,7 @@ fn layers(c: &mut Criterion) {
         .burst_size(1)
         .finish()
         .unwrap();
-    let mut governed_shut = GovernorLayer::new(config).layer(Bare);
+    let mut governed_shut = GovernorLayer::new(config).layer(Bare::<axum::body::Body>::new());
     let _ = run(&mut governed_shut, request(shut));
     group.bench_function("tower_governor, no headers: reject", |b| {
         b.iter_batched(

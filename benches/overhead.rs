@@ -3,55 +3,22 @@
 //!
 //! `cargo bench --bench overhead`
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+#[path = "common/service.rs"]
+mod service;
+use service::{Bare, run};
+
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
-use tower::{Layer, Service};
+use tower::Layer;
 use tower_maas::ErrorEnvelopeLayer;
 use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
 
 const KEY: &str = "sk-bench-0123456789abcdef0123456789abcdef";
-
-/// The inner service: answers at once, so only the layers' work is measured.
-#[derive(Clone, Copy)]
-struct Bare;
-
-impl<B> Service<Request<B>> for Bare {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<B>) -> Self::Future {
-        ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
-    }
-}
-
-/// Readies, calls and polls once: every service here completes without waiting.
-fn run<S, B>(service: &mut S, req: Request<B>) -> S::Response
-where
-    S: Service<Request<B>>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(service.poll_ready(&mut cx).is_ready());
-    let mut future = pin!(service.call(req));
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(res) => res.unwrap(),
-        Poll::Pending => unreachable!("the bare service answers at once"),
-    }
-}
 
 fn request(authorization: &str) -> Request<Full<Bytes>> {
     Request::post("/v1/chat/completions")
@@ -77,7 +44,7 @@ fn overhead(c: &mut Criterion) {
     let unknown = "Bearer sk-unknown-0123456789abcdef0123456789ab";
     let mut group = c.benchmark_group("per_request");
 
-    let mut bare = Bare;
+    let mut bare = Bare::<Full<Bytes>>::new();
     group.bench_function("bare service", |b| {
         b.iter_batched(
             || request(&allowed),
@@ -86,7 +53,7 @@ fn overhead(c: &mut Criterion) {
         )
     });
 
-    let mut envelope = ErrorEnvelopeLayer::new().layer(Bare);
+    let mut envelope = ErrorEnvelopeLayer::new().layer(Bare::<Full<Bytes>>::new());
     group.bench_function("ErrorEnvelope", |b| {
         b.iter_batched(
             || request(&allowed),
@@ -96,7 +63,7 @@ fn overhead(c: &mut Criterion) {
     });
 
     for keys in [1, 100_000] {
-        let mut auth = BearerAuthLayer::new(store(keys)).layer(Bare);
+        let mut auth = BearerAuthLayer::new(store(keys)).layer(Bare::<Full<Bytes>>::new());
         group.bench_function(format!("BearerAuth allow ({keys} keys)"), |b| {
             b.iter_batched(
                 || request(&allowed),
@@ -113,7 +80,8 @@ fn overhead(c: &mut Criterion) {
         });
     }
 
-    let mut stack = ErrorEnvelopeLayer::new().layer(BearerAuthLayer::new(store(1)).layer(Bare));
+    let mut stack = ErrorEnvelopeLayer::new()
+        .layer(BearerAuthLayer::new(store(1)).layer(Bare::<Full<Bytes>>::new()));
     group.bench_function("ErrorEnvelope + BearerAuth allow", |b| {
         b.iter_batched(
             || request(&allowed),

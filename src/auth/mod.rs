@@ -57,9 +57,7 @@ mod principal;
 mod store;
 
 use std::fmt;
-use std::future::Future;
 use std::mem;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -68,7 +66,6 @@ use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -329,39 +326,7 @@ impl Decide for ModelCheck {
     }
 }
 
-pin_project! {
+buffered_response_future! {
     /// Response future of [`BearerAuth`].
-    pub struct ResponseFuture<S, B>
-    where
-        S: Service<Request<MaasBody<B>>>,
-        B: Body,
-        B::Error: Into<BoxError>,
-    {
-        #[pin]
-        step: Step<S, B, ModelCheck>,
-    }
-}
-
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
-where
-    S: Service<Request<MaasBody<B>>>,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<S, B, ResBody> Future for ResponseFuture<S, B>
-where
-    S: Service<Request<MaasBody<B>>, Response = Response<ResBody>>,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Output = Result<Response<MaasBody<ResBody>>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().step.poll_step(cx)
-    }
+    ModelCheck
 }

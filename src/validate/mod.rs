@@ -50,9 +50,7 @@ mod tokens;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
 use std::mem;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -61,7 +59,6 @@ use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -460,39 +457,7 @@ fn check_context(parsed: &ParsedRequest, max: u64) -> Result<(), MaasError> {
     }
 }
 
-pin_project! {
+buffered_response_future! {
     /// Response future of [`RequestSchemaValidator`].
-    pub struct ResponseFuture<S, B>
-    where
-        S: Service<Request<MaasBody<B>>>,
-        B: Body,
-        B::Error: Into<BoxError>,
-    {
-        #[pin]
-        step: Step<S, B, Check>,
-    }
-}
-
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
-where
-    S: Service<Request<MaasBody<B>>>,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<S, B, ResBody> Future for ResponseFuture<S, B>
-where
-    S: Service<Request<MaasBody<B>>, Response = Response<ResBody>>,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Output = Result<Response<MaasBody<ResBody>>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().step.poll_step(cx)
-    }
+    Check
 }
