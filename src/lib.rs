@@ -17,6 +17,9 @@ pub mod error;
 pub mod limit;
 mod model;
 mod request_id;
+#[cfg(feature = "risk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "risk")))]
+pub mod risk;
 #[cfg(feature = "validate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
 pub mod validate;
@@ -26,7 +29,7 @@ pub use crate::auth::{BearerAuth, BearerAuthLayer};
 pub use crate::body::{BoxError, DEFAULT_BODY_LIMIT, MaasBody};
 pub use crate::envelope::{BackendTimeout, ErrorEnvelope, ErrorEnvelopeLayer, is_timeout};
 pub use crate::error::{Dialect, MaasError, Party, ThrottleWindow};
-pub use crate::model::RequestedModel;
+pub use crate::model::{ReportedUsage, RequestedModel};
 pub use crate::request_id::{InvalidRequestId, REQUEST_ID, RequestId};
 #[cfg(feature = "validate")]
 pub use crate::validate::{RequestSchemaValidator, RequestSchemaValidatorLayer};

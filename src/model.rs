@@ -39,6 +39,13 @@ impl fmt::Debug for RequestedModel {
     }
 }
 
+/// The tokens a backend reported for a response whose body a layer consumed and replaced (a
+/// [`ContentRiskFilter`](crate::risk::ContentRiskFilter) refusal of generated text): the token
+/// limiter charges it instead of reading the body, so the usage is paid even when the answer is
+/// withheld.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportedUsage(pub u64);
+
 /// The top-level `"model"` of a JSON object body when it is a non-empty string; `None` for
 /// anything else (not JSON, not an object, no model, a model that is not a string or is empty).
 ///

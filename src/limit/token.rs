@@ -514,6 +514,11 @@ fn finish<B>(
     let Some(settle) = admitted.settle else {
         return response.map(|b| MaasBody::new(UsageBody::plain(b)));
     };
+    if let Some(&crate::ReportedUsage(used)) = response.extensions().get() {
+        // An inner layer read the body and replaced it (risk control): it reports the usage.
+        settle.settle(Settled::Completed(Some(used)));
+        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+    }
     if !response.status().is_success() {
         // The backend refused: no tokens were used.
         settle.settle(Settled::Completed(Some(0)));

@@ -1,0 +1,215 @@
+//! The default classifier: terms found with Aho-Corasick in normalised text.
+
+use std::fmt;
+use std::future::Ready;
+use std::path::Path;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use unicode_normalization::UnicodeNormalization;
+
+use super::classifier::{Classified, Classifier, Side, Verdict};
+use crate::body::BoxError;
+
+/// Finds configured terms in texts, after normalising both the same way: Unicode NFKC
+/// (full-width letters, ligatures and the like become their plain forms), lowercase, and
+/// zero-width characters and soft hyphens removed. With
+/// [`ignore_separators`](KeywordClassifierBuilder::ignore_separators), everything but letters
+/// and digits is removed too, so `b.a.d`, `b a d` and `b-a-d` match `bad`.
+///
+/// One automaton matches every term in one pass over the text.
+///
+/// ```
+/// use tower_maas::risk::{Classified, Classifier, KeywordClassifier, Side, Verdict};
+///
+/// let classifier = KeywordClassifier::builder()
+///     .term("violence", "forbidden phrase")
+///     .ignore_separators(true)
+///     .build()
+///     .unwrap();
+/// let Classified::Now(verdict) = classifier.classify(Side::Input, "a F.o.r.b.i.d.d.e.n  phrase") else {
+///     unreachable!()
+/// };
+/// assert_eq!(verdict.unwrap(), Verdict::Block { category: "violence".into() });
+/// ```
+#[derive(Clone)]
+pub struct KeywordClassifier {
+    matcher: Arc<AhoCorasick>,
+    categories: Arc<[Arc<str>]>,
+    ignore_separators: bool,
+    longest: usize,
+}
+
+/// Builds a [`KeywordClassifier`].
+#[derive(Clone, Debug, Default)]
+pub struct KeywordClassifierBuilder {
+    terms: Vec<(Arc<str>, String)>,
+    ignore_separators: bool,
+}
+
+impl KeywordClassifierBuilder {
+    /// Adds `term` under `category`.
+    pub fn term(mut self, category: impl Into<Arc<str>>, term: impl Into<String>) -> Self {
+        self.terms.push((category.into(), term.into()));
+        self
+    }
+
+    /// Adds terms from text: one term a line; `[category]` starts a section (terms before any
+    /// section are `default`); blank lines and lines starting with `#` are skipped.
+    pub fn terms_from_text(mut self, text: &str) -> Self {
+        let mut category: Arc<str> = Arc::from("default");
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                category = Arc::from(name.trim());
+                continue;
+            }
+            self.terms.push((category.clone(), line.to_owned()));
+        }
+        self
+    }
+
+    /// Adds terms from a file in the format of [`terms_from_text`](Self::terms_from_text).
+    pub fn terms_from_file(self, path: impl AsRef<Path>) -> std::io::Result<Self> {
+        Ok(self.terms_from_text(&std::fs::read_to_string(path)?))
+    }
+
+    /// Also ignore everything but letters and digits, in terms and texts alike.
+    pub fn ignore_separators(mut self, on: bool) -> Self {
+        self.ignore_separators = on;
+        self
+    }
+
+    /// Builds the automaton.
+    pub fn build(self) -> Result<KeywordClassifier, BoxError> {
+        let mut patterns = Vec::new();
+        let mut categories = Vec::new();
+        for (category, term) in self.terms {
+            let term = normalize(&term, self.ignore_separators);
+            if !term.is_empty() {
+                patterns.push(term);
+                categories.push(category);
+            }
+        }
+        let longest = patterns
+            .iter()
+            .map(|p| p.chars().count())
+            .max()
+            .unwrap_or(0);
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&patterns)?;
+        Ok(KeywordClassifier {
+            matcher: Arc::new(matcher),
+            categories: categories.into(),
+            ignore_separators: self.ignore_separators,
+            longest,
+        })
+    }
+}
+
+impl KeywordClassifier {
+    /// A builder with no terms.
+    pub fn builder() -> KeywordClassifierBuilder {
+        KeywordClassifierBuilder::default()
+    }
+
+    /// The longest term, in characters after normalisation: a streaming window must overlap
+    /// by at least this much to catch a term split across chunks.
+    pub fn longest_term(&self) -> usize {
+        self.longest
+    }
+
+    /// The category of the first term found in `text`, if any.
+    pub fn find(&self, text: &str) -> Option<&Arc<str>> {
+        let text = normalize(text, self.ignore_separators);
+        self.matcher
+            .find(&text)
+            .map(|m| &self.categories[m.pattern().as_usize()])
+    }
+}
+
+/// NFKC, lowercase, zero-width characters removed; with `separators`, only letters and digits
+/// kept.
+pub(crate) fn normalize(text: &str, separators: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.nfkc() {
+        if is_invisible(c) || (separators && !c.is_alphanumeric()) {
+            continue;
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}'
+    )
+}
+
+impl Classifier for KeywordClassifier {
+    type Future = Ready<Result<Verdict, BoxError>>;
+
+    fn classify(&self, _: Side, text: &str) -> Classified<Self::Future> {
+        Classified::Now(Ok(match self.find(text) {
+            Some(category) => Verdict::Block {
+                category: category.clone(),
+            },
+            None => Verdict::Pass,
+        }))
+    }
+}
+
+impl fmt::Debug for KeywordClassifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeywordClassifier")
+            .field("terms", &self.categories.len())
+            .field("ignore_separators", &self.ignore_separators)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(c: &KeywordClassifier, text: &str) -> bool {
+        c.find(text).is_some()
+    }
+
+    #[test]
+    fn normalisation_defeats_the_usual_tricks() {
+        let plain = KeywordClassifier::builder()
+            .term("x", "bad word")
+            .build()
+            .unwrap();
+        assert!(blocks(&plain, "a BAD WORD here"));
+        assert!(blocks(&plain, "ｂａｄ ｗｏｒｄ")); // full-width
+        assert!(blocks(&plain, "b\u{200b}ad wo\u{feff}rd")); // zero-width
+        assert!(!blocks(&plain, "b.a.d word"));
+        let loose = KeywordClassifier::builder()
+            .term("x", "bad word")
+            .ignore_separators(true)
+            .build()
+            .unwrap();
+        assert!(blocks(&loose, "b.a.d w o r d"));
+        assert!(blocks(&loose, "B-A-D_WORD"));
+        assert!(!blocks(&loose, "a good word"));
+    }
+
+    #[test]
+    fn terms_from_text_with_sections() {
+        let c = KeywordClassifier::builder()
+            .terms_from_text("# list\nfoo\n[weapons]\nbar baz\n\n")
+            .build()
+            .unwrap();
+        assert_eq!(c.find("xx foo").map(|c| &**c), Some("default"));
+        assert_eq!(c.find("BAR BAZ").map(|c| &**c), Some("weapons"));
+        assert_eq!(c.longest_term(), 7);
+    }
+}

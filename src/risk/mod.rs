@@ -1,0 +1,49 @@
+//! `ContentRiskFilter`: risk control on input and output, refusing with 403 ModelArts.81011
+//! `May contain senstive.....`.
+//!
+//! - **Input**: every text a request carries (message contents in string or content-part form,
+//!   names, reasoning, tool-call arguments, `prompt`, `input`), taken from the validator's
+//!   [`ParsedRequest`](crate::validate::ParsedRequest) when present, else read from the body
+//!   (bounded) by the layer itself.
+//! - **Non-streaming output**: a successful JSON answer is held (bounded), its generated text
+//!   checked, and a blocked answer replaced by the 81011 refusal. The usage the backend reported
+//!   goes with the refusal as a [`ReportedUsage`](crate::ReportedUsage), so a
+//!   [`TokenRateLimit`](crate::limit::TokenRateLimit) outside still charges it: put the limiter
+//!   outside the filter (the MaaS order).
+//! - **Streaming output** (beyond MaaS, off by default, [`Window`]): generated text is held
+//!   `window` characters at a time and checked with the last `overlap` characters already
+//!   passed, so a term split across events is still caught; events pass once checked; a block
+//!   ends the stream with `data: {"error": {…81011…}}` and `data: [DONE]`.
+//! - **Classifiers** ([`Classifier`]) answer now (local rules, [`KeywordClassifier`]) or later
+//!   (a remote moderation service), bounded by a timeout; [`OnFailure`] decides what a failure
+//!   or a timeout means.
+//! - Each refusal logs (through `tracing`, at `warn`) which side and category refused, and
+//!   carries a [`RiskRefusal`] in the response's extensions; the body never says.
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier};
+//!
+//! let terms = KeywordClassifier::builder()
+//!     .terms_from_text("[weapons]\nhow to build a bomb\n")
+//!     .ignore_separators(true)
+//!     .build()
+//!     .unwrap();
+//! let app: Router = Router::new()
+//!     .route("/v1/chat/completions", post(|| async { "ok" }))
+//!     .layer(ContentRiskFilterLayer::new(terms));
+//! ```
+
+mod classifier;
+mod keyword;
+mod layer;
+mod output;
+mod stream;
+
+pub use self::classifier::{Classified, Classifier, Side, Verdict};
+pub use self::keyword::{KeywordClassifier, KeywordClassifierBuilder};
+pub use self::layer::{
+    ContentRiskFilter, ContentRiskFilterLayer, OnFailure, ResponseFuture, RiskBody, RiskRefusal,
+    Window,
+};
+pub use self::stream::RiskStream;

@@ -1,0 +1,395 @@
+//! ContentRiskFilter over real sockets: input, output, streams, classifier failures.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use common::{FIXED_ID, frames, full, send, send_lossy};
+use http::{HeaderMap, Request};
+use tower::{Layer, ServiceExt};
+use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
+use tower_maas::limit::{ManualClock, MemoryStore, TokenRateLimitLayer};
+use tower_maas::risk::{
+    Classified, Classifier, ContentRiskFilterLayer, KeywordClassifier, OnFailure, RiskRefusal,
+    Side, Verdict, Window,
+};
+use tower_maas::validate::RequestSchemaValidatorLayer;
+use tower_maas::{BoxError, ErrorEnvelopeLayer};
+
+const E81011: &str = r#"{"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"},"error_code":"ModelArts.81011","error_msg":"May contain senstive....."}"#;
+const KEY: &str = "sk-R1skKey00000000000000000000000";
+
+fn terms() -> KeywordClassifier {
+    KeywordClassifier::builder()
+        .term("weapons", "build a bomb")
+        .ignore_separators(true)
+        .build()
+        .unwrap()
+}
+
+/// The backend: answers with what `x-say` asks, as JSON or as a stream split where `x-split`
+/// says, reporting 40 tokens.
+async fn backend(headers: HeaderMap) -> Response {
+    let say = headers
+        .get("x-say")
+        .map_or("fine", |v| v.to_str().unwrap())
+        .to_owned();
+    let usage = r#"{"prompt_tokens":10,"completion_tokens":30,"total_tokens":40}"#;
+    let leak = |s: String| -> &'static [u8] { Box::leak(s.into_bytes().into_boxed_slice()) };
+    match headers.get("x-mode").map(|v| v.to_str().unwrap()) {
+        Some("sse") => {
+            let at: usize = headers.get("x-split").map_or(say.len(), |v| v.to_str().unwrap().parse().unwrap());
+            let (a, b) = say.split_at(at);
+            let event = |text: &str| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":{}}}}}],\"usage\":{usage}}}\n\n", serde_json::to_string(text).unwrap());
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::new(frames(vec![
+                    Ok(leak(event(a))),
+                    Ok(leak(event(b))),
+                    Ok(b"data: [DONE]\n\n"),
+                ])))
+                .unwrap()
+        }
+        Some("big") => {
+            let text = "word ".repeat(50_000) + &say;
+            axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": text}}], "usage": serde_json::from_str::<serde_json::Value>(usage).unwrap()})).into_response()
+        }
+        Some("not-json") => ([("content-type", "application/json")], "{oops").into_response(),
+        _ => axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": say}}], "usage": serde_json::from_str::<serde_json::Value>(usage).unwrap()})).into_response(),
+    }
+}
+
+/// A chat request's head; hyper writes the `content-length` of whatever body is given.
+fn chat(_: &str) -> http::request::Builder {
+    Request::post("/v1/chat/completions")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("x-request-id", FIXED_ID)
+        .header("authorization", format!("Bearer {KEY}"))
+}
+
+fn body_of(content: &str) -> http_body_util::Full<bytes::Bytes> {
+    full(
+        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": content}]})
+            .to_string(),
+    )
+}
+
+async fn serve<Cl: Classifier + Clone>(
+    filter: ContentRiskFilterLayer<Cl>,
+    validator: bool,
+) -> std::net::SocketAddr {
+    let mut app = Router::new()
+        .route("/v1/chat/completions", post(backend))
+        .layer(filter);
+    if validator {
+        app = app.layer(RequestSchemaValidatorLayer::new());
+    }
+    common::serve_axum(app.layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true))).await
+}
+
+#[tokio::test]
+async fn input_is_refused_with_or_without_a_validator_in_front() {
+    for validator in [true, false] {
+        let addr = serve(ContentRiskFilterLayer::new(terms()), validator).await;
+        let req = chat("x")
+            .body(body_of("please explain how to B.U.I.L.D a bomb"))
+            .unwrap();
+        send(addr, req).await.assert_json(403, E81011);
+        // Content parts too.
+        let body = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"build   a bomb"}]}]}"#;
+        let req = common::post("/v1/chat/completions", body)
+            .body(full(body))
+            .unwrap();
+        send(addr, req).await.assert_json(403, E81011);
+        let reply = send(addr, chat("x").body(body_of("a kind question")).unwrap()).await;
+        assert_eq!(reply.status, 200, "validator={validator}: {}", reply.text());
+    }
+}
+
+#[tokio::test]
+async fn clean_answers_pass_byte_for_byte_and_blocked_ones_are_replaced() {
+    let addr = serve(ContentRiskFilterLayer::new(terms()), true).await;
+    let direct =
+        common::serve_axum(Router::new().route("/v1/chat/completions", post(backend))).await;
+    let reply = send(
+        addr,
+        chat("x")
+            .header("x-say", "all is well")
+            .body(body_of("hi"))
+            .unwrap(),
+    )
+    .await;
+    let original = send(
+        direct,
+        chat("x")
+            .header("x-say", "all is well")
+            .body(body_of("hi"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, original.body);
+    assert_eq!(
+        reply.header("content-length"),
+        original.header("content-length")
+    );
+
+    // The model produced what the input did not contain.
+    let reply = send(
+        addr,
+        chat("x")
+            .header("x-say", "here is how to build a bomb")
+            .body(body_of("hi"))
+            .unwrap(),
+    )
+    .await;
+    reply.assert_json(403, E81011);
+    assert_eq!(reply.request_id(), FIXED_ID);
+}
+
+#[tokio::test]
+async fn a_withheld_answer_is_still_charged_by_the_limiter_outside() {
+    let keys = Arc::new(InMemoryKeyStore::new());
+    keys.insert(KEY, KeyPolicy::new().tpm(1000)).unwrap();
+    let app = Router::new()
+        .route("/v1/chat/completions", post(backend))
+        .layer(ContentRiskFilterLayer::new(terms()))
+        .layer(TokenRateLimitLayer::with(
+            MemoryStore::new(),
+            ManualClock::new(),
+        ))
+        .layer(RequestSchemaValidatorLayer::new())
+        .layer(BearerAuthLayer::new(keys))
+        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+    let addr = common::serve_axum(app).await;
+    // "hi" reserves 1 + 4 + 3 = 8 prompt tokens + 1024 default max_tokens; over a 1000 bucket, so
+    // ask for less.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":100}"#;
+    let req = chat("x")
+        .header("x-say", "build a bomb")
+        .body(full(body))
+        .unwrap();
+    send(addr, req).await.assert_json(403, E81011);
+    // The 40 tokens the backend reported were charged, the rest of the 108 refunded.
+    let req = chat("x").header("x-say", "fine").body(full(body)).unwrap();
+    let reply = send(addr, req).await;
+    assert_eq!(
+        reply.header("x-ratelimit-remaining-tokens"),
+        Some("852"),
+        "{}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn streams_are_checked_in_windows_and_a_split_term_is_caught() {
+    let filter = ContentRiskFilterLayer::new(terms()).streaming(Some(Window {
+        window: 1,
+        overlap: 32,
+    }));
+    let addr = serve(filter, true).await;
+    // "build a bomb" split between two events.
+    let req = chat("x")
+        .header("x-mode", "sse")
+        .header("x-say", "ok, to build a b")
+        .header("x-split", "12")
+        .body(body_of("hi"))
+        .unwrap();
+    let said = "ok, to build a bomb";
+    let req2 = chat("x")
+        .header("x-mode", "sse")
+        .header("x-say", said)
+        .header("x-split", "15")
+        .body(body_of("hi"))
+        .unwrap();
+    let (status, _, body) = send_lossy(addr, req).await;
+    assert_eq!(status, 200);
+    assert!(body.ends_with(b"data: [DONE]\n\n"));
+    assert!(!String::from_utf8_lossy(&body).contains("ModelArts.81011"));
+
+    let (status, _, body) = send_lossy(addr, req2).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    // The first half went out; the event that completed the term did not.
+    assert!(
+        text.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"ok, to build a \"}}]"),
+        "{text}"
+    );
+    assert!(!text.contains("\"bomb\""), "{text}");
+    assert!(text.ends_with(r#"data: {"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"}}
+
+data: [DONE]
+
+"#), "{text}");
+}
+
+#[tokio::test]
+async fn streams_pass_untouched_when_clean_or_when_not_checked() {
+    let direct =
+        common::serve_axum(Router::new().route("/v1/chat/completions", post(backend))).await;
+    for filter in [
+        ContentRiskFilterLayer::new(terms()),
+        ContentRiskFilterLayer::new(terms()).streaming(Some(Window::default())),
+    ] {
+        let addr = serve(filter, true).await;
+        let req = || {
+            chat("x")
+                .header("x-mode", "sse")
+                .header("x-say", "nothing to see")
+                .header("x-split", "4")
+                .body(body_of("hi"))
+                .unwrap()
+        };
+        let (_, _, through) = send_lossy(addr, req()).await;
+        let (_, _, original) = send_lossy(direct, req()).await;
+        assert_eq!(through, original);
+    }
+}
+
+/// A remote classifier: fails, is slow, or decides, as its text asks.
+#[derive(Clone)]
+struct Remote;
+
+impl Classifier for Remote {
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Verdict, BoxError>> + Send>>;
+
+    fn classify(&self, _: Side, text: &str) -> Classified<Self::Future> {
+        let text = text.to_owned();
+        Classified::Later(Box::pin(async move {
+            if text.contains("slow") {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            if text.contains("fail") {
+                return Err("moderation service down".into());
+            }
+            Ok(if text.contains("bad") {
+                Verdict::Block {
+                    category: "remote".into(),
+                }
+            } else {
+                Verdict::Pass
+            })
+        }))
+    }
+}
+
+#[tokio::test]
+async fn remote_classifiers_time_out_and_fail_by_policy() {
+    let closed = serve(
+        ContentRiskFilterLayer::new(Remote).timeout(Duration::from_millis(100)),
+        true,
+    )
+    .await;
+    let open = serve(
+        ContentRiskFilterLayer::new(Remote)
+            .timeout(Duration::from_millis(100))
+            .on_failure(OnFailure::Allow),
+        true,
+    )
+    .await;
+    for (content, closed_status, open_status) in [
+        ("a bad thing", 403, 403),
+        ("please fail", 403, 200),
+        ("slow down", 403, 200),
+        ("all good", 200, 200),
+    ] {
+        let reply = send(closed, chat("x").body(body_of(content)).unwrap()).await;
+        assert_eq!(reply.status, closed_status, "{content}");
+        if closed_status == 403 {
+            reply.assert_json(403, E81011);
+        }
+        let reply = send(open, chat("x").body(body_of(content)).unwrap()).await;
+        assert_eq!(reply.status, open_status, "{content}");
+    }
+}
+
+#[tokio::test]
+async fn huge_and_malformed_answers_neither_hang_nor_grow() {
+    let closed = serve(
+        ContentRiskFilterLayer::new(terms()).output_limit(64 * 1024),
+        true,
+    )
+    .await;
+    let open = serve(
+        ContentRiskFilterLayer::new(terms())
+            .output_limit(64 * 1024)
+            .on_failure(OnFailure::Allow),
+        true,
+    )
+    .await;
+    let direct =
+        common::serve_axum(Router::new().route("/v1/chat/completions", post(backend))).await;
+    let req = || {
+        chat("x")
+            .header("x-mode", "big")
+            .header("x-say", "done")
+            .body(body_of("hi"))
+            .unwrap()
+    };
+    send(closed, req()).await.assert_json(403, E81011);
+    // Allowed through unchecked, and whole.
+    let through = send(open, req()).await;
+    let original = send(direct, req()).await;
+    assert_eq!(through.status, 200);
+    assert_eq!(through.body, original.body);
+    // An answer that is not JSON has no text to refuse.
+    let reply = send(
+        closed,
+        chat("x")
+            .header("x-mode", "not-json")
+            .body(body_of("hi"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((reply.status.as_u16(), reply.text()), (200, "{oops"));
+}
+
+#[tokio::test]
+async fn the_refusal_says_which_side_and_category_outside_the_body() {
+    let service = tower::service_fn(|_: Request<_>| async {
+        Ok::<_, std::convert::Infallible>(
+            http::Response::builder()
+                .header("content-type", "application/json")
+                .body(full(
+                    r#"{"choices":[{"message":{"content":"build a bomb"}}]}"#,
+                ))
+                .unwrap(),
+        )
+    });
+    let filter = ContentRiskFilterLayer::new(terms()).layer(service);
+    let response = filter
+        .clone()
+        .oneshot(
+            Request::post("/v1/chat/completions")
+                .body(body_of("hi"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.extensions().get::<RiskRefusal>(),
+        Some(&RiskRefusal {
+            side: Side::Output,
+            category: "weapons".into()
+        })
+    );
+    let response = filter
+        .oneshot(
+            Request::post("/v1/chat/completions")
+                .body(body_of("build a bomb"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<RiskRefusal>().unwrap().side,
+        Side::Input
+    );
+}
