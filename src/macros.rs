@@ -21,6 +21,7 @@ macro_rules! define_inner_service_accessors {
 
 /// The public response future of a layer that buffers before deciding: a wrapper around
 /// [`Step`](crate::buffered::Step) with the layer's own [`Decide`](crate::buffered::Decide).
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(unused_macros))]
 macro_rules! buffered_response_future {
     ($(#[$doc:meta])* $decide:ty) => {
         pin_project_lite::pin_project! {

@@ -98,8 +98,10 @@ impl KeywordClassifierBuilder {
             .map(|p| p.chars().count())
             .max()
             .unwrap_or(0);
+        // ASCII case is left to the automaton, so ASCII text is copied, not rewritten.
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
+            .ascii_case_insensitive(true)
             .build(&patterns)?;
         Ok(KeywordClassifier {
             matcher: Arc::new(matcher),
@@ -131,15 +133,51 @@ impl KeywordClassifier {
     }
 }
 
-/// NFKC, lowercase, zero-width characters removed; with `separators`, only letters and digits
-/// kept.
+/// NFKC, lowercase beyond ASCII (ASCII case is the automaton's, which ignores it),
+/// zero-width characters removed; with `separators`, only letters and digits kept.
+///
+/// ASCII is already in NFKC, and most other text passes NFKC's quick check (CJK does): those
+/// runs are only lowercased and filtered. The last ASCII character before a non-ASCII run goes
+/// with the run, since a combining mark after it may compose with it.
 pub(crate) fn normalize(text: &str, separators: bool) -> String {
+    use unicode_normalization::{IsNormalized, is_nfkc_quick};
+
     let mut out = String::with_capacity(text.len());
-    for c in text.nfkc() {
-        if is_invisible(c) || (separators && !c.is_alphanumeric()) {
-            continue;
+    let keep = |c: char| !is_invisible(c) && (!separators || c.is_alphanumeric());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii() {
+            i += 1;
         }
-        out.extend(c.to_lowercase());
+        let ascii_end = if i < bytes.len() && i > start {
+            i - 1
+        } else {
+            i
+        };
+        let ascii = &text[start..ascii_end];
+        if separators {
+            out.extend(ascii.chars().filter(char::is_ascii_alphanumeric));
+        } else {
+            out.push_str(ascii);
+        }
+        if ascii_end == bytes.len() {
+            break;
+        }
+        while i < bytes.len() && !bytes[i].is_ascii() {
+            i += 1;
+        }
+        let run = &text[ascii_end..i];
+        if is_nfkc_quick(run.chars()) == IsNormalized::Yes {
+            run.chars()
+                .filter(|&c| keep(c))
+                .for_each(|c| out.extend(c.to_lowercase()));
+        } else {
+            run.nfkc()
+                .filter(|&c| keep(c))
+                .for_each(|c| out.extend(c.to_lowercase()));
+        }
     }
     out
 }
@@ -200,6 +238,37 @@ mod tests {
         assert!(blocks(&loose, "b.a.d w o r d"));
         assert!(blocks(&loose, "B-A-D_WORD"));
         assert!(!blocks(&loose, "a good word"));
+    }
+
+    #[test]
+    fn the_fast_paths_agree_with_plain_nfkc() {
+        let slow = |t: &str, sep: bool| -> String {
+            t.nfkc()
+                .filter(|&c| !is_invisible(c) && (!sep || c.is_alphanumeric()))
+                .flat_map(|c| {
+                    let lower: Vec<char> = if c.is_ascii() {
+                        vec![c]
+                    } else {
+                        c.to_lowercase().collect()
+                    };
+                    lower
+                })
+                .collect()
+        };
+        for text in [
+            "plain ASCII Text, with Punctuation!",
+            "cafe\u{301} vs café",
+            "ｆｕｌｌ ｗｉｄｔｈ and ﬁ ligature",
+            "快速的棕色狐狸 ABC 跳过",
+            "e\u{301}\u{301}x",
+            "zero\u{200b}width\u{feff}",
+            "",
+            "é",
+        ] {
+            for sep in [false, true] {
+                assert_eq!(normalize(text, sep), slow(text, sep), "{text:?} {sep}");
+            }
+        }
     }
 
     #[test]
