@@ -8,7 +8,8 @@
 //! The stack, outermost first: `ErrorEnvelope` (request ids, APIG.0101/405/504 mapping) →
 //! `IpRateLimit` (APIG.0308) → `BearerAuth` (81002–81006) → `RequestSchemaValidator`
 //! (vLLM/pydantic 400s, 81001, 81009, context length) → `TokenRateLimit` (81101, 81103, usage
-//! reconciliation, quota) → the routes. Risk control slots in before the routes when it lands.
+//! reconciliation, quota) → `ContentRiskFilter` (81011; try "forbidden demo phrase") → the
+//! routes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy, Principal};
 use tower_maas::limit::{IpRateLimitLayer, TokenRateLimitLayer};
+use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier};
 use tower_maas::validate::Json;
 use tower_maas::validate::{ModelCatalog, ParsedRequest, RequestSchemaValidatorLayer};
 use tower_maas::{ErrorEnvelopeLayer, RequestId, ThrottleWindow};
@@ -61,9 +63,16 @@ async fn main() {
     // The MaaS order, outermost first: envelope, per-IP limit, auth, validation, token limits.
     let validator =
         RequestSchemaValidatorLayer::new().models(ModelCatalog::new().model(MOCK_MODEL, 4096));
+    // A demo term list: a request or an answer with this phrase gets 81011.
+    let risk = KeywordClassifier::builder()
+        .term("demo", "forbidden demo phrase")
+        .ignore_separators(true)
+        .build()
+        .expect("a valid term list");
     let api = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route_layer(ContentRiskFilterLayer::new(risk))
         .route_layer(TokenRateLimitLayer::new())
         .route_layer(validator)
         .route_layer(BearerAuthLayer::new(keys));
