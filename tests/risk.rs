@@ -393,3 +393,90 @@ async fn the_refusal_says_which_side_and_category_outside_the_body() {
         Side::Input
     );
 }
+
+#[tokio::test]
+async fn input_and_output_checks_switch_off_independently() {
+    let no_input = serve(ContentRiskFilterLayer::new(terms()).input(false), true).await;
+    let reply = send(no_input, chat("x").body(body_of("build a bomb")).unwrap()).await;
+    assert_eq!(reply.status, 200);
+    send(
+        no_input,
+        chat("x")
+            .header("x-say", "build a bomb")
+            .body(body_of("hi"))
+            .unwrap(),
+    )
+    .await
+    .assert_json(403, E81011);
+
+    let no_output = serve(ContentRiskFilterLayer::new(terms()).output(false), true).await;
+    send(no_output, chat("x").body(body_of("build a bomb")).unwrap())
+        .await
+        .assert_json(403, E81011);
+    let reply = send(
+        no_output,
+        chat("x")
+            .header("x-say", "build a bomb")
+            .body(body_of("hi"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn a_remote_classifier_judges_streams_too() {
+    let filter = ContentRiskFilterLayer::new(Remote).streaming(Some(Window {
+        window: 1,
+        overlap: 8,
+    }));
+    let addr = serve(filter.input(false), true).await;
+    let req = chat("x")
+        .header("x-mode", "sse")
+        .header("x-say", "fine then bad")
+        .header("x-split", "5")
+        .body(body_of("hi"))
+        .unwrap();
+    let (status, _, body) = send_lossy(addr, req).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"fine \"}}]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ModelArts.81011") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn terms_load_from_a_file() {
+    let path = std::env::temp_dir().join(format!("tower-maas-terms-{}.txt", std::process::id()));
+    std::fs::write(
+        &path,
+        "# demo list\n[weapons]\nbuild a bomb\n[fraud]\nstolen card numbers\n",
+    )
+    .unwrap();
+    let classifier = KeywordClassifier::builder()
+        .terms_from_file(&path)
+        .unwrap()
+        .build()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let Classified::Now(verdict) = classifier.classify(Side::Input, "sell STOLEN card numbers")
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        verdict.unwrap(),
+        Verdict::Block {
+            category: "fraud".into()
+        }
+    );
+    assert!(
+        KeywordClassifier::builder()
+            .terms_from_file("/nonexistent/terms")
+            .is_err()
+    );
+}
