@@ -1,0 +1,320 @@
+//! The gateway's configuration and its stack of layers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Extension, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tower_maas::auth::{
+    BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyPolicy, KeyState, Principal,
+};
+use tower_maas::limit::{IpRateLimitLayer, TokenRateLimitLayer, TrustedProxies};
+use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, Window};
+use tower_maas::validate::{
+    ModelCatalog, ParsedRequest, RequestSchemaValidatorLayer, ValidationDialect,
+};
+use tower_maas::{Dialect, ErrorEnvelopeLayer, MaasError, RequestId, ThrottleWindow};
+
+use crate::mock::{self, MOCK_MODEL};
+use crate::proxy::{self, Upstream, UpstreamClient};
+
+/// Demo keys of the zero-config start: generous limits, two requests a minute, frozen.
+pub(crate) const DEMO_KEY: &str = "sk-maas-demo-0000000000000000";
+pub(crate) const SLOW_KEY: &str = "sk-maas-slow-0000000000000000";
+pub(crate) const FROZEN_KEY: &str = "sk-maas-frozen-00000000000000";
+
+/// The whole configuration; every field has a default, so an empty file is the demo gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    pub(crate) listen: SocketAddr,
+    pub(crate) dialect: String,
+    pub(crate) trust_request_id: bool,
+    pub(crate) validation: String,
+    pub(crate) body_limit: usize,
+    pub(crate) upstream_timeout_ms: u64,
+    pub(crate) ip_limit: Option<IpLimit>,
+    pub(crate) keys: Vec<KeyConfig>,
+    pub(crate) models: Vec<ModelConfig>,
+    pub(crate) risk: RiskConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IpLimit {
+    pub(crate) limit: u64,
+    #[serde(default = "minute")]
+    pub(crate) window: String,
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<String>,
+}
+
+fn minute() -> String {
+    "minute".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyConfig {
+    pub(crate) key: Option<String>,
+    pub(crate) digest: Option<String>,
+    pub(crate) label: Option<String>,
+    #[serde(default)]
+    pub(crate) frozen: bool,
+    pub(crate) models: Option<Vec<String>>,
+    pub(crate) rpm: Option<u64>,
+    pub(crate) tpm: Option<u64>,
+    pub(crate) quota: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelConfig {
+    pub(crate) name: String,
+    pub(crate) context_length: u64,
+    #[serde(default = "builtin")]
+    pub(crate) upstream: String,
+    pub(crate) upstream_model: Option<String>,
+}
+
+fn builtin() -> String {
+    "builtin".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RiskConfig {
+    pub(crate) terms: Vec<String>,
+    pub(crate) terms_file: Option<String>,
+    pub(crate) ignore_separators: bool,
+    pub(crate) check_streams: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let key = |key: &str, label: &str| KeyConfig {
+            key: Some(key.to_owned()),
+            label: Some(label.to_owned()),
+            ..KeyConfig::default()
+        };
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dialect: "dual".to_owned(),
+            trust_request_id: false,
+            validation: "gateway".to_owned(),
+            body_limit: tower_maas::DEFAULT_BODY_LIMIT,
+            upstream_timeout_ms: 60_000,
+            ip_limit: Some(IpLimit {
+                limit: 1200,
+                window: minute(),
+                trusted_proxies: Vec::new(),
+            }),
+            keys: vec![
+                KeyConfig {
+                    rpm: Some(600),
+                    tpm: Some(200_000),
+                    quota: Some(10_000_000),
+                    ..key(DEMO_KEY, "demo")
+                },
+                KeyConfig {
+                    rpm: Some(2),
+                    ..key(SLOW_KEY, "demo-slow")
+                },
+                KeyConfig {
+                    frozen: true,
+                    ..key(FROZEN_KEY, "demo-frozen")
+                },
+            ],
+            models: vec![ModelConfig {
+                name: MOCK_MODEL.to_owned(),
+                context_length: 4096,
+                upstream: builtin(),
+                upstream_model: None,
+            }],
+            risk: RiskConfig {
+                terms: vec!["forbidden demo phrase".to_owned()],
+                terms_file: None,
+                ignore_separators: true,
+                check_streams: false,
+            },
+        }
+    }
+}
+
+/// What the inference routes share.
+#[derive(Clone)]
+struct Models {
+    upstreams: Arc<HashMap<String, Upstream>>,
+    client: UpstreamClient,
+    timeout: Duration,
+}
+
+/// The gateway: every layer in the MaaS order around the routes.
+pub(crate) fn router(config: &Config) -> Result<Router, String> {
+    let dialect = match config.dialect.as_str() {
+        "dual" => Dialect::Dual,
+        "flat" => Dialect::Flat,
+        "openai" => Dialect::OpenAi,
+        other => {
+            return Err(format!(
+                "dialect: expected dual, flat or openai, got {other:?}"
+            ));
+        }
+    };
+    let validation = match config.validation.as_str() {
+        "gateway" => ValidationDialect::Gateway,
+        "backend" => ValidationDialect::Backend,
+        other => {
+            return Err(format!(
+                "validation: expected gateway or backend, got {other:?}"
+            ));
+        }
+    };
+
+    let keys = Arc::new(InMemoryKeyStore::new());
+    for (i, key) in config.keys.iter().enumerate() {
+        let mut policy = KeyPolicy::new();
+        if let Some(label) = &key.label {
+            policy = policy.label(label.as_str());
+        }
+        if key.frozen {
+            policy = policy.state(KeyState::Frozen);
+        }
+        if let Some(models) = &key.models {
+            policy = policy.models(models.iter().map(String::as_str));
+        }
+        policy.rpm = key.rpm;
+        policy.tpm = key.tpm;
+        policy.quota = key.quota;
+        let digest = match (&key.key, &key.digest) {
+            (Some(key), None) => KeyDigest::of(key),
+            (None, Some(digest)) => digest
+                .parse()
+                .map_err(|e| format!("keys[{i}].digest: {e}"))?,
+            _ => return Err(format!("keys[{i}]: give exactly one of key or digest")),
+        };
+        keys.insert_digest(digest, policy)
+            .map_err(|_| format!("keys[{i}]: the same key twice"))?;
+    }
+
+    let mut catalog = ModelCatalog::new();
+    let mut upstreams = HashMap::new();
+    for model in &config.models {
+        catalog = catalog.model(model.name.as_str(), model.context_length);
+        if model.upstream != "builtin" {
+            upstreams.insert(
+                model.name.clone(),
+                Upstream {
+                    base: model.upstream.clone(),
+                    model: model.upstream_model.clone(),
+                },
+            );
+        }
+    }
+
+    let mut risk = KeywordClassifier::builder().ignore_separators(config.risk.ignore_separators);
+    for term in &config.risk.terms {
+        risk = risk.term("configured", term.as_str());
+    }
+    if let Some(file) = &config.risk.terms_file {
+        risk = risk
+            .terms_from_file(file)
+            .map_err(|e| format!("risk.terms_file {file}: {e}"))?;
+    }
+    let risk = risk.build().map_err(|e| format!("risk: {e}"))?;
+    let window = config.risk.check_streams.then(|| Window {
+        overlap: risk.longest_term().max(1),
+        ..Window::default()
+    });
+
+    let models = Models {
+        upstreams: Arc::new(upstreams),
+        client: proxy::client(),
+        timeout: Duration::from_millis(config.upstream_timeout_ms),
+    };
+    let api = Router::new()
+        .route("/v1/chat/completions", post(infer))
+        .route("/v1/completions", post(infer))
+        .route("/v1/embeddings", post(infer))
+        .route("/v1/models", get(list_models))
+        .with_state(models)
+        .route_layer(ContentRiskFilterLayer::new(risk).streaming(window))
+        .route_layer(TokenRateLimitLayer::new())
+        .route_layer(
+            RequestSchemaValidatorLayer::new()
+                .models(catalog)
+                .dialect(validation)
+                .body_limit(config.body_limit),
+        )
+        .route_layer(BearerAuthLayer::new(keys).body_limit(config.body_limit));
+    let mut app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .merge(api);
+    if let Some(ip) = &config.ip_limit {
+        let window = match ip.window.as_str() {
+            "second" => ThrottleWindow::Second,
+            "minute" => ThrottleWindow::Minute,
+            other => {
+                return Err(format!(
+                    "ip_limit.window: expected second or minute, got {other:?}"
+                ));
+            }
+        };
+        let trusted = TrustedProxies::new(&ip.trusted_proxies)
+            .map_err(|e| format!("ip_limit.trusted_proxies: {e}"))?;
+        app = app.layer(
+            IpRateLimitLayer::new(ip.limit, window)
+                .trusted_proxies(trusted)
+                .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
+        );
+    }
+    Ok(app.layer(
+        ErrorEnvelopeLayer::new()
+            .dialect(dialect)
+            .trust_incoming_request_id(config.trust_request_id),
+    ))
+}
+
+async fn list_models(
+    Extension(principal): Extension<Principal>,
+    State(_): State<Models>,
+) -> Response {
+    let _ = principal;
+    axum::Json(json!({"object": "list", "data": []})).into_response()
+}
+
+/// An inference request: to the builtin mock, or forwarded to the model's upstream.
+async fn infer(State(models): State<Models>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let id = parts
+        .extensions
+        .get::<RequestId>()
+        .copied()
+        .unwrap_or_else(RequestId::generate);
+    let Some(parsed) = parts.extensions.get::<Arc<ParsedRequest>>().cloned() else {
+        return MaasError::InvalidRequestBody
+            .to_response(Dialect::Dual, &id)
+            .into_response();
+    };
+    match parsed.model().and_then(|m| models.upstreams.get(m)) {
+        None => mock::answer(id, &parsed),
+        Some(upstream) => {
+            let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(body) => body,
+                Err(_) => {
+                    return MaasError::UnparsableBody
+                        .to_response(Dialect::Dual, &id)
+                        .into_response();
+                }
+            };
+            proxy::forward(&models.client, upstream, models.timeout, id, parts, body).await
+        }
+    }
+}
