@@ -170,3 +170,262 @@ async fn the_sample_configuration_loads() {
     let config: app::Config = toml::from_str(text).unwrap();
     assert!(app::router(&config).is_ok());
 }
+
+/// A gateway on the demo configuration plus what the catalogue needs.
+async fn catalogue_gateway(extra: &str) -> SocketAddr {
+    let config: app::Config = toml::from_str(&format!(
+        r#"
+        trust_request_id = true
+        body_limit = 4096
+        upstream_timeout_ms = 200
+        {extra}
+        [[keys]]
+        key = "sk-open-000000000000000000000000"
+        label = "open"
+        [[keys]]
+        key = "sk-peer-000000000000000000000000"
+        [[keys]]
+        key = "sk-slow-000000000000000000000000"
+        rpm = 1
+        [[keys]]
+        key = "sk-tiny-000000000000000000000000"
+        tpm = 30
+        [[keys]]
+        key = "sk-none-000000000000000000000000"
+        quota = 0
+        [[keys]]
+        key = "sk-only-000000000000000000000000"
+        models = ["other-model"]
+        [[keys]]
+        key = "sk-cold-000000000000000000000000"
+        frozen = true
+        [[models]]
+        name = "mock-model"
+        context_length = 64
+        [[models]]
+        name = "other-model"
+        context_length = 64
+        [risk]
+        terms = ["forbidden demo phrase"]
+        ignore_separators = true
+        "#
+    ))
+    .unwrap();
+    let app = app::router(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    addr
+}
+
+fn dual(code: &str, message: &str, kind: &str) -> String {
+    format!(
+        r#"{{"error":{{"code":"{code}","message":"{message}","param":null,"type":"{kind}"}},"error_code":"{code}","error_msg":"{message}"}}"#
+    )
+}
+
+fn apig(code: &str, message: &str) -> String {
+    format!(r#"{{"error_msg":"{message}","error_code":"{code}","request_id":"{FIXED_ID}"}}"#)
+}
+
+fn request(
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> Request<http_body_util::Full<Bytes>> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("x-request-id", FIXED_ID);
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    req.body(full(body.to_owned())).unwrap()
+}
+
+#[tokio::test]
+async fn every_inference_catalogue_row_through_the_gateway() {
+    let gw = catalogue_gateway("").await;
+    let chat = |content: &str, stream: bool| {
+        serde_json::json!({"model": "mock-model", "stream": stream, "max_tokens": 5, "messages": [{"role": "user", "content": content}]}).to_string()
+    };
+    let open = Some("sk-open-000000000000000000000000");
+    for stream in [false, true] {
+        let body = chat("hello", stream);
+        let cases: Vec<(&str, &str, Option<&str>, String, u16, String)> = vec![
+            ("POST", "/v1/chat/completions", open, r#"{"model":"","messages":[]}"#.into(), 400, dual("ModelArts.81001", "Invalid request body.", "BadRequest")),
+            ("POST", "/v1/chat/completions", None, body.clone(), 400, dual("ModelArts.81002", "Failed to get the authorization header.", "BadRequest")),
+            ("POST", "/v1/chat/completions", Some("sk-unknown"), body.clone(), 401, dual("ModelArts.81003", "Invalid authorization header.", "Unauthorized")),
+            ("POST", "/v1/chat/completions", Some("sk-only-000000000000000000000000"), body.clone(), 401, dual("ModelArts.81004", "Invalid request because you do not have access to it.", "Unauthorized")),
+            ("POST", "/v1/chat/completions", Some("sk-none-000000000000000000000000"), body.clone(), 401, dual("ModelArts.81005", "The free quota has been used up.", "Unauthorized")),
+            ("POST", "/v1/chat/completions", Some("sk-cold-000000000000000000000000"), body.clone(), 401, dual("ModelArts.81006", "The resource is frozen.", "Unauthorized")),
+            ("POST", "/v1/chat/completions", open, chat("say forbidden demo phrase", stream), 403, dual("ModelArts.81011", "May contain senstive.....", "Forbidden")),
+            ("POST", "/v1/chat/completions", open, r#"{"model":"gpt-4","messages":[]}"#.into(), 404, dual("ModelArts.81009", "Invalid model.", "NotFound")),
+            ("GET", "/v1/video/generations/task-none", open, String::new(), 404, dual("ModelArts.81108", "Task task-none does not exist", "NotFound")),
+            ("GET", "/v2/nothing", open, String::new(), 404, apig("APIG.0101", "The API does not exist or has not been published in the environment")),
+            ("POST", "/v1/chat/completions", open, format!(r#"{{"model":"mock-model","messages":[],"user":"{}"}}"#, "a".repeat(5000)), 413, apig("APIG.0201", "Request entity too large.")),
+            ("GET", "/v1/chat/completions", open, String::new(), 405, r#"{"detail":"Method Not Allowed"}"#.into()),
+            ("POST", "/v1/chat/completions", open, r#"{"model":"mock-model","messages":[],"test":15}"#.into(), 400, r#"{"object":"error","message":"[{'type': 'extra_forbidden', 'loc': ('body', 'test'), 'msg': 'Extra inputs are not permitted', 'input': 15}]","type":"BadRequestError","param":null,"code":400}"#.into()),
+            ("POST", "/v1/chat/completions", open, serde_json::json!({"model": "mock-model", "stream": stream, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}).to_string(), 400, r#"{"object":"error","message":"This model's maximum context length is 64 tokens. However, you requested 108 tokens (8 in the messages, 100 in the completion). Please reduce the length of the messages or completion.","type":"BadRequestError","param":null,"code":400}"#.into()),
+        ];
+        for (method, path, key, body, status, expected) in cases {
+            let reply = send(gw, request(method, path, key, &body)).await;
+            assert_eq!(
+                reply.status.as_u16(),
+                status,
+                "{path} {body}: {}",
+                reply.text()
+            );
+            // Refusals before a stream starts are plain JSON, never SSE.
+            assert_eq!(reply.text(), expected, "{path} stream={stream}");
+        }
+    }
+    // 81103: a key whose 30-token bucket the mock's reported usage (25 of 30) has nearly used.
+    let tiny = Some("sk-tiny-000000000000000000000000");
+    let words = "a b c d e f g h i j k l m n o p q r s t";
+    assert_eq!(
+        send(
+            gw,
+            request("POST", "/v1/chat/completions", tiny, &chat(words, false))
+        )
+        .await
+        .status,
+        200
+    );
+    for stream in [false, true] {
+        let reply = send(
+            gw,
+            request("POST", "/v1/chat/completions", tiny, &chat("hello", stream)),
+        )
+        .await;
+        assert_eq!(
+            reply.text(),
+            dual(
+                "ModelArts.81103",
+                "Too many requests. exceeded rate limit is 30 tokens per minute.",
+                "TooManyRequests"
+            )
+        );
+    }
+    // 81101: the second request of a key at one request per minute.
+    let slow = Some("sk-slow-000000000000000000000000");
+    assert_eq!(
+        send(
+            gw,
+            request("POST", "/v1/chat/completions", slow, &chat("a", false))
+        )
+        .await
+        .status,
+        200
+    );
+    let reply = send(
+        gw,
+        request("POST", "/v1/chat/completions", slow, &chat("a", true)),
+    )
+    .await;
+    assert_eq!(
+        reply.text(),
+        dual(
+            "ModelArts.81101",
+            "Too many requests, exceeded rate limit is 1 times per minute.",
+            "TooManyRequests"
+        )
+    );
+    // 81011 on output: the mock decodes a phrase the request did not contain.
+    let reply = send(
+        gw,
+        request(
+            "POST",
+            "/v1/chat/completions",
+            open,
+            &chat("base64: Zm9yYmlkZGVuIGRlbW8gcGhyYXNl", false),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.text().to_owned()),
+        (
+            403,
+            dual("ModelArts.81011", "May contain senstive.....", "Forbidden")
+        )
+    );
+    // 81109: another key's video task (401, as the seed gives it for video tasks).
+    let created = send(
+        gw,
+        request(
+            "POST",
+            "/v1/video/generations",
+            open,
+            r#"{"model":"v","prompt":"a cat"}"#,
+        ),
+    )
+    .await;
+    let task: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+    let task = task["task_id"].as_str().unwrap();
+    let peer = Some("sk-peer-000000000000000000000000");
+    let reply = send(
+        gw,
+        request("GET", &format!("/v1/video/generations/{task}"), peer, ""),
+    )
+    .await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.text().to_owned()),
+        (
+            401,
+            dual(
+                "ModelArts.81109",
+                &format!("No permission query task {task}"),
+                "Unauthorized"
+            )
+        )
+    );
+    assert_eq!(
+        send(
+            gw,
+            request("GET", &format!("/v1/video/generations/{task}"), open, "")
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn ip_limit_and_backend_dialect_rows() {
+    let gw = catalogue_gateway("validation = \"backend\"\n[ip_limit]\nlimit = 2\n").await;
+    let open = Some("sk-open-000000000000000000000000");
+    let reply = send(
+        gw,
+        request(
+            "POST",
+            "/v1/chat/completions",
+            open,
+            r#"{"model":"gpt-4","messages":[]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.text(),
+        r#"{"object":"error","message":"The model `gpt-4` does not exist.","type":"NotFoundError","param":null,"code":404}"#
+    );
+    send(gw, request("GET", "/health", None, "")).await;
+    let reply = send(gw, request("GET", "/health", None, "")).await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(
+        reply.text(),
+        apig(
+            "APIG.0308",
+            "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute"
+        )
+    );
+}

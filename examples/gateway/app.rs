@@ -1,19 +1,19 @@
 //! The gateway's configuration and its stack of layers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Extension, State};
+use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use tower_maas::auth::{
-    BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyPolicy, KeyState, Principal,
+    BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy, KeyState, Principal,
 };
 use tower_maas::limit::{IpRateLimitLayer, TokenRateLimitLayer, TrustedProxies};
 use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, Window};
@@ -22,7 +22,7 @@ use tower_maas::validate::{
 };
 use tower_maas::{Dialect, ErrorEnvelopeLayer, MaasError, RequestId, ThrottleWindow};
 
-use crate::mock::{self, MOCK_MODEL};
+use crate::mock::{self, MOCK_MODEL, StreamStyle};
 use crate::proxy::{self, Upstream, UpstreamClient};
 
 /// Demo keys of the zero-config start: generous limits, two requests a minute, frozen.
@@ -40,6 +40,7 @@ pub(crate) struct Config {
     pub(crate) validation: String,
     pub(crate) body_limit: usize,
     pub(crate) upstream_timeout_ms: u64,
+    pub(crate) mock_stream_style: String,
     pub(crate) ip_limit: Option<IpLimit>,
     pub(crate) keys: Vec<KeyConfig>,
     pub(crate) models: Vec<ModelConfig>,
@@ -111,6 +112,7 @@ impl Default for Config {
             validation: "gateway".to_owned(),
             body_limit: tower_maas::DEFAULT_BODY_LIMIT,
             upstream_timeout_ms: 60_000,
+            mock_stream_style: "maas".to_owned(),
             ip_limit: Some(IpLimit {
                 limit: 1200,
                 window: minute(),
@@ -148,13 +150,25 @@ impl Default for Config {
     }
 }
 
-/// What the inference routes share.
+/// What the routes share.
 #[derive(Clone)]
 struct Models {
+    names: Arc<Vec<String>>,
     upstreams: Arc<HashMap<String, Upstream>>,
     client: UpstreamClient,
     timeout: Duration,
+    style: StreamStyle,
+    tasks: Arc<Mutex<Tasks>>,
 }
+
+/// Video-generation tasks and the key that created each; the oldest are forgotten past a bound.
+#[derive(Default)]
+struct Tasks {
+    owners: HashMap<String, KeyId>,
+    order: VecDeque<String>,
+}
+
+const MAX_TASKS: usize = 10_000;
 
 /// The gateway: every layer in the MaaS order around the routes.
 pub(crate) fn router(config: &Config) -> Result<Router, String> {
@@ -234,17 +248,32 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         ..Window::default()
     });
 
+    let style = match config.mock_stream_style.as_str() {
+        "maas" => StreamStyle::Maas,
+        "openai" => StreamStyle::OpenAi,
+        other => {
+            return Err(format!(
+                "mock_stream_style: expected maas or openai, got {other:?}"
+            ));
+        }
+    };
     let models = Models {
+        names: Arc::new(config.models.iter().map(|m| m.name.clone()).collect()),
         upstreams: Arc::new(upstreams),
         client: proxy::client(),
         timeout: Duration::from_millis(config.upstream_timeout_ms),
+        style,
+        tasks: Arc::default(),
     };
     let api = Router::new()
         .route("/v1/chat/completions", post(infer))
         .route("/v1/completions", post(infer))
         .route("/v1/embeddings", post(infer))
         .route("/v1/models", get(list_models))
+        .route("/v1/video/generations", post(create_task))
+        .route("/v1/video/generations/{task_id}", get(query_task))
         .with_state(models)
+        .route_layer(axum::middleware::from_fn(tag))
         .route_layer(ContentRiskFilterLayer::new(risk).streaming(window))
         .route_layer(TokenRateLimitLayer::new())
         .route_layer(
@@ -275,19 +304,115 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
                 .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
         );
     }
-    Ok(app.layer(
+    Ok(app.layer(axum::middleware::from_fn(log)).layer(
         ErrorEnvelopeLayer::new()
             .dialect(dialect)
             .trust_incoming_request_id(config.trust_request_id),
     ))
 }
 
-async fn list_models(
+async fn list_models(State(models): State<Models>) -> Response {
+    let data: Vec<_> = models
+        .names
+        .iter()
+        .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "tower-maas"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// Starts a (mock) video-generation task owned by the calling key.
+async fn create_task(
+    State(models): State<Models>,
+    Extension(id): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
-    State(_): State<Models>,
 ) -> Response {
-    let _ = principal;
-    axum::Json(json!({"object": "list", "data": []})).into_response()
+    let task_id = format!("task-{id}");
+    let mut tasks = models.tasks.lock().unwrap_or_else(|p| p.into_inner());
+    tasks.owners.insert(task_id.clone(), principal.key_id());
+    tasks.order.push_back(task_id.clone());
+    while tasks.order.len() > MAX_TASKS {
+        if let Some(old) = tasks.order.pop_front() {
+            tasks.owners.remove(&old);
+        }
+    }
+    axum::Json(json!({"task_id": task_id, "status": "queued"})).into_response()
+}
+
+/// A task's state, for the key that created it: 81108 when unknown, 81109 (401, the seed's
+/// status for video tasks) for another key's.
+async fn query_task(
+    State(models): State<Models>,
+    Extension(id): Extension<RequestId>,
+    Extension(principal): Extension<Principal>,
+    Path(task_id): Path<String>,
+) -> Response {
+    let owner = models
+        .tasks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .owners
+        .get(&task_id)
+        .copied();
+    let refuse = |error: MaasError| error.to_response(Dialect::Dual, &id).into_response();
+    match owner {
+        None => refuse(MaasError::TaskNotFound { task_id }),
+        Some(owner) if owner != principal.key_id() => {
+            refuse(MaasError::VideoTaskForbidden { task_id })
+        }
+        Some(_) => axum::Json(json!({
+            "task_id": task_id,
+            "status": "succeeded",
+            "video_url": format!("https://video.invalid/{task_id}.mp4"),
+        }))
+        .into_response(),
+    }
+}
+
+/// What the request log shows of a request that got past authentication.
+#[derive(Clone)]
+struct Tagged {
+    key: String,
+    model: Option<String>,
+    prompt_tokens: Option<u64>,
+}
+
+/// Innermost: notes the key (its label or id, never the key) and the model on the response.
+async fn tag(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let parsed = request.extensions().get::<Arc<ParsedRequest>>().cloned();
+    let tagged = request.extensions().get::<Principal>().map(|p| Tagged {
+        key: p
+            .label()
+            .map_or_else(|| p.key_id().to_string(), str::to_owned),
+        model: parsed.as_ref().and_then(|r| r.model().map(str::to_owned)),
+        prompt_tokens: parsed.as_ref().map(|r| r.prompt_tokens()),
+    });
+    let mut response = next.run(request).await;
+    if let Some(tagged) = tagged {
+        response.extensions_mut().insert(tagged);
+    }
+    response
+}
+
+/// One line per request: id, key, model, status, the refusal's code, prompt tokens, latency.
+async fn log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let id = request.extensions().get::<RequestId>().copied();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    let tagged = response.extensions().get::<Tagged>();
+    tracing::info!(
+        request_id = %id.map(|i| i.to_string()).unwrap_or_default(),
+        %method,
+        path,
+        key = tagged.map_or("-", |t| t.key.as_str()),
+        model = tagged.and_then(|t| t.model.as_deref()).unwrap_or("-"),
+        status = response.status().as_u16(),
+        code = response.extensions().get::<MaasError>().and_then(MaasError::code).unwrap_or("-"),
+        prompt_tokens = tagged.and_then(|t| t.prompt_tokens).unwrap_or(0),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
 }
 
 /// An inference request: to the builtin mock, or forwarded to the model's upstream.
@@ -304,7 +429,7 @@ async fn infer(State(models): State<Models>, request: axum::extract::Request) ->
             .into_response();
     };
     match parsed.model().and_then(|m| models.upstreams.get(m)) {
-        None => mock::answer(id, &parsed),
+        None => mock::answer(id, &parsed, models.style),
         Some(upstream) => {
             let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
                 Ok(body) => body,

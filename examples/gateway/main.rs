@@ -24,6 +24,7 @@ use mock::MOCK_MODEL;
 
 #[tokio::main]
 async fn main() {
+    tracing_subscriber::fmt().with_target(false).init();
     let (listen, config_file) = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(usage) => {

@@ -1,9 +1,15 @@
 //! The builtin mock model: deterministic answers with exact usage.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Body, Frame};
 use serde_json::{Value, json};
 use tower_maas::RequestId;
 use tower_maas::validate::{Endpoint, Json, ParsedRequest};
@@ -11,9 +17,66 @@ use tower_maas::validate::{Endpoint, Json, ParsedRequest};
 /// The model the builtin mock serves by default.
 pub(crate) const MOCK_MODEL: &str = "mock-model";
 
+/// How the mock streams: usage in every chunk (MaaS) or in one last chunk (OpenAI, when
+/// `stream_options.include_usage` asks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum StreamStyle {
+    #[default]
+    Maas,
+    OpenAi,
+}
+
+/// What the mock says to a message: the message itself, or, for `reverse: TEXT` and
+/// `base64: TEXT`, the text decoded, so that it can say what the request did not contain.
+fn reply_to(message: &str) -> String {
+    if let Some(text) = message.strip_prefix("reverse:") {
+        return text.trim().chars().rev().collect();
+    }
+    if let Some(text) = message.strip_prefix("base64:") {
+        if let Some(decoded) = base64(text.trim()) {
+            return decoded;
+        }
+    }
+    message.to_owned()
+}
+
+fn base64(text: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for &c in text.as_bytes().iter().filter(|&&c| c != b'=') {
+        let value = ALPHABET.iter().position(|&a| a == c)? as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// An SSE body: one frame per event.
+pub(crate) struct Events(VecDeque<Bytes>);
+
+impl Body for Events {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|e| Ok(Frame::data(e))))
+    }
+}
+
 /// Answers a parsed request: chat with the last user message, completions with the prompt,
-/// embeddings with a fixed vector; `max_tokens` honoured; one token per word.
-pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>) -> Response {
+/// embeddings with a fixed vector; `max_tokens` honoured; one token per word; streamed when
+/// asked.
+pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamStyle) -> Response {
     let model = request.model().unwrap_or(MOCK_MODEL).to_owned();
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -45,6 +108,7 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>) -> Response {
         },
         _ => String::new(),
     };
+    let source = reply_to(&source);
     let max_tokens = request.max_tokens().map_or(usize::MAX, |n| n as usize);
     let answer: Vec<&str> = source.split_whitespace().take(max_tokens).collect();
     let completion_tokens = answer.len();
@@ -53,6 +117,16 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>) -> Response {
     } else {
         "stop"
     };
+    if request.stream() {
+        let answer = Answer {
+            model: &model,
+            created,
+            words: &answer,
+            prompt_tokens,
+            finish_reason,
+        };
+        return stream(id, request, &answer, style);
+    }
     let usage = json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -82,4 +156,80 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>) -> Response {
 /// The mock's tokenizer: one token per whitespace-separated word.
 fn words(text: &str) -> usize {
     text.split_whitespace().count()
+}
+
+/// What a streamed answer says.
+struct Answer<'a> {
+    model: &'a str,
+    created: u64,
+    words: &'a [&'a str],
+    prompt_tokens: usize,
+    finish_reason: &'a str,
+}
+
+/// The answer as SSE events, a word at a time.
+fn stream(
+    id: RequestId,
+    request: &ParsedRequest,
+    answer: &Answer<'_>,
+    style: StreamStyle,
+) -> Response {
+    let Answer {
+        model,
+        created,
+        words: answer,
+        prompt_tokens,
+        finish_reason,
+    } = *answer;
+    let completions = request.endpoint() == Endpoint::Completions;
+    let object = if completions {
+        "text_completion"
+    } else {
+        "chat.completion.chunk"
+    };
+    let include_usage = request.include_usage();
+    let usage = |n: usize| json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
+    let event = |value: Value| Bytes::from(format!("data: {value}\n\n"));
+    let mut events = VecDeque::new();
+    for (i, word) in answer.iter().enumerate() {
+        let text = if i + 1 < answer.len() {
+            format!("{word} ")
+        } else {
+            (*word).to_owned()
+        };
+        let last = i + 1 == answer.len();
+        let choice = if completions {
+            json!({"index": 0, "text": text, "finish_reason": if last { Value::from(finish_reason) } else { Value::Null }})
+        } else {
+            json!({"index": 0, "delta": {"content": text}, "finish_reason": if last { Value::from(finish_reason) } else { Value::Null }})
+        };
+        let mut chunk = json!({"id": format!("chatcmpl-{id}"), "object": object, "created": created, "model": model, "choices": [choice]});
+        if style == StreamStyle::Maas && include_usage != Some(false) {
+            chunk["usage"] = usage(i + 1);
+        }
+        events.push_back(event(chunk));
+    }
+    if style == StreamStyle::OpenAi && include_usage == Some(true) {
+        events.push_back(event(json!({"id": format!("chatcmpl-{id}"), "object": object, "created": created, "model": model, "choices": [], "usage": usage(answer.len())})));
+    }
+    events.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::new(Events(events)))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mock_can_say_what_it_was_not_told() {
+        assert_eq!(reply_to("reverse: esarhp"), "phrase");
+        assert_eq!(
+            reply_to("base64: Zm9yYmlkZGVuIGRlbW8gcGhyYXNl"),
+            "forbidden demo phrase"
+        );
+        assert_eq!(reply_to("plain"), "plain");
+    }
 }
