@@ -170,9 +170,14 @@ pub(crate) fn normalize(text: &str, separators: bool) -> String {
         }
         let run = &text[ascii_end..i];
         if is_nfkc_quick(run.chars()) == IsNormalized::Yes {
-            run.chars()
-                .filter(|&c| keep(c))
-                .for_each(|c| out.extend(c.to_lowercase()));
+            for c in run.chars() {
+                if is_ideograph(c) {
+                    // No case, unchanged by NFKC, never composed: as it is.
+                    out.push(c);
+                } else if keep(c) {
+                    out.extend(c.to_lowercase());
+                }
+            }
         } else {
             run.nfkc()
                 .filter(|&c| keep(c))
@@ -180,6 +185,11 @@ pub(crate) fn normalize(text: &str, separators: bool) -> String {
         }
     }
     out
+}
+
+/// CJK unified ideographs (the basic block and extension A), the bulk of Chinese text.
+fn is_ideograph(c: char) -> bool {
+    matches!(c, '\u{4e00}'..='\u{9fff}' | '\u{3400}'..='\u{4dbf}')
 }
 
 fn is_invisible(c: char) -> bool {
@@ -260,6 +270,7 @@ mod tests {
             "cafe\u{301} vs café",
             "ｆｕｌｌ ｗｉｄｔｈ and ﬁ ligature",
             "快速的棕色狐狸 ABC 跳过",
+            "漢字かな\u{3099}カナ㐀",
             "e\u{301}\u{301}x",
             "zero\u{200b}width\u{feff}",
             "",
