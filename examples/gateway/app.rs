@@ -41,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) body_limit: usize,
     pub(crate) upstream_timeout_ms: u64,
     pub(crate) mock_stream_style: String,
+    pub(crate) log_requests: bool,
     pub(crate) ip_limit: Option<IpLimit>,
     pub(crate) keys: Vec<KeyConfig>,
     pub(crate) models: Vec<ModelConfig>,
@@ -113,6 +114,7 @@ impl Default for Config {
             body_limit: tower_maas::DEFAULT_BODY_LIMIT,
             upstream_timeout_ms: 60_000,
             mock_stream_style: "maas".to_owned(),
+            log_requests: true,
             ip_limit: Some(IpLimit {
                 limit: 1200,
                 window: minute(),
@@ -304,7 +306,10 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
                 .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
         );
     }
-    Ok(app.layer(axum::middleware::from_fn(log)).layer(
+    if config.log_requests {
+        app = app.layer(axum::middleware::from_fn(log));
+    }
+    Ok(app.layer(
         ErrorEnvelopeLayer::new()
             .dialect(dialect)
             .trust_incoming_request_id(config.trust_request_id),

@@ -25,7 +25,7 @@ use mock::MOCK_MODEL;
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt().with_target(false).init();
-    let (listen, config_file) = match parse_args(std::env::args().skip(1)) {
+    let (listen, config_file, bare) = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(usage) => {
             eprintln!("{usage}");
@@ -46,11 +46,16 @@ async fn main() {
         },
     };
     let listen = listen.unwrap_or(config.listen);
-    let app = match app::router(&config) {
-        Ok(app) => app,
-        Err(err) => {
-            eprintln!("configuration: {err}");
-            std::process::exit(2);
+    let app = if bare {
+        // The mock with no layer at all: the load test's baseline.
+        axum::Router::new().route("/v1/chat/completions", axum::routing::post(mock::bare))
+    } else {
+        match app::router(&config) {
+            Ok(app) => app,
+            Err(err) => {
+                eprintln!("configuration: {err}");
+                std::process::exit(2);
+            }
         }
     };
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -61,7 +66,7 @@ async fn main() {
         }
     };
     println!("tower-maas gateway listening on http://{listen}");
-    if config_file.is_none() {
+    if config_file.is_none() && !bare {
         println!("demo API key: {DEMO_KEY}");
         println!("  (2 requests/minute: {SLOW_KEY}; frozen: {FROZEN_KEY})");
         println!(
@@ -100,10 +105,9 @@ async fn shutdown() {
 
 fn parse_args(
     mut args: impl Iterator<Item = String>,
-) -> Result<(Option<SocketAddr>, Option<String>), String> {
-    const USAGE: &str =
-        "usage: gateway [--listen ADDR] [--config FILE]   (default 127.0.0.1:8080, demo config)";
-    let (mut listen, mut config) = (None, None);
+) -> Result<(Option<SocketAddr>, Option<String>, bool), String> {
+    const USAGE: &str = "usage: gateway [--listen ADDR] [--config FILE] [--bare]   (default 127.0.0.1:8080, demo config; --bare: the mock without layers, for load tests)";
+    let (mut listen, mut config, mut bare) = (None, None, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => {
@@ -115,9 +119,10 @@ fn parse_args(
                 );
             }
             "--config" => config = Some(args.next().ok_or(USAGE)?),
+            "--bare" => bare = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument: {other}\n{USAGE}")),
         }
     }
-    Ok((listen, config))
+    Ok((listen, config, bare))
 }

@@ -233,3 +233,30 @@ mod tests {
         assert_eq!(reply_to("plain"), "plain");
     }
 }
+
+/// The mock without any layer, for load tests: parses the body with serde_json and answers a
+/// chat request the same way, with nothing checked.
+pub(crate) async fn bare(body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return (http::StatusCode::BAD_REQUEST, "bad body").into_response();
+    };
+    let last = request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    let prompt_tokens = words(last);
+    let max_tokens = request["max_tokens"]
+        .as_u64()
+        .map_or(usize::MAX, |n| n as usize);
+    let answer: Vec<&str> = last.split_whitespace().take(max_tokens).collect();
+    axum::Json(json!({
+        "id": "chatcmpl-bare",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.join(" ")}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer.len(), "total_tokens": prompt_tokens + answer.len()},
+    }))
+    .into_response()
+}
