@@ -219,21 +219,6 @@ fn stream(
         .unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_mock_can_say_what_it_was_not_told() {
-        assert_eq!(reply_to("reverse: esarhp"), "phrase");
-        assert_eq!(
-            reply_to("base64: Zm9yYmlkZGVuIGRlbW8gcGhyYXNl"),
-            "forbidden demo phrase"
-        );
-        assert_eq!(reply_to("plain"), "plain");
-    }
-}
-
 /// The mock without any layer, for load tests: parses the body with serde_json and answers a
 /// chat request the same way, with nothing checked.
 pub(crate) async fn bare(body: Bytes) -> Response {
@@ -259,4 +244,19 @@ pub(crate) async fn bare(body: Bytes) -> Response {
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer.len(), "total_tokens": prompt_tokens + answer.len()},
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mock_can_say_what_it_was_not_told() {
+        assert_eq!(reply_to("reverse: esarhp"), "phrase");
+        assert_eq!(
+            reply_to("base64: Zm9yYmlkZGVuIGRlbW8gcGhyYXNl"),
+            "forbidden demo phrase"
+        );
+        assert_eq!(reply_to("plain"), "plain");
+    }
 }
