@@ -429,3 +429,83 @@ async fn ip_limit_and_backend_dialect_rows() {
         )
     );
 }
+
+/// The example binary, which `cargo test` builds next to the test binaries.
+fn gateway_binary() -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let profile = deps.parent().unwrap().parent().unwrap();
+    profile
+        .join("examples")
+        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX))
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish() {
+    let binary = gateway_binary();
+    assert!(
+        binary.exists(),
+        "{} is built by `cargo test --all-features` (or `cargo build --examples`)",
+        binary.display()
+    );
+    // An upstream that takes a second to answer.
+    let slow = tower::service_fn(|_: Request<Incoming>| async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(full(r#"{"choices":[],"usage":{"total_tokens":1}}"#))
+                .unwrap(),
+        )
+    });
+    let upstream = common::serve_hyper(slow).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config =
+        std::env::temp_dir().join(format!("tower-maas-gateway-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nlog_requests = false\n[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(&binary)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let in_flight = tokio::spawn(send(addr, chat("up", "take your time")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let reply = in_flight.await.unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "the request in flight was cut: {}",
+        reply.text()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    std::fs::remove_file(&config).unwrap();
+}
