@@ -35,8 +35,11 @@ async fn upstream() -> (SocketAddr, Seen) {
     let service = tower::service_fn(move |req: Request<Incoming>| {
         let record = record.clone();
         async move {
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
             let body = body.collect().await.unwrap().to_bytes();
+            // What the gateway spoke, for the HTTP/2 test.
+            let version = format!("{:?}", parts.version);
+            parts.headers.insert("x-seen-version", version.parse().unwrap());
             *record.lock().unwrap() = Some((parts.headers, body.clone()));
             let text = String::from_utf8_lossy(&body).to_string();
             let usage = r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#;
@@ -83,6 +86,11 @@ async fn gateway(upstream: SocketAddr) -> SocketAddr {
         context_length = 4096
         upstream = "http://{upstream}"
         upstream_model = "Qwen/Qwen2.5-7B-Instruct"
+        [[models]]
+        name = "up2"
+        context_length = 4096
+        upstream = "http://{upstream}"
+        http2 = true
         [[models]]
         name = "dead"
         context_length = 4096
@@ -131,6 +139,20 @@ async fn answers_are_proxied_with_the_upstreams_model_name_and_without_the_key()
     );
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["model"], "Qwen/Qwen2.5-7B-Instruct");
+}
+
+#[tokio::test]
+async fn upstreams_can_be_reached_over_http2() {
+    let (up, seen) = upstream().await;
+    let gw = gateway(up).await;
+    let reply = send(gw, chat("up2", "hello")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains("from upstream"));
+    let (headers, _) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(headers["x-seen-version"], "HTTP/2.0");
+    send(gw, chat("up", "hello")).await;
+    let (headers, _) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(headers["x-seen-version"], "HTTP/1.1");
 }
 
 #[tokio::test]

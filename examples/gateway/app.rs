@@ -84,6 +84,8 @@ pub(crate) struct ModelConfig {
     #[serde(default = "builtin")]
     pub(crate) upstream: String,
     pub(crate) upstream_model: Option<String>,
+    #[serde(default)]
+    pub(crate) http2: bool,
 }
 
 fn builtin() -> String {
@@ -141,6 +143,7 @@ impl Default for Config {
                 context_length: 4096,
                 upstream: builtin(),
                 upstream_model: None,
+                http2: false,
             }],
             risk: RiskConfig {
                 terms: vec!["forbidden demo phrase".to_owned()],
@@ -158,6 +161,7 @@ struct Models {
     names: Arc<Vec<String>>,
     upstreams: Arc<HashMap<String, Upstream>>,
     client: UpstreamClient,
+    client_h2: UpstreamClient,
     timeout: Duration,
     style: StreamStyle,
     tasks: Arc<Mutex<Tasks>>,
@@ -230,6 +234,7 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
                 Upstream {
                     base: model.upstream.clone(),
                     model: model.upstream_model.clone(),
+                    http2: model.http2,
                 },
             );
         }
@@ -262,7 +267,8 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
     let models = Models {
         names: Arc::new(config.models.iter().map(|m| m.name.clone()).collect()),
         upstreams: Arc::new(upstreams),
-        client: proxy::client(),
+        client: proxy::client(false),
+        client_h2: proxy::client(true),
         timeout: Duration::from_millis(config.upstream_timeout_ms),
         style,
         tasks: Arc::default(),
@@ -444,7 +450,12 @@ async fn infer(State(models): State<Models>, request: axum::extract::Request) ->
                         .into_response();
                 }
             };
-            proxy::forward(&models.client, upstream, models.timeout, id, parts, body).await
+            let client = if upstream.http2 {
+                &models.client_h2
+            } else {
+                &models.client
+            };
+            proxy::forward(client, upstream, models.timeout, id, parts, body).await
         }
     }
 }

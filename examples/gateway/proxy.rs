@@ -12,12 +12,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower_maas::{Dialect, MaasError, RequestId};
 
-/// A pooled HTTP/1.1 and HTTP/2 (prior knowledge not assumed) client for all upstreams.
+/// A pooled client for the upstreams.
 pub(crate) type UpstreamClient = Client<HttpConnector, http_body_util::Full<Bytes>>;
 
-pub(crate) fn client() -> UpstreamClient {
+/// HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as vLLM behind an HTTP/2 proxy or a gRPC-
+/// style server speaks it), each pooled.
+pub(crate) fn client(http2: bool) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
+        .http2_only(http2)
         .build_http()
 }
 
@@ -28,6 +31,8 @@ pub(crate) struct Upstream {
     pub(crate) base: String,
     /// The name the upstream knows the model by, when it differs.
     pub(crate) model: Option<String>,
+    /// Speak HTTP/2 (prior knowledge) to it.
+    pub(crate) http2: bool,
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
