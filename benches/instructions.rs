@@ -49,6 +49,7 @@ fn main() {
             _ => {
                 let req = Request::post("/v1/chat/completions")
                     .header("content-type", "application/json")
+                    .header("content-length", body.len())
                     .body(Full::new(body.clone()))
                     .unwrap();
                 let res = run(&mut layer, req);

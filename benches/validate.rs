@@ -41,6 +41,7 @@ fn validate(c: &mut Criterion) {
                 || {
                     Request::post("/v1/chat/completions")
                         .header("content-type", "application/json")
+                        .header("content-length", body.len())
                         .body(Full::new(body.clone()))
                         .unwrap()
                 },

@@ -151,6 +151,15 @@ pub(crate) fn finish_buffering<D: bytes::Buf>(
 /// After a body was replaced by `len` buffered bytes, the headers must describe those bytes.
 #[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 pub(crate) fn set_buffered_length(headers: &mut HeaderMap, len: usize) {
-    headers.remove(TRANSFER_ENCODING);
-    headers.insert(CONTENT_LENGTH, len.into());
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(TRANSFER_ENCODING);
+    }
+    // Most clients declared the length already: keep their header rather than build another.
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared != Some(len) {
+        headers.insert(CONTENT_LENGTH, len.into());
+    }
 }

@@ -39,7 +39,9 @@ async fn upstream() -> (SocketAddr, Seen) {
             let body = body.collect().await.unwrap().to_bytes();
             // What the gateway spoke, for the HTTP/2 test.
             let version = format!("{:?}", parts.version);
-            parts.headers.insert("x-seen-version", version.parse().unwrap());
+            parts
+                .headers
+                .insert("x-seen-version", version.parse().unwrap());
             *record.lock().unwrap() = Some((parts.headers, body.clone()));
             let text = String::from_utf8_lossy(&body).to_string();
             let usage = r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#;

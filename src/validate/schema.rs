@@ -55,7 +55,7 @@ pub enum Ty {
 
 /// The members of a union, each with the tag pydantic puts in an error's `loc`.
 #[derive(Clone, Debug)]
-pub struct Members(Vec<(Arc<str>, Ty)>);
+pub struct Members(Vec<(Box<str>, Ty)>);
 
 /// Bounds of a number field, written as in the reference (`ge=0`, `le=2`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -87,7 +87,7 @@ impl Ty {
             .map(|member| {
                 let mut tag = String::new();
                 member.tag(&mut tag);
-                (Arc::from(tag), member)
+                (tag.into_boxed_str(), member)
             })
             .collect();
         Self::Union(Members(tagged))
@@ -220,7 +220,7 @@ impl Schema {
 #[derive(Clone, Debug)]
 pub(crate) enum Loc<'a> {
     Key(&'a str),
-    Tag(Arc<str>),
+    Tag(&'a str),
     Index(usize),
 }
 
@@ -309,7 +309,7 @@ pub(crate) fn format_errors(errors: &[PyError<'_>]) -> String {
 
 /// Validates `body` (the decoded request) against `schema`, appending errors located under
 /// `('body', …)`.
-pub(crate) fn validate_body<'a>(schema: &Schema, body: &'a Json, errors: &mut Vec<PyError<'a>>) {
+pub(crate) fn validate_body<'a>(schema: &'a Schema, body: &'a Json, errors: &mut Vec<PyError<'a>>) {
     let mut loc = vec![Loc::Key("body")];
     validate_model(schema, body, &mut loc, errors);
 }
@@ -331,7 +331,7 @@ fn error<'a>(
 }
 
 fn validate_model<'a>(
-    schema: &Schema,
+    schema: &'a Schema,
     value: &'a Json,
     loc: &mut Vec<Loc<'a>>,
     errors: &mut Vec<PyError<'a>>,
@@ -384,7 +384,7 @@ fn validate_model<'a>(
 
 /// Validates one value; returns whether it passed.
 fn validate<'a>(
-    ty: &Ty,
+    ty: &'a Ty,
     value: &'a Json,
     loc: &mut Vec<Loc<'a>>,
     errors: &mut Vec<PyError<'a>>,
@@ -467,7 +467,7 @@ fn validate<'a>(
         Ty::Union(Members(members)) => {
             let mut member_errors = Vec::new();
             for (tag, member) in members {
-                loc.push(Loc::Tag(Arc::clone(tag)));
+                loc.push(Loc::Tag(tag));
                 let passed = validate(member, value, loc, &mut member_errors);
                 loc.pop();
                 if passed {
