@@ -54,6 +54,20 @@ async fn backend(headers: HeaderMap) -> Response {
                 ])))
                 .unwrap()
         }
+        Some("sse-longline") => Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::new(frames(vec![Ok(leak(format!(
+                "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}",
+                "x".repeat(2 * 1024 * 1024)
+            )))])))
+            .unwrap(),
+        Some("sse-empty") => Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::new(frames(vec![
+                Ok(leak("data: {\"choices\":[]}\n\n".repeat(20_000))),
+                Ok(b"data: [DONE]\n\n"),
+            ])))
+            .unwrap(),
         Some("big") => {
             let text = "word ".repeat(50_000) + &say;
             axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": text}}], "usage": serde_json::from_str::<serde_json::Value>(usage).unwrap()})).into_response()
@@ -478,5 +492,40 @@ fn terms_load_from_a_file() {
         KeywordClassifier::builder()
             .terms_from_file("/nonexistent/terms")
             .is_err()
+    );
+}
+
+#[tokio::test]
+async fn streams_never_hold_without_bound() {
+    let window = Some(Window::default());
+    let closed = serve(ContentRiskFilterLayer::new(terms()).streaming(window), true).await;
+    let open = serve(
+        ContentRiskFilterLayer::new(terms())
+            .streaming(window)
+            .on_failure(OnFailure::Allow),
+        true,
+    )
+    .await;
+    let req = |mode: &str| {
+        chat("x")
+            .header("x-mode", mode)
+            .body(body_of("hi"))
+            .unwrap()
+    };
+    // A line of 2 MiB with no end cannot be checked: refused, or passed whole, by policy.
+    let (_, _, body) = send_lossy(closed, req("sse-longline")).await;
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("ModelArts.81011") && body.len() < 4096,
+        "{} bytes",
+        body.len()
+    );
+    let (_, _, body) = send_lossy(open, req("sse-longline")).await;
+    assert!(body.len() > 2 * 1024 * 1024);
+    // Events without text are released in bounded batches, and all of them arrive.
+    let (_, _, body) = send_lossy(closed, req("sse-empty")).await;
+    assert_eq!(
+        body.len(),
+        "data: {\"choices\":[]}\n\n".len() * 20_000 + "data: [DONE]\n\n".len()
     );
 }

@@ -78,7 +78,7 @@ pub(crate) struct Config {
     output: bool,
     pub(crate) stream: Option<Window>,
     timeout: Duration,
-    failure: OnFailure,
+    pub(crate) failure: OnFailure,
     body_limit: usize,
     output_limit: usize,
 }

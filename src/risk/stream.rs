@@ -11,9 +11,15 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::classifier::{Classifier, Side, Verdict};
-use super::layer::{Judged, RefusalCtx, Shared, apply, judge};
+use super::layer::{Judged, OnFailure, RefusalCtx, Shared, apply, judge};
 use super::output::answer_texts;
 use crate::error::{Dialect, MaasError};
+
+/// The most bytes of events held at once, and the longest line: events without text are
+/// released in batches of this size, and a longer line cannot be checked (the failure policy
+/// decides).
+const MAX_HELD: usize = 64 * 1024;
+const MAX_LINE: usize = 1024 * 1024;
 
 type Pending<Cl> = Pin<Box<tokio::time::Timeout<<Cl as Classifier>::Future>>>;
 
@@ -32,6 +38,7 @@ pin_project! {
         backlog: Vec<u8>,
         line: Vec<u8>,
         held: Vec<Bytes>,
+        held_bytes: usize,
         held_text: String,
         tail: String,
         out: VecDeque<Bytes>,
@@ -50,6 +57,7 @@ impl<R, Cl: Classifier> RiskStream<R, Cl> {
             backlog: Vec::new(),
             line: Vec::new(),
             held: Vec::new(),
+            held_bytes: 0,
             held_text: String::new(),
             tail: String::new(),
             out: VecDeque::new(),
@@ -111,16 +119,28 @@ where
                     let (piece, after) = rest.split_at(end);
                     rest = after;
                     this.line.extend_from_slice(piece);
-                    if !piece.ends_with(b"\n") {
+                    let complete = piece.ends_with(b"\n");
+                    if !complete && this.line.len() <= MAX_LINE {
                         continue;
                     }
                     let line = Bytes::from(std::mem::take(this.line));
+                    if !complete && this.shared.config.failure == OnFailure::Block {
+                        // A line too long to hold cannot be checked.
+                        settle(
+                            &mut state_of(&mut this),
+                            Verdict::Block {
+                                category: "unchecked-line".into(),
+                            },
+                        );
+                        break;
+                    }
                     if let Some(text) = delta_text(&line) {
                         this.held_text.push_str(&text);
                     }
+                    *this.held_bytes += line.len();
                     this.held.push(line);
                     let window = this.shared.config.stream.map_or(0, |w| w.window);
-                    if this.held_text.chars().count() >= window {
+                    if this.held_text.chars().count() >= window || *this.held_bytes >= MAX_HELD {
                         check(&mut state_of(&mut this));
                     }
                 }
@@ -168,6 +188,7 @@ struct StreamState<'a, Cl: Classifier> {
     shared: &'a Arc<Shared<Cl>>,
     ctx: &'a RefusalCtx,
     held: &'a mut Vec<Bytes>,
+    held_bytes: &'a mut usize,
     held_text: &'a mut String,
     tail: &'a mut String,
     out: &'a mut VecDeque<Bytes>,
@@ -180,6 +201,7 @@ fn state_of<'a, R, Cl: Classifier>(this: &'a mut RiskStreamProj<'_, R, Cl>) -> S
         shared: this.shared,
         ctx: this.ctx,
         held: this.held,
+        held_bytes: this.held_bytes,
         held_text: this.held_text,
         tail: this.tail,
         out: this.out,
@@ -208,10 +230,12 @@ fn settle<Cl: Classifier>(state: &mut StreamState<'_, Cl>, verdict: Verdict) {
             let keep = passed.chars().count().saturating_sub(overlap);
             *state.tail = passed.chars().skip(keep).collect();
             state.held_text.clear();
+            *state.held_bytes = 0;
             state.out.extend(state.held.drain(..));
         }
         Verdict::Block { category } => {
             state.held.clear();
+            *state.held_bytes = 0;
             state.held_text.clear();
             state.ctx.log(Side::Output, &category);
             let body = MaasError::SensitiveContent.render(Dialect::OpenAi, &state.ctx.request_id());
