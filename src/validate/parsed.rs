@@ -1,6 +1,6 @@
 //! The parsed request the validator hands on to later layers and the service.
 
-use super::json::{Dict, Json};
+use super::json::{Dict, Int, Json};
 use super::schema::{as_bool, as_int};
 use super::tokens::{TOKENS_PER_MESSAGE, TokenCounter};
 use crate::model::RequestedModel;
@@ -208,6 +208,8 @@ impl ParsedRequest {
 /// A validated, positive int field at full size: Python ints have no bound.
 fn exact_int(value: &Json) -> u128 {
     let digits = match value {
+        // The common case, without formatting the number only to parse it back.
+        Json::Int(Int::Small(n)) => return u128::try_from(*n).unwrap_or(u128::MAX),
         Json::Int(int) => int.to_string(),
         Json::Str(s) => s.trim().replace('_', ""),
         other => return as_int(other).ok().flatten().map_or(0, |n| n.max(0) as u128),

@@ -310,7 +310,10 @@ pub(crate) fn format_errors(errors: &[PyError<'_>]) -> String {
 /// Validates `body` (the decoded request) against `schema`, appending errors located under
 /// `('body', …)`.
 pub(crate) fn validate_body<'a>(schema: &'a Schema, body: &'a Json, errors: &mut Vec<PyError<'a>>) {
-    let mut loc = vec![Loc::Key("body")];
+    // Deep enough for the OpenAI schemas (body, field, index, field, union tag, ...) without
+    // regrowing on every request.
+    let mut loc = Vec::with_capacity(8);
+    loc.push(Loc::Key("body"));
     validate_model(schema, body, &mut loc, errors);
 }
 
@@ -346,9 +349,11 @@ fn validate_model<'a>(
         );
         return;
     };
+    let mut matched = 0;
     for field in &schema.fields {
         match dict.get(field.name) {
             Some(v) => {
+                matched += 1;
                 loc.push(Loc::Key(field.name));
                 validate(&field.ty, v, loc, errors);
                 loc.pop();
@@ -366,6 +371,11 @@ fn validate_model<'a>(
             }
             None => {}
         }
+    }
+    // Keys are unique and so are field names: when every key matched a field, none is extra,
+    // and valid bodies skip a search of the fields per key.
+    if matched == dict.len() {
+        return;
     }
     for (key, v) in dict.iter() {
         if !schema.fields.iter().any(|f| f.name == key) {
@@ -465,16 +475,17 @@ fn validate<'a>(
         },
         Ty::Model(schema) => validate_model(schema, value, loc, errors),
         Ty::Union(Members(members)) => {
-            let mut member_errors = Vec::new();
+            // Members' errors go straight into `errors` and are taken back when one passes,
+            // which spares a vector per union on valid bodies.
             for (tag, member) in members {
                 loc.push(Loc::Tag(tag));
-                let passed = validate(member, value, loc, &mut member_errors);
+                let passed = validate(member, value, loc, errors);
                 loc.pop();
                 if passed {
+                    errors.truncate(before);
                     return true;
                 }
             }
-            errors.extend(member_errors);
         }
         Ty::Nullable(inner) => {
             if !matches!(value, Json::Null) {
