@@ -120,7 +120,54 @@ impl fmt::Display for Int {
 /// value in place, as a Python `dict` does.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dict {
-    entries: Vec<(Box<str>, Json)>,
+    entries: Vec<(Key, Json)>,
+}
+
+/// An object key: the field names OpenAI bodies repeat in every request are borrowed from a
+/// table, which spares an allocation and a free per key. (Interning string values the same way
+/// was measured and lost: most values are long texts or names outside any table.)
+type Key = Cow<'static, str>;
+
+/// The common OpenAI field names, grouped by length so a miss costs one comparison of lengths.
+fn known_key(key: &str) -> Option<&'static str> {
+    let candidates: &[&'static str] = match key.len() {
+        1 => &["n"],
+        2 => &["id"],
+        3 => &["url"],
+        4 => &[
+            "echo", "name", "role", "seed", "stop", "text", "type", "user",
+        ],
+        5 => &["input", "min_p", "model", "tools", "top_k", "top_p"],
+        6 => &["detail", "prompt", "stream", "suffix"],
+        7 => &["best_of", "content"],
+        8 => &["function", "logprobs", "messages", "required"],
+        9 => &["arguments", "image_url", "video_url"],
+        10 => &[
+            "dimensions",
+            "logit_bias",
+            "max_tokens",
+            "parameters",
+            "properties",
+            "tool_calls",
+        ],
+        11 => &["description", "input_audio", "temperature"],
+        12 => &["tool_call_id", "top_logprobs"],
+        13 => &["include_usage"],
+        14 => &["length_penalty", "stream_options"],
+        15 => &["encoding_format", "response_format", "use_beam_search"],
+        16 => &["presence_penalty"],
+        17 => &["frequency_penalty", "reasoning_content"],
+        18 => &["repetition_penalty"],
+        19 => &["parallel_tool_calls"],
+        20 => &["chat_template_kwargs"],
+        21 => &["max_completion_tokens"],
+        _ => return None,
+    };
+    let first = key.as_bytes().first();
+    candidates
+        .iter()
+        .find(|k| k.as_bytes().first() == first && **k == key)
+        .copied()
 }
 
 impl Dict {
@@ -519,11 +566,14 @@ impl<'a> Parser<'a> {
     }
 
     /// An object key; one with lone surrogates keeps U+FFFD in their place.
-    fn scan_key(&self, end: usize) -> Scan<Box<str>> {
+    fn scan_key(&self, end: usize) -> Scan<Key> {
         let (wtf8, next) = self.scan_raw(end)?;
         let key = match (wtf8, self.text) {
-            (Cow::Borrowed(_), Some(text)) => text[end..next - 1].into(),
-            (wtf8, _) => String::from_utf8_lossy(&wtf8).into(),
+            (Cow::Borrowed(_), Some(text)) => {
+                let key = &text[end..next - 1];
+                known_key(key).map_or_else(|| Cow::Owned(key.to_owned()), Cow::Borrowed)
+            }
+            (wtf8, _) => Cow::Owned(String::from_utf8_lossy(&wtf8).into_owned()),
         };
         Ok((key, next))
     }
@@ -708,7 +758,7 @@ fn find_special(s: &[u8], mut i: usize) -> usize {
 fn insert(
     dict: &mut Dict,
     index: &mut Option<std::collections::HashMap<Arc<str>, usize>>,
-    key: Box<str>,
+    key: Key,
     value: Json,
 ) {
     let entries = &mut dict.entries;
