@@ -209,8 +209,17 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     leaf.prop_recursive(6, 64, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map("\\PC{0,6}", inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            // Keys the decoder borrows from its table of OpenAI names, near misses of them, and
+            // arbitrary text.
+            prop::collection::btree_map(
+                prop_oneof![
+                    "(role|content|messages|max_tokens|n|id|url|rolf|contents|max_token|N)",
+                    "\\PC{0,6}",
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
