@@ -17,6 +17,7 @@ mod app;
 mod mock;
 mod proxy;
 
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 
 use app::{Config, DEMO_KEY, FROZEN_KEY, SLOW_KEY};
@@ -75,6 +76,13 @@ async fn main() {
              -d '{{\"model\":\"{MOCK_MODEL}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
         );
     }
+    // Responses that cross the layers may leave in more than one write; without TCP_NODELAY
+    // Nagle's algorithm holds the later ones back until the client acknowledges the first.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {err}");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
