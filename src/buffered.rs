@@ -44,6 +44,14 @@ pin_project! {
     }
 }
 
+/// Takes the readied `service` for a future that calls it later, leaving a fresh clone behind:
+/// calling an un-readied clone instead breaks `Buffer` and `ConcurrencyLimit`, whose readiness
+/// belongs to the instance `poll_ready` was called on.
+pub(crate) fn take_readied<S: Clone>(service: &mut S) -> S {
+    let clone = service.clone();
+    std::mem::replace(service, clone)
+}
+
 impl<S, B, D> Step<S, B, D>
 where
     S: Service<Request<MaasBody<B>>>,
@@ -65,14 +73,15 @@ where
     }
 
     /// Starts reading the body, bounded by `limit`; 413 APIG.0201 when it is declared larger.
-    ///
-    /// `service` must be the readied one: the caller leaves a fresh clone behind
-    /// (`mem::replace`), since calling an un-readied clone breaks `Buffer` and `ConcurrencyLimit`.
-    pub(crate) fn read(parts: Parts, body: B, limit: usize, service: S, decide: D) -> Self {
+    /// The readied `service` goes with the read and a fresh clone stays behind.
+    pub(crate) fn read(parts: Parts, body: B, limit: usize, service: &mut S, decide: D) -> Self
+    where
+        S: Clone,
+    {
         match start_buffering(body, limit) {
             Ok(collect) => Self::Reading {
                 collect,
-                pending: Some((parts, service, decide)),
+                pending: Some((parts, take_readied(service), decide)),
             },
             Err(_) => Self::refused(refuse(
                 MaasError::EntityTooLarge,

@@ -57,7 +57,6 @@ mod principal;
 mod store;
 
 use std::fmt;
-use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -266,10 +265,8 @@ where
             }
             Decision::ReadModel(principal) => {
                 let (parts, body) = req.into_parts();
-                let clone = self.inner.clone();
-                let service = mem::replace(&mut self.inner, clone);
                 let check = ModelCheck { principal, config };
-                Step::read(parts, body, config.body_limit, service, check)
+                Step::read(parts, body, config.body_limit, &mut self.inner, check)
             }
         };
         ResponseFuture { step }

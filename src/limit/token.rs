@@ -1,8 +1,8 @@
 //! `TokenRateLimit`: requests and tokens per minute per API key, with usage reconciliation.
 
+use crate::buffered::take_readied;
 use std::fmt;
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -251,8 +251,7 @@ where
         let state = match self.shared.store.acquire(ask.acquire) {
             Acquired::Now(outcome) => self.decided(outcome, ask, req),
             Acquired::Later(pending) => {
-                let clone = self.inner.clone();
-                let service = mem::replace(&mut self.inner, clone);
+                let service = take_readied(&mut self.inner);
                 State::Waiting {
                     pending,
                     rest: Some(Waiting {

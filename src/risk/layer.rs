@@ -1,5 +1,6 @@
 //! `ContentRiskFilter`: the layer.
 
+use crate::buffered::take_readied;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -374,8 +375,7 @@ where
 impl<S: Clone, Cl> ContentRiskFilter<S, Cl> {
     /// The readied service, for a future that calls it later; a fresh clone stays behind.
     fn readied(&mut self) -> S {
-        let clone = self.inner.clone();
-        mem::replace(&mut self.inner, clone)
+        take_readied(&mut self.inner)
     }
 }
 

@@ -50,7 +50,6 @@ mod tokens;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -269,13 +268,11 @@ where
         let step = match route {
             None => Step::call(&mut self.inner, parts, body),
             Some(route) => {
-                let clone = self.inner.clone();
-                let service = mem::replace(&mut self.inner, clone);
                 let check = Check {
                     config: Arc::clone(&self.config),
                     route,
                 };
-                Step::read(parts, body, self.config.body_limit, service, check)
+                Step::read(parts, body, self.config.body_limit, &mut self.inner, check)
             }
         };
         ResponseFuture { step }
