@@ -101,17 +101,7 @@ async fn gateway(upstream: SocketAddr) -> SocketAddr {
     ))
     .unwrap();
     let app = app::router(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
-    addr
+    common::serve_axum_with_peer(app).await
 }
 
 fn chat(model: &str, content: &str) -> Request<http_body_util::Full<Bytes>> {
@@ -236,17 +226,7 @@ async fn catalogue_gateway(extra: &str) -> SocketAddr {
     ))
     .unwrap();
     let app = app::router(&config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
-    addr
+    common::serve_axum_with_peer(app).await
 }
 
 fn dual(code: &str, message: &str, kind: &str) -> String {

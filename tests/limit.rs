@@ -322,16 +322,7 @@ async fn ip_limit_answers_apig_0308_per_client_behind_trusted_proxies() {
         .route("/v1/chat/completions", post(|| async { "ok" }))
         .layer(layer)
         .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    let addr = common::serve_axum_with_peer(app).await;
     let from = |client: &str| {
         common::post("/v1/chat/completions", "{}")
             .header("x-forwarded-for", format!("6.6.6.6, {client}"))

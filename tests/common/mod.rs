@@ -26,6 +26,22 @@ pub async fn serve_axum(app: axum::Router) -> SocketAddr {
     addr
 }
 
+/// Serves an axum router that reads the peer's address (`ConnectInfo<SocketAddr>`), as the
+/// per-IP limit and the gateway do.
+pub async fn serve_axum_with_peer(app: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    addr
+}
+
 /// Serves a tower service with bare hyper (HTTP/1.1 and HTTP/2 by preface).
 pub async fn serve_hyper<S, B>(service: S) -> SocketAddr
 where
