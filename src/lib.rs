@@ -10,6 +10,9 @@ pub mod auth;
 mod body;
 #[cfg(any(feature = "auth", feature = "validate"))]
 mod buffered;
+#[cfg(feature = "endpoints")]
+#[cfg_attr(docsrs, doc(cfg(feature = "endpoints")))]
+pub mod endpoint;
 pub mod envelope;
 pub mod error;
 #[cfg(feature = "limit")]
@@ -29,7 +32,7 @@ pub use crate::auth::{BearerAuth, BearerAuthLayer};
 pub use crate::body::{BoxError, DEFAULT_BODY_LIMIT, MaasBody};
 pub use crate::envelope::{BackendTimeout, ErrorEnvelope, ErrorEnvelopeLayer, is_timeout};
 pub use crate::error::{Dialect, MaasError, Party, ThrottleWindow};
-pub use crate::model::{ReportedUsage, RequestedModel};
+pub use crate::model::{EndpointResolver, EndpointRoute, ReportedUsage, RequestedModel};
 pub use crate::request_id::{InvalidRequestId, REQUEST_ID, RequestId};
 #[cfg(feature = "validate")]
 pub use crate::validate::{RequestSchemaValidator, RequestSchemaValidatorLayer};

@@ -46,6 +46,113 @@ impl fmt::Debug for RequestedModel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReportedUsage(pub u64);
 
+/// A custom endpoint a request is addressed to: the request named the endpoint as its `model`,
+/// and the endpoint serves [`model`](Self::model) with limits of its own.
+///
+/// An [`EndpointResolver`] makes it; the
+/// [`RequestSchemaValidator`](crate::validate::RequestSchemaValidator) puts it into the request's
+/// extensions when the model a request names is an endpoint rather than a catalog model, a
+/// [`TokenRateLimit`](crate::limit::TokenRateLimit) scoped to endpoints applies its RPM and TPM,
+/// and the service behind reads [`model`](Self::model) to know what to run.
+///
+/// ```
+/// use tower_maas::EndpointRoute;
+///
+/// let route = EndpointRoute::new("team-a-chat", "DeepSeek-V3", 7).rpm(Some(60));
+/// assert_eq!((route.name(), route.model()), ("team-a-chat", "DeepSeek-V3"));
+/// assert_eq!((route.limit_key(), route.rpm_limit(), route.tpm_limit()), (7, Some(60), None));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointRoute {
+    name: Arc<str>,
+    model: Arc<str>,
+    limit_key: u64,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+}
+
+impl EndpointRoute {
+    /// The endpoint `name`, serving `model`, whose limiter state is kept under `limit_key` (a
+    /// number no other endpoint has).
+    pub fn new(name: impl Into<Arc<str>>, model: impl Into<Arc<str>>, limit_key: u64) -> Self {
+        Self {
+            name: name.into(),
+            model: model.into(),
+            limit_key,
+            rpm: None,
+            tpm: None,
+        }
+    }
+
+    /// With the endpoint's own requests per minute (`None`: only the key's limit applies).
+    pub fn rpm(mut self, rpm: Option<u64>) -> Self {
+        self.rpm = rpm;
+        self
+    }
+
+    /// With the endpoint's own tokens per minute (`None`: only the key's limit applies).
+    pub fn tpm(mut self, tpm: Option<u64>) -> Self {
+        self.tpm = tpm;
+        self
+    }
+
+    /// The endpoint's name, as the request named it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The model the endpoint serves.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The endpoint's limiter key.
+    pub fn limit_key(&self) -> u64 {
+        self.limit_key
+    }
+
+    /// The endpoint's requests per minute.
+    pub fn rpm_limit(&self) -> Option<u64> {
+        self.rpm
+    }
+
+    /// The endpoint's tokens per minute.
+    pub fn tpm_limit(&self) -> Option<u64> {
+        self.tpm
+    }
+}
+
+/// Names that stand for a model: custom endpoints. Asked only for a name that is not a model
+/// of the catalog, so it costs nothing on requests for catalog models.
+///
+/// The registries of [`endpoint`](crate::endpoint) implement it; give one to
+/// [`ModelCatalog::endpoints`](crate::validate::ModelCatalog::endpoints).
+///
+/// ```
+/// use tower_maas::{EndpointResolver, EndpointRoute};
+///
+/// struct One;
+///
+/// impl EndpointResolver for One {
+///     fn resolve(&self, name: &str) -> Option<EndpointRoute> {
+///         (name == "team-a-chat").then(|| EndpointRoute::new(name, "DeepSeek-V3", 0))
+///     }
+/// }
+///
+/// assert_eq!(One.resolve("team-a-chat").unwrap().model(), "DeepSeek-V3");
+/// assert!(One.resolve("DeepSeek-V3").is_none());
+/// ```
+pub trait EndpointResolver: Send + Sync + 'static {
+    /// The endpoint called `name`, if there is one.
+    fn resolve(&self, name: &str) -> Option<EndpointRoute>;
+}
+
+impl<R: EndpointResolver + ?Sized> EndpointResolver for Arc<R> {
+    fn resolve(&self, name: &str) -> Option<EndpointRoute> {
+        (**self).resolve(name)
+    }
+}
+
 /// The top-level `"model"` of a JSON object body when it is a non-empty string; `None` for
 /// anything else (not JSON, not an object, no model, a model that is not a string or is empty).
 ///

@@ -412,6 +412,15 @@ impl tower_maas::limit::RateStore for RoundTripStore {
     ) {
         self.0.adjust(key, tokens, reserved, used, now);
     }
+
+    fn release(
+        &self,
+        key: tower_maas::limit::LimitKey,
+        requests: tower_maas::limit::Rate,
+        now: u64,
+    ) {
+        self.0.release(key, requests, now);
+    }
 }
 
 /// A request as BearerAuth leaves it: the key's principal in the extensions.

@@ -59,5 +59,5 @@ pub use self::ip::{
 pub use self::store::{
     Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Snapshot,
 };
-pub use self::token::{Burst, ResponseFuture, TokenRateLimit, TokenRateLimitLayer};
+pub use self::token::{Burst, LimitScope, ResponseFuture, TokenRateLimit, TokenRateLimitLayer};
 pub use self::usage::UsageBody;

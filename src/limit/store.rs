@@ -125,6 +125,10 @@ pub trait RateStore: Send + Sync + 'static {
     /// Corrects a reservation by what was used: `used > reserved` charges the difference,
     /// `used < reserved` refunds it (never above the limit).
     fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos);
+
+    /// Gives an admitted request's slot back: a limiter further in refused the request, so it
+    /// never reached the model (its tokens go back through [`adjust`](RateStore::adjust)).
+    fn release(&self, key: LimitKey, requests: Rate, now: Nanos);
 }
 
 /// Keys below this are kept in a flat array indexed by the key: no hashing, no lock.
@@ -295,6 +299,12 @@ impl RateStore for MemoryStore {
         Acquired::Now(self.with_cell(ask.key, ask.now, |cell| {
             decide(&cell.requests, &cell.tokens, &ask)
         }))
+    }
+
+    fn release(&self, key: LimitKey, requests: Rate, now: Nanos) {
+        self.with_cell(key, now, |cell| {
+            gcra::refund(&cell.requests, requests, 1, now)
+        });
     }
 
     fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos) {

@@ -46,8 +46,24 @@ impl Burst {
     }
 }
 
+/// Whose limits a [`TokenRateLimit`] applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitScope {
+    /// The API key's RPM, TPM and quota, from the request's
+    /// [`Principal`](crate::auth::Principal).
+    #[default]
+    Key,
+    /// A custom endpoint's own RPM and TPM, from the request's
+    /// [`EndpointRoute`](crate::EndpointRoute): stack this limiter inside the key's one, so a
+    /// request through an endpoint passes both (see [`endpoint`](crate::endpoint)). It charges
+    /// no quota; the key's limiter does.
+    Endpoint,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Config {
+    scope: LimitScope,
     burst: Burst,
     default_max_tokens: u64,
     default_reservation: u64,
@@ -86,6 +102,7 @@ impl<St: RateStore, C: Clock> TokenRateLimitLayer<St, C> {
                 store,
                 clock,
                 config: Config {
+                    scope: LimitScope::Key,
                     burst: Burst::PerMinuteOver(30),
                     default_max_tokens: 1024,
                     default_reservation: 1024,
@@ -99,6 +116,21 @@ impl<St: RateStore, C: Clock> TokenRateLimitLayer<St, C> {
         let shared = Arc::get_mut(&mut self.shared).expect("configure before cloning the layer");
         change(&mut shared.config);
         self
+    }
+
+    /// Whose limits to apply (default [`LimitScope::Key`]).
+    ///
+    /// ```
+    /// use tower_maas::limit::{LimitScope, TokenRateLimitLayer};
+    ///
+    /// // Endpoint limits inside the key's: `ServiceBuilder` order, outer first.
+    /// let stack = tower::ServiceBuilder::new()
+    ///     .layer(TokenRateLimitLayer::new())
+    ///     .layer(TokenRateLimitLayer::new().scope(LimitScope::Endpoint));
+    /// # let _ = stack;
+    /// ```
+    pub fn scope(self, scope: LimitScope) -> Self {
+        self.config(|c| c.scope = scope)
     }
 
     /// How many requests of the RPM may come at once (default: `rpm / 30`).
@@ -190,6 +222,7 @@ struct Admitted {
 struct Settlement<St, C> {
     shared: Arc<Shared<St, C>>,
     key: LimitKey,
+    requests: Option<Rate>,
     tokens: Option<Rate>,
     reserved: u64,
     quota: Option<Arc<Quota>>,
@@ -209,6 +242,14 @@ impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
             }
         };
         let charged = match outcome {
+            Settled::Withdrawn => {
+                adjust(0);
+                if let Some(rate) = self.requests {
+                    let now = self.shared.clock.now();
+                    self.shared.store.release(self.key, rate, now);
+                }
+                return;
+            }
             Settled::Completed(Some(used)) => {
                 adjust(used);
                 used
@@ -276,21 +317,39 @@ struct Ask {
 
 impl<S, St: RateStore, C: Clock> TokenRateLimit<S, St, C> {
     fn ask<B>(&self, req: &Request<B>) -> Option<Ask> {
-        let principal = req.extensions().get::<Principal>()?;
         let config = &self.shared.config;
-        let (rpm, tpm) = (principal.rpm(), principal.tpm());
-        let quota = principal
-            .quota()
-            .limit()
-            .is_some()
-            .then(|| Arc::clone(principal.quota()));
+        let (key, rpm, tpm, quota) = match config.scope {
+            LimitScope::Key => {
+                let principal = req.extensions().get::<Principal>()?;
+                let quota = principal
+                    .quota()
+                    .limit()
+                    .is_some()
+                    .then(|| Arc::clone(principal.quota()));
+                (
+                    principal.key_id().0,
+                    principal.rpm(),
+                    principal.tpm(),
+                    quota,
+                )
+            }
+            LimitScope::Endpoint => {
+                let route = req.extensions().get::<crate::EndpointRoute>()?;
+                (
+                    route.limit_key(),
+                    route.rpm_limit(),
+                    route.tpm_limit(),
+                    None,
+                )
+            }
+        };
         if rpm.is_none() && tpm.is_none() && quota.is_none() {
             return None;
         }
         let reserve = reservation(req, config);
         Some(Ask {
             acquire: Acquire {
-                key: LimitKey(principal.key_id().0),
+                key: LimitKey(key),
                 requests: rpm.map(|n| Rate::per_minute(n, config.burst.of(n))),
                 tokens: tpm.map(|n| Rate::per_minute(n, n)),
                 reserve,
@@ -353,15 +412,16 @@ fn settle_outcome<St: RateStore, C: Clock>(
     let config = shared.config;
     match outcome {
         Outcome::Admitted(snapshot) => {
-            let settle = (ask.acquire.tokens.is_some() || ask.quota.is_some()).then(|| {
-                Arc::new(Settlement {
-                    shared: Arc::clone(shared),
-                    key: ask.acquire.key,
-                    tokens: ask.acquire.tokens,
-                    reserved: ask.acquire.reserve,
-                    quota: ask.quota,
-                }) as Arc<dyn Settle>
-            });
+            // Every admitted request can be withdrawn by a limiter further in, so even an
+            // RPM-only key keeps a way back to its slot.
+            let settle = Some(Arc::new(Settlement {
+                shared: Arc::clone(shared),
+                key: ask.acquire.key,
+                requests: ask.acquire.requests,
+                tokens: ask.acquire.tokens,
+                reserved: ask.acquire.reserve,
+                quota: ask.quota,
+            }) as Arc<dyn Settle>);
             Decided::Admitted(Admitted {
                 limits: ask.limits,
                 snapshot,
@@ -507,6 +567,19 @@ fn finish<B>(
     let Some(admitted) = admitted else {
         return response.map(|b| MaasBody::new(UsageBody::plain(b)));
     };
+    if let Some(
+        MaasError::RpmExceeded { .. }
+        | MaasError::TpmExceeded { .. }
+        | MaasError::TokensOverLimit { .. },
+    ) = response.extensions().get::<MaasError>()
+    {
+        // A limiter further in (an endpoint's) refused: this one's slot and tokens go back,
+        // and its refusal keeps the headers that explain it.
+        if let Some(settle) = admitted.settle {
+            settle.settle(Settled::Withdrawn);
+        }
+        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+    }
     if admitted.headers {
         headers::write(response.headers_mut(), admitted.limits, &admitted.snapshot);
     }

@@ -49,6 +49,9 @@ pub(crate) enum Settled {
     Completed(Option<u64>),
     /// The body failed or was dropped before its end; the last usage seen, if any.
     Broken(Option<u64>),
+    /// A limiter further in refused the request: it never reached the model, so the request
+    /// slot and the tokens go back and the quota pays nothing.
+    Withdrawn,
 }
 
 /// Receives the outcome once.

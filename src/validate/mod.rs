@@ -73,6 +73,7 @@ use self::schema::{Input, Loc, PyError, format_errors, validate_body};
 use crate::body::{BoxError, BufferError, DEFAULT_BODY_LIMIT, MaasBody};
 use crate::buffered::{Decide, Refusal, Step};
 use crate::error::MaasError;
+use crate::model::EndpointRoute;
 
 /// Who answers for the model: the MaaS gateway (81001/81009) or the vLLM backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -304,9 +305,12 @@ impl Decide for Check {
                 let status = error.status();
                 Err((error, status))
             }
-            Ok((bytes, parsed)) => {
+            Ok((bytes, (parsed, route))) => {
                 if let Some(model) = parsed.requested_model() {
                     parts.extensions.insert(model.clone());
+                }
+                if let Some(route) = route {
+                    parts.extensions.insert(route);
                 }
                 parts.extensions.insert(Arc::new(parsed));
                 Ok(bytes)
@@ -349,7 +353,7 @@ fn check(
     route: &Route,
     headers: &HeaderMap,
     bytes: &[u8],
-) -> Result<ParsedRequest, MaasError> {
+) -> Result<(ParsedRequest, Option<EndpointRoute>), MaasError> {
     let body_loc = || vec![Loc::Key("body")];
     let invalid = |errors: &[PyError<'_>]| MaasError::Validation {
         message: format_errors(errors),
@@ -395,12 +399,14 @@ fn check(
         Json::Dict(dict) => dict.get("model").and_then(Json::as_str),
         _ => None,
     };
+    let found = match (model, &config.catalog) {
+        (Some(model), Some(catalog)) => Some(catalog.find(model)),
+        _ => None,
+    };
     if config.dialect == ValidationDialect::Gateway {
-        match (model, &config.catalog) {
+        match (model, &found) {
             (Some(""), _) => return Err(MaasError::InvalidRequestBody),
-            (Some(model), Some(catalog)) if !catalog.contains(model) => {
-                return Err(MaasError::InvalidModel);
-            }
+            (Some(_), Some(None)) => return Err(MaasError::InvalidModel),
             _ => {}
         }
     }
@@ -409,23 +415,21 @@ fn check(
     if !errors.is_empty() {
         return Err(invalid(&errors));
     }
-    let context_length = match (model, &config.catalog) {
-        (Some(model), Some(catalog)) => match catalog.context_length(model) {
-            Some(length) => Some(length),
-            None => {
-                return Err(MaasError::BackendModelNotFound {
-                    model: model.to_owned(),
-                });
-            }
-        },
-        _ => None,
+    let (context_length, route_to) = match (model, found) {
+        (Some(model), Some(None)) => {
+            return Err(MaasError::BackendModelNotFound {
+                model: model.to_owned(),
+            });
+        }
+        (_, Some(Some(found))) => (Some(found.context_length), found.route),
+        _ => (None, None),
     };
     let parsed = ParsedRequest::new(route.endpoint, json, &*config.counter);
     // `u64::MAX` in the catalog means the model's context is not checked.
     if let Some(max) = context_length.filter(|&max| max != u64::MAX) {
         check_context(&parsed, max)?;
     }
-    Ok(parsed)
+    Ok((parsed, route_to))
 }
 
 /// vLLM's `_validate_input`: prompt plus `max_tokens` within the model's context.

@@ -1,0 +1,92 @@
+//! [`FileRegistry`]: endpoints that survive a restart, in one JSON file replaced atomically.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::ledger::Ledger;
+use super::registry::{Core, registry_over_core};
+
+/// A registry kept in one JSON file, so endpoints and the names of deleted ones survive a
+/// restart of the gateway.
+///
+/// Each change writes the whole ledger to a temporary file beside it, `fsync`s it, renames it
+/// over the old one and `fsync`s the directory: after a crash the file holds the ledger before
+/// or after the change, never a torn one. A change that cannot be written is not made, and the
+/// API answers 500. Lookups read memory only.
+///
+/// Why a file and not an embedded database: the ledger is small (an account has ten endpoints
+/// by default) and changes only through the management API, so rewriting it whole costs
+/// microseconds plus one `fsync`, needs no dependency, and leaves a file an operator can read
+/// and back up. One process owns the file: several gateway replicas need a shared store.
+///
+/// ```no_run
+/// use tower_maas::endpoint::FileRegistry;
+///
+/// let registry = FileRegistry::open("/var/lib/maas-gateway/endpoints.json")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct FileRegistry {
+    core: Core,
+    path: PathBuf,
+}
+
+impl FileRegistry {
+    /// The registry stored at `path`: empty when the file does not exist yet (it is created on
+    /// the first change), an `InvalidData` error when it is not a ledger this crate wrote.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let ledger = match fs::read(&path) {
+            Ok(bytes) => Ledger::from_json(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ledger::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            core: Core::new(ledger),
+            path,
+        })
+    }
+
+    /// Where the ledger is kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn persist(&self, ledger: &Ledger) -> io::Result<()> {
+        let mut temporary = self.path.clone().into_os_string();
+        temporary.push(".tmp");
+        let temporary = PathBuf::from(temporary);
+        let mut file = File::create(&temporary)?;
+        file.write_all(&ledger.to_json())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temporary, &self.path)?;
+        // The rename itself must reach the disk before the change is acknowledged.
+        #[cfg(unix)]
+        if let Some(dir) = self.path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for FileRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileRegistry")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+registry_over_core!(FileRegistry, |this, ledger| this.persist(ledger));
