@@ -141,6 +141,16 @@ async fn create_get_list_update_delete_answer_whole_bodies() {
         )
     );
     assert!(created["created_at"].as_u64().unwrap() > 1_700_000_000_000);
+    // Byte for byte, keys in the documented order.
+    assert_eq!(
+        reply.text(),
+        format!(
+            r#"{{"id":"{}","endpoint_name":"team-a","status":"running","remark":"Team A (beta), 50%","rpm":60,"tpm":null,"infer_service_id":"svc-deepseek","served_model_name":"DeepSeek-V3","created_at":{},"updated_at":{}}}"#,
+            created["id"].as_str().unwrap(),
+            created["created_at"],
+            created["updated_at"]
+        )
+    );
     let id = created["id"].as_str().unwrap().to_owned();
 
     let got = call(addr, "GET", &format!("{BASE}/{id}"), Some(TOKEN), "").await;
@@ -156,6 +166,17 @@ async fn create_get_list_update_delete_answer_whole_bodies() {
     );
     let list = call(addr, "GET", BASE, Some(TOKEN), "").await;
     assert_eq!(list.status, StatusCode::OK);
+    assert!(
+        list.text()
+            .starts_with(r#"{"total":2,"count":"2","items":[{"id":"#),
+        "{}",
+        list.text()
+    );
+    assert!(
+        list.text().ends_with(r#"}],"quantity_limit":3}"#),
+        "{}",
+        list.text()
+    );
     assert_eq!(
         json_of(&list),
         json!({"total": 2, "count": "2", "items": [created, second], "quantity_limit": 3})

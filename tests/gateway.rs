@@ -513,3 +513,99 @@ async fn sigterm_lets_requests_in_flight_finish() {
     assert!(status.success(), "{status}");
     std::fs::remove_file(&config).unwrap();
 }
+
+/// Custom endpoints through the gateway: created with the management token, called by name,
+/// forwarded under the upstream's model name, limited by the endpoint's own RPM.
+#[tokio::test]
+async fn a_custom_endpoint_is_managed_and_called_through_the_gateway() {
+    let (up, seen) = upstream().await;
+    let config: app::Config = toml::from_str(&format!(
+        r#"
+        trust_request_id = true
+        [[keys]]
+        key = "{KEY}"
+        [[models]]
+        name = "up"
+        context_length = 4096
+        upstream = "http://{up}"
+        upstream_model = "Qwen/Qwen2.5-7B-Instruct"
+        service_id = "svc-up"
+        [[models]]
+        name = "private"
+        context_length = 4096
+        access = "token"
+        [management]
+        [[management.accounts]]
+        name = "acme"
+        token = "mgmt-test-token"
+        projects = ["p1"]
+        "#
+    ))
+    .unwrap();
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let manage = |method: &str, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri("/v1/p1/maas/services/custom-endpoint/endpoint")
+            .header("x-auth-token", "mgmt-test-token")
+            .body(full(body.to_owned()))
+            .unwrap()
+    };
+    // The API key is no management token.
+    let refused = send(
+        gw,
+        Request::get("/v1/p1/maas/services/custom-endpoint/endpoint")
+            .header("x-auth-token", KEY)
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    refused.assert_json(
+        401,
+        r#"{"error_code":"ModelArts.8503","error_msg":"No permission to create modelarts custom endpoints"}"#,
+    );
+    send(gw, manage("POST", r#"{"endpoint_name":"mine","infer_service_id":"private"}"#))
+        .await
+        .assert_json(
+            400,
+            r#"{"error_code":"ModelArts.6613","error_msg":"Operation failed. The online service status needs to have the 'Mount to MAAS Gateway' switch turned on or the authentication method set to 'No Authentication' in order to create a custom custom endpoint."}"#,
+        );
+    let created = send(
+        gw,
+        manage(
+            "POST",
+            r#"{"endpoint_name":"team-up","infer_service_id":"svc-up","rpm":1}"#,
+        ),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+
+    let reply = send(gw, chat("team-up", "hello")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (_, body) = seen.lock().unwrap().clone().unwrap();
+    let forwarded: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(forwarded["model"], "Qwen/Qwen2.5-7B-Instruct");
+    send(gw, chat("team-up", "hello")).await.assert_json(
+        429,
+        r#"{"error":{"code":"ModelArts.81101","message":"Too many requests, exceeded rate limit is 1 times per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81101","error_msg":"Too many requests, exceeded rate limit is 1 times per minute."}"#,
+    );
+    // The model itself is not limited by its endpoint.
+    assert_eq!(send(gw, chat("up", "hello")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_configuration_file_without_the_section_has_no_management_api() {
+    let config: app::Config = toml::from_str("").unwrap();
+    assert!(config.management.is_none());
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let reply = send(
+        gw,
+        Request::get("/v1/demo-project/maas/services/custom-endpoint/endpoint")
+            .header("x-auth-token", app::DEMO_MANAGEMENT_TOKEN)
+            .header("x-request-id", FIXED_ID)
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 404);
+}

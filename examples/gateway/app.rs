@@ -15,12 +15,18 @@ use serde_json::json;
 use tower_maas::auth::{
     BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy, KeyState, Principal,
 };
-use tower_maas::limit::{IpRateLimitLayer, TokenRateLimitLayer, TrustedProxies};
+use tower_maas::endpoint::{
+    Account, ENDPOINT_ROUTE, ENDPOINTS_ROUTE, EndpointRegistry, FileRegistry, InMemoryRegistry,
+    ManagementAccess, ManagementApi, ServiceAccess, ServiceDirectory,
+};
+use tower_maas::limit::{IpRateLimitLayer, LimitScope, TokenRateLimitLayer, TrustedProxies};
 use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, Window};
 use tower_maas::validate::{
     ModelCatalog, ParsedRequest, RequestSchemaValidatorLayer, ValidationDialect,
 };
-use tower_maas::{Dialect, ErrorEnvelopeLayer, MaasError, RequestId, ThrottleWindow};
+use tower_maas::{
+    Dialect, EndpointRoute, ErrorEnvelopeLayer, MaasError, RequestId, ThrottleWindow,
+};
 
 use crate::mock::{self, MOCK_MODEL, StreamStyle};
 use crate::proxy::{self, Upstream, UpstreamClient};
@@ -29,6 +35,9 @@ use crate::proxy::{self, Upstream, UpstreamClient};
 pub(crate) const DEMO_KEY: &str = "sk-maas-demo-0000000000000000";
 pub(crate) const SLOW_KEY: &str = "sk-maas-slow-0000000000000000";
 pub(crate) const FROZEN_KEY: &str = "sk-maas-frozen-00000000000000";
+/// The management token of the zero-config start, for the demo project.
+pub(crate) const DEMO_MANAGEMENT_TOKEN: &str = "mgmt-maas-demo-000000000000";
+pub(crate) const DEMO_PROJECT: &str = "demo-project";
 
 /// The whole configuration; every field has a default, so an empty file is the demo gateway.
 #[derive(Debug, Deserialize)]
@@ -46,6 +55,29 @@ pub(crate) struct Config {
     pub(crate) keys: Vec<KeyConfig>,
     pub(crate) models: Vec<ModelConfig>,
     pub(crate) risk: RiskConfig,
+    /// Only the zero-config start has the demo account: a file without the section has no
+    /// management API, so no well-known token is ever left enabled by accident.
+    #[serde(default)]
+    pub(crate) management: Option<ManagementConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ManagementConfig {
+    /// Where the durable registry lives; in memory when left out.
+    pub(crate) registry_file: Option<String>,
+    #[serde(default)]
+    pub(crate) accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccountConfig {
+    pub(crate) name: String,
+    pub(crate) token: Option<String>,
+    pub(crate) token_digest: Option<String>,
+    pub(crate) projects: Option<Vec<String>>,
+    pub(crate) endpoint_quota: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +118,16 @@ pub(crate) struct ModelConfig {
     pub(crate) upstream_model: Option<String>,
     #[serde(default)]
     pub(crate) http2: bool,
+    /// The online-service id custom endpoints name (the model's name when left out).
+    pub(crate) service_id: Option<String>,
+    /// How the service is reached: "maas" (mounted to the gateway), "none" (no
+    /// authentication) or "token" (its own; no endpoint may point at it).
+    #[serde(default = "maas")]
+    pub(crate) access: String,
+}
+
+fn maas() -> String {
+    "maas".to_owned()
 }
 
 fn builtin() -> String {
@@ -144,6 +186,8 @@ impl Default for Config {
                 upstream: builtin(),
                 upstream_model: None,
                 http2: false,
+                service_id: None,
+                access: maas(),
             }],
             risk: RiskConfig {
                 terms: vec!["forbidden demo phrase".to_owned()],
@@ -151,6 +195,15 @@ impl Default for Config {
                 ignore_separators: true,
                 check_streams: false,
             },
+            management: Some(ManagementConfig {
+                registry_file: None,
+                accounts: vec![AccountConfig {
+                    name: "demo".to_owned(),
+                    token: Some(DEMO_MANAGEMENT_TOKEN.to_owned()),
+                    projects: Some(vec![DEMO_PROJECT.to_owned()]),
+                    ..AccountConfig::default()
+                }],
+            }),
         }
     }
 }
@@ -226,8 +279,24 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
 
     let mut catalog = ModelCatalog::new();
     let mut upstreams = HashMap::new();
-    for model in &config.models {
+    let mut services = ServiceDirectory::new();
+    for (i, model) in config.models.iter().enumerate() {
         catalog = catalog.model(model.name.as_str(), model.context_length);
+        let access = match model.access.as_str() {
+            "maas" => ServiceAccess::MaasGateway,
+            "none" => ServiceAccess::NoAuth,
+            "token" => ServiceAccess::Token,
+            other => {
+                return Err(format!(
+                    "models[{i}].access: expected maas, none or token, got {other:?}"
+                ));
+            }
+        };
+        services = services.service(
+            model.service_id.as_deref().unwrap_or(&model.name),
+            model.name.as_str(),
+            access,
+        );
         if model.upstream != "builtin" {
             upstreams.insert(
                 model.name.clone(),
@@ -273,6 +342,14 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         style,
         tasks: Arc::default(),
     };
+    let management = config
+        .management
+        .as_ref()
+        .map(|m| management(m, services))
+        .transpose()?;
+    if let Some(api) = &management {
+        catalog = catalog.endpoints(Arc::clone(api.registry()));
+    }
     let api = Router::new()
         .route("/v1/chat/completions", post(infer))
         .route("/v1/completions", post(infer))
@@ -283,6 +360,8 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         .with_state(models)
         .route_layer(axum::middleware::from_fn(tag))
         .route_layer(ContentRiskFilterLayer::new(risk).streaming(window))
+        // A custom endpoint's own limits, inside the key's.
+        .route_layer(TokenRateLimitLayer::new().scope(LimitScope::Endpoint))
         .route_layer(TokenRateLimitLayer::new())
         .route_layer(
             RequestSchemaValidatorLayer::new()
@@ -294,6 +373,13 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(api);
+    if let Some(api) = management {
+        // Authorised by management tokens, not API keys: outside BearerAuth.
+        app = app
+            .route_service(ENDPOINTS_ROUTE, api.clone())
+            .route_service(&format!("{ENDPOINTS_ROUTE}/"), api.clone())
+            .route_service(ENDPOINT_ROUTE, api);
+    }
     if let Some(ip) = &config.ip_limit {
         let window = match ip.window.as_str() {
             "second" => ThrottleWindow::Second,
@@ -320,6 +406,45 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
             .dialect(dialect)
             .trust_incoming_request_id(config.trust_request_id),
     ))
+}
+
+/// The custom-endpoint management API: its registry (a file when configured), the accounts
+/// and their tokens, the services endpoints may point at.
+fn management(
+    config: &ManagementConfig,
+    services: ServiceDirectory,
+) -> Result<ManagementApi<Arc<dyn EndpointRegistry>>, String> {
+    let registry: Arc<dyn EndpointRegistry> = match &config.registry_file {
+        Some(path) => Arc::new(
+            FileRegistry::open(path).map_err(|e| format!("management.registry_file: {e}"))?,
+        ),
+        None => Arc::new(InMemoryRegistry::new()),
+    };
+    let mut access = ManagementAccess::new();
+    for (i, account) in config.accounts.iter().enumerate() {
+        let mut grant = Account::new(account.name.as_str());
+        for project in account.projects.iter().flatten() {
+            grant = grant.project(project.as_str());
+        }
+        if let Some(quota) = account.endpoint_quota {
+            grant = grant.endpoint_quota(quota);
+        }
+        access = match (&account.token, &account.token_digest) {
+            (Some(token), None) => access.token(token, grant),
+            (None, Some(digest)) => access.token_digest(
+                digest
+                    .parse::<KeyDigest>()
+                    .map_err(|e| format!("management.accounts[{i}].token_digest: {e}"))?,
+                grant,
+            ),
+            _ => {
+                return Err(format!(
+                    "management.accounts[{i}]: give exactly one of token or token_digest"
+                ));
+            }
+        };
+    }
+    Ok(ManagementApi::new(registry, access, services))
 }
 
 async fn list_models(State(models): State<Models>) -> Response {
@@ -439,9 +564,16 @@ async fn infer(State(models): State<Models>, request: axum::extract::Request) ->
             .to_response(Dialect::Dual, &id)
             .into_response();
     };
-    match parsed.model().and_then(|m| models.upstreams.get(m)) {
+    // A custom endpoint's name stands for its model.
+    let route = parts.extensions.get::<EndpointRoute>().cloned();
+    let model = route.as_ref().map(EndpointRoute::model).or(parsed.model());
+    match model.and_then(|m| models.upstreams.get(m)) {
         None => mock::answer(id, &parsed, models.style),
         Some(upstream) => {
+            let rename = upstream
+                .model
+                .as_deref()
+                .or(route.as_ref().map(EndpointRoute::model));
             let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
                 Ok(body) => body,
                 Err(_) => {
@@ -455,7 +587,7 @@ async fn infer(State(models): State<Models>, request: axum::extract::Request) ->
             } else {
                 &models.client
             };
-            proxy::forward(client, upstream, models.timeout, id, parts, body).await
+            proxy::forward(client, upstream, rename, models.timeout, id, parts, body).await
         }
     }
 }

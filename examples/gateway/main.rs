@@ -20,7 +20,7 @@ mod proxy;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 
-use app::{Config, DEMO_KEY, FROZEN_KEY, SLOW_KEY};
+use app::{Config, DEMO_KEY, DEMO_MANAGEMENT_TOKEN, DEMO_PROJECT, FROZEN_KEY, SLOW_KEY};
 use mock::MOCK_MODEL;
 
 #[tokio::main]
@@ -75,6 +75,15 @@ async fn main() {
              -H 'Content-Type: application/json' \
              -d '{{\"model\":\"{MOCK_MODEL}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
         );
+        println!(
+            "management token (custom endpoints, project {DEMO_PROJECT}): {DEMO_MANAGEMENT_TOKEN}"
+        );
+        println!(
+            "  create one: curl -s http://{listen}/v1/{DEMO_PROJECT}/maas/services/custom-endpoint/endpoint \
+             -H 'X-Auth-Token: {DEMO_MANAGEMENT_TOKEN}' -H 'Content-Type: application/json' \
+             -d '{{\"endpoint_name\":\"my-endpoint\",\"infer_service_id\":\"{MOCK_MODEL}\",\"rpm\":10}}'"
+        );
+        println!("  then call it with \"model\":\"my-endpoint\"");
     }
     // Responses that cross the layers may leave in more than one write; without TCP_NODELAY
     // Nagle's algorithm holds the later ones back until the client acknowledges the first.

@@ -52,19 +52,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("keep-alive");
 }
 
-/// Forwards the validated request; the answer, streamed or not, comes back unchanged. An
+/// Forwards the validated request, its `model` renamed to `rename` when given; the answer, streamed or not, comes back unchanged. An
 /// upstream that does not answer in time is 504 APIG.0203; one that cannot be reached is 502
 /// APIG.0201 `Backend unavailable.`.
 pub(crate) async fn forward(
     client: &UpstreamClient,
     upstream: &Upstream,
+    rename: Option<&str>,
     timeout: Duration,
     id: RequestId,
     mut parts: http::request::Parts,
     body: Bytes,
 ) -> Response {
     let refuse = |error: MaasError| error.to_response(Dialect::Dual, &id).into_response();
-    let body = match &upstream.model {
+    let body = match rename {
         Some(model) => rename_model(&body, model).unwrap_or(body),
         None => body,
     };

@@ -12,11 +12,14 @@ use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use tower_service::Service;
 
 use super::access::{ManagementAccess, ServiceDirectory};
-use super::record::{EndpointChange, LimitChange, NewEndpoint, Owner};
+use super::record::{
+    CustomEndpoint, EndpointChange, EndpointView, LimitChange, NewEndpoint, Owner,
+};
 use super::registry::EndpointRegistry;
 use super::rules::{is_valid_name, passes_security_check};
 use crate::body::BoxError;
@@ -229,13 +232,13 @@ impl<R: EndpointRegistry> Shared<R> {
         match op {
             Op::List => {
                 let (items, total) = registry.list(owner);
-                Ok(json(&serde_json::json!({
-                    "total": total,
+                Ok(json(&Listing {
+                    total,
                     // MaaS documents `count` as a string.
-                    "count": items.len().to_string(),
-                    "items": items.iter().map(|e| e.view()).collect::<Vec<_>>(),
-                    "quantity_limit": owner.quota,
-                })))
+                    count: items.len().to_string(),
+                    items: items.iter().map(CustomEndpoint::view).collect(),
+                    quantity_limit: owner.quota,
+                }))
             }
             Op::Get(id) => Ok(json(
                 &registry.get(owner, &id).map_err(|e| e.to_maas())?.view(),
@@ -382,7 +385,16 @@ impl Fields {
     }
 }
 
-fn json(value: &Value) -> Response<Full<Bytes>> {
+/// The list's body, keys in MaaS's documented order.
+#[derive(Serialize)]
+struct Listing<'a> {
+    total: usize,
+    count: String,
+    items: Vec<EndpointView<'a>>,
+    quantity_limit: usize,
+}
+
+fn json(value: &impl Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response

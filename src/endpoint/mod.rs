@@ -95,7 +95,7 @@ pub use self::api::{
 };
 pub use self::file::FileRegistry;
 pub use self::record::{
-    CustomEndpoint, EndpointChange, EndpointError, LimitChange, NewEndpoint, Owner,
+    CustomEndpoint, EndpointChange, EndpointError, EndpointView, LimitChange, NewEndpoint, Owner,
 };
 pub use self::registry::{EndpointRegistry, InMemoryRegistry};
 pub use self::rules::{REFUSED_CHARACTERS, is_valid_name, passes_security_check};

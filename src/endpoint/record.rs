@@ -43,23 +43,23 @@ pub struct CustomEndpoint {
 }
 
 impl CustomEndpoint {
-    /// The endpoint as the management API shows it: `id`, `endpoint_name`, `status`
-    /// (always `"running"`), `remark`, `rpm`, `tpm` (`null` when unset), `infer_service_id`,
-    /// `served_model_name`, `created_at`, `updated_at`. The account, project and limiter key
-    /// stay inside.
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "endpoint_name": self.endpoint_name,
-            "status": "running",
-            "remark": self.remark,
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "infer_service_id": self.infer_service_id,
-            "served_model_name": self.served_model_name,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        })
+    /// The endpoint as the management API shows it, keys in this order: `id`,
+    /// `endpoint_name`, `status` (always `"running"`), `remark`, `rpm`, `tpm` (`null` when
+    /// unset), `infer_service_id`, `served_model_name`, `created_at`, `updated_at`. The account,
+    /// project and limiter key stay inside.
+    pub fn view(&self) -> EndpointView<'_> {
+        EndpointView {
+            id: &self.id,
+            endpoint_name: &self.endpoint_name,
+            status: "running",
+            remark: &self.remark,
+            rpm: self.rpm,
+            tpm: self.tpm,
+            infer_service_id: &self.infer_service_id,
+            served_model_name: &self.served_model_name,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
     }
 
     /// Where inference requests naming this endpoint go.
@@ -72,6 +72,21 @@ impl CustomEndpoint {
         .rpm(self.rpm)
         .tpm(self.tpm)
     }
+}
+
+/// What the management API shows of a [`CustomEndpoint`]: serialise it.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct EndpointView<'a> {
+    id: &'a str,
+    endpoint_name: &'a str,
+    status: &'static str,
+    remark: &'a str,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    infer_service_id: &'a str,
+    served_model_name: &'a str,
+    created_at: u64,
+    updated_at: u64,
 }
 
 /// Who asks: an account, in one of its projects, with its endpoint quota.
