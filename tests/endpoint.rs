@@ -685,8 +685,25 @@ async fn an_endpoint_is_callable_by_name_with_its_own_limits() {
     assert_eq!(json_of(&direct), json!({"served": null, "via": null}));
     assert_eq!(direct.header("x-ratelimit-remaining-requests"), Some("8"));
 
-    // Deleted, the name is no model any more.
+    // Its own TPM too: the limit edited to 20 tokens a minute and no RPM; each request
+    // reserves its prompt plus `max_tokens` 5.
     let id = created["id"].as_str().unwrap();
+    let edited = call(
+        addr,
+        "PUT",
+        &format!("{BASE}/{id}"),
+        Some(TOKEN),
+        r#"{"rpm":null,"tpm":20}"#,
+    )
+    .await;
+    assert_eq!(edited.status, StatusCode::OK, "{}", edited.text());
+    assert_eq!(send(addr, chat("team-a")).await.status, StatusCode::OK);
+    send(addr, chat("team-a")).await.assert_json(
+        429,
+        r#"{"error":{"code":"ModelArts.81103","message":"Too many requests. exceeded rate limit is 20 tokens per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81103","error_msg":"Too many requests. exceeded rate limit is 20 tokens per minute."}"#,
+    );
+
+    // Deleted, the name is no model any more.
     call(addr, "DELETE", &format!("{BASE}/{id}"), Some(TOKEN), "").await;
     assert_eq!(
         send(addr, chat("team-a")).await.status,
