@@ -41,6 +41,7 @@ fn ours(store: &MemoryStore, clock: &MonotonicClock, key: u64, rpm: Rate, tpm: R
         requests: Some(rpm),
         tokens: Some(tpm),
         reserve: 1,
+        quota: None,
         now: clock.now(),
     };
     matches!(store.acquire(ask), Acquired::Now(Outcome::Admitted(_)))
@@ -74,6 +75,7 @@ fn checks(c: &mut Criterion) {
                 requests: Some(high_rpm),
                 tokens: Some(high_tpm),
                 reserve: 1,
+                quota: None,
                 now: black_box(now),
             };
             black_box(matches!(

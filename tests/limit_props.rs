@@ -23,6 +23,7 @@ fn admit(
         tokens,
         reserve,
         now,
+        quota: None,
     };
     match store.acquire(ask) {
         Acquired::Now(outcome) => matches!(outcome, Outcome::Admitted(_)),

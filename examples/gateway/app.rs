@@ -19,7 +19,10 @@ use tower_maas::endpoint::{
     Account, ENDPOINT_ROUTE, ENDPOINTS_ROUTE, EndpointRegistry, FileRegistry, InMemoryRegistry,
     ManagementAccess, ManagementApi, ServiceAccess, ServiceDirectory,
 };
-use tower_maas::limit::{IpRateLimitLayer, LimitScope, TokenRateLimitLayer, TrustedProxies};
+use tower_maas::limit::{
+    Acquire, Acquired, IpRateLimitLayer, LimitKey, LimitScope, MemoryStore, MonotonicClock, Nanos,
+    Outcome, Rate, RateStore, TokenRateLimitLayer, TrustedProxies,
+};
 use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, Window};
 use tower_maas::validate::{
     ModelCatalog, ParsedRequest, RequestSchemaValidatorLayer, ValidationDialect,
@@ -59,6 +62,27 @@ pub(crate) struct Config {
     /// management API, so no well-known token is ever left enabled by accident.
     #[serde(default)]
     pub(crate) management: Option<ManagementConfig>,
+    /// Limits and quotas in Redis, shared by replicas (feature `redis`); in memory when left out.
+    pub(crate) redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct RedisConfig {
+    pub(crate) url: String,
+    #[serde(default = "redis_timeout")]
+    pub(crate) timeout_ms: u64,
+    #[serde(default = "closed")]
+    pub(crate) on_unavailable: String,
+}
+
+fn redis_timeout() -> u64 {
+    50
+}
+
+fn closed() -> String {
+    "closed".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +228,89 @@ impl Default for Config {
                     ..AccountConfig::default()
                 }],
             }),
+            redis: None,
+        }
+    }
+}
+
+/// Where the limiters keep their state: this process's memory, or Redis.
+enum Store {
+    Memory(MemoryStore),
+    #[cfg(feature = "redis")]
+    Redis(tower_maas::limit::RedisStore),
+}
+
+impl Store {
+    /// The store of one limiter; `namespace` keeps the key and endpoint limiters apart in Redis.
+    fn new(config: Option<&RedisConfig>, namespace: &str) -> Result<Self, String> {
+        let Some(redis) = config else {
+            return Ok(Self::Memory(MemoryStore::new()));
+        };
+        #[cfg(feature = "redis")]
+        {
+            use tower_maas::limit::{OnUnavailable, RedisStore};
+            let policy = match redis.on_unavailable.as_str() {
+                "closed" => OnUnavailable::FailClosed,
+                "open" => OnUnavailable::FailOpen,
+                other => {
+                    return Err(format!(
+                        "redis.on_unavailable: expected closed or open, got {other:?}"
+                    ));
+                }
+            };
+            RedisStore::builder(redis.url.as_str())
+                .namespace(namespace)
+                .timeout(Duration::from_millis(redis.timeout_ms))
+                .on_unavailable(policy)
+                .build()
+                .map(Self::Redis)
+                .map_err(|e| format!("redis.url: {e}"))
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = (redis, namespace);
+            Err("[redis] needs the `redis` feature: \
+                 cargo run --release --features redis --example gateway"
+                .to_owned())
+        }
+    }
+}
+
+impl RateStore for Store {
+    type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+    fn acquire(&self, ask: Acquire) -> Acquired<Self::Pending> {
+        match self {
+            Self::Memory(store) => match store.acquire(ask) {
+                Acquired::Now(outcome) => Acquired::Now(outcome),
+                Acquired::Later(pending) => Acquired::Later(Box::pin(pending)),
+            },
+            #[cfg(feature = "redis")]
+            Self::Redis(store) => store.acquire(ask),
+        }
+    }
+
+    fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos) {
+        match self {
+            Self::Memory(store) => store.adjust(key, tokens, reserved, used, now),
+            #[cfg(feature = "redis")]
+            Self::Redis(store) => store.adjust(key, tokens, reserved, used, now),
+        }
+    }
+
+    fn release(&self, key: LimitKey, requests: Rate, now: Nanos) {
+        match self {
+            Self::Memory(store) => store.release(key, requests, now),
+            #[cfg(feature = "redis")]
+            Self::Redis(store) => store.release(key, requests, now),
+        }
+    }
+
+    fn charge_quota(&self, key: LimitKey, tokens: u64) {
+        match self {
+            Self::Memory(store) => store.charge_quota(key, tokens),
+            #[cfg(feature = "redis")]
+            Self::Redis(store) => store.charge_quota(key, tokens),
         }
     }
 }
@@ -361,8 +468,17 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         .route_layer(axum::middleware::from_fn(tag))
         .route_layer(ContentRiskFilterLayer::new(risk).streaming(window))
         // A custom endpoint's own limits, inside the key's.
-        .route_layer(TokenRateLimitLayer::new().scope(LimitScope::Endpoint))
-        .route_layer(TokenRateLimitLayer::new())
+        .route_layer(
+            TokenRateLimitLayer::with(
+                Store::new(config.redis.as_ref(), "endpoints")?,
+                MonotonicClock::new(),
+            )
+            .scope(LimitScope::Endpoint),
+        )
+        .route_layer(TokenRateLimitLayer::with(
+            Store::new(config.redis.as_ref(), "keys")?,
+            MonotonicClock::new(),
+        ))
         .route_layer(
             RequestSchemaValidatorLayer::new()
                 .models(catalog)

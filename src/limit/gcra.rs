@@ -55,6 +55,16 @@ impl Rate {
     pub fn burst(&self) -> u64 {
         self.burst
     }
+
+    /// Nanoseconds between units (the emission interval).
+    pub fn per_unit(&self) -> Nanos {
+        self.per_unit
+    }
+
+    /// How far, in nanoseconds, the theoretical arrival time may run ahead of now.
+    pub fn capacity(&self) -> Nanos {
+        self.capacity
+    }
 }
 
 /// What a decision leaves: the new TAT when admitted, or how long until it would be.

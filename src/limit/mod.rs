@@ -45,6 +45,8 @@ mod clock;
 mod gcra;
 mod headers;
 mod ip;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 mod token;
 mod usage;
@@ -56,6 +58,9 @@ pub use self::ip::{
     TrustedProxies,
 };
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{OnUnavailable, RedisStore, RedisStoreBuilder};
 pub use self::store::{
     Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Snapshot,
 };

@@ -25,6 +25,10 @@ pub struct Acquire {
     pub tokens: Option<Rate>,
     /// Tokens to reserve.
     pub reserve: u64,
+    /// The key's token quota, when a store keeps quotas ([`RateStore::charge_quota`]): a key
+    /// that has used it all is refused ([`Outcome::QuotaExhausted`]). The in-memory store
+    /// leaves quotas to the key's [`Quota`](crate::auth::Quota).
+    pub quota: Option<u64>,
     /// The time of the request, read once.
     pub now: Nanos,
 }
@@ -98,6 +102,10 @@ pub enum Outcome {
     },
     /// The reservation is larger than the token bucket: it can never be admitted.
     Oversized,
+    /// The key's quota, kept by the store, is used up (81005).
+    QuotaExhausted,
+    /// The store could not decide (a server store that is down or slow, failing closed).
+    Unavailable,
 }
 
 /// A decision now, or one that needs a round trip.
@@ -129,6 +137,13 @@ pub trait RateStore: Send + Sync + 'static {
     /// Gives an admitted request's slot back: a limiter further in refused the request, so it
     /// never reached the model (its tokens go back through [`adjust`](RateStore::adjust)).
     fn release(&self, key: LimitKey, requests: Rate, now: Nanos);
+
+    /// Charges `tokens` to the key's quota, for stores that keep quotas shared between
+    /// gateway replicas (the in-memory store does not: the key's own
+    /// [`Quota`](crate::auth::Quota) is charged in any case).
+    fn charge_quota(&self, key: LimitKey, tokens: u64) {
+        let _ = (key, tokens);
+    }
 }
 
 /// Keys below this are kept in a flat array indexed by the key: no hashing, no lock.

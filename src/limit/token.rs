@@ -261,6 +261,7 @@ impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
         };
         if let Some(quota) = &self.quota {
             quota.charge(charged);
+            self.shared.store.charge_quota(self.key, charged);
         }
     }
 }
@@ -354,6 +355,7 @@ impl<S, St: RateStore, C: Clock> TokenRateLimit<S, St, C> {
                 tokens: tpm.map(|n| Rate::per_minute(n, n)),
                 reserve,
                 now: self.shared.clock.now(),
+                quota: quota.as_ref().and_then(|q| q.limit()),
             },
             limits: (rpm, tpm),
             quota,
@@ -451,6 +453,18 @@ fn settle_outcome<St: RateStore, C: Clock>(
                 .insert(RETRY_AFTER, headers::retry_after(wait));
             Decided::Refused(response)
         }
+        Outcome::QuotaExhausted => {
+            let error = MaasError::QuotaExhausted;
+            let status = error.status();
+            Decided::Refused(refuse(error, status, extensions))
+        }
+        // The store cannot decide and fails closed: the request is not served, and nothing of
+        // the cause is shown.
+        Outcome::Unavailable => Decided::Refused(refuse(
+            MaasError::Internal,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            extensions,
+        )),
         Outcome::Oversized => {
             let error = MaasError::TokensOverLimit {
                 tokens: ask.acquire.reserve,

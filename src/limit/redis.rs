@@ -1,0 +1,328 @@
+//! [`RedisStore`]: limits shared by every gateway replica, decided by one Lua script per
+//! request on Redis's clock.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Script};
+
+use super::clock::Nanos;
+use super::gcra::Rate;
+use super::store::{
+    Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Snapshot,
+};
+
+/// Decides requests, tokens and the quota of one key together. Times are microseconds since
+/// 2025-01-01 UTC as Lua doubles (exact to about 0.01 µs for centuries), from Redis's `TIME`,
+/// so replicas with skewed clocks still share one timeline. Nothing is written on a refusal.
+/// Returns `{outcome, now, wait, requests TAT, tokens TAT}`, times in nanoseconds: outcome 0
+/// admitted, 1 requests refused, 2 tokens refused, 3 quota used up.
+const ACQUIRE_LUA: &str = r"
+local t = redis.call('TIME')
+local now = (tonumber(t[1]) - 1735689600) * 1000000 + tonumber(t[2])
+local rpu, rcap = tonumber(ARGV[1]) / 1000, tonumber(ARGV[2]) / 1000
+local tpu, tcap = tonumber(ARGV[3]) / 1000, tonumber(ARGV[4]) / 1000
+local reserve, quota = tonumber(ARGV[5]), tonumber(ARGV[6])
+if quota >= 0 then
+  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if used >= quota then return {3, now * 1000, 0, 0, 0} end
+end
+local state = redis.call('HMGET', KEYS[1], 'r', 't')
+local r, tk = tonumber(state[1] or '0'), tonumber(state[2] or '0')
+local nr, nt = r, tk
+if rpu > 0 then
+  nr = math.max(r, now) + rpu
+  if nr - now > rcap then return {1, now * 1000, (nr - now - rcap) * 1000, r * 1000, tk * 1000} end
+end
+if tpu > 0 then
+  nt = math.max(tk, now) + tpu * reserve
+  if nt - now > tcap then return {2, now * 1000, (nt - now - tcap) * 1000, r * 1000, tk * 1000} end
+end
+redis.call('HSET', KEYS[1], 'r', string.format('%.4f', nr), 't', string.format('%.4f', nt))
+redis.call('PEXPIRE', KEYS[1], math.ceil((math.max(nr, nt) - now) / 1000) + 1000)
+return {0, now * 1000, 0, nr * 1000, nt * 1000}
+";
+
+/// Reconciles after the response: gives a request slot back (`ARGV[1]`, the requests'
+/// emission interval, 0 for none), charges or refunds `ARGV[3]` tokens (`ARGV[2]`, their
+/// interval; a refund never goes below now) and adds `ARGV[4]` to the quota's use.
+const SETTLE_LUA: &str = r"
+local t = redis.call('TIME')
+local now = (tonumber(t[1]) - 1735689600) * 1000000 + tonumber(t[2])
+local rpu, tpu = tonumber(ARGV[1]) / 1000, tonumber(ARGV[2]) / 1000
+local delta, spent = tonumber(ARGV[3]), tonumber(ARGV[4])
+if rpu > 0 or (tpu > 0 and delta ~= 0) then
+  local state = redis.call('HMGET', KEYS[1], 'r', 't')
+  local r, tk = tonumber(state[1] or '0'), tonumber(state[2] or '0')
+  if rpu > 0 and r > now then r = math.max(r - rpu, now) end
+  if tpu > 0 and delta > 0 then tk = math.max(tk, now) + tpu * delta end
+  if tpu > 0 and delta < 0 and tk > now then tk = math.max(tk + tpu * delta, now) end
+  local horizon = math.max(r, tk) - now
+  if horizon > 0 then
+    redis.call('HSET', KEYS[1], 'r', string.format('%.4f', r), 't', string.format('%.4f', tk))
+    redis.call('PEXPIRE', KEYS[1], math.ceil(horizon / 1000) + 1000)
+  else
+    redis.call('DEL', KEYS[1])
+  end
+end
+if spent > 0 then redis.call('INCRBY', KEYS[2], spent) end
+return 0
+";
+
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
+
+/// What a [`RedisStore`] does when Redis does not answer within its timeout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnUnavailable {
+    /// Refuse the request: 500 APIG.0201 `Internal server error.` (the cause is not shown).
+    /// No replica admits more than the limit, at the price of an outage while Redis is down.
+    #[default]
+    FailClosed,
+    /// Decide in this replica's memory: requests keep flowing, and while Redis is down each
+    /// replica applies the whole limit on its own (the limit times the replicas, at worst).
+    FailOpen,
+}
+
+/// A [`RateStore`] in Redis, exact across gateway replicas.
+///
+/// - **One round trip per decision**: one `EVALSHA` decides requests, tokens and the quota of
+///   a key atomically, on Redis's `TIME`, so replicas never race (no GET-then-SET) and never
+///   multiply the limit. A reservation too large for the bucket is refused without a trip.
+/// - **Reconciliation** (usage correction, a slot given back, the quota charged) runs in the
+///   background after the response, a second script; it is skipped when there is nothing to
+///   correct. While Redis is down it is lost, and the reservation stands.
+/// - **Keys**: `tm:{<namespace>:<key>}:rate` (a hash of two theoretical arrival times) and
+///   `tm:{<namespace>:<key>}:quota` (tokens used), hash-tagged so both live in one cluster
+///   slot. A rate key expires one second after its limits have fully recovered; a quota
+///   counter is a total and does not expire. The limiter key must mean the same key on every
+///   replica: give every replica the same key configuration (the in-memory key store numbers
+///   keys in the order they are inserted).
+/// - **Failures**: each call has a timeout (default 50 ms, reconnection included); past it the
+///   [`OnUnavailable`] policy decides. The connection is re-established in the background, so
+///   the store recovers when Redis is back, without a restart.
+///
+/// ```no_run
+/// # async fn run() -> redis::RedisResult<()> {
+/// use std::time::Duration;
+/// use tower_maas::limit::{MonotonicClock, OnUnavailable, RedisStore, TokenRateLimitLayer};
+///
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/")
+///     .timeout(Duration::from_millis(50))
+///     .on_unavailable(OnUnavailable::FailOpen)
+///     .build()?;
+/// let layer = TokenRateLimitLayer::with(store, MonotonicClock::new());
+/// # let _ = layer; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    namespace: String,
+    timeout: Duration,
+    policy: OnUnavailable,
+    fallback: MemoryStore,
+}
+
+/// Builds a [`RedisStore`]: see [`RedisStore::builder`].
+#[derive(Clone, Debug)]
+pub struct RedisStoreBuilder {
+    url: String,
+    namespace: String,
+    timeout: Duration,
+    policy: OnUnavailable,
+}
+
+impl RedisStore {
+    /// A store on the Redis server at `url` (`redis://host:port/db`), namespace `keys`,
+    /// timeout 50 ms, failing closed.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            namespace: "keys".to_owned(),
+            timeout: Duration::from_millis(50),
+            policy: OnUnavailable::FailClosed,
+        }
+    }
+
+    fn rate_key(&self, key: LimitKey) -> String {
+        format!("tm:{{{}:{}}}:rate", self.inner.namespace, key.0)
+    }
+
+    fn quota_key(&self, key: LimitKey) -> String {
+        format!("tm:{{{}:{}}}:quota", self.inner.namespace, key.0)
+    }
+
+    /// Runs the reconciliation script in the background, when a runtime is there to run it.
+    fn settle(&self, key: LimitKey, release: Nanos, tokens: Nanos, delta: i128, spent: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (rate, quota) = (self.rate_key(key), self.quota_key(key));
+        let mut conn = self.inner.conn.clone();
+        let timeout = self.inner.timeout;
+        let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
+        runtime.spawn(async move {
+            let mut call = SETTLE.prepare_invoke();
+            call.key(rate)
+                .key(quota)
+                .arg(release)
+                .arg(tokens)
+                .arg(delta)
+                .arg(spent);
+            let _ = tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn)).await;
+        });
+    }
+}
+
+impl RedisStoreBuilder {
+    /// Separates this store's keys from another's on the same server: the key limiter and an
+    /// endpoint limiter ([`LimitScope::Endpoint`](super::LimitScope::Endpoint)) need two.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How long a call may take, waiting for a reconnection included (default 50 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What to do when Redis does not answer in time (default [`OnUnavailable::FailClosed`]).
+    pub fn on_unavailable(mut self, policy: OnUnavailable) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The store. It connects on first use, so a gateway starts while Redis is down; only a
+    /// malformed URL is an error. Call it inside a Tokio runtime.
+    pub fn build(self) -> RedisResult<RedisStore> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conn,
+                namespace: self.namespace,
+                timeout: self.timeout,
+                policy: self.policy,
+                fallback: MemoryStore::new(),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("namespace", &self.inner.namespace)
+            .field("timeout", &self.inner.timeout)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome a script's answer stands for; `None` for an answer it never gives.
+fn outcome(answer: &[i64], ask: &Acquire) -> Option<Outcome> {
+    let &[code, now, wait, requests, tokens] = answer else {
+        return None;
+    };
+    let at = |t: i64| u64::try_from(t).unwrap_or(0);
+    let mut snapshot = Snapshot::at(at(now));
+    if let Some(rate) = ask.requests {
+        snapshot = snapshot.with_requests(rate, at(requests));
+    }
+    if let Some(rate) = ask.tokens {
+        snapshot = snapshot.with_tokens(rate, at(tokens));
+    }
+    let refused = |exceeded| Outcome::Refused {
+        exceeded,
+        wait: at(wait).max(1),
+        snapshot,
+    };
+    match code {
+        0 => Some(Outcome::Admitted(snapshot)),
+        1 => Some(refused(Exceeded::Requests)),
+        2 => Some(refused(Exceeded::Tokens)),
+        3 => Some(Outcome::QuotaExhausted),
+        _ => None,
+    }
+}
+
+fn interval(rate: Option<Rate>) -> (Nanos, Nanos) {
+    rate.map_or((0, 0), |r| (r.per_unit(), r.capacity()))
+}
+
+impl RateStore for RedisStore {
+    type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+    fn acquire(&self, ask: Acquire) -> Acquired<Self::Pending> {
+        if ask.tokens.is_some_and(|t| ask.reserve > t.burst()) {
+            return Acquired::Now(Outcome::Oversized);
+        }
+        let (rate, quota) = (self.rate_key(ask.key), self.quota_key(ask.key));
+        let inner = Arc::clone(&self.inner);
+        Acquired::Later(Box::pin(async move {
+            let (rpu, rcap) = interval(ask.requests);
+            let (tpu, tcap) = interval(ask.tokens);
+            let limit = ask
+                .quota
+                .map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX));
+            let mut call = ACQUIRE.prepare_invoke();
+            call.key(rate)
+                .key(quota)
+                .arg(rpu)
+                .arg(rcap)
+                .arg(tpu)
+                .arg(tcap)
+                .arg(ask.reserve)
+                .arg(limit);
+            let mut conn = inner.conn.clone();
+            let answer =
+                tokio::time::timeout(inner.timeout, call.invoke_async::<Vec<i64>>(&mut conn)).await;
+            match answer {
+                Ok(Ok(answer)) => outcome(&answer, &ask),
+                _ => None,
+            }
+            .unwrap_or_else(|| match inner.policy {
+                OnUnavailable::FailClosed => Outcome::Unavailable,
+                OnUnavailable::FailOpen => match inner.fallback.acquire(ask) {
+                    Acquired::Now(outcome) => outcome,
+                    Acquired::Later(_) => Outcome::Unavailable,
+                },
+            })
+        }))
+    }
+
+    fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos) {
+        self.inner.fallback.adjust(key, tokens, reserved, used, now);
+        if used != reserved {
+            let delta = i128::from(used) - i128::from(reserved);
+            self.settle(key, 0, tokens.per_unit(), delta, 0);
+        }
+    }
+
+    fn release(&self, key: LimitKey, requests: Rate, now: Nanos) {
+        self.inner.fallback.release(key, requests, now);
+        self.settle(key, requests.per_unit(), 0, 0, 0);
+    }
+
+    fn charge_quota(&self, key: LimitKey, tokens: u64) {
+        if tokens > 0 {
+            self.settle(key, 0, 0, 0, tokens);
+        }
+    }
+}

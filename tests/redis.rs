@@ -1,0 +1,524 @@
+//! RedisStore against a real `redis-server` started by the test: two replicas sharing one
+//! Redis, reconciliation, quotas, TTL expiry, Redis killed and restarted, round trips counted,
+//! and the layer over sockets. Without the binary the tests are skipped, except in CI (`CI`
+//! set), where that fails the run.
+#![cfg(feature = "redis")]
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/gateway/app.rs"]
+mod app;
+mod common;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/gateway/mock.rs"]
+mod mock;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/gateway/proxy.rs"]
+mod proxy;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::post;
+use common::{FIXED_ID, full, send};
+use http::{Request, StatusCode};
+use tower_maas::ErrorEnvelopeLayer;
+use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
+use tower_maas::limit::{
+    Acquire, Acquired, Exceeded, LimitKey, MonotonicClock, OnUnavailable, Outcome, Rate, RateStore,
+    RedisStore, TokenRateLimitLayer,
+};
+
+const SECOND: u64 = 1_000_000_000;
+
+/// A `redis-server` on a free port, killed when dropped; stopped and started again on the same
+/// port on demand.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> Option<Self> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is not installed: CI must install it (apt-get install -y redis-server)"
+            );
+            eprintln!("redis-server not found: skipped");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self { port, child: None };
+        server.resume();
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis_cmd(self, &["PING"]).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One command from a fresh synchronous connection, as text.
+fn redis_cmd(server: &RedisServer, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let client = redis::Client::open(server.url())?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_millis(200))?;
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut conn)
+}
+
+fn int(value: redis::Value) -> i64 {
+    redis::from_redis_value(value).unwrap()
+}
+
+fn store(server: &RedisServer, policy: OnUnavailable) -> RedisStore {
+    RedisStore::builder(server.url())
+        .timeout(Duration::from_millis(200))
+        .on_unavailable(policy)
+        .build()
+        .unwrap()
+}
+
+fn ask(key: u64, requests: Option<Rate>, tokens: Option<Rate>, reserve: u64) -> Acquire {
+    Acquire {
+        key: LimitKey(key),
+        requests,
+        tokens,
+        reserve,
+        now: 0,
+        quota: None,
+    }
+}
+
+async fn decide(store: &RedisStore, ask: Acquire) -> Outcome {
+    match store.acquire(ask) {
+        Acquired::Now(outcome) => outcome,
+        Acquired::Later(pending) => pending.await,
+    }
+}
+
+/// Polls until `done` holds (reconciliation runs in the background), at most 3 s.
+async fn eventually(mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !done().await {
+        assert!(Instant::now() < deadline, "not within 3 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_admit_more_than_the_limit_together() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let replicas = [
+        store(&server, OnUnavailable::FailClosed),
+        store(&server, OnUnavailable::FailClosed),
+    ];
+    // 60 a minute with a burst of 10; tokens 1000 a minute, 100 a request: 10 at once.
+    let requests = Rate::per_minute(60, 10);
+    let tokens = Rate::per_minute(1000, 1000);
+    for (key, requests, tokens, reserve) in
+        [(1, Some(requests), None, 0), (2, None, Some(tokens), 100)]
+    {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let replica = replicas[i % 2].clone();
+                tokio::spawn(
+                    async move { decide(&replica, ask(key, requests, tokens, reserve)).await },
+                )
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), Outcome::Admitted(_)) {
+                admitted += 1;
+            }
+        }
+        // Beyond the burst, one more per second that passed (requests: 1/s; tokens: 16/s).
+        let extra = started.elapsed().as_secs() + 1;
+        assert!(
+            (10..=10 + extra).contains(&admitted),
+            "key {key}: {admitted} admitted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reconciliation_refunds_and_charges_on_the_shared_state() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (
+        store(&server, OnUnavailable::FailClosed),
+        store(&server, OnUnavailable::FailClosed),
+    );
+    let tokens = Rate::per_minute(1000, 1000);
+    for _ in 0..10 {
+        assert!(matches!(
+            decide(&a, ask(7, None, Some(tokens), 100)).await,
+            Outcome::Admitted(_)
+        ));
+    }
+    assert!(matches!(
+        decide(&b, ask(7, None, Some(tokens), 100)).await,
+        Outcome::Refused {
+            exceeded: Exceeded::Tokens,
+            ..
+        }
+    ));
+    // One response used nothing: its 100 tokens come back, for the other replica too.
+    a.adjust(LimitKey(7), tokens, 100, 0, 0);
+    eventually(async || {
+        matches!(
+            decide(&b, ask(7, None, Some(tokens), 100)).await,
+            Outcome::Admitted(_)
+        )
+    })
+    .await;
+
+    // A response that used 900 more than it reserved is charged: the bucket is full.
+    let fresh = LimitKey(8);
+    assert!(matches!(
+        decide(&a, ask(8, None, Some(tokens), 100)).await,
+        Outcome::Admitted(_)
+    ));
+    b.adjust(fresh, tokens, 100, 1000, 0);
+    eventually(async || {
+        matches!(
+            decide(&a, ask(8, None, Some(tokens), 1)).await,
+            Outcome::Refused { .. }
+        )
+    })
+    .await;
+    // A request slot given back is usable again.
+    let requests = Rate::per_minute(60, 1);
+    assert!(matches!(
+        decide(&a, ask(9, Some(requests), None, 0)).await,
+        Outcome::Admitted(_)
+    ));
+    assert!(matches!(
+        decide(&b, ask(9, Some(requests), None, 0)).await,
+        Outcome::Refused { .. }
+    ));
+    a.release(LimitKey(9), requests, 0);
+    eventually(async || {
+        matches!(
+            decide(&b, ask(9, Some(requests), None, 0)).await,
+            Outcome::Admitted(_)
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_quota_is_shared_by_replicas() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (
+        store(&server, OnUnavailable::FailClosed),
+        store(&server, OnUnavailable::FailClosed),
+    );
+    let with_quota = |quota| Acquire {
+        quota: Some(quota),
+        ..ask(11, Some(Rate::per_minute(6000, 100)), None, 0)
+    };
+    assert!(matches!(
+        decide(&a, with_quota(500)).await,
+        Outcome::Admitted(_)
+    ));
+    a.charge_quota(LimitKey(11), 300);
+    b.charge_quota(LimitKey(11), 200);
+    eventually(async || decide(&b, with_quota(500)).await == Outcome::QuotaExhausted).await;
+    assert_eq!(decide(&a, with_quota(500)).await, Outcome::QuotaExhausted);
+    // A larger quota (raised in the configuration) admits again.
+    assert!(matches!(
+        decide(&a, with_quota(501)).await,
+        Outcome::Admitted(_)
+    ));
+    assert_eq!(
+        int(redis_cmd(&server, &["GET", "tm:{keys:11}:quota"]).unwrap()),
+        500
+    );
+}
+
+#[tokio::test]
+async fn idle_keys_expire_once_recovered() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = store(&server, OnUnavailable::FailClosed);
+    // 10 a second, 2 at once: fully recovered 200 ms after two requests.
+    let rate = Rate::per(10, SECOND, 2);
+    for _ in 0..2 {
+        assert!(matches!(
+            decide(&a, ask(21, Some(rate), None, 0)).await,
+            Outcome::Admitted(_)
+        ));
+    }
+    let ttl = int(redis_cmd(&server, &["PTTL", "tm:{keys:21}:rate"]).unwrap());
+    assert!((1000..=1300).contains(&ttl), "pttl {ttl}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        int(redis_cmd(&server, &["EXISTS", "tm:{keys:21}:rate"]).unwrap()),
+        0
+    );
+    // A key a namespace apart is another key.
+    let b = RedisStore::builder(server.url())
+        .namespace("endpoints")
+        .build()
+        .unwrap();
+    assert!(matches!(
+        decide(&b, ask(21, Some(rate), None, 0)).await,
+        Outcome::Admitted(_)
+    ));
+    assert_eq!(
+        int(redis_cmd(&server, &["EXISTS", "tm:{endpoints:21}:rate"]).unwrap()),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_fails_closed_then_recovers_without_a_restart() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let a = store(&server, OnUnavailable::FailClosed);
+    let rate = Rate::per_minute(6000, 100);
+    assert!(matches!(
+        decide(&a, ask(31, Some(rate), None, 0)).await,
+        Outcome::Admitted(_)
+    ));
+    server.kill();
+    let started = Instant::now();
+    assert_eq!(
+        decide(&a, ask(31, Some(rate), None, 0)).await,
+        Outcome::Unavailable
+    );
+    // Bounded by the timeout, not by reconnection attempts.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    server.resume();
+    eventually(async || {
+        matches!(
+            decide(&a, ask(31, Some(rate), None, 0)).await,
+            Outcome::Admitted(_)
+        )
+    })
+    .await;
+    assert_eq!(
+        int(redis_cmd(&server, &["EXISTS", "tm:{keys:31}:rate"]).unwrap()),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_fails_open_to_this_replicas_memory() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let a = store(&server, OnUnavailable::FailOpen);
+    let rate = Rate::per_minute(60, 2);
+    server.kill();
+    // Decided in memory: the limit still holds, per replica.
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        outcomes.push(matches!(
+            decide(&a, ask(41, Some(rate), None, 0)).await,
+            Outcome::Admitted(_)
+        ));
+    }
+    assert_eq!(outcomes, [true, true, false]);
+    server.resume();
+    eventually(async || {
+        decide(&a, ask(42, Some(rate), None, 0)).await;
+        int(redis_cmd(&server, &["EXISTS", "tm:{keys:42}:rate"]).unwrap()) == 1
+    })
+    .await;
+}
+
+/// Round trips on the allow path: one `EVALSHA` per decision, nothing else.
+#[tokio::test]
+async fn one_round_trip_per_decision() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = store(&server, OnUnavailable::FailClosed);
+    let (requests, tokens) = (
+        Some(Rate::per_minute(60_000, 1000)),
+        Some(Rate::per_minute(10_000_000, 10_000_000)),
+    );
+    // The first call loads the script.
+    decide(&a, ask(51, requests, tokens, 10)).await;
+    redis_cmd(&server, &["CONFIG", "RESETSTAT"]).unwrap();
+    for _ in 0..50 {
+        assert!(matches!(
+            decide(&a, ask(51, requests, tokens, 10)).await,
+            Outcome::Admitted(_)
+        ));
+    }
+    let stats: String =
+        redis::from_redis_value(redis_cmd(&server, &["INFO", "commandstats"]).unwrap()).unwrap();
+    let calls: Vec<(String, u64)> = stats
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| name != "info" && name != "config|resetstat")
+        .collect();
+    // The script's own commands (TIME, HMGET, HSET, PEXPIRE) run inside the one EVALSHA.
+    let evalsha = calls.iter().find(|(n, _)| n == "evalsha").map(|c| c.1);
+    assert_eq!(evalsha, Some(50), "{calls:?}");
+    let outside: u64 = calls
+        .iter()
+        .filter(|(n, _)| !["evalsha", "time", "hmget", "hset", "pexpire"].contains(&n.as_str()))
+        .map(|c| c.1)
+        .sum();
+    assert_eq!(outside, 0, "{calls:?}");
+}
+
+/// Two gateway replicas over real sockets share one key's RPM; with Redis gone the fail-closed
+/// answer is APIG's 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_replicas_share_a_keys_limit_over_sockets() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    const KEY: &str = "sk-RedisReplicaKey0000000000000";
+    let replica = |store: RedisStore| {
+        let keys = Arc::new(InMemoryKeyStore::new());
+        let mut policy = KeyPolicy::new();
+        policy.rpm = Some(60);
+        keys.insert(KEY, policy).unwrap();
+        let app = Router::new()
+            .route("/v1/chat/completions", post(|| async { "ok" }))
+            .layer(TokenRateLimitLayer::with(store, MonotonicClock::new()))
+            .layer(BearerAuthLayer::new(keys))
+            .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+        common::serve_axum(app)
+    };
+    let first = replica(store(&server, OnUnavailable::FailClosed)).await;
+    let second = replica(store(&server, OnUnavailable::FailClosed)).await;
+    let chat = || {
+        Request::post("/v1/chat/completions")
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("x-request-id", FIXED_ID)
+            .body(full("{}"))
+            .unwrap()
+    };
+    // RPM 60: a burst of 2, whichever replica serves.
+    assert_eq!(send(first, chat()).await.status, StatusCode::OK);
+    assert_eq!(send(second, chat()).await.status, StatusCode::OK);
+    let refused = send(first, chat()).await;
+    refused.assert_json(
+        429,
+        r#"{"error":{"code":"ModelArts.81101","message":"Too many requests, exceeded rate limit is 60 times per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81101","error_msg":"Too many requests, exceeded rate limit is 60 times per minute."}"#,
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    server.kill();
+    send(second, chat()).await.assert_json(
+        500,
+        &format!(r#"{{"error_msg":"Internal server error.","error_code":"APIG.0201","request_id":"{FIXED_ID}"}}"#),
+    );
+}
+
+/// The example gateway configured with `[redis]`: two replicas on one Redis share the slow
+/// demo key's two requests a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_gateway_selects_redis_from_its_configuration() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let text = format!(
+        r#"
+        trust_request_id = true
+        [[keys]]
+        key = "sk-gw-redis-000000000000000000"
+        rpm = 30
+        [redis]
+        url = "{}"
+        timeout_ms = 200
+        on_unavailable = "closed"
+        "#,
+        server.url()
+    );
+    let config: app::Config = toml::from_str(&text).unwrap();
+    let first = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let second = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let chat = || {
+        let body = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
+        Request::post("/v1/chat/completions")
+            .header("authorization", "Bearer sk-gw-redis-000000000000000000")
+            .header("content-type", "application/json")
+            .header("x-request-id", FIXED_ID)
+            .body(full(body))
+            .unwrap()
+    };
+    // RPM 30: a burst of one, shared.
+    assert_eq!(send(first, chat()).await.status, StatusCode::OK);
+    send(second, chat()).await.assert_json(
+        429,
+        r#"{"error":{"code":"ModelArts.81101","message":"Too many requests, exceeded rate limit is 30 times per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81101","error_msg":"Too many requests, exceeded rate limit is 30 times per minute."}"#,
+    );
+    assert_eq!(
+        int(redis_cmd(&server, &["EXISTS", "tm:{keys:0}:rate"]).unwrap()),
+        1
+    );
+    let bad: app::Config = toml::from_str(&text.replace("\"closed\"", "\"sideways\"")).unwrap();
+    assert!(app::router(&bad).is_err());
+}
