@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use governor::clock::{QuantaInstant, QuantaUpkeepClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use http::Request;
 use tower::Layer;
@@ -21,8 +24,8 @@ use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
 use tower_maas::auth::{InMemoryKeyStore, KeyPolicy, Principal};
 use tower_maas::limit::{
-    Acquire, Acquired, Clock, LimitKey, MemoryStore, MonotonicClock, Outcome, Rate, RateStore,
-    TokenRateLimitLayer,
+    Acquire, Acquired, Clock, CoarseClock, LimitKey, MemoryStore, MonotonicClock, Outcome, Rate,
+    RateStore, TokenRateLimitLayer,
 };
 
 const KEYS: u64 = 100_000;
@@ -35,7 +38,7 @@ fn nz(n: u32) -> NonZeroU32 {
 
 /// One RPM+TPM decision in our store, clock read included (as governor reads its own).
 #[inline]
-fn ours(store: &MemoryStore, clock: &MonotonicClock, key: u64, rpm: Rate, tpm: Rate) -> bool {
+fn ours(store: &MemoryStore, clock: &impl Clock, key: u64, rpm: Rate, tpm: Rate) -> bool {
     let ask = Acquire {
         key: LimitKey(key),
         requests: Some(rpm),
@@ -60,6 +63,27 @@ fn checks(c: &mut Criterion) {
     });
     group.bench_function("one key: tower-maas RPM+TPM", |b| {
         b.iter(|| black_box(ours(&store, &clock, black_box(7), high_rpm, high_tpm)))
+    });
+    // Both on a clock read from memory, updated every millisecond by a thread: governor's
+    // `QuantaUpkeepClock` and our `CoarseClock`.
+    let upkeep = QuantaUpkeepClock::from_interval(Duration::from_millis(1)).unwrap();
+    let governor_upkeep: RateLimiter<
+        u64,
+        DefaultKeyedStateStore<u64>,
+        QuantaUpkeepClock,
+        NoOpMiddleware<QuantaInstant>,
+    > = RateLimiter::new(
+        Quota::per_minute(nz(HIGH)).allow_burst(nz(HIGH)),
+        DefaultKeyedStateStore::<u64>::default(),
+        upkeep,
+    );
+    let coarse = CoarseClock::new();
+    group.bench_function(
+        "one key, coarse clock: governor check_key (RPM only)",
+        |b| b.iter(|| black_box(governor_upkeep.check_key(&black_box(7u64)).is_ok())),
+    );
+    group.bench_function("one key, coarse clock: tower-maas RPM+TPM", |b| {
+        b.iter(|| black_box(ours(&store, &coarse, black_box(7), high_rpm, high_tpm)))
     });
     // The two parts of the line above, to show where its time goes: the clock read that
     // governor pays as well, and the decision given the time.
@@ -157,7 +181,7 @@ fn checks(c: &mut Criterion) {
                 two_threads(iters, keys, {
                     let (s, clock) = (s.clone(), shared_clock.clone());
                     move |k| {
-                        black_box(ours(&s, &clock, k, high_rpm, high_tpm));
+                        black_box(ours(&s, &*clock, k, high_rpm, high_tpm));
                     }
                 })
             })

@@ -51,7 +51,7 @@ mod store;
 mod token;
 mod usage;
 
-pub use self::clock::{Clock, ManualClock, MonotonicClock, Nanos};
+pub use self::clock::{Clock, CoarseClock, ManualClock, MonotonicClock, Nanos};
 pub use self::gcra::Rate;
 pub use self::ip::{
     ClientAddr, InvalidNetwork, IpRateLimit, IpRateLimitLayer, IpResponseFuture, PeerAddr,
