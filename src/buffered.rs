@@ -27,6 +27,9 @@ pub(crate) trait Decide {
     /// Looks at the body (or why it could not be read) and returns the bytes to hand on, or a
     /// refusal. May add extensions to `parts`.
     fn decide(self, parts: &mut Parts, body: Result<Bytes, BufferError>) -> Result<Bytes, Refusal>;
+
+    /// The layer's name, for refusal events.
+    const LAYER: &'static str;
 }
 
 pin_project! {
@@ -77,6 +80,7 @@ where
     pub(crate) fn read(parts: Parts, body: B, limit: usize, service: &mut S, decide: D) -> Self
     where
         S: Clone,
+        D: Decide,
     {
         match start_buffering(body, limit) {
             Ok(collect) => Self::Reading {
@@ -84,6 +88,7 @@ where
                 pending: Some((parts, take_readied(service), decide)),
             },
             Err(_) => Self::refused(refuse(
+                D::LAYER,
                 MaasError::EntityTooLarge,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &parts.extensions,
@@ -118,7 +123,7 @@ where
                         pending.take().expect("polled after completion");
                     match decide.decide(&mut parts, body) {
                         Err((error, status)) => {
-                            Self::refused(refuse(error, status, &parts.extensions))
+                            Self::refused(refuse(D::LAYER, error, status, &parts.extensions))
                         }
                         Ok(bytes) => {
                             set_buffered_length(&mut parts.headers, bytes.len());

@@ -9,6 +9,9 @@
 //! - turns a bare `404` (no [`MaasError`], an empty body: a router's fallback) into APIG.0101 and a
 //!   bare `405` into FastAPI's `{"detail":"Method Not Allowed"}`, keeping `allow`; a 404 or 405
 //!   with a body (an upstream's own answer) passes unchanged;
+//! - speaks gRPC to gRPC clients: for a request with `content-type: application/grpc…`, every
+//!   refusal becomes a trailers-only response (HTTP 200, `grpc-status`, `grpc-message` with the
+//!   MaaS code and message; see [`MaasError::grpc_code`] for the mapping);
 //! - answers an inner `Err` that is a timeout (see [`is_timeout`]) with 504 APIG.0203 and any
 //!   other inner error with 500 APIG.0201 `Internal server error.`, nothing of the error shown.
 //!
@@ -32,6 +35,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::header::CONTENT_TYPE;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -39,7 +43,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{BoxError, MaasBody};
-use crate::error::{Dialect, MaasError, RenderedByEnvelope, set_json_headers};
+use crate::error::{Dialect, MaasError, RenderedByEnvelope, grpc_headers, set_json_headers};
 use crate::request_id::{REQUEST_ID, RequestId};
 
 /// Marks an error of your own service as a backend timeout, so that [`ErrorEnvelope`] answers
@@ -206,16 +210,27 @@ where
             .insert(REQUEST_ID, request_id.to_header_value());
         req.extensions_mut().insert(request_id);
         req.extensions_mut().insert(RenderedByEnvelope);
+        let grpc = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let span = request_span(&request_id);
         let state = match self.ready_error.take() {
             Some(err) => State::Failed { err: Some(err) },
-            None => State::Called {
-                future: self.inner.call(req),
-            },
+            None => {
+                // Layers that decide in `call` decide inside the request's span.
+                let _entered = span.enter();
+                State::Called {
+                    future: self.inner.call(req),
+                }
+            }
         };
         ResponseFuture {
             state,
             request_id,
             dialect: self.config.dialect,
+            grpc,
+            span,
         }
     }
 }
@@ -227,6 +242,8 @@ pin_project! {
         state: State<F>,
         request_id: RequestId,
         dialect: Dialect,
+        grpc: bool,
+        span: RequestSpan,
     }
 }
 
@@ -256,27 +273,67 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let result = match this.state.project() {
             StateProj::Called { future } => ready!(future.poll(cx)).map_err(Into::into),
             StateProj::Failed { err } => Err(err.take().unwrap_or_else(|| Box::new(Gone))),
         };
         let mut res = match result {
-            Ok(res) => envelope(res, *this.dialect, this.request_id),
+            Ok(res) => envelope(res, *this.dialect, *this.grpc, this.request_id),
             Err(err) => {
                 let error = if is_timeout(&*err) {
                     MaasError::BackendTimeout
                 } else {
                     MaasError::Internal
                 };
-                error
-                    .to_response(*this.dialect, this.request_id)
-                    .map(MaasBody::from_full)
+                if *this.grpc {
+                    error
+                        .to_grpc_response(error.status(), this.request_id)
+                        .map(MaasBody::from_full)
+                } else {
+                    error
+                        .to_response(*this.dialect, this.request_id)
+                        .map(MaasBody::from_full)
+                }
             }
         };
         res.headers_mut()
             .insert(REQUEST_ID, this.request_id.to_header_value());
         Poll::Ready(Ok(res))
     }
+}
+
+/// The `debug` span of one request, named `maas_request` with its `request_id`: every layer's
+/// refusal event happens inside it.
+#[cfg(feature = "tracing")]
+type RequestSpan = tracing::Span;
+
+#[cfg(feature = "tracing")]
+fn request_span(id: &RequestId) -> RequestSpan {
+    tracing::debug_span!(target: "tower_maas", "maas_request", request_id = %id)
+}
+
+#[cfg(not(feature = "tracing"))]
+#[derive(Debug)]
+struct RequestSpan;
+
+/// What entering the no-op span gives: nothing to hold.
+#[cfg(not(feature = "tracing"))]
+struct Entered;
+
+#[cfg(not(feature = "tracing"))]
+impl RequestSpan {
+    #[inline]
+    #[allow(clippy::unused_self)] // the same call as `tracing::Span::enter`
+    fn enter(&self) -> Entered {
+        Entered
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+#[inline]
+fn request_span(_: &RequestId) -> RequestSpan {
+    RequestSpan
 }
 
 /// Stands in for an error already taken, should a completed future be polled again.
@@ -291,7 +348,12 @@ impl fmt::Display for Gone {
 
 impl StdError for Gone {}
 
-fn envelope<B>(res: Response<B>, dialect: Dialect, request_id: &RequestId) -> Response<MaasBody<B>>
+fn envelope<B>(
+    res: Response<B>,
+    dialect: Dialect,
+    grpc: bool,
+    request_id: &RequestId,
+) -> Response<MaasBody<B>>
 where
     B: Body<Data = Bytes>,
 {
@@ -310,6 +372,12 @@ where
     // The refusing layer chose the status (and headers such as `allow` or `retry-after`); only
     // the body changes shape.
     let (mut parts, _) = res.into_parts();
+    if grpc {
+        grpc_headers(&mut parts.headers, &error, parts.status);
+        parts.status = StatusCode::OK;
+        parts.extensions.insert(error);
+        return Response::from_parts(parts, MaasBody::full(Bytes::new()));
+    }
     let body = error.render_with_status(parts.status, dialect, request_id);
     set_json_headers(&mut parts.headers, body.len());
     parts.extensions.insert(error);

@@ -557,6 +557,140 @@ impl MaasError {
     }
 }
 
+/// A gRPC status code (`grpc-status`), as [`MaasError::grpc_code`] maps a refusal to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GrpcCode {
+    /// 2 `UNKNOWN`
+    Unknown = 2,
+    /// 3 `INVALID_ARGUMENT`
+    InvalidArgument = 3,
+    /// 4 `DEADLINE_EXCEEDED`
+    DeadlineExceeded = 4,
+    /// 5 `NOT_FOUND`
+    NotFound = 5,
+    /// 7 `PERMISSION_DENIED`
+    PermissionDenied = 7,
+    /// 8 `RESOURCE_EXHAUSTED`
+    ResourceExhausted = 8,
+    /// 12 `UNIMPLEMENTED`
+    Unimplemented = 12,
+    /// 13 `INTERNAL`
+    Internal = 13,
+    /// 14 `UNAVAILABLE`
+    Unavailable = 14,
+    /// 16 `UNAUTHENTICATED`
+    Unauthenticated = 16,
+}
+
+impl MaasError {
+    /// The gRPC status a refusal sent with `status` becomes for a gRPC client.
+    ///
+    /// Authentication (81002, 81003) is `UNAUTHENTICATED`; a key without access to the model,
+    /// a frozen key, another key's task and refused content (81004, 81006, 81109, 81011) are
+    /// `PERMISSION_DENIED`; limits, a used-up quota and a body too large (81101, 81103 429,
+    /// 81005, APIG.0308, 413) are `RESOURCE_EXHAUSTED`; the other 400s are `INVALID_ARGUMENT`,
+    /// 404s `NOT_FOUND`, 405 `UNIMPLEMENTED`, APIG.0203 `DEADLINE_EXCEEDED`, an unreachable
+    /// backend `UNAVAILABLE` and 500 `INTERNAL`.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_maas::{GrpcCode, MaasError};
+    ///
+    /// let limit = MaasError::RpmExceeded { rpm: 60 };
+    /// assert_eq!(limit.grpc_code(StatusCode::TOO_MANY_REQUESTS), GrpcCode::ResourceExhausted);
+    /// assert_eq!(
+    ///     MaasError::MissingAuthorization.grpc_code(StatusCode::BAD_REQUEST),
+    ///     GrpcCode::Unauthenticated,
+    /// );
+    /// ```
+    pub fn grpc_code(&self, status: StatusCode) -> GrpcCode {
+        match self {
+            Self::MissingAuthorization | Self::InvalidAuthorization => GrpcCode::Unauthenticated,
+            Self::ModelNotEnabled
+            | Self::ResourceFrozen
+            | Self::VideoTaskForbidden { .. }
+            | Self::TaskForbidden { .. }
+            | Self::SensitiveContent => GrpcCode::PermissionDenied,
+            Self::QuotaExhausted | Self::EntityTooLarge => GrpcCode::ResourceExhausted,
+            Self::BackendTimeout => GrpcCode::DeadlineExceeded,
+            Self::BackendUnavailable => GrpcCode::Unavailable,
+            Self::MethodNotAllowed => GrpcCode::Unimplemented,
+            _ => match status.as_u16() {
+                400 | 422 => GrpcCode::InvalidArgument,
+                401 => GrpcCode::Unauthenticated,
+                403 => GrpcCode::PermissionDenied,
+                404 => GrpcCode::NotFound,
+                405 | 501 => GrpcCode::Unimplemented,
+                413 | 429 => GrpcCode::ResourceExhausted,
+                500 => GrpcCode::Internal,
+                502 | 503 => GrpcCode::Unavailable,
+                504 => GrpcCode::DeadlineExceeded,
+                _ => GrpcCode::Unknown,
+            },
+        }
+    }
+
+    /// The refusal as a gRPC trailers-only response: HTTP 200, `content-type:
+    /// application/grpc`, `grpc-status` from [`grpc_code`](Self::grpc_code) and `grpc-message`
+    /// carrying the MaaS code and message (`ModelArts.81101: Too many requests, …`),
+    /// percent-encoded as gRPC requires, and no body.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_maas::{MaasError, RequestId};
+    ///
+    /// let res = MaasError::InvalidAuthorization.to_grpc_response(StatusCode::UNAUTHORIZED, &RequestId::generate());
+    /// assert_eq!(res.status(), 200);
+    /// assert_eq!(res.headers()["grpc-status"], "16");
+    /// assert_eq!(res.headers()["grpc-message"], "ModelArts.81003: Invalid authorization header.");
+    /// ```
+    pub fn to_grpc_response(
+        &self,
+        status: StatusCode,
+        request_id: &RequestId,
+    ) -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::new(Bytes::new()));
+        grpc_headers(res.headers_mut(), self, status);
+        res.headers_mut()
+            .insert(REQUEST_ID, request_id.to_header_value());
+        res.extensions_mut().insert(self.clone());
+        res
+    }
+}
+
+/// Writes the trailers-only headers of `error` over a refusal's own (which keep, say,
+/// `retry-after`); the body goes.
+pub(crate) fn grpc_headers(headers: &mut http::HeaderMap, error: &MaasError, status: StatusCode) {
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(
+        "grpc-status",
+        HeaderValue::from(error.grpc_code(status) as u16),
+    );
+    let message = percent_encode_grpc(&error.to_string());
+    if let Ok(value) = HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", value);
+    }
+}
+
+/// gRPC's `Percent-Encoded`: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encode_grpc(text: &str) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// Put into request extensions by [`ErrorEnvelope`](crate::ErrorEnvelope): it renders every
 /// refusal itself, so inner layers leave the body to it instead of rendering it twice.
 #[derive(Clone, Copy, Debug)]
@@ -566,10 +700,12 @@ pub(crate) struct RenderedByEnvelope;
 /// The refusal every layer answers with: rendered in the default dialect with the request's id
 /// (or a fresh one) when the layer works alone, or left for the envelope to render.
 pub(crate) fn refuse(
+    layer: &'static str,
     error: MaasError,
     status: StatusCode,
     extensions: &http::Extensions,
 ) -> Response<Full<Bytes>> {
+    trace_refusal(layer, &error, status, extensions);
     if extensions.get::<RenderedByEnvelope>().is_some() {
         let mut res = Response::new(Full::new(Bytes::new()));
         *res.status_mut() = status;
@@ -582,6 +718,39 @@ pub(crate) fn refuse(
         .unwrap_or_else(RequestId::generate);
     error.to_response_with_status(status, Dialect::Dual, &request_id)
 }
+
+/// A `debug` event for every refusal, inside the request's span when an
+/// [`ErrorEnvelope`](crate::ErrorEnvelope) opened one: the layer, the code, the status and the
+/// key's id when authentication ran. Never the key.
+#[cfg(feature = "tracing")]
+fn trace_refusal(
+    layer: &'static str,
+    error: &MaasError,
+    status: StatusCode,
+    extensions: &http::Extensions,
+) {
+    #[cfg(feature = "auth")]
+    let key_id = extensions
+        .get::<crate::auth::Principal>()
+        .map(|p| p.key_id().0);
+    #[cfg(not(feature = "auth"))]
+    let key_id: Option<u64> = {
+        let _ = extensions;
+        None
+    };
+    tracing::debug!(
+        target: "tower_maas",
+        layer,
+        code = error.code().unwrap_or("-"),
+        status = status.as_u16(),
+        key_id,
+        "refused"
+    );
+}
+
+#[cfg(not(feature = "tracing"))]
+#[inline]
+fn trace_refusal(_: &'static str, _: &MaasError, _: StatusCode, _: &http::Extensions) {}
 
 /// Sets the headers every rendered error carries.
 pub(crate) fn set_json_headers(headers: &mut http::HeaderMap, len: usize) {

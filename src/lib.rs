@@ -31,7 +31,7 @@ pub mod validate;
 pub use crate::auth::{BearerAuth, BearerAuthLayer};
 pub use crate::body::{BoxError, DEFAULT_BODY_LIMIT, MaasBody};
 pub use crate::envelope::{BackendTimeout, ErrorEnvelope, ErrorEnvelopeLayer, is_timeout};
-pub use crate::error::{Dialect, MaasError, Party, ThrottleWindow};
+pub use crate::error::{Dialect, GrpcCode, MaasError, Party, ThrottleWindow};
 pub use crate::model::{EndpointResolver, EndpointRoute, ReportedUsage, RequestedModel};
 pub use crate::request_id::{InvalidRequestId, REQUEST_ID, RequestId};
 #[cfg(feature = "validate")]

@@ -256,7 +256,7 @@ where
         let step = match self.decide(&req) {
             Decision::Refuse(error) => {
                 let (error, status) = refusal(error, config);
-                Step::refused(refuse(error, status, req.extensions()))
+                Step::refused(refuse("BearerAuth", error, status, req.extensions()))
             }
             Decision::Pass(principal) => {
                 let (mut parts, body) = req.into_parts();
@@ -299,6 +299,8 @@ struct ModelCheck {
 }
 
 impl Decide for ModelCheck {
+    const LAYER: &'static str = "BearerAuth";
+
     fn decide(self, parts: &mut Parts, body: Result<Bytes, BufferError>) -> Result<Bytes, Refusal> {
         let decided = match body {
             Err(BufferError::TooLarge) => Err(MaasError::EntityTooLarge),

@@ -144,7 +144,7 @@ where
                 Ok(response) => response,
                 Err(Refusal { error, allow }) => {
                     let status = error.status();
-                    let mut response = refuse(error, status, &extensions);
+                    let mut response = refuse("ManagementApi", error, status, &extensions);
                     if let Some(allow) = allow {
                         response
                             .headers_mut()

@@ -530,7 +530,12 @@ fn throttled<C>(
         limit: shared.limit,
         window: shared.window,
     };
-    let mut response = refuse(error, StatusCode::TOO_MANY_REQUESTS, extensions);
+    let mut response = refuse(
+        "IpRateLimit",
+        error,
+        StatusCode::TOO_MANY_REQUESTS,
+        extensions,
+    );
     response
         .headers_mut()
         .insert(RETRY_AFTER, headers::retry_after(wait));

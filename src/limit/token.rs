@@ -26,6 +26,9 @@ use crate::auth::{Principal, Quota};
 use crate::body::MaasBody;
 use crate::error::{MaasError, refuse};
 
+/// The layer's name in refusal events.
+const LAYER: &str = "TokenRateLimit";
+
 /// How many requests of a key's RPM may come at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -444,7 +447,7 @@ fn settle_outcome<St: RateStore, C: Clock>(
                     tpm: ask.limits.1.unwrap_or_default(),
                 },
             };
-            let mut response = refuse(error, StatusCode::TOO_MANY_REQUESTS, extensions);
+            let mut response = refuse(LAYER, error, StatusCode::TOO_MANY_REQUESTS, extensions);
             if config.headers {
                 headers::write(response.headers_mut(), ask.limits, &snapshot);
             }
@@ -456,11 +459,12 @@ fn settle_outcome<St: RateStore, C: Clock>(
         Outcome::QuotaExhausted => {
             let error = MaasError::QuotaExhausted;
             let status = error.status();
-            Decided::Refused(refuse(error, status, extensions))
+            Decided::Refused(refuse(LAYER, error, status, extensions))
         }
         // The store cannot decide and fails closed: the request is not served, and nothing of
         // the cause is shown.
         Outcome::Unavailable => Decided::Refused(refuse(
+            LAYER,
             MaasError::Internal,
             StatusCode::INTERNAL_SERVER_ERROR,
             extensions,
@@ -471,7 +475,7 @@ fn settle_outcome<St: RateStore, C: Clock>(
                 tpm: ask.limits.1.unwrap_or_default(),
             };
             let status = error.status();
-            Decided::Refused(refuse(error, status, extensions))
+            Decided::Refused(refuse(LAYER, error, status, extensions))
         }
     }
 }

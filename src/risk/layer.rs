@@ -248,6 +248,7 @@ impl RefusalCtx {
             extensions.insert(RenderedByEnvelope);
         }
         let mut response = refuse(
+            "ContentRiskFilter",
             MaasError::SensitiveContent,
             StatusCode::FORBIDDEN,
             &extensions,
@@ -357,6 +358,7 @@ where
                 },
                 Err(_) => State::Refused {
                     response: Some(refuse(
+                        "ContentRiskFilter",
                         MaasError::EntityTooLarge,
                         StatusCode::PAYLOAD_TOO_LARGE,
                         &parts.extensions,
@@ -461,6 +463,7 @@ where
                         Ok(bytes) => bytes,
                         Err(crate::body::BufferError::TooLarge) => {
                             return Poll::Ready(Ok(refuse(
+                                "ContentRiskFilter",
                                 MaasError::EntityTooLarge,
                                 StatusCode::PAYLOAD_TOO_LARGE,
                                 &parts.extensions,
@@ -469,6 +472,7 @@ where
                         }
                         Err(crate::body::BufferError::Read) => {
                             return Poll::Ready(Ok(refuse(
+                                "ContentRiskFilter",
                                 MaasError::UnparsableBody,
                                 StatusCode::BAD_REQUEST,
                                 &parts.extensions,
@@ -566,6 +570,7 @@ where
                                 extensions.insert(id);
                             }
                             return Poll::Ready(Ok(refuse(
+                                "ContentRiskFilter",
                                 MaasError::BackendUnavailable,
                                 StatusCode::BAD_GATEWAY,
                                 &extensions,

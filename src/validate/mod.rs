@@ -287,6 +287,8 @@ struct Check {
 }
 
 impl Decide for Check {
+    const LAYER: &'static str = "RequestSchemaValidator";
+
     fn decide(self, parts: &mut Parts, body: Result<Bytes, BufferError>) -> Result<Bytes, Refusal> {
         let outcome = match body {
             Err(BufferError::TooLarge) => Err(MaasError::EntityTooLarge),
