@@ -844,3 +844,28 @@ struct BackendBody<'a> {
 struct DetailBody<'a> {
     detail: &'a str,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded_as_grpc_says() {
+        assert_eq!(
+            percent_encode_grpc("ModelArts.81011: 50% 敏感\n"),
+            "ModelArts.81011: 50%25 %E6%95%8F%E6%84%9F%0A"
+        );
+        assert_eq!(percent_encode_grpc("plain: text ~"), "plain: text ~");
+    }
+
+    #[test]
+    fn a_backend_error_without_a_code_keeps_its_message_in_grpc() {
+        let res = MaasError::UnparsableBody
+            .to_grpc_response(StatusCode::BAD_REQUEST, &RequestId::generate());
+        assert_eq!(res.headers()["grpc-status"], "3");
+        assert_eq!(
+            res.headers()["grpc-message"],
+            "400: There was an error parsing the body"
+        );
+    }
+}

@@ -23,6 +23,9 @@ mod request_id;
 #[cfg(feature = "risk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "risk")))]
 pub mod risk;
+#[cfg(all(feature = "builder", feature = "limit", feature = "risk"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "builder")))]
+pub mod stack;
 #[cfg(feature = "validate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "validate")))]
 pub mod validate;

@@ -72,11 +72,18 @@ async fn refusals_are_debug_events_in_the_requests_span_without_the_key() {
         (lines[1], "TokenRateLimit", "ModelArts.81101", 429),
     ] {
         assert!(line.contains(" DEBUG "), "{line}");
-        assert!(line.contains(&format!("maas_request{{request_id={FIXED_ID}}}")), "{line}");
+        assert!(
+            line.contains(&format!("maas_request{{request_id={FIXED_ID}}}")),
+            "{line}"
+        );
         assert!(
             line.ends_with(&format!(
                 "refused layer=\"{layer}\" code=\"{code}\" status={status}{}",
-                if layer == "TokenRateLimit" { format!(" key_id={}", id.0) } else { String::new() }
+                if layer == "TokenRateLimit" {
+                    format!(" key_id={}", id.0)
+                } else {
+                    String::new()
+                }
             )),
             "{line}"
         );

@@ -324,6 +324,15 @@ impl IpRateLimitLayer {
     pub fn new(limit: u64, window: ThrottleWindow) -> Self {
         Self::with_clock(limit, window, MonotonicClock::new())
     }
+
+    /// No per-IP limit: every request passes untouched (no address is looked for). The place
+    /// of the layer in a stack assembled whole, such as
+    /// [`MaasLayers`](crate::stack::MaasLayers), when there is no limit to apply.
+    pub fn disabled() -> Self {
+        Self::new(u64::MAX, ThrottleWindow::Minute)
+            .capacity(1)
+            .peer_addr(|_| None)
+    }
 }
 
 impl<C: Clock> IpRateLimitLayer<C> {

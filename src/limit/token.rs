@@ -614,10 +614,19 @@ fn finish<B>(
         settle.settle(Settled::Completed(Some(0)));
         return response.map(|b| MaasBody::new(UsageBody::plain(b)));
     }
-    let sse = response.headers().get(CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes()
-            .get(..17)
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
-    });
+    let content_type = response.headers().get(CONTENT_TYPE).map(|v| v.as_bytes());
+    let starts = |prefix: &[u8]| {
+        content_type.is_some_and(|t| {
+            t.get(..prefix.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(prefix))
+        })
+    };
+    let sse = starts(b"text/event-stream");
+    if !sse && content_type.is_some() && !starts(b"application/json") {
+        // Not JSON nor SSE (gRPC's protobuf, say): no usage can be read; the reservation
+        // stands and the quota pays it, without holding a copy of the body.
+        settle.settle(Settled::Completed(None));
+        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+    }
     response.map(|b| MaasBody::new(UsageBody::metered(b, Meter::new(sse, settle))))
 }

@@ -347,8 +347,9 @@ where
                     rest: Some((req.map(MaasBody::new), self.readied())),
                 },
             }
-        } else if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
-            || !req.body().is_end_stream()
+        } else if (matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+            || !req.body().is_end_stream())
+            && !is_grpc(req.headers())
         {
             let (parts, body) = req.into_parts();
             match start_buffering(body, shared.config.body_limit) {
@@ -372,6 +373,14 @@ where
         };
         ResponseFuture { state, shared, ctx }
     }
+}
+
+/// gRPC messages are protobuf, not text, and their bodies are streams a client may keep open:
+/// they are never held for a check.
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl<S: Clone, Cl> ContentRiskFilter<S, Cl> {
