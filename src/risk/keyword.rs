@@ -140,8 +140,6 @@ impl KeywordClassifier {
 /// runs are only lowercased and filtered. The last ASCII character before a non-ASCII run goes
 /// with the run, since a combining mark after it may compose with it.
 pub(crate) fn normalize(text: &str, separators: bool) -> String {
-    use unicode_normalization::{IsNormalized, is_nfkc_quick};
-
     let mut out = String::with_capacity(text.len());
     let keep = |c: char| !is_invisible(c) && (!separators || c.is_alphanumeric());
     let bytes = text.as_bytes();
@@ -168,23 +166,52 @@ pub(crate) fn normalize(text: &str, separators: bool) -> String {
         while i < bytes.len() && !bytes[i].is_ascii() {
             i += 1;
         }
+        // Ideographs have no case, no decomposition and compose with nothing, before or after:
+        // they are copied as they are, and what lies between them is normalised on its own.
         let run = &text[ascii_end..i];
-        if is_nfkc_quick(run.chars()) == IsNormalized::Yes {
-            for c in run.chars() {
-                if is_ideograph(c) {
-                    // No case, unchanged by NFKC, never composed: as it is.
-                    out.push(c);
-                } else if keep(c) {
-                    out.extend(c.to_lowercase());
+        let mut rest = 0;
+        let mut ideographs = None;
+        for (at, c) in run.char_indices() {
+            if is_ideograph(c) {
+                if ideographs.is_none() {
+                    normalize_run(&run[rest..at], &mut out, keep);
+                    ideographs = Some(at);
                 }
+            } else if let Some(from) = ideographs.take() {
+                out.push_str(&run[from..at]);
+                rest = at;
             }
-        } else {
-            run.nfkc()
-                .filter(|&c| keep(c))
-                .for_each(|c| out.extend(c.to_lowercase()));
+        }
+        match ideographs {
+            Some(from) => out.push_str(&run[from..]),
+            None => normalize_run(&run[rest..], &mut out, keep),
         }
     }
     out
+}
+
+/// A run with no ideograph: lowercased and filtered, through NFKC unless its quick check says
+/// it is already normalised.
+fn normalize_run(run: &str, out: &mut String, keep: impl Fn(char) -> bool) {
+    use unicode_normalization::{IsNormalized, is_nfkc_quick};
+
+    if run.is_empty() {
+        return;
+    }
+    // ASCII case is left to the automaton, as in the ASCII runs.
+    let push = |c: char| {
+        if !keep(c) {
+        } else if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.extend(c.to_lowercase());
+        }
+    };
+    if is_nfkc_quick(run.chars()) == IsNormalized::Yes {
+        run.chars().for_each(push);
+    } else {
+        run.nfkc().for_each(push);
+    }
 }
 
 /// CJK unified ideographs (the basic block and extension A), the bulk of Chinese text.
@@ -271,6 +298,9 @@ mod tests {
             "ｆｕｌｌ ｗｉｄｔｈ and ﬁ ligature",
             "快速的棕色狐狸 ABC 跳过",
             "漢字かな\u{3099}カナ㐀",
+            "漢\u{301}字\u{3099}\u{301}a漢。ｆ漢",
+            "。漢字、",
+            "A\u{301}漢e\u{301}",
             "e\u{301}\u{301}x",
             "zero\u{200b}width\u{feff}",
             "",
@@ -279,6 +309,27 @@ mod tests {
             for sep in [false, true] {
                 assert_eq!(normalize(text, sep), slow(text, sep), "{text:?} {sep}");
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any mix of ASCII, ideographs, combining marks, compatibility forms and Hangul jamo
+        /// (which compose) normalises as plain NFKC does.
+        #[test]
+        fn the_fast_paths_agree_with_plain_nfkc_on_any_mix(
+            chars in proptest::collection::vec(proptest::sample::select(vec![
+                'a', 'E', ' ', '.', '漢', '字', '㐀', '\u{301}', '\u{3099}', '\u{327}', 'か', 'ｆ',
+                'ﬁ', '。', '、', '\u{1100}', '\u{1161}', '\u{11a8}', '\u{200b}', 'Σ', 'é', '①',
+            ]), 0..40),
+            sep in proptest::bool::ANY,
+        ) {
+            let text: String = chars.into_iter().collect();
+            let slow: String = text
+                .nfkc()
+                .filter(|&c| !is_invisible(c) && (!sep || c.is_alphanumeric()))
+                .flat_map(|c| if c.is_ascii() { vec![c] } else { c.to_lowercase().collect() })
+                .collect();
+            proptest::prop_assert_eq!(normalize(&text, sep), slow);
         }
     }
 
