@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks that the official OpenAI Python SDK works unchanged against the example gateway, and
-that each MaaS refusal reaches it as the right typed error. Dev tool, not run by CI:
+that each MaaS refusal reaches it as the right typed error. `tests/sdk.rs` runs it against the
+zero-config gateway (CI installs the SDK); by hand:
 
     pip install openai
     cargo run --release --example gateway &        # the zero-config demo on 127.0.0.1:8080
