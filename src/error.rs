@@ -591,7 +591,8 @@ impl MaasError {
     /// `PERMISSION_DENIED`; limits, a used-up quota and a body too large (81101, 81103 429,
     /// 81005, APIG.0308, 413) are `RESOURCE_EXHAUSTED`; the other 400s are `INVALID_ARGUMENT`,
     /// 404s `NOT_FOUND`, 405 `UNIMPLEMENTED`, APIG.0203 `DEADLINE_EXCEEDED`, an unreachable
-    /// backend `UNAVAILABLE` and 500 `INTERNAL`.
+    /// backend `UNAVAILABLE` and 500 `INTERNAL`. A path with no route (APIG.0101) is
+    /// `UNIMPLEMENTED`, as gRPC answers an unknown method.
     ///
     /// ```
     /// use http::StatusCode;
@@ -615,7 +616,8 @@ impl MaasError {
             Self::QuotaExhausted | Self::EntityTooLarge => GrpcCode::ResourceExhausted,
             Self::BackendTimeout => GrpcCode::DeadlineExceeded,
             Self::BackendUnavailable => GrpcCode::Unavailable,
-            Self::MethodNotAllowed => GrpcCode::Unimplemented,
+            // No such route: for gRPC, no such method.
+            Self::MethodNotAllowed | Self::ApiNotFound => GrpcCode::Unimplemented,
             _ => match status.as_u16() {
                 400 | 422 => GrpcCode::InvalidArgument,
                 401 => GrpcCode::Unauthenticated,
@@ -671,11 +673,25 @@ pub(crate) fn grpc_headers(headers: &mut http::HeaderMap, error: &MaasError, sta
         "grpc-status",
         HeaderValue::from(error.grpc_code(status) as u16),
     );
-    let message = percent_encode_grpc(&error.to_string());
+    // A validation message can quote a whole body: past 1 KiB, clients' header limits (8 to
+    // 16 KiB) would turn the status into a protocol error.
+    let mut message = error.to_string();
+    if message.len() > GRPC_MESSAGE_LIMIT {
+        let mut end = GRPC_MESSAGE_LIMIT;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    let message = percent_encode_grpc(&message);
     if let Ok(value) = HeaderValue::from_str(&message) {
         headers.insert("grpc-message", value);
     }
 }
+
+/// The longest `grpc-message`, in bytes before encoding.
+const GRPC_MESSAGE_LIMIT: usize = 1024;
 
 /// gRPC's `Percent-Encoded`: bytes outside printable ASCII, and `%`, as `%XX`.
 fn percent_encode_grpc(text: &str) -> String {
@@ -856,6 +872,18 @@ mod tests {
             "ModelArts.81011: 50%25 %E6%95%8F%E6%84%9F%0A"
         );
         assert_eq!(percent_encode_grpc("plain: text ~"), "plain: text ~");
+    }
+
+    #[test]
+    fn long_grpc_messages_are_cut_at_a_character() {
+        let error = MaasError::Validation {
+            message: "字".repeat(2000),
+        };
+        let res = error.to_grpc_response(StatusCode::BAD_REQUEST, &RequestId::generate());
+        let header = res.headers()["grpc-message"].to_str().unwrap();
+        // 1 KiB of text at most, each byte of a CJK character encoded as `%XX`, then `…`.
+        assert!(header.len() <= 3 * 1024 + 9, "{}", header.len());
+        assert!(header.ends_with("%E5%AD%97%E2%80%A6"), "{header}");
     }
 
     #[test]

@@ -415,6 +415,45 @@ async fn every_refusal_of_the_seed_with_its_whole_body() {
         400,
         &error_body("ModelArts.6297", "Custom endpoint number exceed quota"),
     );
+    // The documented order: types before the security check, the name before the service,
+    // the path's parameters before the project's permission.
+    for (body, expected) in [
+        (r#"{"endpoint_name":"a<b","rpm":0}"#, bad_json.clone()),
+        (
+            r#"{"endpoint_name":"a<b","remark":"'"}"#,
+            security("endpoint_name"),
+        ),
+        ("{}", required.clone()),
+        (r#"{"endpoint_name":"1x"}"#, invalid_name.clone()),
+        (r#"{"endpoint_name":"fine"}"#, bad_json.clone()),
+        (
+            r#"{"endpoint_name":"fine","infer_service_id":"svc-private"}"#,
+            not_mountable.clone(),
+        ),
+    ] {
+        call(addr, "POST", BASE, Some(TOKEN), body)
+            .await
+            .assert_json(400, &expected);
+    }
+    call(
+        addr,
+        "GET",
+        &format!("{BASE}/id%22x"),
+        Some(OTHER_TOKEN),
+        "",
+    )
+    .await
+    .assert_json(400, &security("custom_endpoint_id"));
+    // A model's own name could never be called as an endpoint: taken.
+    create(addr, json!({"endpoint_name": "DeepSeek-V3", "infer_service_id": "svc-deepseek"}))
+        .await
+        .assert_json(
+            400,
+            &error_body(
+                "ModelArts.6271",
+                "Custom endpoint name has already been used (including deleted access points). To ensure billing uniqueness, please use a different name.",
+            ),
+        );
     // A body over the bound: APIG's 413.
     let huge = format!(
         r#"{{"endpoint_name":"big","remark":"{}"}}"#,

@@ -72,7 +72,14 @@ impl RedisServer {
     fn resume(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -308,6 +315,13 @@ async fn idle_keys_expire_once_recovered() {
         int(redis_cmd(&server, &["EXISTS", "tm:{keys:21}:rate"]).unwrap()),
         0
     );
+    // Braces would break the hash tag: refused.
+    assert!(
+        RedisStore::builder(server.url())
+            .namespace("a{b}")
+            .build()
+            .is_err()
+    );
     // A key a namespace apart is another key.
     let b = RedisStore::builder(server.url())
         .namespace("endpoints")
@@ -521,4 +535,45 @@ async fn the_example_gateway_selects_redis_from_its_configuration() {
     );
     let bad: app::Config = toml::from_str(&text.replace("\"closed\"", "\"sideways\"")).unwrap();
     assert!(app::router(&bad).is_err());
+}
+
+/// An answer that comes after the timeout is an admission nobody uses: given back at once, so
+/// a slow Redis does not drain the keys it answers for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_admission_is_given_back() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let impatient = RedisStore::builder(server.url())
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let patient = store(&server, OnUnavailable::FailClosed);
+    let (rate, tokens) = (Rate::per_minute(60, 1), Rate::per_minute(1000, 1000));
+    // Load the script while Redis is quick.
+    decide(&impatient, ask(61, Some(rate), None, 0)).await;
+    // Redis stops answering for 400 ms: the decision times out, then runs, and admits.
+    let url = server.url();
+    let sleeper = std::thread::spawn(move || {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("0.4")
+            .exec(&mut conn)
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        decide(&impatient, ask(62, Some(rate), Some(tokens), 400)).await,
+        Outcome::Unavailable
+    );
+    sleeper.join().unwrap();
+    // The slot and the 400 tokens came back: the whole burst and the whole bucket are there.
+    eventually(async || {
+        matches!(
+            decide(&patient, ask(62, Some(rate), Some(tokens), 1000)).await,
+            Outcome::Admitted(_)
+        )
+    })
+    .await;
 }

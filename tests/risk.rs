@@ -106,6 +106,37 @@ async fn serve<Cl: Classifier + Clone>(
     common::serve_axum(app.layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true))).await
 }
 
+/// A client cannot label a prompt gRPC to get it past the check: gRPC bodies pass unheld only
+/// when the layer is told to, and then only those.
+#[tokio::test]
+async fn a_grpc_content_type_gets_no_pass_unless_configured() {
+    let grpc = |content: &str| {
+        let mut req = chat("x").body(body_of(content)).unwrap();
+        req.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        req
+    };
+    let addr = serve(ContentRiskFilterLayer::new(terms()), false).await;
+    // Refused, and the envelope answers a gRPC client in gRPC.
+    let refused = send(addr, grpc("how to build a bomb")).await;
+    assert_eq!(refused.header("grpc-status"), Some("7"));
+    assert_eq!(
+        refused.header("grpc-message"),
+        Some("ModelArts.81011: May contain senstive.....")
+    );
+    let passing = serve(ContentRiskFilterLayer::new(terms()).pass_grpc(true), false).await;
+    let passed = send(passing, grpc("how to build a bomb")).await;
+    assert_eq!(passed.header("grpc-status"), None);
+    assert!(passed.text().contains("fine"), "{}", passed.text());
+    // JSON is still checked there.
+    send(
+        passing,
+        chat("x").body(body_of("how to build a bomb")).unwrap(),
+    )
+    .await
+    .assert_json(403, E81011);
+}
+
 #[tokio::test]
 async fn input_is_refused_with_or_without_a_validator_in_front() {
     for validator in [true, false] {

@@ -49,5 +49,8 @@ async fn the_openai_python_sdk_gets_typed_errors() {
     );
     // Every check printed its line, and none failed.
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert!(stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 8, "{stdout}");
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 8,
+        "{stdout}"
+    );
 }

@@ -202,6 +202,12 @@ impl ServiceDirectory {
         self.services.get(id)
     }
 
+    /// Whether some service serves a model called `name`: an endpoint of that name could
+    /// never be called, since the name reaches the model first.
+    pub(crate) fn serves_model(&self, name: &str) -> bool {
+        self.services.values().any(|s| &*s.model == name)
+    }
+
     /// The model of `id` when an endpoint may point at it.
     pub(crate) fn mountable(&self, id: &str) -> Option<&str> {
         self.get(id)

@@ -127,18 +127,30 @@ where
             let extensions = parts.extensions.clone();
             let answer = match shared.authorize(&parts) {
                 Err(error) => Err(error),
-                Ok((owner, op)) => match op {
-                    Op::NeedsBody(op) => {
-                        match Limited::new(body, shared.body_limit).collect().await {
-                            Ok(collected) => shared.with_body(&owner, op, &collected.to_bytes()),
-                            Err(err) if err.is::<LengthLimitError>() => {
-                                Err(MaasError::EntityTooLarge.into())
+                Ok((owner, op)) => {
+                    let body = match op {
+                        Op::NeedsBody(_) => {
+                            match Limited::new(body, shared.body_limit).collect().await {
+                                Ok(collected) => Ok(collected.to_bytes()),
+                                Err(err) if err.is::<LengthLimitError>() => {
+                                    Err(MaasError::EntityTooLarge.into())
+                                }
+                                Err(_) => Err(MaasError::InvalidJsonBody.into()),
                             }
-                            Err(_) => Err(MaasError::InvalidJsonBody.into()),
                         }
+                        _ => Ok(Bytes::new()),
+                    };
+                    match body {
+                        Err(refusal) => Err(refusal),
+                        // A durable registry waits for the disk: not on the runtime's threads.
+                        Ok(body) => tokio::task::spawn_blocking(move || match op {
+                            Op::NeedsBody(op) => shared.with_body(&owner, op, &body),
+                            op => shared.without_body(&owner, op),
+                        })
+                        .await
+                        .unwrap_or_else(|_| Err(MaasError::Internal.into())),
                     }
-                    op => shared.without_body(&owner, op),
-                },
+                }
             };
             Ok(match answer {
                 Ok(response) => response,
@@ -202,12 +214,12 @@ impl<R: EndpointRegistry> Shared<R> {
             .and_then(|token| self.access.account(token))
             .ok_or(MaasError::NoManagementPermission)?;
         let project = path_parameter(project, "project_id")?;
-        if !account.manages(&project) {
-            return Err(MaasError::NoManagementPermission.into());
-        }
         let id = id
             .map(|id| path_parameter(id, "custom_endpoint_id"))
             .transpose()?;
+        if !account.manages(&project) {
+            return Err(MaasError::NoManagementPermission.into());
+        }
         let method = &parts.method;
         let op = match id {
             None if *method == Method::POST => Op::NeedsBody(BodyOp::Create),
@@ -265,13 +277,23 @@ impl<R: EndpointRegistry> Shared<R> {
         let mut fields = Fields(fields);
         match op {
             BodyOp::Create => {
+                // Every field's type first (2115), then every string's security check (6298),
+                // then the rules of each field.
                 let name = fields.string("endpoint_name")?;
                 let service = fields.string("infer_service_id")?;
                 let remark = fields.remark()?;
                 let (rpm, tpm) = (fields.limit("rpm")?, fields.limit("tpm")?);
+                secure(&[
+                    ("endpoint_name", &name),
+                    ("infer_service_id", &service),
+                    ("remark", &remark),
+                ])?;
                 let name = name.value().ok_or(MaasError::EndpointNameRequired)?;
                 if !is_valid_name(&name) {
                     return Err(MaasError::EndpointNameInvalid.into());
+                }
+                if self.services.serves_model(&name) {
+                    return Err(MaasError::EndpointNameUsed.into());
                 }
                 let service = service.value().ok_or(MaasError::InvalidJsonBody)?;
                 let model = self
@@ -290,11 +312,19 @@ impl<R: EndpointRegistry> Shared<R> {
                 Ok(json(&created.view()))
             }
             BodyOp::Update(id) => {
-                let name = fields.string("endpoint_name")?.value();
+                let name = fields.string("endpoint_name")?;
                 let remark = fields.remark()?;
                 let (rpm, tpm) = (fields.limit("rpm")?, fields.limit("tpm")?);
+                secure(&[("endpoint_name", &name), ("remark", &remark)])?;
+                let name = name.value();
                 if name.as_deref().is_some_and(|n| !is_valid_name(n)) {
                     return Err(MaasError::EndpointNameInvalid.into());
+                }
+                if name
+                    .as_deref()
+                    .is_some_and(|n| self.services.serves_model(n))
+                {
+                    return Err(MaasError::EndpointNameUsed.into());
                 }
                 let change = EndpointChange {
                     endpoint_name: name,
@@ -314,6 +344,20 @@ impl<R: EndpointRegistry> Shared<R> {
             }
         }
     }
+}
+
+/// The security check (6298) of string parameters, in order: the first to fail is named.
+fn secure(params: &[(&'static str, &Field<String>)]) -> Result<(), MaasError> {
+    for &(name, field) in params {
+        if let Field::Value(value) = field {
+            if !passes_security_check(value) {
+                return Err(MaasError::SecurityCheckFailed {
+                    param: name.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A body field: absent, `null`, or a value.
@@ -348,15 +392,12 @@ impl Field<u64> {
 struct Fields(Map<String, Value>);
 
 impl Fields {
-    /// A string parameter, which must pass the security check (6298).
+    /// A string parameter.
     fn string(&mut self, name: &'static str) -> Result<Field<String>, MaasError> {
         match self.0.remove(name) {
             None => Ok(Field::Absent),
             Some(Value::Null) => Ok(Field::Null),
-            Some(Value::String(s)) if passes_security_check(&s) => Ok(Field::Value(s)),
-            Some(Value::String(_)) => Err(MaasError::SecurityCheckFailed {
-                param: name.to_owned(),
-            }),
+            Some(Value::String(s)) => Ok(Field::Value(s)),
             Some(_) => Err(MaasError::InvalidJsonBody),
         }
     }

@@ -67,7 +67,9 @@ impl FileRegistry {
         file.sync_all()?;
         drop(file);
         fs::rename(&temporary, &self.path)?;
-        // The rename itself must reach the disk before the change is acknowledged.
+        // The rename should reach the disk before the change is acknowledged. Once it is done
+        // the file holds the change, so a failure here cannot undo it: the change stands (a
+        // crash before the directory is written could still lose it).
         #[cfg(unix)]
         if let Some(dir) = self.path.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -75,7 +77,7 @@ impl FileRegistry {
             } else {
                 dir
             };
-            File::open(dir)?.sync_all()?;
+            let _ = File::open(dir).and_then(|d| d.sync_all());
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The registry's state and every rule about changing it, apart from where it is kept.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -13,14 +13,20 @@ use crate::request_id::RequestId;
 /// The format version of the stored ledger.
 const VERSION: u32 = 1;
 
+/// How many names an account may use over its lifetime: live endpoints, deleted ones and names
+/// given up by renames. Names are never reused, so without a bound a token could grow the
+/// ledger (and every rewrite of it) forever by renaming in a loop; past it, 6297.
+pub(crate) const NAMES_PER_ACCOUNT: usize = 1000;
+
 /// All endpoints, the names ever used, and the next limiter key.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Ledger {
     version: u32,
     next_limit_key: u64,
     endpoints: Vec<CustomEndpoint>,
-    /// Names of deleted endpoints and names given up by a rename: taken forever.
-    retired_names: BTreeSet<String>,
+    /// Names of deleted endpoints and names given up by a rename, with the account that used
+    /// them: taken forever.
+    retired_names: BTreeMap<String, String>,
     /// Live names → their routes, for inference; rebuilt after each change.
     #[serde(skip)]
     routes: HashMap<String, EndpointRoute>,
@@ -40,17 +46,29 @@ impl Ledger {
         if ledger.version != VERSION {
             return Err(format!("unknown ledger version {}", ledger.version));
         }
-        // A hand-edited file must not hand out a limiter key twice.
+        // A hand-edited file must not hand out a limiter key or an id twice, nor a name.
         let past = ledger
             .endpoints
             .iter()
-            .map(|e| e.limit_key + 1)
+            .map(|e| e.limit_key.checked_add(1))
             .max()
-            .unwrap_or(0);
+            .unwrap_or(Some(0))
+            .ok_or("a limiter key out of range")?;
         ledger.next_limit_key = ledger.next_limit_key.max(past);
         ledger.reindex();
-        if ledger.routes.len() != ledger.endpoints.len() {
-            return Err("two endpoints with one name".to_owned());
+        let ids: std::collections::HashSet<&str> =
+            ledger.endpoints.iter().map(|e| e.id.as_str()).collect();
+        let keys: std::collections::HashSet<u64> =
+            ledger.endpoints.iter().map(|e| e.limit_key).collect();
+        if ledger.routes.len() != ledger.endpoints.len()
+            || ids.len() != ledger.endpoints.len()
+            || keys.len() != ledger.endpoints.len()
+            || ledger
+                .routes
+                .keys()
+                .any(|n| ledger.retired_names.contains_key(n))
+        {
+            return Err("an id, a limiter key or a name used twice".to_owned());
         }
         Ok(ledger)
     }
@@ -73,7 +91,22 @@ impl Ledger {
     }
 
     fn name_taken(&self, name: &str) -> bool {
-        self.routes.contains_key(name) || self.retired_names.contains(name)
+        self.routes.contains_key(name) || self.retired_names.contains_key(name)
+    }
+
+    /// Whether the account has used up its names (see [`NAMES_PER_ACCOUNT`]).
+    fn names_exhausted(&self, account: &str) -> bool {
+        let live = self
+            .endpoints
+            .iter()
+            .filter(|e| e.account == account)
+            .count();
+        let retired = self
+            .retired_names
+            .values()
+            .filter(|a| *a == account)
+            .count();
+        live + retired >= NAMES_PER_ACCOUNT
     }
 
     fn position(&self, owner: &Owner, id: &str) -> Result<usize, EndpointError> {
@@ -101,13 +134,17 @@ impl Ledger {
             .iter()
             .filter(|e| *e.account == *owner.account)
             .count();
-        if live >= owner.quota {
+        if live >= owner.quota || self.names_exhausted(&owner.account) {
             return Err(EndpointError::QuotaExceeded);
         }
+        let limit_key = self.next_limit_key;
+        let next_limit_key = limit_key
+            .checked_add(1)
+            .ok_or(EndpointError::QuotaExceeded)?;
         let now = now_ms();
         let endpoint = CustomEndpoint {
             id: self.fresh_id(),
-            limit_key: self.next_limit_key,
+            limit_key,
             account: owner.account.to_string(),
             project_id: owner.project_id.clone(),
             endpoint_name: new.endpoint_name,
@@ -119,7 +156,7 @@ impl Ledger {
             created_at: now,
             updated_at: now,
         };
-        self.next_limit_key += 1;
+        self.next_limit_key = next_limit_key;
         self.endpoints.push(endpoint.clone());
         self.reindex();
         Ok(endpoint)
@@ -163,15 +200,20 @@ impl Ledger {
             if !is_valid_name(name) {
                 return Err(EndpointError::NameInvalid);
             }
-            if *name != self.endpoints[at].endpoint_name && self.name_taken(name) {
-                return Err(EndpointError::NameUsed);
+            if *name != self.endpoints[at].endpoint_name {
+                if self.name_taken(name) {
+                    return Err(EndpointError::NameUsed);
+                }
+                if self.names_exhausted(&owner.account) {
+                    return Err(EndpointError::QuotaExceeded);
+                }
             }
         }
         let endpoint = &mut self.endpoints[at];
         if let Some(name) = &change.endpoint_name {
             if *name != endpoint.endpoint_name {
                 let old = std::mem::replace(&mut endpoint.endpoint_name, name.clone());
-                self.retired_names.insert(old);
+                self.retired_names.insert(old, endpoint.account.clone());
             }
         }
         let endpoint = &mut self.endpoints[at];
@@ -188,7 +230,8 @@ impl Ledger {
     pub(crate) fn delete(&mut self, owner: &Owner, id: &str) -> Result<(), EndpointError> {
         let at = self.position(owner, id)?;
         let endpoint = self.endpoints.remove(at);
-        self.retired_names.insert(endpoint.endpoint_name);
+        self.retired_names
+            .insert(endpoint.endpoint_name, endpoint.account);
         self.reindex();
         Ok(())
     }
@@ -304,17 +347,61 @@ mod tests {
     }
 
     #[test]
+    fn an_account_cannot_grow_the_ledger_forever_by_renaming() {
+        let (a, mut ledger) = (owner("acct", "p"), Ledger::new());
+        let id = ledger.create(&a, new("n0")).unwrap().id;
+        let rename = |name: String| EndpointChange {
+            endpoint_name: Some(name),
+            ..EndpointChange::default()
+        };
+        for i in 1..NAMES_PER_ACCOUNT {
+            ledger.update(&a, &id, rename(format!("n{i}"))).unwrap();
+        }
+        assert!(matches!(
+            ledger.update(&a, &id, rename("one-more".to_owned())),
+            Err(EndpointError::QuotaExceeded)
+        ));
+        // Other changes, and other accounts, are not held back.
+        assert!(ledger.update(&a, &id, EndpointChange::default()).is_ok());
+        ledger.create(&owner("other", "p"), new("theirs")).unwrap();
+    }
+
+    #[test]
+    fn a_hand_edited_ledger_with_a_duplicate_is_refused() {
+        let mut ledger = Ledger::new();
+        ledger.create(&owner("a", "p"), new("one")).unwrap();
+        let mut value: serde_json::Value = serde_json::from_slice(&ledger.to_json()).unwrap();
+        let copy = value["endpoints"][0].clone();
+        value["endpoints"].as_array_mut().unwrap().push(copy);
+        assert!(Ledger::from_json(&serde_json::to_vec(&value).unwrap()).is_err());
+        // A live name that is also retired.
+        let mut value: serde_json::Value = serde_json::from_slice(&ledger.to_json()).unwrap();
+        value["retired_names"]["one"] = "a".into();
+        assert!(Ledger::from_json(&serde_json::to_vec(&value).unwrap()).is_err());
+        // A limiter key at the top of the range: refused, not overflowed.
+        let mut value: serde_json::Value = serde_json::from_slice(&ledger.to_json()).unwrap();
+        value["endpoints"][0]["limit_key"] = u64::MAX.into();
+        assert!(Ledger::from_json(&serde_json::to_vec(&value).unwrap()).is_err());
+        value["endpoints"][0]["limit_key"] = (u64::MAX - 1).into();
+        let mut loaded = Ledger::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert!(matches!(
+            loaded.create(&owner("a", "p"), new("two")),
+            Err(EndpointError::QuotaExceeded)
+        ));
+    }
+
+    #[test]
     fn corrupt_or_foreign_ledgers_are_refused() {
         assert!(Ledger::from_json(b"not json").is_err());
         assert!(
             Ledger::from_json(
-                br#"{"version":2,"next_limit_key":0,"endpoints":[],"retired_names":[]}"#
+                br#"{"version":2,"next_limit_key":0,"endpoints":[],"retired_names":{}}"#
             )
             .is_err()
         );
         assert!(
             Ledger::from_json(
-                br#"{"version":1,"next_limit_key":0,"endpoints":[],"retired_names":[]}"#
+                br#"{"version":1,"next_limit_key":0,"endpoints":[],"retired_names":{}}"#
             )
             .is_ok()
         );

@@ -3,7 +3,8 @@
 //!
 //! - [`EndpointRegistry`] keeps them: [`InMemoryRegistry`], or [`FileRegistry`] which survives
 //!   a restart. Names are unique forever: a deleted endpoint's name stays taken (6271).
-//! - [`ManagementApi`] serves the routes under
+//! - [`ManagementApi`] serves the routes (on Tokio's blocking threads, since a durable registry
+//!   waits for the disk) under
 //!   `/v1/{project_id}/maas/services/custom-endpoint/endpoint`, authorised by a management
 //!   token (`X-Auth-Token`, see [`ManagementAccess`]) that is not an inference key.
 //! - **Inference by name**: a request whose `model` is an endpoint's name is served by the
@@ -37,20 +38,25 @@
 //!
 //! 1. a path that is none of the routes → 404 APIG.0101;
 //! 2. no `X-Auth-Token`, or one that is no management token → 401 ModelArts.8503;
-//! 3. `project_id`, `custom_endpoint_id` (percent-decoded) failing the
+//! 3. `project_id`, then `custom_endpoint_id` (percent-decoded), failing the
 //!    [security check](passes_security_check) → 400 ModelArts.6298 naming the parameter;
 //! 4. a project the token's account does not manage → 401 ModelArts.8503;
 //! 5. `PUT`/`DELETE` without an id, or an empty id → 400 ModelArts.6299; another method → 405;
 //! 6. a body over 64 KiB → 413; not a JSON object, a field of the wrong type, a remark over 256
-//!    characters, an RPM/TPM that is not a positive integer, no `infer_service_id` → 400
-//!    ModelArts.2115;
-//! 7. `endpoint_name`, `infer_service_id`, `remark` failing the security check → 6298;
+//!    characters, an RPM/TPM that is not a positive integer → 400 ModelArts.2115;
+//! 7. `endpoint_name`, `infer_service_id`, `remark`, in that order, failing the security check
+//!    → 6298;
 //! 8. create without `endpoint_name` (absent or `null`) → ModelArts.0104;
 //! 9. a name breaking [the rule](is_valid_name) → ModelArts.6274;
-//! 10. a service that is unknown, or neither mounted to the gateway nor without
-//!     authentication → ModelArts.6613;
-//! 11. the registry: unknown id (or another project's) → 6291, name used before → 6271, the
-//!     account's quota reached → 6297.
+//! 10. create without `infer_service_id` → 2115; a service that is unknown, or neither mounted
+//!     to the gateway nor without authentication → ModelArts.6613;
+//! 11. the registry: unknown id (or another project's) → 6291, name used before (or the name
+//!     of a model the gateway serves, which could never be called) → 6271, the account's quota
+//!     of live endpoints reached, or its 1000 names over its lifetime used → 6297.
+//!
+//! Endpoints belong to an account for management; for inference any key that may call the
+//! endpoint's name (every key, unless restricted to some models) may use it, and its calls
+//! count against the endpoint's own limits as well as the key's.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -54,12 +54,14 @@ impl Clock for MonotonicClock {
 /// A clock read from memory: a background thread stores the time every `resolution` (1 ms by
 /// default), so a read is one load instead of a time-stamp-counter read.
 ///
-/// The time it gives lags behind by up to the resolution (plus the thread's scheduling delay):
-/// a limiter on it sees less time pass, so it can only be stricter, never looser, by that much
-/// (one millisecond against RPM intervals of milliseconds to seconds). It halves the cost of a
-/// limiter check, at the price of one thread that wakes every resolution; governor offers the
-/// same trade (`QuantaUpkeepClock`). The thread ends when the last clone is dropped. If it
-/// cannot be started, the clock reads the precise time instead.
+/// The time it gives lags behind by up to the resolution (plus the thread's scheduling delay,
+/// when the machine is busy). Two readings can therefore be that much closer together or
+/// further apart than the real times: over any window a limiter on it admits at most about
+/// `lag / interval` more or fewer units than on the precise clock (with 1 ms, nothing for RPMs
+/// under 60 000, one request for 60 000). It halves the cost of a limiter check, at the price
+/// of one thread that wakes every resolution; governor offers the same trade
+/// (`QuantaUpkeepClock`). The thread ends within one resolution of the last clone being
+/// dropped. If it cannot be started, the clock reads the precise time instead.
 ///
 /// ```
 /// use std::time::Duration;
@@ -83,8 +85,10 @@ impl CoarseClock {
         Self::with_resolution(Duration::from_millis(1))
     }
 
-    /// A clock updated every `resolution`.
+    /// A clock updated every `resolution` (at least every 100 µs: a shorter period would keep
+    /// a core busy for nothing).
     pub fn with_resolution(resolution: Duration) -> Self {
+        let resolution = resolution.max(Duration::from_micros(100));
         let precise = MonotonicClock::new();
         let now = Arc::new(AtomicU64::new(precise.now()));
         let weak = Arc::downgrade(&now);

@@ -17,13 +17,13 @@ use super::store::{
 };
 
 /// Decides requests, tokens and the quota of one key together. Times are microseconds since
-/// 2025-01-01 UTC as Lua doubles (exact to about 0.01 µs for centuries), from Redis's `TIME`,
+/// 2020-01-01 UTC as Lua doubles (exact to about 0.01 µs for centuries), from Redis's `TIME`,
 /// so replicas with skewed clocks still share one timeline. Nothing is written on a refusal.
 /// Returns `{outcome, now, wait, requests TAT, tokens TAT}`, times in nanoseconds: outcome 0
 /// admitted, 1 requests refused, 2 tokens refused, 3 quota used up.
 const ACQUIRE_LUA: &str = r"
 local t = redis.call('TIME')
-local now = (tonumber(t[1]) - 1735689600) * 1000000 + tonumber(t[2])
+local now = (tonumber(t[1]) - 1577836800) * 1000000 + tonumber(t[2])
 local rpu, rcap = tonumber(ARGV[1]) / 1000, tonumber(ARGV[2]) / 1000
 local tpu, tcap = tonumber(ARGV[3]) / 1000, tonumber(ARGV[4]) / 1000
 local reserve, quota = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -52,7 +52,7 @@ return {0, now * 1000, 0, nr * 1000, nt * 1000}
 /// interval; a refund never goes below now) and adds `ARGV[4]` to the quota's use.
 const SETTLE_LUA: &str = r"
 local t = redis.call('TIME')
-local now = (tonumber(t[1]) - 1735689600) * 1000000 + tonumber(t[2])
+local now = (tonumber(t[1]) - 1577836800) * 1000000 + tonumber(t[2])
 local rpu, tpu = tonumber(ARGV[1]) / 1000, tonumber(ARGV[2]) / 1000
 local delta, spent = tonumber(ARGV[3]), tonumber(ARGV[4])
 if rpu > 0 or (tpu > 0 and delta ~= 0) then
@@ -72,6 +72,10 @@ end
 if spent > 0 then redis.call('INCRBY', KEYS[2], spent) end
 return 0
 ";
+
+/// How long a decision's answer is waited for in the background after the decision itself
+/// gave up (at least; ten times the timeout when that is longer).
+const LATE_ANSWERS: Duration = Duration::from_secs(2);
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
@@ -153,12 +157,37 @@ impl RedisStore {
         }
     }
 
+    fn settle(&self, key: LimitKey, release: Nanos, tokens: Nanos, delta: i128, spent: u64) {
+        self.inner.settle(key, release, tokens, delta, spent);
+    }
+}
+
+impl Inner {
+    /// One decision: the acquire script, on the shared connection.
+    async fn decide(&self, ask: &Acquire) -> RedisResult<Vec<i64>> {
+        let (rpu, rcap) = interval(ask.requests);
+        let (tpu, tcap) = interval(ask.tokens);
+        let limit = ask
+            .quota
+            .map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX));
+        let mut call = ACQUIRE.prepare_invoke();
+        call.key(self.rate_key(ask.key))
+            .key(self.quota_key(ask.key))
+            .arg(rpu)
+            .arg(rcap)
+            .arg(tpu)
+            .arg(tcap)
+            .arg(ask.reserve)
+            .arg(limit);
+        call.invoke_async(&mut self.conn.clone()).await
+    }
+
     fn rate_key(&self, key: LimitKey) -> String {
-        format!("tm:{{{}:{}}}:rate", self.inner.namespace, key.0)
+        format!("tm:{{{}:{}}}:rate", self.namespace, key.0)
     }
 
     fn quota_key(&self, key: LimitKey) -> String {
-        format!("tm:{{{}:{}}}:quota", self.inner.namespace, key.0)
+        format!("tm:{{{}:{}}}:quota", self.namespace, key.0)
     }
 
     /// Runs the reconciliation script in the background, when a runtime is there to run it.
@@ -167,8 +196,8 @@ impl RedisStore {
             return;
         };
         let (rate, quota) = (self.rate_key(key), self.quota_key(key));
-        let mut conn = self.inner.conn.clone();
-        let timeout = self.inner.timeout;
+        let mut conn = self.conn.clone();
+        let timeout = self.timeout;
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
         runtime.spawn(async move {
             let mut call = SETTLE.prepare_invoke();
@@ -204,12 +233,21 @@ impl RedisStoreBuilder {
     }
 
     /// The store. It connects on first use, so a gateway starts while Redis is down; only a
-    /// malformed URL is an error. Call it inside a Tokio runtime.
+    /// malformed URL, or a namespace with braces (they would break the hash tag), is an error. Call it inside a Tokio runtime.
     pub fn build(self) -> RedisResult<RedisStore> {
+        if self.namespace.contains(['{', '}']) {
+            // Braces would move the hash tag, and the two keys of one limit across slots.
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a RedisStore namespace cannot contain braces",
+            )));
+        }
         let client = redis::Client::open(self.url.as_str())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
+            // Longer than a decision waits: an answer that comes late is still read, so an
+            // admission nobody waits for any more can be given back (see `acquire`).
+            .set_response_timeout(Some(LATE_ANSWERS.max(self.timeout * 10)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
@@ -273,31 +311,31 @@ impl RateStore for RedisStore {
         if ask.tokens.is_some_and(|t| ask.reserve > t.burst()) {
             return Acquired::Now(Outcome::Oversized);
         }
-        let (rate, quota) = (self.rate_key(ask.key), self.quota_key(ask.key));
         let inner = Arc::clone(&self.inner);
         Acquired::Later(Box::pin(async move {
-            let (rpu, rcap) = interval(ask.requests);
-            let (tpu, tcap) = interval(ask.tokens);
-            let limit = ask
-                .quota
-                .map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX));
-            let mut call = ACQUIRE.prepare_invoke();
-            call.key(rate)
-                .key(quota)
-                .arg(rpu)
-                .arg(rcap)
-                .arg(tpu)
-                .arg(tcap)
-                .arg(ask.reserve)
-                .arg(limit);
-            let mut conn = inner.conn.clone();
-            let answer =
-                tokio::time::timeout(inner.timeout, call.invoke_async::<Vec<i64>>(&mut conn)).await;
-            match answer {
-                Ok(Ok(answer)) => outcome(&answer, &ask),
+            // The script runs in a task of its own that outlives this future: when the answer
+            // comes after the timeout, or after the request is gone, an admission nobody will
+            // use is given back at once instead of holding a slot and tokens.
+            let (answer_to, answer) = tokio::sync::oneshot::channel();
+            tokio::spawn({
+                let inner = Arc::clone(&inner);
+                async move {
+                    let answer = inner.decide(&ask).await;
+                    if let Err(Ok(answer)) = answer_to.send(answer) {
+                        if answer.first() == Some(&0) {
+                            let (release, _) = interval(ask.requests);
+                            let (tokens, _) = interval(ask.tokens);
+                            let back = -i128::from(ask.reserve);
+                            inner.settle(ask.key, release, tokens, back, 0);
+                        }
+                    }
+                }
+            });
+            let answer = match tokio::time::timeout(inner.timeout, answer).await {
+                Ok(Ok(Ok(answer))) => outcome(&answer, &ask),
                 _ => None,
-            }
-            .unwrap_or_else(|| match inner.policy {
+            };
+            answer.unwrap_or_else(|| match inner.policy {
                 OnUnavailable::FailClosed => Outcome::Unavailable,
                 OnUnavailable::FailOpen => match inner.fallback.acquire(ask) {
                     Acquired::Now(outcome) => outcome,

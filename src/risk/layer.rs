@@ -82,6 +82,7 @@ pub(crate) struct Config {
     pub(crate) failure: OnFailure,
     body_limit: usize,
     output_limit: usize,
+    pass_grpc: bool,
 }
 
 pub(crate) struct Shared<Cl> {
@@ -108,6 +109,7 @@ impl<Cl: Classifier> ContentRiskFilterLayer<Cl> {
                     failure: OnFailure::Block,
                     body_limit: DEFAULT_BODY_LIMIT,
                     output_limit: 4 * 1024 * 1024,
+                    pass_grpc: false,
                 },
             }),
         }
@@ -147,6 +149,15 @@ impl<Cl: Classifier> ContentRiskFilterLayer<Cl> {
     /// The bound on a request body read when no validator parsed it (default 12 MiB).
     pub fn body_limit(self, limit: usize) -> Self {
         self.config(|c| c.body_limit = limit)
+    }
+
+    /// Let requests with a gRPC content type through without holding their bodies (default:
+    /// off). gRPC bodies are protobuf streams a classifier cannot read and a client may keep
+    /// open; but the content type is the client's word, so turn this on only where the service
+    /// behind refuses anything that is not gRPC (a tonic server does), or a client could label
+    /// a JSON prompt `application/grpc` to get it past the check.
+    pub fn pass_grpc(self, on: bool) -> Self {
+        self.config(|c| c.pass_grpc = on)
     }
 
     /// The bound on a non-streaming answer held for checking (default 4 MiB); a larger answer
@@ -349,7 +360,7 @@ where
             }
         } else if (matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
             || !req.body().is_end_stream())
-            && !is_grpc(req.headers())
+            && !(shared.config.pass_grpc && is_grpc(req.headers()))
         {
             let (parts, body) = req.into_parts();
             match start_buffering(body, shared.config.body_limit) {
