@@ -253,10 +253,10 @@ impl<R: EndpointRegistry> Shared<R> {
                 }))
             }
             Op::Get(id) => Ok(json(
-                &registry.get(owner, &id).map_err(|e| e.to_maas())?.view(),
+                &registry.get(owner, &id).map_err(registry_refusal)?.view(),
             )),
             Op::Delete(id) => {
-                registry.delete(owner, &id).map_err(|e| e.to_maas())?;
+                registry.delete(owner, &id).map_err(registry_refusal)?;
                 let mut response = Response::new(Full::new(Bytes::new()));
                 *response.status_mut() = StatusCode::NO_CONTENT;
                 Ok(response)
@@ -308,7 +308,7 @@ impl<R: EndpointRegistry> Shared<R> {
                     rpm: rpm.value(),
                     tpm: tpm.value(),
                 };
-                let created = self.registry.create(owner, new).map_err(|e| e.to_maas())?;
+                let created = self.registry.create(owner, new).map_err(registry_refusal)?;
                 Ok(json(&created.view()))
             }
             BodyOp::Update(id) => {
@@ -339,11 +339,21 @@ impl<R: EndpointRegistry> Shared<R> {
                 let updated = self
                     .registry
                     .update(owner, &id, change)
-                    .map_err(|e| e.to_maas())?;
+                    .map_err(registry_refusal)?;
                 Ok(json(&updated.view()))
             }
         }
     }
+}
+
+/// A registry's refusal as the API's; a storage failure, answered with a bare 500, is logged
+/// here with its cause (a path and an OS error, never a token).
+fn registry_refusal(error: super::EndpointError) -> MaasError {
+    #[cfg(feature = "tracing")]
+    if let super::EndpointError::Storage(cause) = &error {
+        tracing::warn!(target: "tower_maas", %cause, "the endpoint registry could not store a change");
+    }
+    error.to_maas()
 }
 
 /// The security check (6298) of string parameters, in order: the first to fail is named.
