@@ -468,26 +468,31 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         .route("/v1/video/generations/{task_id}", get(query_task))
         .with_state(Arc::new(models))
         .route_layer(axum::middleware::from_fn(tag))
-        .route_layer(ContentRiskFilterLayer::new(risk).streaming(window))
-        // A custom endpoint's own limits, inside the key's.
+        // One `route_layer` for the whole stack: axum boxes each route layer, and clones every
+        // box for every request (`clone_box` was 2 % of the gateway's CPU under load with six).
         .route_layer(
-            TokenRateLimitLayer::with(
-                Store::new(config.redis.as_ref(), "endpoints")?,
-                clock.clone(),
-            )
-            .scope(LimitScope::Endpoint),
-        )
-        .route_layer(TokenRateLimitLayer::with(
-            Store::new(config.redis.as_ref(), "keys")?,
-            clock,
-        ))
-        .route_layer(
-            RequestSchemaValidatorLayer::new()
-                .models(catalog)
-                .dialect(validation)
-                .body_limit(config.body_limit),
-        )
-        .route_layer(BearerAuthLayer::new(keys).body_limit(config.body_limit));
+            tower::ServiceBuilder::new()
+                .layer(BearerAuthLayer::new(keys).body_limit(config.body_limit))
+                .layer(
+                    RequestSchemaValidatorLayer::new()
+                        .models(catalog)
+                        .dialect(validation)
+                        .body_limit(config.body_limit),
+                )
+                .layer(TokenRateLimitLayer::with(
+                    Store::new(config.redis.as_ref(), "keys")?,
+                    clock.clone(),
+                ))
+                // A custom endpoint's own limits, inside the key's.
+                .layer(
+                    TokenRateLimitLayer::with(
+                        Store::new(config.redis.as_ref(), "endpoints")?,
+                        clock,
+                    )
+                    .scope(LimitScope::Endpoint),
+                )
+                .layer(ContentRiskFilterLayer::new(risk).streaming(window)),
+        );
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(api);
