@@ -30,7 +30,12 @@
 //!   `retry-after` on a 429 (seconds, rounded up). [`TokenRateLimitLayer::headers`] turns the
 //!   first off.
 //!
-//! State lives in a [`RateStore`]: [`MemoryStore`] here, keyed by the dense key id.
+//! State lives in a [`RateStore`]: [`MemoryStore`] here, keyed by the dense key id, or
+//! `RedisStore` (feature `redis`) shared by gateway replicas. Time comes from a [`Clock`]:
+//! [`MonotonicClock`] by default, [`CoarseClock`] to read it from memory (half the cost of a
+//! check), [`ManualClock`] in tests. A second limiter scoped to [`LimitScope::Endpoint`],
+//! stacked inside the key's, applies a custom endpoint's own limits (see
+//! [`endpoint`](crate::endpoint)).
 //!
 //! ```
 //! use axum::{Router, routing::post};
