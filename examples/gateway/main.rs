@@ -32,8 +32,11 @@ use mock::MOCK_MODEL;
 #[tokio::main]
 async fn main() {
     // Log lines are written by a thread of their own, so no request waits for a `write` to
-    // stdout (measured: one system call per request otherwise); colours only on a terminal.
-    let (log_writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stdout());
+    // stdout; it writes what has queued up in one go (a buffer flushed whenever the queue is
+    // empty), not a system call per line. Colours only on a terminal.
+    let (log_writer, _flush_on_exit) = tracing_appender::non_blocking(
+        std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+    );
     tracing_subscriber::fmt()
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
