@@ -9,6 +9,9 @@
 mod app;
 mod common;
 #[allow(dead_code, unreachable_pub)]
+#[path = "../examples/gateway/log.rs"]
+mod log;
+#[allow(dead_code, unreachable_pub)]
 #[path = "../examples/gateway/mock.rs"]
 mod mock;
 #[allow(dead_code, unreachable_pub)]

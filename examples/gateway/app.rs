@@ -31,6 +31,7 @@ use tower_maas::{
     Dialect, EndpointRoute, ErrorEnvelopeLayer, MaasError, RequestId, ThrottleWindow,
 };
 
+use crate::log::{LogLayer, TagLayer};
 use crate::mock::{self, MOCK_MODEL, StreamStyle};
 use crate::proxy::{self, Upstream, UpstreamClient};
 
@@ -467,7 +468,6 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         .route("/v1/video/generations", post(create_task))
         .route("/v1/video/generations/{task_id}", get(query_task))
         .with_state(Arc::new(models))
-        .route_layer(axum::middleware::from_fn(tag))
         // One `route_layer` for the whole stack: axum boxes each route layer, and clones every
         // box for every request (`clone_box` was 2 % of the gateway's CPU under load with six).
         .route_layer(
@@ -491,7 +491,8 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
                     )
                     .scope(LimitScope::Endpoint),
                 )
-                .layer(ContentRiskFilterLayer::new(risk).streaming(window)),
+                .layer(ContentRiskFilterLayer::new(risk).streaming(window))
+                .layer(TagLayer),
         );
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -522,7 +523,7 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         );
     }
     if config.log_requests {
-        app = app.layer(axum::middleware::from_fn(log));
+        app = app.layer(LogLayer);
     }
     Ok(app.layer(
         ErrorEnvelopeLayer::new()
@@ -625,53 +626,6 @@ async fn query_task(
         }))
         .into_response(),
     }
-}
-
-/// What the request log shows of a request that got past authentication.
-#[derive(Clone)]
-struct Tagged {
-    key: String,
-    model: Option<String>,
-    prompt_tokens: Option<u64>,
-}
-
-/// Innermost: notes the key (its label or id, never the key) and the model on the response.
-async fn tag(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let parsed = request.extensions().get::<Arc<ParsedRequest>>().cloned();
-    let tagged = request.extensions().get::<Principal>().map(|p| Tagged {
-        key: p
-            .label()
-            .map_or_else(|| p.key_id().to_string(), str::to_owned),
-        model: parsed.as_ref().and_then(|r| r.model().map(str::to_owned)),
-        prompt_tokens: parsed.as_ref().map(|r| r.prompt_tokens()),
-    });
-    let mut response = next.run(request).await;
-    if let Some(tagged) = tagged {
-        response.extensions_mut().insert(tagged);
-    }
-    response
-}
-
-/// One line per request: id, key, model, status, the refusal's code, prompt tokens, latency.
-async fn log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let started = std::time::Instant::now();
-    let id = request.extensions().get::<RequestId>().copied();
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let response = next.run(request).await;
-    let tagged = response.extensions().get::<Tagged>();
-    tracing::info!(
-        request_id = %id.map(|i| i.to_string()).unwrap_or_default(),
-        %method,
-        path,
-        key = tagged.map_or("-", |t| t.key.as_str()),
-        model = tagged.and_then(|t| t.model.as_deref()).unwrap_or("-"),
-        status = response.status().as_u16(),
-        code = response.extensions().get::<MaasError>().and_then(MaasError::code).unwrap_or("-"),
-        prompt_tokens = tagged.and_then(|t| t.prompt_tokens).unwrap_or(0),
-        latency_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
-    response
 }
 
 /// An inference request: to the builtin mock, or forwarded to the model's upstream.

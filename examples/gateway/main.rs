@@ -14,6 +14,7 @@
 //! routes.
 
 mod app;
+mod log;
 mod mock;
 mod proxy;
 
