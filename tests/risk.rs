@@ -229,6 +229,10 @@ async fn a_withheld_answer_is_still_charged_by_the_limiter_outside() {
         "{}",
         reply.text()
     );
+    // A passed answer's usage (read once, by the filter) is charged as well: 40, not 108.
+    let req = chat("x").header("x-say", "fine").body(full(body)).unwrap();
+    let reply = send(addr, req).await;
+    assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("812"));
 }
 
 #[tokio::test]

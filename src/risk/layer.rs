@@ -611,10 +611,7 @@ where
                             let used = usage(&answer);
                             match judge(this.shared, Side::Output, &text) {
                                 Judged::Pass => {
-                                    return Poll::Ready(Ok(Response::from_parts(
-                                        parts,
-                                        RiskBody::full(Full::new(bytes)),
-                                    )));
+                                    return Poll::Ready(Ok(passed(parts, bytes, used)));
                                 }
                                 Judged::Block(category) => {
                                     return Poll::Ready(Ok(blocked(this.ctx, category, used)));
@@ -631,9 +628,7 @@ where
                     let outcome = ready!(verdict.poll(cx));
                     let (parts, bytes, used) = held.take().expect("polled after completion");
                     return Poll::Ready(Ok(match apply(&this.shared.config, outcome) {
-                        Verdict::Pass => {
-                            Response::from_parts(parts, RiskBody::full(Full::new(bytes)))
-                        }
+                        Verdict::Pass => passed(parts, bytes, used),
                         Verdict::Block { category } => blocked(this.ctx, category, used),
                     }));
                 }
@@ -641,6 +636,22 @@ where
             this.state.set(next);
         }
     }
+}
+
+/// A checked answer, passed on with the usage read from it, so that an outer token limiter
+/// charges it without parsing the answer a second time.
+fn passed<R, Cl>(
+    mut parts: http::response::Parts,
+    bytes: Bytes,
+    used: Option<u64>,
+) -> Response<RiskBody<R, Cl>>
+where
+    Cl: Classifier,
+{
+    if let Some(used) = used {
+        parts.extensions.insert(ReportedUsage(used));
+    }
+    Response::from_parts(parts, RiskBody::full(Full::new(bytes)))
 }
 
 /// The 81011 answer in place of generated text, carrying the usage the backend reported so

@@ -7,9 +7,9 @@
 //!   (bounded) by the layer itself.
 //! - **Non-streaming output**: a successful JSON answer is held (bounded), its generated text
 //!   checked, and a blocked answer replaced by the 81011 refusal. The usage the backend reported
-//!   goes with the refusal as a [`ReportedUsage`](crate::ReportedUsage), so a
-//!   [`TokenRateLimit`](crate::limit::TokenRateLimit) outside still charges it: put the limiter
-//!   outside the filter (the MaaS order).
+//!   goes with the answer, passed or refused, as a [`ReportedUsage`](crate::ReportedUsage), so a
+//!   [`TokenRateLimit`](crate::limit::TokenRateLimit) outside charges it without reading the
+//!   answer again: put the limiter outside the filter (the MaaS order).
 //! - **Streaming output** (beyond MaaS, off by default, [`Window`]): generated text is held
 //!   `window` characters at a time and checked with the last `overlap` characters already
 //!   passed, so a term split across events is still caught; events pass once checked; a block
