@@ -105,9 +105,11 @@ impl TrustedProxies {
     /// Whether `ip` is in a trusted network.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
+        // Networks were made canonical, with their prefix, by `new`: mapping one again here
+        // would pair an IPv4 address with an IPv6 prefix.
         self.networks
             .iter()
-            .any(|&(net, prefix)| match (canonical(net), ip) {
+            .any(|&(net, prefix)| match (net, ip) {
                 (IpAddr::V4(net), IpAddr::V4(ip)) => {
                     let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
                     u32::from(net) & mask == u32::from(ip) & mask
@@ -632,6 +634,11 @@ mod tests {
         let narrow = TrustedProxies::new(["::ffff:10.0.0.1"]).unwrap();
         assert!(!narrow.contains(ip("192.0.2.1")));
         assert!(narrow.contains(ip("::ffff:10.0.0.1")));
+        // A mapped network shorter than /96 stays IPv6: it neither panics nor trusts every
+        // IPv4 peer.
+        let short = TrustedProxies::new(["::ffff:0:0/80"]).unwrap();
+        assert!(!short.contains(ip("192.0.2.1")));
+        assert!(!short.contains(ip("::ffff:192.0.2.1")));
     }
 
     #[test]
