@@ -104,6 +104,16 @@ where
     }
 }
 
+/// Whether the `Content-Type` starts with `prefix` (ASCII case ignored, nothing allocated):
+/// `application/json`, `text/event-stream`, `application/grpc` and their parameters or
+/// subtypes. No header is no match.
+pub(crate) fn content_type_is(headers: &http::HeaderMap, prefix: &[u8]) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().get(..prefix.len()))
+        .is_some_and(|t| t.eq_ignore_ascii_case(prefix))
+}
+
 /// The default bound on a buffered request body: 12 MiB, APIG's limit.
 pub const DEFAULT_BODY_LIMIT: usize = 12 * 1024 * 1024;
 

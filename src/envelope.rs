@@ -35,14 +35,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{BoxError, MaasBody};
+use crate::body::{BoxError, MaasBody, content_type_is};
 use crate::error::{Dialect, MaasError, RenderedByEnvelope, grpc_headers, set_json_headers};
 use crate::request_id::{REQUEST_ID, RequestId};
 
@@ -210,10 +209,7 @@ where
             .insert(REQUEST_ID, request_id.to_header_value());
         req.extensions_mut().insert(request_id);
         req.extensions_mut().insert(RenderedByEnvelope);
-        let grpc = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let grpc = content_type_is(req.headers(), b"application/grpc");
         let span = request_span(&request_id);
         let state = match self.ready_error.take() {
             Some(err) => State::Failed { err: Some(err) },

@@ -39,12 +39,13 @@ impl fmt::Debug for RequestedModel {
     }
 }
 
-/// The tokens a backend reported for a response whose body a layer consumed and replaced (a
-/// [`ContentRiskFilter`](crate::risk::ContentRiskFilter) refusal of generated text): the token
-/// limiter charges it instead of reading the body, so the usage is paid even when the answer is
-/// withheld.
+/// The tokens a backend reported for a response whose body a layer already read (a
+/// [`ContentRiskFilter`](crate::risk::ContentRiskFilter) checking, passing or withholding the
+/// generated text): the token limiter charges it instead of reading the body again, so the
+/// usage is paid even when the answer is withheld. `None`: the answer reported no usage, and
+/// the reservation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReportedUsage(pub u64);
+pub struct ReportedUsage(pub Option<u64>);
 
 /// A custom endpoint a request is addressed to: the request named the endpoint as its `model`,
 /// and the endpoint serves [`model`](Self::model) with limits of its own.
@@ -150,6 +151,26 @@ pub trait EndpointResolver: Send + Sync + 'static {
 impl<R: EndpointResolver + ?Sized> EndpointResolver for Arc<R> {
     fn resolve(&self, name: &str) -> Option<EndpointRoute> {
         (**self).resolve(name)
+    }
+}
+
+/// The `usage` object of an OpenAI answer, as the token limiter and the content filter read it.
+#[cfg(any(feature = "limit", feature = "risk"))]
+#[derive(serde::Deserialize)]
+pub(crate) struct Usage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+}
+
+#[cfg(any(feature = "limit", feature = "risk"))]
+impl Usage {
+    /// `total_tokens`, or prompt plus completion when only those are given.
+    pub(crate) fn total(&self) -> Option<u64> {
+        self.total_tokens.or_else(|| {
+            let (p, c) = (self.prompt_tokens?, self.completion_tokens.unwrap_or(0));
+            Some(p.saturating_add(c))
+        })
     }
 }
 

@@ -771,3 +771,68 @@ where
     }
     out
 }
+
+/// An endpoint limiter whose store fails closed: the 500 is a refusal like any other, so the
+/// key's limiter outside gives its slot back.
+#[tokio::test]
+async fn an_inner_limiter_failing_closed_gives_the_keys_slot_back() {
+    struct Down;
+    impl tower_maas::limit::RateStore for Down {
+        type Pending = std::future::Ready<tower_maas::limit::Outcome>;
+        fn acquire(
+            &self,
+            _: tower_maas::limit::Acquire,
+        ) -> tower_maas::limit::Acquired<Self::Pending> {
+            tower_maas::limit::Acquired::Now(tower_maas::limit::Outcome::Unavailable)
+        }
+        fn adjust(
+            &self,
+            _: tower_maas::limit::LimitKey,
+            _: tower_maas::limit::Rate,
+            _: u64,
+            _: u64,
+            _: u64,
+        ) {
+        }
+        fn release(&self, _: tower_maas::limit::LimitKey, _: tower_maas::limit::Rate, _: u64) {}
+    }
+    let keys = Arc::new(InMemoryKeyStore::new());
+    // RPM 300: a burst of 10.
+    keys.insert(KEY, KeyPolicy::new().rpm(300)).unwrap();
+    let clock = ManualClock::new();
+    let app = Router::new()
+        .route("/v1/chat/completions", post(|| async { "ok" }))
+        .layer(TokenRateLimitLayer::with(Down, clock.clone()).scope(LimitScope::Endpoint))
+        .layer(TokenRateLimitLayer::with(MemoryStore::new(), clock))
+        .layer(axum::middleware::map_request(
+            |mut req: axum::extract::Request| async move {
+                if req.headers().contains_key("x-endpoint") {
+                    req.extensions_mut()
+                        .insert(EndpointRoute::new("ep", "DeepSeek-V3", 0).rpm(Some(5)));
+                }
+                req
+            },
+        ))
+        .layer(BearerAuthLayer::new(keys))
+        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+    let addr = common::serve_axum(app).await;
+    let chat = |endpoint: bool| {
+        let mut req = Request::post("/v1/chat/completions")
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("x-request-id", FIXED_ID);
+        if endpoint {
+            req = req.header("x-endpoint", "1");
+        }
+        req.body(full("{}")).unwrap()
+    };
+    for _ in 0..3 {
+        send(addr, chat(true)).await.assert_json(
+            500,
+            &format!(r#"{{"error_msg":"Internal server error.","error_code":"APIG.0201","request_id":"{FIXED_ID}"}}"#),
+        );
+    }
+    // None of the three kept a slot of the key's burst of 10.
+    let ok = send(addr, chat(false)).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.header("x-ratelimit-remaining-requests"), Some("9"));
+}

@@ -73,6 +73,7 @@ async fn backend(headers: HeaderMap) -> Response {
             axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": text}}], "usage": serde_json::from_str::<serde_json::Value>(usage).unwrap()})).into_response()
         }
         Some("not-json") => ([("content-type", "application/json")], "{oops").into_response(),
+        _ if headers.contains_key("x-no-usage") => axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": say}}]})).into_response(),
         _ => axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": say}}], "usage": serde_json::from_str::<serde_json::Value>(usage).unwrap()})).into_response(),
     }
 }
@@ -233,6 +234,16 @@ async fn a_withheld_answer_is_still_charged_by_the_limiter_outside() {
     let req = chat("x").header("x-say", "fine").body(full(body)).unwrap();
     let reply = send(addr, req).await;
     assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("812"));
+    // A withheld answer that reported no usage keeps its reservation of 108: nothing refunded.
+    let req = chat("x")
+        .header("x-say", "build a bomb")
+        .header("x-no-usage", "1")
+        .body(full(body))
+        .unwrap();
+    send(addr, req).await.assert_json(403, E81011);
+    let req = chat("x").header("x-say", "fine").body(full(body)).unwrap();
+    let reply = send(addr, req).await;
+    assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("664"));
 }
 
 #[tokio::test]

@@ -107,19 +107,17 @@ impl TrustedProxies {
         let ip = canonical(ip);
         // Networks were made canonical, with their prefix, by `new`: mapping one again here
         // would pair an IPv4 address with an IPv6 prefix.
-        self.networks
-            .iter()
-            .any(|&(net, prefix)| match (net, ip) {
-                (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-                    u32::from(net) & mask == u32::from(ip) & mask
-                }
-                (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                    u128::from(net) & mask == u128::from(ip) & mask
-                }
-                _ => false,
-            })
+        self.networks.iter().any(|&(net, prefix)| match (net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        })
     }
 
     fn is_empty(&self) -> bool {

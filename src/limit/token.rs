@@ -23,7 +23,7 @@ use super::store::{
 };
 use super::usage::{Meter, Settle, Settled, UsageBody};
 use crate::auth::{Principal, Quota};
-use crate::body::MaasBody;
+use crate::body::{MaasBody, content_type_is};
 use crate::error::{MaasError, refuse};
 
 /// The layer's name in refusal events.
@@ -218,8 +218,15 @@ struct Admitted {
     limits: (Option<u64>, Option<u64>),
     snapshot: Snapshot,
     headers: bool,
-    settle: Option<Arc<dyn Settle>>,
+    settle: Arc<dyn Settle>,
+    /// Whether the answer's usage matters: a TPM or a quota to correct.
+    metered: bool,
 }
+
+/// Marks a refusal of a token limiter, so that a limiter outside it gives its own admission
+/// back, whatever the refusal says (81101, 81103, 81005, or a store that failed closed).
+#[derive(Clone, Copy, Debug)]
+struct LimiterRefusal;
 
 /// Reports the response's usage back to the store and the quota.
 struct Settlement<St, C> {
@@ -417,21 +424,23 @@ fn settle_outcome<St: RateStore, C: Clock>(
     let config = shared.config;
     match outcome {
         Outcome::Admitted(snapshot) => {
+            let metered = ask.acquire.tokens.is_some() || ask.quota.is_some();
             // Every admitted request can be withdrawn by a limiter further in, so even an
             // RPM-only key keeps a way back to its slot.
-            let settle = Some(Arc::new(Settlement {
+            let settle = Arc::new(Settlement {
                 shared: Arc::clone(shared),
                 key: ask.acquire.key,
                 requests: ask.acquire.requests,
                 tokens: ask.acquire.tokens,
                 reserved: ask.acquire.reserve,
                 quota: ask.quota,
-            }) as Arc<dyn Settle>);
+            });
             Decided::Admitted(Admitted {
                 limits: ask.limits,
                 snapshot,
                 headers: config.headers,
                 settle,
+                metered,
             })
         }
         Outcome::Refused {
@@ -454,16 +463,16 @@ fn settle_outcome<St: RateStore, C: Clock>(
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, headers::retry_after(wait));
-            Decided::Refused(response)
+            refused(response)
         }
         Outcome::QuotaExhausted => {
             let error = MaasError::QuotaExhausted;
             let status = error.status();
-            Decided::Refused(refuse(LAYER, error, status, extensions))
+            refused(refuse(LAYER, error, status, extensions))
         }
         // The store cannot decide and fails closed: the request is not served, and nothing of
         // the cause is shown.
-        Outcome::Unavailable => Decided::Refused(refuse(
+        Outcome::Unavailable => refused(refuse(
             LAYER,
             MaasError::Internal,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -475,9 +484,15 @@ fn settle_outcome<St: RateStore, C: Clock>(
                 tpm: ask.limits.1.unwrap_or_default(),
             };
             let status = error.status();
-            Decided::Refused(refuse(LAYER, error, status, extensions))
+            refused(refuse(LAYER, error, status, extensions))
         }
     }
+}
+
+/// A refusal of this limiter, marked as one for the limiters outside it.
+fn refused(mut response: Response<Full<Bytes>>) -> Decided {
+    response.extensions_mut().insert(LimiterRefusal);
+    Decided::Refused(response)
 }
 
 /// A request waiting for a store's round trip, with the readied service it will call.
@@ -545,8 +560,8 @@ where
                         Err(err) => {
                             // The backend failed (a timeout, a refused connection): nothing was
                             // generated, so nothing stays reserved.
-                            if let Some(settle) = admitted.take().and_then(|a| a.settle) {
-                                settle.settle(Settled::Completed(Some(0)));
+                            if let Some(admitted) = admitted.take() {
+                                admitted.settle.settle(Settled::Completed(Some(0)));
                             }
                             return Poll::Ready(Err(err));
                         }
@@ -585,48 +600,40 @@ fn finish<B>(
     let Some(admitted) = admitted else {
         return response.map(|b| MaasBody::new(UsageBody::plain(b)));
     };
-    if let Some(
-        MaasError::RpmExceeded { .. }
-        | MaasError::TpmExceeded { .. }
-        | MaasError::TokensOverLimit { .. },
-    ) = response.extensions().get::<MaasError>()
-    {
+    let plain = |response: Response<B>| response.map(|b| MaasBody::new(UsageBody::plain(b)));
+    let settle = admitted.settle;
+    if response.extensions().get::<LimiterRefusal>().is_some() {
         // A limiter further in (an endpoint's) refused: this one's slot and tokens go back,
         // and its refusal keeps the headers that explain it.
-        if let Some(settle) = admitted.settle {
-            settle.settle(Settled::Withdrawn);
-        }
-        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+        settle.settle(Settled::Withdrawn);
+        return plain(response);
     }
     if admitted.headers {
         headers::write(response.headers_mut(), admitted.limits, &admitted.snapshot);
     }
-    let Some(settle) = admitted.settle else {
-        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
-    };
+    if !admitted.metered {
+        // Nothing to correct: no copy of the body is held.
+        return plain(response);
+    }
     if let Some(&crate::ReportedUsage(used)) = response.extensions().get() {
-        // An inner layer read the body and replaced it (risk control): it reports the usage.
-        settle.settle(Settled::Completed(Some(used)));
-        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+        // An inner layer read the body (risk control): it reports the usage.
+        settle.settle(Settled::Completed(used));
+        return plain(response);
     }
     if !response.status().is_success() {
         // The backend refused: no tokens were used.
         settle.settle(Settled::Completed(Some(0)));
-        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+        return plain(response);
     }
-    let content_type = response.headers().get(CONTENT_TYPE).map(|v| v.as_bytes());
-    let starts = |prefix: &[u8]| {
-        content_type.is_some_and(|t| {
-            t.get(..prefix.len())
-                .is_some_and(|t| t.eq_ignore_ascii_case(prefix))
-        })
-    };
-    let sse = starts(b"text/event-stream");
-    if !sse && content_type.is_some() && !starts(b"application/json") {
+    let sse = content_type_is(response.headers(), b"text/event-stream");
+    if !sse
+        && response.headers().contains_key(CONTENT_TYPE)
+        && !content_type_is(response.headers(), b"application/json")
+    {
         // Not JSON nor SSE (gRPC's protobuf, say): no usage can be read; the reservation
         // stands and the quota pays it, without holding a copy of the body.
         settle.settle(Settled::Completed(None));
-        return response.map(|b| MaasBody::new(UsageBody::plain(b)));
+        return plain(response);
     }
     response.map(|b| MaasBody::new(UsageBody::metered(b, Meter::new(sse, settle))))
 }

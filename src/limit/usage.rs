@@ -9,6 +9,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde::Deserialize;
 
+use crate::model::Usage;
+
 /// The most of a JSON response kept to read its usage, and the longest SSE line; past them the
 /// usage is unknown and the reservation stands.
 const MAX_OBSERVED: usize = 4 * 1024 * 1024;
@@ -16,22 +18,6 @@ const MAX_OBSERVED: usize = 4 * 1024 * 1024;
 #[derive(Deserialize)]
 struct WithUsage {
     usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    total_tokens: Option<u64>,
-}
-
-impl Usage {
-    fn total(&self) -> Option<u64> {
-        self.total_tokens.or_else(|| {
-            let (p, c) = (self.prompt_tokens?, self.completion_tokens.unwrap_or(0));
-            Some(p.saturating_add(c))
-        })
-    }
 }
 
 /// The tokens in a JSON document's top-level `usage`.

@@ -11,7 +11,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::response::Parts as ResponseParts;
 use http::{Method, Request, Response, StatusCode};
@@ -25,8 +24,8 @@ use super::classifier::{Classified, Classifier, Side, Verdict};
 use super::output::{answer_texts, usage};
 use super::stream::RiskStream;
 use crate::body::{
-    BoxError, DEFAULT_BODY_LIMIT, LimitedCollect, MaasBody, finish_buffering, set_buffered_length,
-    start_buffering,
+    BoxError, DEFAULT_BODY_LIMIT, LimitedCollect, MaasBody, content_type_is, finish_buffering,
+    set_buffered_length, start_buffering,
 };
 use crate::error::{MaasError, RenderedByEnvelope, refuse};
 use crate::model::ReportedUsage;
@@ -249,8 +248,8 @@ impl RefusalCtx {
         );
     }
 
-    fn refusal(&self, side: Side, category: Arc<str>) -> Response<Full<Bytes>> {
-        self.log(side, &category);
+    /// What `refuse` needs of the request, which is gone by the time the answer is judged.
+    fn extensions(&self) -> http::Extensions {
         let mut extensions = http::Extensions::new();
         if let Some(id) = self.request_id {
             extensions.insert(id);
@@ -258,6 +257,12 @@ impl RefusalCtx {
         if self.deferred {
             extensions.insert(RenderedByEnvelope);
         }
+        extensions
+    }
+
+    fn refusal(&self, side: Side, category: Arc<str>) -> Response<Full<Bytes>> {
+        self.log(side, &category);
+        let extensions = self.extensions();
         let mut response = refuse(
             "ContentRiskFilter",
             MaasError::SensitiveContent,
@@ -389,9 +394,7 @@ where
 /// gRPC messages are protobuf, not text, and their bodies are streams a client may keep open:
 /// they are never held for a check.
 fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    content_type_is(headers, b"application/grpc")
 }
 
 impl<S: Clone, Cl> ContentRiskFilter<S, Cl> {
@@ -585,15 +588,11 @@ where
                         Some(Err(_)) => {
                             // The backend broke off mid-answer.
                             let _ = parts.take();
-                            let mut extensions = http::Extensions::new();
-                            if let Some(id) = this.ctx.request_id {
-                                extensions.insert(id);
-                            }
                             return Poll::Ready(Ok(refuse(
                                 "ContentRiskFilter",
                                 MaasError::BackendUnavailable,
                                 StatusCode::BAD_GATEWAY,
-                                &extensions,
+                                &this.ctx.extensions(),
                             )
                             .map(RiskBody::full)));
                         }
@@ -648,9 +647,7 @@ fn passed<R, Cl>(
 where
     Cl: Classifier,
 {
-    if let Some(used) = used {
-        parts.extensions.insert(ReportedUsage(used));
-    }
+    parts.extensions.insert(ReportedUsage(used));
     Response::from_parts(parts, RiskBody::full(Full::new(bytes)))
 }
 
@@ -665,9 +662,7 @@ where
     Cl: Classifier,
 {
     let mut response = ctx.refusal(Side::Output, category);
-    if let Some(used) = used {
-        response.extensions_mut().insert(ReportedUsage(used));
-    }
+    response.extensions_mut().insert(ReportedUsage(used));
     response.map(RiskBody::full)
 }
 
@@ -688,15 +683,10 @@ where
     Cl: Classifier,
 {
     let config = &shared.config;
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .map(|v| v.as_bytes().to_ascii_lowercase())
-        .unwrap_or_default();
     if !config.output || !response.status().is_success() {
         return Routed::Done(response.map(RiskBody::inner));
     }
-    if content_type.starts_with(b"text/event-stream") {
+    if content_type_is(response.headers(), b"text/event-stream") {
         return Routed::Done(match config.stream {
             Some(_) => response.map(|body| {
                 RiskBody::stream(RiskStream::new(body, Arc::clone(shared), ctx.clone()))
@@ -704,7 +694,7 @@ where
             None => response.map(RiskBody::inner),
         });
     }
-    if content_type.starts_with(b"application/json") {
+    if content_type_is(response.headers(), b"application/json") {
         let (parts, body) = response.into_parts();
         return Routed::Hold(parts, body);
     }

@@ -44,16 +44,8 @@ fn push(out: &mut String, text: Option<&Value>) {
 
 /// The tokens a JSON answer's `usage` reports.
 pub(crate) fn usage(answer: &Value) -> Option<u64> {
-    let usage = answer.get("usage")?;
-    usage
-        .get("total_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| {
-            let prompt = usage.get("prompt_tokens")?.as_u64()?;
-            let completion = usage
-                .get("completion_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            Some(prompt.saturating_add(completion))
-        })
+    use serde::Deserialize;
+    crate::model::Usage::deserialize(answer.get("usage")?)
+        .ok()?
+        .total()
 }
