@@ -15,8 +15,8 @@ use http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
 use tower_maas::endpoint::{
-    Account, ENDPOINT_ROUTE, ENDPOINTS_ROUTE, EndpointRegistry, FileRegistry, InMemoryRegistry,
-    ManagementAccess, ManagementApi, ServiceAccess, ServiceDirectory,
+    Account, EndpointRegistry, FileRegistry, InMemoryRegistry, MANAGEMENT_ROUTES, ManagementAccess,
+    ManagementApi, ServiceAccess, ServiceDirectory,
 };
 use tower_maas::limit::{LimitScope, ManualClock, MemoryStore, TokenRateLimitLayer};
 use tower_maas::validate::{ModelCatalog, RequestSchemaValidatorLayer};
@@ -44,15 +44,17 @@ fn services() -> ServiceDirectory {
         .service("svc-private", "DeepSeek-V3", ServiceAccess::Token)
 }
 
+/// The API on every route it answers.
+fn mount<R: EndpointRegistry>(api: ManagementApi<R>) -> Router {
+    MANAGEMENT_ROUTES.iter().fold(Router::new(), |app, route| {
+        app.route_service(route, api.clone())
+    })
+}
+
 /// The management API alone, behind the envelope, with any registry.
 async fn serve_api<R: EndpointRegistry>(registry: R) -> SocketAddr {
     let api = ManagementApi::new(registry, access(), services());
-    let app = Router::new()
-        .route_service(ENDPOINTS_ROUTE, api.clone())
-        .route_service(ENDPOINT_ROUTE, api.clone())
-        .route_service(&format!("{ENDPOINTS_ROUTE}/"), api)
-        .layer(ErrorEnvelopeLayer::new());
-    common::serve_axum(app).await
+    common::serve_axum(mount(api).layer(ErrorEnvelopeLayer::new())).await
 }
 
 async fn call(
@@ -470,15 +472,15 @@ async fn every_refusal_of_the_seed_with_its_whole_body() {
 #[tokio::test]
 async fn another_project_or_account_does_not_see_an_endpoint() {
     let registry = Arc::new(InMemoryRegistry::new());
+    // Two accounts that manage every project.
     let api = ManagementApi::new(
         Arc::clone(&registry),
-        ManagementAccess::new().token(TOKEN, Account::new("acme")),
+        ManagementAccess::new()
+            .token(TOKEN, Account::new("acme"))
+            .token(OTHER_TOKEN, Account::new("beta")),
         services(),
     );
-    let app = Router::new()
-        .route_service(ENDPOINTS_ROUTE, api.clone())
-        .route_service(ENDPOINT_ROUTE, api);
-    let addr = common::serve_axum(app).await;
+    let addr = common::serve_axum(mount(api)).await;
     let created = json_of(
         &create(
             addr,
@@ -491,6 +493,22 @@ async fn another_project_or_account_does_not_see_an_endpoint() {
     call(addr, "GET", &other, Some(TOKEN), "")
         .await
         .assert_json(400, &error_body("ModelArts.6291", "CustomEndpointNotFound"));
+    // Another account, in the same project: not found, not editable, not deletable.
+    let same = format!("{BASE}/{id}");
+    for method in ["GET", "PUT", "DELETE"] {
+        call(addr, method, &same, Some(OTHER_TOKEN), "{}")
+            .await
+            .assert_json(400, &error_body("ModelArts.6291", "CustomEndpointNotFound"));
+    }
+    let theirs = call(addr, "GET", BASE, Some(OTHER_TOKEN), "").await;
+    assert_eq!(
+        json_of(&theirs),
+        json!({"total": 0, "count": "0", "items": [], "quantity_limit": 10})
+    );
+    assert_eq!(
+        call(addr, "GET", &same, Some(TOKEN), "").await.status,
+        StatusCode::OK
+    );
     let list = call(
         addr,
         "GET",
@@ -672,9 +690,7 @@ async fn an_endpoint_is_callable_by_name_with_its_own_limits() {
         .layer(RequestSchemaValidatorLayer::new().models(catalog))
         .layer(BearerAuthLayer::new(keys));
     let api = ManagementApi::new(Arc::clone(&registry), access(), services());
-    let app = Router::new()
-        .route_service(ENDPOINTS_ROUTE, api.clone())
-        .route_service(ENDPOINT_ROUTE, api)
+    let app = mount(api)
         .merge(inference)
         .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
     let addr = common::serve_axum(app).await;

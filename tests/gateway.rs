@@ -534,6 +534,10 @@ async fn a_custom_endpoint_is_managed_and_called_through_the_gateway() {
         upstream_model = "Qwen/Qwen2.5-7B-Instruct"
         service_id = "svc-up"
         [[models]]
+        name = "plain"
+        context_length = 4096
+        upstream = "http://{up}"
+        [[models]]
         name = "private"
         context_length = 4096
         access = "token"
@@ -594,6 +598,18 @@ async fn a_custom_endpoint_is_managed_and_called_through_the_gateway() {
     );
     // The model itself is not limited by its endpoint.
     assert_eq!(send(gw, chat("up", "hello")).await.status, 200);
+    // A model without an upstream name: the upstream hears the model's own name, never the
+    // endpoint's.
+    let created = send(
+        gw,
+        manage("POST", r#"{"endpoint_name":"team-plain","infer_service_id":"plain"}"#),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    assert_eq!(send(gw, chat("team-plain", "hello")).await.status, 200);
+    let (_, body) = seen.lock().unwrap().clone().unwrap();
+    let forwarded: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(forwarded["model"], "plain");
 }
 
 #[tokio::test]

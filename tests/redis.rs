@@ -246,7 +246,8 @@ async fn reconciliation_refunds_and_charges_on_the_shared_state() {
     })
     .await;
     // A request slot given back is usable again.
-    let requests = Rate::per_minute(60, 1);
+    // One request an hour: only a slot given back can admit another within the test.
+    let requests = Rate::per(1, 3600 * SECOND, 1);
     assert!(matches!(
         decide(&a, ask(9, Some(requests), None, 0)).await,
         Outcome::Admitted(_)
@@ -552,7 +553,8 @@ async fn a_late_admission_is_given_back() {
         .build()
         .unwrap();
     let patient = store(&server, OnUnavailable::FailClosed);
-    let (rate, tokens) = (Rate::per_minute(60, 1), Rate::per_minute(1000, 1000));
+    // One request an hour and 1000 tokens a minute: neither refills within the test.
+    let (rate, tokens) = (Rate::per(1, 3600 * SECOND, 1), Rate::per_minute(1000, 1000));
     // Load the script while Redis is quick.
     decide(&impatient, ask(61, Some(rate), None, 0)).await;
     // Redis stops answering for 400 ms: the decision times out, then runs, and admits.

@@ -77,6 +77,19 @@ async fn the_whole_stack_from_one_value_over_bare_hyper() {
         400,
         r#"{"error_code":"ModelArts.81002","error_msg":"Failed to get the authorization header."}"#,
     );
+    // The order: authentication before validation (no key and an unknown model is 81002)...
+    let mut neither = chat("nope", "hello");
+    neither.headers_mut().remove("authorization");
+    send(addr, neither).await.assert_json(
+        400,
+        r#"{"error_code":"ModelArts.81002","error_msg":"Failed to get the authorization header."}"#,
+    );
+    // ...validation before the limiter (81009 took no slot), the limiter before content risk
+    // control (81011 took one): with the first request, the burst of 2 is spent.
+    send(addr, chat("DeepSeek-V3", "hello")).await.assert_json(
+        429,
+        r#"{"error_code":"ModelArts.81101","error_msg":"Too many requests, exceeded rate limit is 60 times per minute."}"#,
+    );
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@ use tower_maas::auth::{
     BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy, KeyState, Principal,
 };
 use tower_maas::endpoint::{
-    Account, ENDPOINT_ROUTE, ENDPOINTS_ROUTE, EndpointRegistry, FileRegistry, InMemoryRegistry,
-    ManagementAccess, ManagementApi, ServiceAccess, ServiceDirectory,
+    Account, EndpointRegistry, FileRegistry, InMemoryRegistry, MANAGEMENT_ROUTES, ManagementAccess,
+    ManagementApi, ServiceAccess, ServiceDirectory,
 };
 use tower_maas::limit::{
     Acquire, Acquired, CoarseClock, IpRateLimitLayer, LimitKey, LimitScope, MemoryStore, Nanos,
@@ -499,10 +499,9 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         .merge(api);
     if let Some(api) = management {
         // Authorised by management tokens, not API keys: outside BearerAuth.
-        app = app
-            .route_service(ENDPOINTS_ROUTE, api.clone())
-            .route_service(&format!("{ENDPOINTS_ROUTE}/"), api.clone())
-            .route_service(ENDPOINT_ROUTE, api);
+        for route in MANAGEMENT_ROUTES {
+            app = app.route_service(route, api.clone());
+        }
     }
     if let Some(ip) = &config.ip_limit {
         let window = match ip.window.as_str() {

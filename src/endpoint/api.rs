@@ -23,7 +23,7 @@ use super::record::{
 use super::registry::EndpointRegistry;
 use super::rules::{is_valid_name, passes_security_check};
 use crate::body::BoxError;
-use crate::error::{MaasError, refuse};
+use crate::error::{MaasError, refuse, set_json_headers};
 
 /// The header that carries the management token, as in Huawei Cloud's APIs.
 pub const AUTH_TOKEN: &str = "x-auth-token";
@@ -40,6 +40,15 @@ pub const ENDPOINTS_ROUTE: &str = "/v1/{project_id}/maas/services/custom-endpoin
 /// The item route, in axum's path syntax.
 pub const ENDPOINT_ROUTE: &str =
     "/v1/{project_id}/maas/services/custom-endpoint/endpoint/{custom_endpoint_id}";
+
+/// Every path to mount the API on, in axum's syntax: the collection, the item, and the item
+/// with an empty id (`…/endpoint/`, which the API answers with 6299 where a router would give
+/// 404).
+pub const MANAGEMENT_ROUTES: [&str; 3] = [
+    ENDPOINTS_ROUTE,
+    "/v1/{project_id}/maas/services/custom-endpoint/endpoint/",
+    ENDPOINT_ROUTE,
+];
 
 /// The custom-endpoint management API of MaaS: create, list, get, edit and delete the
 /// endpoints of a registry, answering `{"error_code","error_msg"}` refusals exactly as MaaS.
@@ -124,31 +133,28 @@ where
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let extensions = parts.extensions.clone();
             let answer = match shared.authorize(&parts) {
                 Err(error) => Err(error),
                 Ok((owner, op)) => {
-                    let body = match op {
-                        Op::NeedsBody(_) => {
-                            match Limited::new(body, shared.body_limit).collect().await {
-                                Ok(collected) => Ok(collected.to_bytes()),
-                                Err(err) if err.is::<LengthLimitError>() => {
-                                    Err(MaasError::EntityTooLarge.into())
-                                }
-                                Err(_) => Err(MaasError::InvalidJsonBody.into()),
+                    let body = if op.needs_body() {
+                        match Limited::new(body, shared.body_limit).collect().await {
+                            Ok(collected) => Ok(collected.to_bytes()),
+                            Err(err) if err.is::<LengthLimitError>() => {
+                                Err(MaasError::EntityTooLarge.into())
                             }
+                            Err(_) => Err(MaasError::InvalidJsonBody.into()),
                         }
-                        _ => Ok(Bytes::new()),
+                    } else {
+                        Ok(Bytes::new())
                     };
                     match body {
                         Err(refusal) => Err(refusal),
                         // A durable registry waits for the disk: not on the runtime's threads.
-                        Ok(body) => tokio::task::spawn_blocking(move || match op {
-                            Op::NeedsBody(op) => shared.with_body(&owner, op, &body),
-                            op => shared.without_body(&owner, op),
-                        })
-                        .await
-                        .unwrap_or_else(|_| Err(MaasError::Internal.into())),
+                        Ok(body) => {
+                            tokio::task::spawn_blocking(move || shared.run(&owner, op, &body))
+                                .await
+                                .unwrap_or_else(|_| Err(MaasError::Internal.into()))
+                        }
                     }
                 }
             };
@@ -156,7 +162,7 @@ where
                 Ok(response) => response,
                 Err(Refusal { error, allow }) => {
                     let status = error.status();
-                    let mut response = refuse("ManagementApi", error, status, &extensions);
+                    let mut response = refuse("ManagementApi", error, status, &parts.extensions);
                     if let Some(allow) = allow {
                         response
                             .headers_mut()
@@ -193,12 +199,14 @@ enum Op {
     List,
     Get(String),
     Delete(String),
-    NeedsBody(BodyOp),
-}
-
-enum BodyOp {
     Create,
     Update(String),
+}
+
+impl Op {
+    fn needs_body(&self) -> bool {
+        matches!(self, Self::Create | Self::Update(_))
+    }
 }
 
 impl<R: EndpointRegistry> Shared<R> {
@@ -222,7 +230,7 @@ impl<R: EndpointRegistry> Shared<R> {
         }
         let method = &parts.method;
         let op = match id {
-            None if *method == Method::POST => Op::NeedsBody(BodyOp::Create),
+            None if *method == Method::POST => Op::Create,
             None if *method == Method::GET => Op::List,
             None if *method == Method::PUT || *method == Method::DELETE => {
                 return Err(MaasError::EndpointIdRequired.into());
@@ -233,13 +241,13 @@ impl<R: EndpointRegistry> Shared<R> {
             }
             Some(id) if id.is_empty() => return Err(MaasError::EndpointIdRequired.into()),
             Some(id) if *method == Method::GET => Op::Get(id),
-            Some(id) if *method == Method::PUT => Op::NeedsBody(BodyOp::Update(id)),
+            Some(id) if *method == Method::PUT => Op::Update(id),
             Some(id) => Op::Delete(id),
         };
         Ok((account.owner(&project), op))
     }
 
-    fn without_body(&self, owner: &Owner, op: Op) -> Result<Response<Full<Bytes>>, Refusal> {
+    fn run(&self, owner: &Owner, op: Op, body: &[u8]) -> Result<Response<Full<Bytes>>, Refusal> {
         let registry = &self.registry;
         match op {
             Op::List => {
@@ -261,24 +269,10 @@ impl<R: EndpointRegistry> Shared<R> {
                 *response.status_mut() = StatusCode::NO_CONTENT;
                 Ok(response)
             }
-            Op::NeedsBody(_) => Err(MaasError::Internal.into()),
-        }
-    }
-
-    fn with_body(
-        &self,
-        owner: &Owner,
-        op: BodyOp,
-        body: &[u8],
-    ) -> Result<Response<Full<Bytes>>, Refusal> {
-        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
-            return Err(MaasError::InvalidJsonBody.into());
-        };
-        let mut fields = Fields(fields);
-        match op {
-            BodyOp::Create => {
+            Op::Create => {
                 // Every field's type first (2115), then every string's security check (6298),
                 // then the rules of each field.
+                let mut fields = Fields::of(body)?;
                 let name = fields.string("endpoint_name")?;
                 let service = fields.string("infer_service_id")?;
                 let remark = fields.remark()?;
@@ -289,12 +283,7 @@ impl<R: EndpointRegistry> Shared<R> {
                     ("remark", &remark),
                 ])?;
                 let name = name.value().ok_or(MaasError::EndpointNameRequired)?;
-                if !is_valid_name(&name) {
-                    return Err(MaasError::EndpointNameInvalid.into());
-                }
-                if self.services.serves_model(&name) {
-                    return Err(MaasError::EndpointNameUsed.into());
-                }
+                self.check_name(&name)?;
                 let service = service.value().ok_or(MaasError::InvalidJsonBody)?;
                 let model = self
                     .services
@@ -311,20 +300,15 @@ impl<R: EndpointRegistry> Shared<R> {
                 let created = self.registry.create(owner, new).map_err(registry_refusal)?;
                 Ok(json(&created.view()))
             }
-            BodyOp::Update(id) => {
+            Op::Update(id) => {
+                let mut fields = Fields::of(body)?;
                 let name = fields.string("endpoint_name")?;
                 let remark = fields.remark()?;
                 let (rpm, tpm) = (fields.limit("rpm")?, fields.limit("tpm")?);
                 secure(&[("endpoint_name", &name), ("remark", &remark)])?;
                 let name = name.value();
-                if name.as_deref().is_some_and(|n| !is_valid_name(n)) {
-                    return Err(MaasError::EndpointNameInvalid.into());
-                }
-                if name
-                    .as_deref()
-                    .is_some_and(|n| self.services.serves_model(n))
-                {
-                    return Err(MaasError::EndpointNameUsed.into());
+                if let Some(name) = &name {
+                    self.check_name(name)?;
                 }
                 let change = EndpointChange {
                     endpoint_name: name,
@@ -343,6 +327,18 @@ impl<R: EndpointRegistry> Shared<R> {
                 Ok(json(&updated.view()))
             }
         }
+    }
+
+    /// The name rule (6274), and a model's own name, which could never be called as an
+    /// endpoint's (6271).
+    fn check_name(&self, name: &str) -> Result<(), MaasError> {
+        if !is_valid_name(name) {
+            return Err(MaasError::EndpointNameInvalid);
+        }
+        if self.services.serves_model(name) {
+            return Err(MaasError::EndpointNameUsed);
+        }
+        Ok(())
     }
 }
 
@@ -402,6 +398,14 @@ impl Field<u64> {
 struct Fields(Map<String, Value>);
 
 impl Fields {
+    /// The body's fields: it must be a JSON object (2115).
+    fn of(body: &[u8]) -> Result<Self, MaasError> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(fields)) => Ok(Self(fields)),
+            _ => Err(MaasError::InvalidJsonBody),
+        }
+    }
+
     /// A string parameter.
     fn string(&mut self, name: &'static str) -> Result<Field<String>, MaasError> {
         match self.0.remove(name) {
@@ -447,10 +451,9 @@ struct Listing<'a> {
 
 fn json(value: &impl Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = Response::new(Full::new(Bytes::new()));
+    set_json_headers(response.headers_mut(), body.len());
+    *response.body_mut() = Full::new(Bytes::from(body));
     response
 }
 

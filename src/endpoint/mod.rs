@@ -62,8 +62,8 @@
 //! use std::sync::Arc;
 //! use axum::Router;
 //! use tower_maas::endpoint::{
-//!     Account, ENDPOINT_ROUTE, ENDPOINTS_ROUTE, InMemoryRegistry, ManagementAccess,
-//!     ManagementApi, ServiceAccess, ServiceDirectory,
+//!     Account, InMemoryRegistry, MANAGEMENT_ROUTES, ManagementAccess, ManagementApi,
+//!     ServiceAccess, ServiceDirectory,
 //! };
 //! use tower_maas::validate::ModelCatalog;
 //!
@@ -73,9 +73,9 @@
 //!     ManagementAccess::new().token("mgmt-demo-token", Account::new("acme")),
 //!     ServiceDirectory::new().service("svc-deepseek", "DeepSeek-V3", ServiceAccess::MaasGateway),
 //! );
-//! let app: Router = Router::new()
-//!     .route_service(ENDPOINTS_ROUTE, api.clone())
-//!     .route_service(ENDPOINT_ROUTE, api);
+//! let app: Router = MANAGEMENT_ROUTES
+//!     .iter()
+//!     .fold(Router::new(), |app, route| app.route_service(route, api.clone()));
 //! // The validator's catalog resolves endpoint names to their models.
 //! let catalog = ModelCatalog::new().model("DeepSeek-V3", 65_536).endpoints(registry);
 //! # let _ = (app, catalog);
@@ -96,8 +96,8 @@ pub use self::access::{
     ServiceDirectory,
 };
 pub use self::api::{
-    AUTH_TOKEN, ENDPOINT_ROUTE, ENDPOINTS_ROUTE, MANAGEMENT_BODY_LIMIT, ManagementApi,
-    ManagementFuture,
+    AUTH_TOKEN, ENDPOINT_ROUTE, ENDPOINTS_ROUTE, MANAGEMENT_BODY_LIMIT, MANAGEMENT_ROUTES,
+    ManagementApi, ManagementFuture,
 };
 pub use self::file::FileRegistry;
 pub use self::record::{
