@@ -602,7 +602,10 @@ async fn a_custom_endpoint_is_managed_and_called_through_the_gateway() {
     // endpoint's.
     let created = send(
         gw,
-        manage("POST", r#"{"endpoint_name":"team-plain","infer_service_id":"plain"}"#),
+        manage(
+            "POST",
+            r#"{"endpoint_name":"team-plain","infer_service_id":"plain"}"#,
+        ),
     )
     .await;
     assert_eq!(created.status, 200, "{}", created.text());
@@ -627,4 +630,74 @@ async fn a_configuration_file_without_the_section_has_no_management_api() {
     )
     .await;
     assert_eq!(reply.status, 404);
+}
+
+/// The request log: one line per request with its id, the key's label (never the key), the
+/// model, the status, the refusal's code and the prompt's tokens.
+#[tokio::test]
+async fn one_log_line_per_request_without_the_key() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // A current-thread runtime: the server's tasks log under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let config: app::Config = toml::from_str(&format!(
+        r#"
+        trust_request_id = true
+        [[keys]]
+        key = "{KEY}"
+        label = "team-a"
+        [[models]]
+        name = "mock-model"
+        context_length = 4096
+        "#
+    ))
+    .unwrap();
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    assert_eq!(send(gw, chat("mock-model", "hello")).await.status, 200);
+    let mut anonymous = chat("mock-model", "hello");
+    anonymous.headers_mut().remove("authorization");
+    assert_eq!(send(gw, anonymous).await.status, 400);
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" request ")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let fields = |line: &str| {
+        line.split(" request ")
+            .nth(1)
+            .unwrap()
+            .rsplit_once(" latency_us=")
+            .unwrap()
+            .0
+            .to_owned()
+    };
+    assert_eq!(
+        fields(lines[0]),
+        format!(
+            r#"request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="team-a" model="mock-model" status=200 code="-" prompt_tokens=9"#
+        )
+    );
+    assert_eq!(
+        fields(lines[1]),
+        format!(
+            r#"request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="-" model="-" status=400 code="ModelArts.81002" prompt_tokens=0"#
+        )
+    );
+    assert!(!text.contains(KEY), "{text}");
 }

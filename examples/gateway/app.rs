@@ -319,13 +319,13 @@ impl RateStore for Store {
 /// What the routes share, behind one `Arc`: axum clones the state for every request, and the
 /// two pooled clients are costly to clone (measured: 8% of the gateway's CPU under load).
 struct Models {
-    names: Arc<Vec<String>>,
-    upstreams: Arc<HashMap<String, Upstream>>,
+    names: Vec<String>,
+    upstreams: HashMap<String, Upstream>,
     client: UpstreamClient,
     client_h2: UpstreamClient,
     timeout: Duration,
     style: StreamStyle,
-    tasks: Arc<Mutex<Tasks>>,
+    tasks: Mutex<Tasks>,
 }
 
 /// Video-generation tasks and the key that created each; the oldest are forgotten past a bound.
@@ -442,13 +442,13 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         }
     };
     let models = Models {
-        names: Arc::new(config.models.iter().map(|m| m.name.clone()).collect()),
-        upstreams: Arc::new(upstreams),
+        names: config.models.iter().map(|m| m.name.clone()).collect(),
+        upstreams,
         client: proxy::client(false),
         client_h2: proxy::client(true),
         timeout: Duration::from_millis(config.upstream_timeout_ms),
         style,
-        tasks: Arc::default(),
+        tasks: Mutex::default(),
     };
     let management = config
         .management
@@ -492,7 +492,8 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
                     .scope(LimitScope::Endpoint),
                 )
                 .layer(ContentRiskFilterLayer::new(risk).streaming(window))
-                .layer(TagLayer),
+                // What the log line shows, noted only when there is a log line.
+                .option_layer(config.log_requests.then_some(TagLayer)),
         );
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
