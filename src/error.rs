@@ -536,11 +536,13 @@ impl MaasError {
     /// assert_eq!(res.extensions().get::<MaasError>(), Some(&MaasError::ApiNotFound));
     /// ```
     pub fn to_response(&self, dialect: Dialect, request_id: &RequestId) -> Response<Full<Bytes>> {
-        self.to_response_with_status(self.status(), dialect, request_id)
+        self.clone()
+            .into_response_with_status(self.status(), dialect, request_id)
     }
 
-    pub(crate) fn to_response_with_status(
-        &self,
+    /// The response, taking the error into its extensions without a copy.
+    pub(crate) fn into_response_with_status(
+        self,
         status: StatusCode,
         dialect: Dialect,
         request_id: &RequestId,
@@ -552,7 +554,7 @@ impl MaasError {
         res.headers_mut()
             .insert(REQUEST_ID, request_id.to_header_value());
         *res.body_mut() = Full::new(body);
-        res.extensions_mut().insert(self.clone());
+        res.extensions_mut().insert(self);
         res
     }
 }
@@ -732,7 +734,7 @@ pub(crate) fn refuse(
         .get::<RequestId>()
         .copied()
         .unwrap_or_else(RequestId::generate);
-    error.to_response_with_status(status, Dialect::Dual, &request_id)
+    error.into_response_with_status(status, Dialect::Dual, &request_id)
 }
 
 /// A `debug` event for every refusal, inside the request's span when an

@@ -241,35 +241,37 @@ impl IpTable {
         }
     }
 
-    fn check(&self, ip: IpAddr, rate: Rate, capacity: Nanos, now: Nanos) -> Verdict {
+    fn check(&self, ip: IpAddr, rate: Rate, now: Nanos) -> Verdict {
         let shard = self.hasher.hash_one(ip) as usize % SHARDS;
         let mut shard = self.shards[shard]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !shard.tats.contains_key(&ip) {
-            // Entries behind `now` have recovered fully and hold nothing: sweep them when the
-            // shard has doubled since its last sweep (constant work per insert), and when it is
-            // full, but only once a sweep can free something.
-            let full = shard.tats.len() >= self.per_shard;
-            if (full && now > shard.next_free) || shard.tats.len() >= 2 * shard.swept_at.max(64) {
-                shard.tats.retain(|_, tat| *tat > now);
-                shard.swept_at = shard.tats.len();
-                shard.next_free = shard.tats.values().copied().min().unwrap_or(0);
+        let step = |tat: &mut Nanos| {
+            let new = (*tat).max(now) + rate.per_unit();
+            if new - now > rate.capacity() {
+                return Verdict::Refused {
+                    wait: new - now - rate.capacity(),
+                };
             }
-            if shard.tats.len() >= self.per_shard {
-                return Verdict::Full;
-            }
+            *tat = new;
+            Verdict::Admitted
+        };
+        if let Some(tat) = shard.tats.get_mut(&ip) {
+            return step(tat);
         }
-        let tat = shard.tats.entry(ip).or_insert(0);
-        let per_request = capacity / rate.burst().max(1);
-        let new = (*tat).max(now) + per_request;
-        if new - now > capacity {
-            return Verdict::Refused {
-                wait: new - now - capacity,
-            };
+        // A new address. Entries behind `now` have recovered fully and hold nothing: sweep
+        // them when the shard has doubled since its last sweep (constant work per insert), and
+        // when it is full, but only once a sweep can free something.
+        let full = shard.tats.len() >= self.per_shard;
+        if (full && now > shard.next_free) || shard.tats.len() >= 2 * shard.swept_at.max(64) {
+            shard.tats.retain(|_, tat| *tat > now);
+            shard.swept_at = shard.tats.len();
+            shard.next_free = shard.tats.values().copied().min().unwrap_or(0);
         }
-        *tat = new;
-        Verdict::Admitted
+        if shard.tats.len() >= self.per_shard {
+            return Verdict::Full;
+        }
+        step(shard.tats.entry(ip).or_insert(0))
     }
 
     fn len(&self) -> usize {
@@ -291,7 +293,6 @@ struct IpShared<C> {
     limit: u64,
     window: ThrottleWindow,
     rate: Rate,
-    capacity: Nanos,
     table: IpTable,
     trusted: TrustedProxies,
     peer_addr: PeerAddr,
@@ -348,7 +349,6 @@ impl<C: Clock> IpRateLimitLayer<C> {
                 limit,
                 window,
                 rate,
-                capacity: nanos,
                 table: IpTable::new(1_000_000),
                 trusted: TrustedProxies::none(),
                 peer_addr: client_addr,
@@ -462,11 +462,11 @@ where
         };
         let ip = bucket(client_ip(peer, req.headers(), &shared.trusted));
         let now = shared.clock.now();
-        let refused = match shared.table.check(ip, shared.rate, shared.capacity, now) {
+        let refused = match shared.table.check(ip, shared.rate, now) {
             Verdict::Admitted => None,
             Verdict::Refused { wait } => Some(wait),
             // No room for another address: wait for the oldest window to pass.
-            Verdict::Full => Some(shared.capacity),
+            Verdict::Full => Some(shared.rate.capacity()),
         };
         match refused {
             None => IpResponseFuture::called(self.inner.call(req)),
