@@ -575,3 +575,23 @@ async fn streams_never_hold_without_bound() {
         "data: {\"choices\":[]}\n\n".len() * 20_000 + "data: [DONE]\n\n".len()
     );
 }
+
+/// A request with no text to check (a body that is not JSON) asks no classifier: with one
+/// that is down and failing closed, it still passes, while any text is refused.
+#[tokio::test]
+async fn no_text_asks_no_classifier() {
+    #[derive(Clone)]
+    struct Down;
+    impl Classifier for Down {
+        type Future = std::future::Ready<Result<Verdict, BoxError>>;
+        fn classify(&self, _: Side, _: &str) -> Classified<Self::Future> {
+            Classified::Later(std::future::ready(Err("moderation service down".into())))
+        }
+    }
+    let addr = serve(ContentRiskFilterLayer::new(Down).output(false), false).await;
+    let reply = send(addr, chat("x").body(full("not json at all")).unwrap()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    send(addr, chat("x").body(body_of("any text")).unwrap())
+        .await
+        .assert_json(403, E81011);
+}

@@ -54,26 +54,33 @@ pub(crate) fn retry_after(wait: Nanos) -> HeaderValue {
 /// A duration as OpenAI writes it (Go's `time.Duration` format, to the millisecond): `0s`,
 /// `12ms`, `1.5s`, `6m0s`, `1h2m3s`.
 pub(crate) fn duration(nanos: Nanos) -> String {
+    use std::fmt::Write as _;
     let ms = nanos.div_ceil(1_000_000);
-    if ms == 0 {
-        return "0s".to_owned();
-    }
+    let mut out = String::with_capacity(16);
     if ms < 1000 {
-        return format!("{ms}ms");
+        let _ = if ms == 0 {
+            write!(out, "0s")
+        } else {
+            write!(out, "{ms}ms")
+        };
+        return out;
     }
     let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    let mut out = String::new();
     if h > 0 {
-        out.push_str(&format!("{h}h"));
+        let _ = write!(out, "{h}h");
     }
     if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
+        let _ = write!(out, "{m}m");
     }
-    out.push_str(&s.to_string());
+    let _ = write!(out, "{s}");
     if frac > 0 {
-        let frac = format!("{frac:03}");
-        out.push('.');
-        out.push_str(frac.trim_end_matches('0'));
+        // Milliseconds as a fraction, trailing zeros dropped: 500 → .5, 40 → .04.
+        let (mut frac, mut digits) = (frac, 3);
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, ".{frac:0digits$}");
     }
     out.push('s');
     out
@@ -90,6 +97,8 @@ mod tests {
         assert_eq!(duration(1), "1ms");
         assert_eq!(duration(12 * ms), "12ms");
         assert_eq!(duration(1500 * ms), "1.5s");
+        assert_eq!(duration(1040 * ms), "1.04s");
+        assert_eq!(duration(1005 * ms), "1.005s");
         assert_eq!(duration(1000 * ms), "1s");
         assert_eq!(duration(59_600 * ms), "59.6s");
         assert_eq!(duration(360_000 * ms), "6m0s");

@@ -290,6 +290,11 @@ pub(crate) fn judge<Cl: Classifier>(
     side: Side,
     text: &str,
 ) -> Judged<Cl::Future> {
+    if text.is_empty() {
+        // Nothing to classify (a body with no text, a token-id prompt): no classifier, local or
+        // remote, is asked.
+        return Judged::Pass;
+    }
     match shared.classifier.classify(side, text) {
         Classified::Now(result) => match apply(&shared.config, Ok(result)) {
             Verdict::Pass => Judged::Pass,
