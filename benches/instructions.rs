@@ -15,7 +15,13 @@ use std::hint::black_box;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use std::sync::Arc;
 use tower::Layer;
+
+use tower_maas::ErrorEnvelopeLayer;
+use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
+use tower_maas::limit::TokenRateLimitLayer;
+use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier};
 use tower_maas::validate::{ModelCatalog, RequestSchemaValidatorLayer, loads};
 
 #[path = "common/service.rs"]
@@ -30,7 +36,7 @@ fn main() {
     let (variant, size, iterations) = match args.as_slice() {
         [_, v, s, n, ..] => (v.as_str(), s.as_str(), n.parse::<usize>().unwrap_or(0)),
         _ => {
-            eprintln!("usage: instructions serde|loads|layer 1k|64k ITERATIONS");
+            eprintln!("usage: instructions serde|loads|layer|stack 1k|64k ITERATIONS");
             return;
         }
     };
@@ -38,6 +44,24 @@ fn main() {
     let mut layer = RequestSchemaValidatorLayer::new()
         .models(ModelCatalog::new().model("DeepSeek-V3", 1 << 20))
         .layer(Bare::<Full<Bytes>>::new());
+    // The same five layers as `benches/stack.rs`.
+    let keys = Arc::new(InMemoryKeyStore::new());
+    keys.insert(KEY, KeyPolicy::new().rpm(1 << 40).tpm(1 << 40))
+        .unwrap();
+    let terms = KeywordClassifier::builder()
+        .terms_from_text("forbidden phrase one\nforbidden phrase two\n")
+        .build()
+        .unwrap();
+    let mut stack =
+        ErrorEnvelopeLayer::new().layer(
+            BearerAuthLayer::new(keys).layer(
+                RequestSchemaValidatorLayer::new()
+                    .models(ModelCatalog::new().model("DeepSeek-V3", 1 << 20))
+                    .layer(TokenRateLimitLayer::new().layer(
+                        ContentRiskFilterLayer::new(terms).layer(Bare::<Full<Bytes>>::new()),
+                    )),
+            ),
+        );
     for _ in 0..iterations {
         match variant {
             "serde" => {
@@ -45,6 +69,15 @@ fn main() {
             }
             "loads" => {
                 black_box(loads(&body).unwrap());
+            }
+            "stack" => {
+                let req = Request::post("/v1/chat/completions")
+                    .header("authorization", format!("Bearer {KEY}"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                let res = run(&mut stack, req);
+                assert_eq!(res.status(), 200);
             }
             _ => {
                 let req = Request::post("/v1/chat/completions")
@@ -58,3 +91,5 @@ fn main() {
         }
     }
 }
+
+const KEY: &str = "sk-stack-000000000000000000000000";

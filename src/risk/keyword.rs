@@ -1,5 +1,6 @@
 //! The default classifier: terms found with Aho-Corasick in normalised text.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Ready;
 use std::path::Path;
@@ -87,7 +88,7 @@ impl KeywordClassifierBuilder {
         let mut patterns = Vec::new();
         let mut categories = Vec::new();
         for (category, term) in self.terms {
-            let term = normalize(&term, self.ignore_separators);
+            let term = normalize(&term, self.ignore_separators).into_owned();
             if !term.is_empty() {
                 patterns.push(term);
                 categories.push(category);
@@ -128,7 +129,7 @@ impl KeywordClassifier {
     pub fn find(&self, text: &str) -> Option<&Arc<str>> {
         let text = normalize(text, self.ignore_separators);
         self.matcher
-            .find(&text)
+            .find(text.as_ref())
             .map(|m| &self.categories[m.pattern().as_usize()])
     }
 }
@@ -139,7 +140,10 @@ impl KeywordClassifier {
 /// ASCII is already in NFKC, and most other text passes NFKC's quick check (CJK does): those
 /// runs are only lowercased and filtered. The last ASCII character before a non-ASCII run goes
 /// with the run, since a combining mark after it may compose with it.
-pub(crate) fn normalize(text: &str, separators: bool) -> String {
+pub(crate) fn normalize(text: &str, separators: bool) -> Cow<'_, str> {
+    if !separators && already_normal(text) {
+        return Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len());
     let keep = |c: char| !is_invisible(c) && (!separators || c.is_alphanumeric());
     let bytes = text.as_bytes();
@@ -187,7 +191,55 @@ pub(crate) fn normalize(text: &str, separators: bool) -> String {
             None => normalize_run(&run[rest..], &mut out, keep),
         }
     }
-    out
+    Cow::Owned(out)
+}
+
+/// Whether [`normalize`] (separators kept) would give `text` back unchanged: it holds only
+/// ASCII, ideographs and the CJK punctuation of [`is_stable_mark`], none of which has case,
+/// a compatibility form or a mark to compose with. Most chat text passes, and is then searched
+/// where it lies instead of copied.
+fn already_normal(text: &str) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if let Some(word) = b.get(i..i + 8) {
+            let w = u64::from_le_bytes([
+                word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+            ]);
+            if w & HIGH == 0 {
+                i += 8;
+                continue;
+            }
+        }
+        match b[i] {
+            0..=0x7f => i += 1,
+            // A three-byte sequence: `text` is UTF-8, so its two continuation bytes follow.
+            lead @ 0xe0..=0xef => {
+                let c = (u32::from(lead & 0x0f) << 12)
+                    | (u32::from(b[i + 1] & 0x3f) << 6)
+                    | u32::from(b[i + 2] & 0x3f);
+                let stable =
+                    char::from_u32(c).is_some_and(|c| is_ideograph(c) || is_stable_mark(c));
+                if !stable {
+                    return false;
+                }
+                i += 3;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// CJK punctuation that NFKC leaves alone and nothing composes with: the ideographic comma
+/// and full stop, the corner, angle and lenticular brackets, and curly quotes.
+fn is_stable_mark(c: char) -> bool {
+    matches!(
+        c,
+        '\u{3001}' | '\u{3002}' | '\u{3008}'
+            ..='\u{3011}' | '\u{2018}' | '\u{2019}' | '\u{201c}' | '\u{201d}'
+    )
 }
 
 /// A run with no ideograph: lowercased and filtered, through NFKC unless its quick check says
@@ -312,6 +364,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn text_already_normal_is_searched_where_it_lies() {
+        for text in ["plain ASCII", "快速的棕色狐狸。「引号」“quote” ABC、㐀", ""]
+        {
+            assert!(
+                matches!(normalize(text, false), Cow::Borrowed(_)),
+                "{text:?}"
+            );
+        }
+        for text in [
+            "ｆ",
+            "é",
+            "Σ",
+            "a\u{301}",
+            "漢\u{3099}",
+            "\u{3000}",
+            "😀",
+            "\u{200b}",
+        ] {
+            assert!(matches!(normalize(text, false), Cow::Owned(_)), "{text:?}");
+        }
+        // Every mark taken as it lies is one NFKC keeps, with no case and no combining class.
+        for c in ('\u{2000}'..='\u{303f}').filter(|&c| is_stable_mark(c)) {
+            let s = c.to_string();
+            assert_eq!(s.nfkc().collect::<String>(), s, "{c:?}");
+            assert_eq!(c.to_lowercase().collect::<String>(), s, "{c:?}");
+            assert_eq!(unicode_normalization::char::canonical_combining_class(c), 0);
+            // Nothing before or after composes with it.
+            for other in ['a', '漢', '。'] {
+                for pair in [[c, other], [other, c]] {
+                    let pair: String = pair.into_iter().collect();
+                    assert_eq!(pair.nfkc().collect::<String>(), pair, "{c:?} {other:?}");
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         /// Any mix of ASCII, ideographs, combining marks, compatibility forms and Hangul jamo
         /// (which compose) normalises as plain NFKC does.
@@ -319,7 +408,7 @@ mod tests {
         fn the_fast_paths_agree_with_plain_nfkc_on_any_mix(
             chars in proptest::collection::vec(proptest::sample::select(vec![
                 'a', 'E', ' ', '.', '漢', '字', '㐀', '\u{301}', '\u{3099}', '\u{327}', 'か', 'ｆ',
-                'ﬁ', '。', '、', '\u{1100}', '\u{1161}', '\u{11a8}', '\u{200b}', 'Σ', 'é', '①',
+                'ﬁ', '。', '、', '「', '”', '\u{1100}', '\u{1161}', '\u{11a8}', '\u{200b}', 'Σ', 'é', '①',
             ]), 0..40),
             sep in proptest::bool::ANY,
         ) {
