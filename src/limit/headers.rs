@@ -20,6 +20,8 @@ pub(crate) fn write(
     limits: (Option<u64>, Option<u64>),
     snapshot: &Snapshot,
 ) {
+    use std::fmt::Write as _;
+
     let dims = [
         (
             limits.0,
@@ -32,15 +34,36 @@ pub(crate) fn write(
             [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS],
         ),
     ];
+    // Every value is written into one buffer and each header shares a slice of it: one
+    // allocation for up to six values instead of one each.
+    let mut text = String::with_capacity(96);
+    let mut values: [(usize, usize); 6] = [(0, 0); 6];
+    for (d, (limit, state, _)) in dims.iter().enumerate() {
+        if let (Some(limit), Some((remaining, reset))) = (*limit, *state) {
+            let at = d * 3;
+            let start = text.len();
+            let _ = write!(text, "{limit}");
+            values[at] = (start, text.len());
+            let _ = write!(text, "{}", remaining.min(limit));
+            values[at + 1] = (values[at].1, text.len());
+            duration_into(&mut text, reset);
+            values[at + 2] = (values[at + 1].1, text.len());
+        }
+    }
+    if text.is_empty() {
+        return;
+    }
+    let text = bytes::Bytes::from(text);
     // Up to six headers: one growth of the map, not several.
     headers.reserve(6);
-    for (limit, state, [limit_name, remaining_name, reset_name]) in dims {
-        if let (Some(limit), Some((remaining, reset))) = (limit, state) {
-            headers.insert(limit_name, HeaderValue::from(limit));
-            headers.insert(remaining_name, HeaderValue::from(remaining.min(limit)));
-            // The formatted text becomes the value's bytes without a second copy.
-            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(duration(reset))) {
-                headers.insert(reset_name, value);
+    for (d, (_, _, names)) in dims.into_iter().enumerate() {
+        for (k, name) in names.into_iter().enumerate() {
+            let (start, end) = values[d * 3 + k];
+            if end > start {
+                // Digits and the duration's letters: always a valid value.
+                if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
+                    headers.insert(name, value);
+                }
             }
         }
     }
@@ -51,19 +74,18 @@ pub(crate) fn retry_after(wait: Nanos) -> HeaderValue {
     HeaderValue::from(wait.div_ceil(1_000_000_000).max(1))
 }
 
-/// A duration as OpenAI writes it (Go's `time.Duration` format, to the millisecond): `0s`,
+/// Appends a duration as OpenAI writes it (Go's `time.Duration` format, to the millisecond): `0s`,
 /// `12ms`, `1.5s`, `6m0s`, `1h2m3s`.
-pub(crate) fn duration(nanos: Nanos) -> String {
+fn duration_into(out: &mut String, nanos: Nanos) {
     use std::fmt::Write as _;
     let ms = nanos.div_ceil(1_000_000);
-    let mut out = String::with_capacity(16);
     if ms < 1000 {
         let _ = if ms == 0 {
             write!(out, "0s")
         } else {
             write!(out, "{ms}ms")
         };
-        return out;
+        return;
     }
     let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
     if h > 0 {
@@ -83,12 +105,17 @@ pub(crate) fn duration(nanos: Nanos) -> String {
         let _ = write!(out, ".{frac:0digits$}");
     }
     out.push('s');
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn duration(nanos: Nanos) -> String {
+        let mut out = String::new();
+        duration_into(&mut out, nanos);
+        out
+    }
 
     #[test]
     fn durations_as_openai_writes_them() {
