@@ -195,7 +195,7 @@ pub(crate) fn normalize(text: &str, separators: bool) -> Cow<'_, str> {
 }
 
 /// Whether [`normalize`] (separators kept) would give `text` back unchanged: it holds only
-/// ASCII, ideographs and the CJK punctuation of [`is_stable_mark`], none of which has case,
+/// ASCII, ideographs and the CJK punctuation of `is_stable_mark`, none of which has case,
 /// a compatibility form or a mark to compose with. Most chat text passes, and is then searched
 /// where it lies instead of copied.
 fn already_normal(text: &str) -> bool {
@@ -215,12 +215,22 @@ fn already_normal(text: &str) -> bool {
         match b[i] {
             0..=0x7f => i += 1,
             // A three-byte sequence: `text` is UTF-8, so its two continuation bytes follow.
+            // Read off the encoding without decoding: the same set as `is_ideograph` and
+            // `is_stable_mark` (a test holds them to it for every three-byte character).
             lead @ 0xe0..=0xef => {
-                let c = (u32::from(lead & 0x0f) << 12)
-                    | (u32::from(b[i + 1] & 0x3f) << 6)
-                    | u32::from(b[i + 2] & 0x3f);
-                let stable =
-                    char::from_u32(c).is_some_and(|c| is_ideograph(c) || is_stable_mark(c));
+                let (b1, b2) = (b[i + 1], b[i + 2]);
+                let stable = match lead {
+                    // U+5000–U+9FFF: ideographs.
+                    0xe5..=0xe9 => true,
+                    // U+4000–U+4FFF: ideographs, but for the hexagrams U+4DC0–U+4DFF.
+                    0xe4 => b1 != 0xb7,
+                    // U+3400–U+3FFF (extension A), and the ideographic comma, full stop and
+                    // brackets.
+                    0xe3 => b1 >= 0x90 || (b1 == 0x80 && matches!(b2, 0x81 | 0x82 | 0x88..=0x91)),
+                    // The curly quotes.
+                    0xe2 => b1 == 0x80 && matches!(b2, 0x98 | 0x99 | 0x9c | 0x9d),
+                    _ => false,
+                };
                 if !stable {
                     return false;
                 }
@@ -232,6 +242,7 @@ fn already_normal(text: &str) -> bool {
     true
 }
 
+#[cfg(test)]
 /// CJK punctuation that NFKC leaves alone and nothing composes with: the ideographic comma
 /// and full stop, the corner, angle and lenticular brackets, and curly quotes.
 fn is_stable_mark(c: char) -> bool {
@@ -384,6 +395,11 @@ mod tests {
             "\u{200b}",
         ] {
             assert!(matches!(normalize(text, false), Cow::Owned(_)), "{text:?}");
+        }
+        // Read off the bytes, the set is the characters' own.
+        for c in '\u{800}'..='\u{ffff}' {
+            let expected = is_ideograph(c) || is_stable_mark(c);
+            assert_eq!(already_normal(&c.to_string()), expected, "{c:?}");
         }
         // Every mark taken as it lies is one NFKC keeps, with no case and no combining class.
         for c in ('\u{2000}'..='\u{303f}').filter(|&c| is_stable_mark(c)) {
