@@ -355,8 +355,8 @@ where
                 future: self.inner.call(req.map(MaasBody::new)),
             }
         } else if let Some(parsed) = req.extensions().get::<Arc<ParsedRequest>>() {
-            let text = parsed.texts().join("\n");
-            match judge(&shared, Side::Input, &text) {
+            let text = parsed.joined_texts();
+            match judge(&shared, Side::Input, text) {
                 Judged::Pass => State::Called {
                     future: self.inner.call(req.map(MaasBody::new)),
                 },

@@ -242,14 +242,14 @@ pub fn loads(bytes: &[u8]) -> Result<Json, DecodeError> {
 
 /// Decoded text: UTF-8 as received (the common case, validated once), or WTF-8 that holds lone
 /// surrogates or was transcoded.
-enum Text<'a> {
+pub(super) enum Text<'a> {
     Utf8(&'a str),
     Wtf8(Cow<'a, [u8]>),
 }
 
 /// `bytes.decode(json.detect_encoding(bytes), 'surrogatepass')`, as WTF-8: UTF-8 in which the
 /// lone surrogates `surrogatepass` lets through keep their 3-byte form.
-fn decode_text(b: &[u8]) -> Result<Text<'_>, DecodeError> {
+pub(super) fn decode_text(b: &[u8]) -> Result<Text<'_>, DecodeError> {
     const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
     let (encoding, body) = if b.starts_with(b"\x00\x00\xfe\xff") {
         (Encoding::Utf32Be, &b[4..])
@@ -274,7 +274,8 @@ fn decode_text(b: &[u8]) -> Result<Text<'_>, DecodeError> {
         (encoding, b)
     };
     Ok(Text::Wtf8(match encoding {
-        Encoding::Utf8 => match std::str::from_utf8(body) {
+        // The SIMD check answers only yes or no; a no is looked at again below.
+        Encoding::Utf8 => match simdutf8::basic::from_utf8(body) {
             Ok(text) => return Ok(Text::Utf8(text)),
             Err(_) => Cow::Borrowed(utf8_surrogatepass(body)?),
         },
@@ -391,7 +392,7 @@ fn string_value(wtf8: &[u8]) -> Json {
 
 /// CPython's scanner over the bytes of valid UTF-8 text. Positions are byte offsets inside, and
 /// converted to character offsets only when an error is reported.
-struct Parser<'a> {
+pub(super) struct Parser<'a> {
     s: &'a [u8],
     /// The same bytes as a `str`, when they are UTF-8.
     text: Option<&'a str>,
@@ -401,24 +402,24 @@ struct Parser<'a> {
 /// A failure inside the scanner: a `JSONDecodeError` (at a byte offset), CPython's
 /// `StopIteration(idx)` (which `raw_decode` turns into `Expecting value`), or an error that is
 /// not a `JSONDecodeError` at all.
-enum Fail {
+pub(super) enum Fail {
     Syntax(&'static str, usize),
     Stop(usize),
     Unparsable,
 }
 
-type Scan<T> = Result<(T, usize), Fail>;
+pub(super) type Scan<T> = Result<(T, usize), Fail>;
 
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 impl<'a> Parser<'a> {
-    fn new(s: &'a [u8], text: Option<&'a str>) -> Self {
+    pub(super) fn new(s: &'a [u8], text: Option<&'a str>) -> Self {
         Self { s, text, depth: 0 }
     }
 
-    fn skip_ws(&self, mut idx: usize) -> usize {
+    pub(super) fn skip_ws(&self, mut idx: usize) -> usize {
         while idx < self.s.len() && is_ws(self.s[idx]) {
             idx += 1;
         }
@@ -456,12 +457,12 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn literal(&self, idx: usize, word: &[u8]) -> bool {
+    pub(super) fn literal(&self, idx: usize, word: &[u8]) -> bool {
         self.s[idx..].starts_with(word)
     }
 
     /// `scan_once_unicode`.
-    fn scan_once(&mut self, idx: usize) -> Scan<Json> {
+    pub(super) fn scan_once(&mut self, idx: usize) -> Scan<Json> {
         let Some(&c) = self.s.get(idx) else {
             return Err(Fail::Stop(idx));
         };
@@ -492,7 +493,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `_match_number_unicode`.
-    fn match_number(&self, start: usize) -> Scan<Json> {
+    pub(super) fn match_number(&self, start: usize) -> Scan<Json> {
         let s = self.s;
         let digit = |i: usize| s.get(i).is_some_and(u8::is_ascii_digit);
         let mut idx = start;
@@ -580,7 +581,7 @@ impl<'a> Parser<'a> {
 
     /// `scanstring_unicode`, giving the WTF-8 bytes of the string: `end` is the index after the
     /// opening quote.
-    fn scan_raw(&self, end: usize) -> Scan<Cow<'a, [u8]>> {
+    pub(super) fn scan_raw(&self, end: usize) -> Scan<Cow<'a, [u8]>> {
         let s = self.s;
         let begin = end - 1;
         // Only strings with escapes are copied; the rest are one slice.
@@ -726,22 +727,21 @@ impl<'a> Parser<'a> {
 
 /// The first index at or after `i` holding `"`, `\\` or a control character (below 0x20), or
 /// `s.len()`. Eight bytes at a time: long message texts dominate request bodies.
-fn find_special(s: &[u8], mut i: usize) -> usize {
+pub(super) fn find_special(s: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(word) = s.get(i..i + 8) {
-        let w = u64::from_le_bytes([
-            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
-        ]);
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
         let quote = w ^ (ONES * u64::from(b'"'));
         let backslash = w ^ (ONES * u64::from(b'\\'));
-        // Bit-twiddling "has a zero byte" and "has a byte below 0x20": exact as to whether
-        // any byte matches, which is all that is asked here.
-        let found = (quote.wrapping_sub(ONES) & !quote)
+        // Bit-twiddling "has a zero byte" and "has a byte below 0x20": a flag can be false only
+        // above a true one (a borrow runs upwards), so the lowest flag is the first match.
+        let found = ((quote.wrapping_sub(ONES) & !quote)
             | (backslash.wrapping_sub(ONES) & !backslash)
-            | (w.wrapping_sub(ONES * 0x20) & !w);
-        if found & HIGH != 0 {
-            break;
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGH;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }

@@ -39,6 +39,7 @@
 //!     );
 //! ```
 
+mod accept;
 mod catalog;
 mod json;
 mod openai;
@@ -69,6 +70,9 @@ pub use self::schema::{Schema, Ty};
 pub use self::tokens::TiktokenCounter;
 pub use self::tokens::{EstimatingCounter, TokenCounter};
 
+use self::accept::Slot;
+use self::catalog::Found;
+use self::json::{Text, decode_text};
 use self::schema::{Input, Loc, PyError, format_errors, validate_body};
 use crate::body::{BoxError, BufferError, DEFAULT_BODY_LIMIT, MaasBody};
 use crate::buffered::{Decide, Refusal, Step};
@@ -105,7 +109,20 @@ struct Config {
 struct Route {
     path: Cow<'static, str>,
     schema: Arc<Schema>,
+    /// The schema's fields the parsed request reads, for the fast path.
+    slots: Box<[Option<Slot>]>,
     endpoint: Endpoint,
+}
+
+impl Route {
+    fn new(path: Cow<'static, str>, schema: Schema, endpoint: Endpoint) -> Self {
+        Self {
+            path,
+            slots: accept::slots(&schema),
+            schema: Arc::new(schema),
+            endpoint,
+        }
+    }
 }
 
 impl Default for RequestSchemaValidatorLayer {
@@ -118,11 +135,7 @@ impl RequestSchemaValidatorLayer {
     /// Validates `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings` with vLLM's
     /// schemas; every model accepted until [`models`](Self::models) sets a catalog.
     pub fn new() -> Self {
-        let route = |path, schema, endpoint| Route {
-            path: Cow::Borrowed(path),
-            schema: Arc::new(schema),
-            endpoint,
-        };
+        let route = |path, schema, endpoint| Route::new(Cow::Borrowed(path), schema, endpoint);
         Self {
             config: Arc::new(Config {
                 routes: vec![
@@ -156,11 +169,9 @@ impl RequestSchemaValidatorLayer {
         let path = path.into();
         self.with(|config| {
             config.routes.retain(|r| r.path != path);
-            config.routes.push(Route {
-                path,
-                schema: Arc::new(schema),
-                endpoint: Endpoint::Custom,
-            });
+            config
+                .routes
+                .push(Route::new(path, schema, Endpoint::Custom));
         })
     }
 
@@ -354,7 +365,7 @@ fn check(
     config: &Config,
     route: &Route,
     headers: &HeaderMap,
-    bytes: &[u8],
+    bytes: &Bytes,
 ) -> Result<(ParsedRequest, Option<EndpointRoute>), MaasError> {
     let body_loc = || vec![Loc::Key("body")];
     let invalid = |errors: &[PyError<'_>]| MaasError::Validation {
@@ -381,6 +392,20 @@ fn check(
             ctx: None,
         }]));
     }
+    // The fast path: a body it is sure of is accepted without a tree; the model and context
+    // checks that follow the schema are the same either way.
+    if let Ok(Text::Utf8(text)) = decode_text(bytes) {
+        if let Some(body) = accept::accept(&route.schema, &route.slots, text) {
+            let parsed = ParsedRequest::from_accepted(
+                route.endpoint,
+                bytes.clone(),
+                &body,
+                &*config.counter,
+            );
+            let found = check_model(config, parsed.model())?;
+            return admit(parsed, found);
+        }
+    }
     let json = match loads(bytes) {
         Ok(json) => json,
         Err(DecodeError::Unparsable) => return Err(MaasError::UnparsableBody),
@@ -401,32 +426,56 @@ fn check(
         Json::Dict(dict) => dict.get("model").and_then(Json::as_str),
         _ => None,
     };
-    let found = match (model, &config.catalog) {
-        (Some(model), Some(catalog)) => Some(catalog.find(model)),
-        _ => None,
-    };
-    if config.dialect == ValidationDialect::Gateway {
-        match (model, &found) {
-            (Some(""), _) => return Err(MaasError::InvalidRequestBody),
-            (Some(_), Some(None)) => return Err(MaasError::InvalidModel),
-            _ => {}
-        }
-    }
+    // The gateway reads the model before the backend validates the body.
+    let found = check_model(config, model)?;
     let mut errors = Vec::new();
     validate_body(&route.schema, &json, &mut errors);
     if !errors.is_empty() {
         return Err(invalid(&errors));
     }
-    let (context_length, route_to) = match (model, found) {
-        (Some(model), Some(None)) => {
+    let parsed = ParsedRequest::new(route.endpoint, json, &*config.counter);
+    admit(parsed, found)
+}
+
+/// What the catalog says of the requested model.
+enum Served {
+    /// No model asked for, or no catalog to ask.
+    Unchecked,
+    /// A model the catalog does not serve.
+    Unknown,
+    Found(Found),
+}
+
+/// The catalog's word on `model`, after the gateway's own checks: empty 81001, unknown 81009.
+fn check_model(config: &Config, model: Option<&str>) -> Result<Served, MaasError> {
+    let served = match (model, &config.catalog) {
+        (Some(model), Some(catalog)) => catalog.find(model).map_or(Served::Unknown, Served::Found),
+        _ => Served::Unchecked,
+    };
+    if config.dialect == ValidationDialect::Gateway {
+        match (model, &served) {
+            (Some(""), _) => return Err(MaasError::InvalidRequestBody),
+            (Some(_), Served::Unknown) => return Err(MaasError::InvalidModel),
+            _ => {}
+        }
+    }
+    Ok(served)
+}
+
+/// After the schema: vLLM's unknown model, then the context length.
+fn admit(
+    parsed: ParsedRequest,
+    served: Served,
+) -> Result<(ParsedRequest, Option<EndpointRoute>), MaasError> {
+    let (context_length, route_to) = match served {
+        Served::Unknown => {
             return Err(MaasError::BackendModelNotFound {
-                model: model.to_owned(),
+                model: parsed.model().unwrap_or_default().to_owned(),
             });
         }
-        (_, Some(Some(found))) => (Some(found.context_length), found.route),
-        _ => (None, None),
+        Served::Found(found) => (Some(found.context_length), found.route),
+        Served::Unchecked => (None, None),
     };
-    let parsed = ParsedRequest::new(route.endpoint, json, &*config.counter);
     // `u64::MAX` in the catalog means the model's context is not checked.
     if let Some(max) = context_length.filter(|&max| max != u64::MAX) {
         check_context(&parsed, max)?;

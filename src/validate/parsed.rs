@@ -1,6 +1,11 @@
 //! The parsed request the validator hands on to later layers and the service.
 
-use super::json::{Dict, Int, Json};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use super::accept::{Accepted, PromptItem, Slot};
+use super::json::{Dict, Int, Json, loads};
 use super::schema::{as_bool, as_int};
 use super::tokens::{TOKENS_PER_MESSAGE, TokenCounter};
 use crate::model::RequestedModel;
@@ -34,7 +39,7 @@ pub enum Endpoint {
 #[derive(Debug)]
 pub struct ParsedRequest {
     endpoint: Endpoint,
-    json: Json,
+    body: Source,
     model: Option<RequestedModel>,
     stream: bool,
     include_usage: Option<bool>,
@@ -43,44 +48,254 @@ pub struct ParsedRequest {
     max_tokens_exact: Option<u128>,
     prompt_tokens: u64,
     largest_prompt: u64,
+    texts: Texts,
+}
+
+/// Where [`ParsedRequest::json`] comes from: the tree the exact path built, or the accepted
+/// bytes, decoded into a tree only when someone asks.
+#[derive(Debug)]
+enum Source {
+    Tree(Json),
+    Text { bytes: Bytes, tree: OnceLock<Json> },
+}
+
+/// Every text of a request, joined by newlines (as the content filter reads them), with where
+/// each ends.
+#[derive(Debug, Default)]
+struct Texts {
+    joined: String,
+    ends: Vec<usize>,
+}
+
+impl Texts {
+    fn push(&mut self, text: &str) {
+        if !self.ends.is_empty() {
+            self.joined.push('\n');
+        }
+        self.joined.push_str(text);
+        self.ends.push(self.joined.len());
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let text = &self.joined[start..end];
+            start = end + 1;
+            text
+        })
+    }
+}
+
+/// Tokens of a `prompt`/`input`, item by item: a flat list of ids is one prompt; a list of
+/// strings or of id lists is several.
+struct PromptCount {
+    items: u64,
+    all_ints: bool,
+    sum: u64,
+    largest: u64,
+}
+
+impl PromptCount {
+    fn new() -> Self {
+        Self {
+            items: 0,
+            all_ints: true,
+            sum: 0,
+            largest: 0,
+        }
+    }
+
+    fn add(&mut self, item: PromptItem<'_>, texts: &mut Texts, counter: &dyn TokenCounter) {
+        let size = match item {
+            PromptItem::Text(text) => {
+                texts.push(text);
+                counter.count(text)
+            }
+            PromptItem::Ids(n) => n,
+            PromptItem::Int | PromptItem::Other => 1,
+        };
+        self.items += 1;
+        self.all_ints &= matches!(item, PromptItem::Int);
+        self.sum += size;
+        self.largest = self.largest.max(size);
+    }
+
+    /// (all prompt tokens, the largest single prompt).
+    fn finish(self) -> (u64, u64) {
+        if self.all_ints {
+            (self.items, self.items)
+        } else {
+            (self.sum, self.largest)
+        }
+    }
+}
+
+/// The flags and numbers read from the top-level fields.
+struct Scalars {
+    model: Option<RequestedModel>,
+    stream: bool,
+    include_usage: Option<bool>,
+    max_tokens_exact: Option<u128>,
+}
+
+impl Scalars {
+    fn read(
+        endpoint: Endpoint,
+        model: Option<&Json>,
+        stream: Option<&Json>,
+        stream_options: Option<&Json>,
+        max_tokens: Option<&Json>,
+    ) -> Self {
+        let flag = |value: Option<&Json>| value.and_then(|v| as_bool(v).ok());
+        Self {
+            model: model.and_then(Json::as_str).map(RequestedModel::new),
+            stream: flag(stream).unwrap_or(false),
+            include_usage: match stream_options {
+                Some(Json::Dict(options)) => {
+                    Some(flag(options.get("include_usage")).unwrap_or(true))
+                }
+                _ => None,
+            },
+            max_tokens_exact: match max_tokens {
+                // The completions schema defaults `max_tokens` to 16.
+                None if endpoint == Endpoint::Completions => Some(16),
+                None | Some(Json::Null) => None,
+                Some(v) => Some(exact_int(v)),
+            },
+        }
+    }
+}
+
+/// Chat: every text, plus the template's tokens per message and for the reply's start.
+fn chat_tokens(texts: &Texts, messages: u64, counter: &dyn TokenCounter) -> (u64, u64) {
+    let text: u64 = texts.iter().map(|t| counter.count(t)).sum();
+    let total = text + messages * TOKENS_PER_MESSAGE + 3 * u64::from(messages > 0);
+    (total, total)
 }
 
 impl ParsedRequest {
+    /// From the tree the exact path built.
     pub(crate) fn new(endpoint: Endpoint, json: Json, counter: &dyn TokenCounter) -> Self {
         let body = match &json {
             Json::Dict(dict) => Some(dict),
             _ => None,
         };
         let field = |name| body.and_then(|d: &Dict| d.get(name));
-        let model = field("model")
-            .and_then(Json::as_str)
-            .map(RequestedModel::new);
-        let flag = |value: Option<&Json>| value.and_then(|v| as_bool(v).ok());
-        let stream = flag(field("stream")).unwrap_or(false);
-        let include_usage = match field("stream_options") {
-            Some(Json::Dict(options)) => Some(flag(options.get("include_usage")).unwrap_or(true)),
-            _ => None,
-        };
-        let max_tokens_exact = match field("max_tokens") {
-            // The completions schema defaults `max_tokens` to 16.
-            None if endpoint == Endpoint::Completions => Some(16),
-            None | Some(Json::Null) => None,
-            Some(v) => Some(exact_int(v)),
-        };
-        let max_tokens = max_tokens_exact.map(|n| u64::try_from(n).unwrap_or(u64::MAX));
-        let mut parsed = Self {
+        let scalars = Scalars::read(
             endpoint,
-            json,
-            model,
-            stream,
-            include_usage,
-            max_tokens,
-            max_tokens_exact,
-            prompt_tokens: 0,
-            largest_prompt: 0,
+            field("model"),
+            field("stream"),
+            field("stream_options"),
+            field("max_tokens"),
+        );
+        let mut texts = Texts::default();
+        let (prompt_tokens, largest_prompt) = match endpoint {
+            Endpoint::ChatCompletions | Endpoint::Custom => {
+                let mut messages = 0;
+                if let Some(Json::List(list)) = field("messages") {
+                    messages = list.len() as u64;
+                    for message in list {
+                        message_texts(message, &mut |t| texts.push(t));
+                    }
+                }
+                for key in ["prompt", "input"] {
+                    prompt_items(field(key), &mut |item| {
+                        if let PromptItem::Text(t) = item {
+                            texts.push(t);
+                        }
+                    });
+                }
+                chat_tokens(&texts, messages, counter)
+            }
+            Endpoint::Completions | Endpoint::Embeddings => {
+                let key = if endpoint == Endpoint::Completions {
+                    "prompt"
+                } else {
+                    "input"
+                };
+                let mut count = PromptCount::new();
+                prompt_items(field(key), &mut |item| count.add(item, &mut texts, counter));
+                count.finish()
+            }
         };
-        (parsed.prompt_tokens, parsed.largest_prompt) = parsed.count_prompt(counter);
-        parsed
+        Self::assemble(
+            endpoint,
+            Source::Tree(json),
+            scalars,
+            texts,
+            (prompt_tokens, largest_prompt),
+        )
+    }
+
+    /// From a body the fast path accepted, without a tree.
+    pub(super) fn from_accepted(
+        endpoint: Endpoint,
+        bytes: Bytes,
+        body: &Accepted<'_>,
+        counter: &dyn TokenCounter,
+    ) -> Self {
+        let scalars = Scalars::read(
+            endpoint,
+            body.field(Slot::Model).as_ref(),
+            body.field(Slot::Stream).as_ref(),
+            body.field(Slot::StreamOptions).as_ref(),
+            body.field(Slot::MaxTokens).as_ref(),
+        );
+        // No text is longer than the body that holds it.
+        let mut texts = Texts {
+            joined: String::with_capacity(bytes.len()),
+            ends: Vec::new(),
+        };
+        let tokens = match endpoint {
+            Endpoint::ChatCompletions | Endpoint::Custom => {
+                let messages = body.messages(&mut |t| texts.push(t));
+                for slot in [Slot::Prompt, Slot::Input] {
+                    body.prompt(slot, &mut |item| {
+                        if let PromptItem::Text(t) = item {
+                            texts.push(t);
+                        }
+                    });
+                }
+                chat_tokens(&texts, messages, counter)
+            }
+            Endpoint::Completions | Endpoint::Embeddings => {
+                let slot = if endpoint == Endpoint::Completions {
+                    Slot::Prompt
+                } else {
+                    Slot::Input
+                };
+                let mut count = PromptCount::new();
+                body.prompt(slot, &mut |item| count.add(item, &mut texts, counter));
+                count.finish()
+            }
+        };
+        let source = Source::Text {
+            bytes,
+            tree: OnceLock::new(),
+        };
+        Self::assemble(endpoint, source, scalars, texts, tokens)
+    }
+
+    fn assemble(
+        endpoint: Endpoint,
+        body: Source,
+        scalars: Scalars,
+        texts: Texts,
+        (prompt_tokens, largest_prompt): (u64, u64),
+    ) -> Self {
+        let max_tokens_exact = scalars.max_tokens_exact;
+        Self {
+            endpoint,
+            body,
+            model: scalars.model,
+            stream: scalars.stream,
+            include_usage: scalars.include_usage,
+            max_tokens: max_tokens_exact.map(|n| u64::try_from(n).unwrap_or(u64::MAX)),
+            max_tokens_exact,
+            prompt_tokens,
+            largest_prompt,
+            texts,
+        }
     }
 
     /// The endpoint.
@@ -88,9 +303,14 @@ impl ParsedRequest {
         self.endpoint
     }
 
-    /// The whole decoded body.
+    /// The whole decoded body. Valid bodies are accepted without building this tree; it is
+    /// decoded on the first call and kept.
     pub fn json(&self) -> &Json {
-        &self.json
+        match &self.body {
+            Source::Tree(json) => json,
+            // The bytes were accepted, so they decode; `Null` only keeps this free of panics.
+            Source::Text { bytes, tree } => tree.get_or_init(|| loads(bytes).unwrap_or(Json::Null)),
+        }
     }
 
     /// The model requested.
@@ -138,70 +358,12 @@ impl ParsedRequest {
     /// arguments, names and reasoning, the prompt or the input. For token counting and risk
     /// control.
     pub fn texts(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        self.for_each_text(|text| out.push(text));
-        out
+        self.texts.iter().collect()
     }
 
-    fn for_each_text<'a>(&'a self, mut f: impl FnMut(&'a str)) {
-        let Json::Dict(body) = &self.json else {
-            return;
-        };
-        match self.endpoint {
-            Endpoint::ChatCompletions | Endpoint::Custom => {
-                if let Some(Json::List(messages)) = body.get("messages") {
-                    for message in messages {
-                        message_texts(message, &mut f);
-                    }
-                }
-                for key in ["prompt", "input"] {
-                    prompt_texts(body.get(key), &mut f);
-                }
-            }
-            Endpoint::Completions => prompt_texts(body.get("prompt"), &mut f),
-            Endpoint::Embeddings => prompt_texts(body.get("input"), &mut f),
-        }
-    }
-
-    /// (all prompt tokens, the largest single prompt).
-    fn count_prompt(&self, counter: &dyn TokenCounter) -> (u64, u64) {
-        let Json::Dict(body) = &self.json else {
-            return (0, 0);
-        };
-        let key = match self.endpoint {
-            Endpoint::Completions => "prompt",
-            Endpoint::Embeddings => "input",
-            Endpoint::ChatCompletions | Endpoint::Custom => {
-                let messages = match body.get("messages") {
-                    Some(Json::List(messages)) => messages.len() as u64,
-                    _ => 0,
-                };
-                let mut text = 0;
-                self.for_each_text(|t| text += counter.count(t));
-                let total = text + messages * TOKENS_PER_MESSAGE + 3 * u64::from(messages > 0);
-                return (total, total);
-            }
-        };
-        match body.get(key) {
-            Some(Json::List(items)) => {
-                let sizes = items.iter().map(|item| match item {
-                    Json::List(ids) => ids.len() as u64,
-                    item => item.as_str().map_or(1, |s| counter.count(s)),
-                });
-                // A flat list of ids is one prompt; a list of strings or of id lists is several.
-                if items.iter().all(|i| matches!(i, Json::Int(_))) {
-                    let n = items.len() as u64;
-                    (n, n)
-                } else {
-                    sizes.fold((0, 0), |(sum, max), n| (sum + n, max.max(n)))
-                }
-            }
-            Some(prompt) => {
-                let n = prompt.as_str().map_or(0, |s| counter.count(s));
-                (n, n)
-            }
-            None => (0, 0),
-        }
+    /// [`texts`](Self::texts) joined by newlines, without copying them again.
+    pub(crate) fn joined_texts(&self) -> &str {
+        &self.texts.joined
     }
 }
 
@@ -249,9 +411,23 @@ fn message_texts<'a>(message: &'a Json, out: &mut impl FnMut(&'a str)) {
     }
 }
 
-fn prompt_texts<'a>(prompt: Option<&'a Json>, out: &mut impl FnMut(&'a str)) {
+/// The items of a `prompt`/`input` list, or the one string given instead.
+fn prompt_items<'a>(prompt: Option<&'a Json>, each: &mut impl FnMut(PromptItem<'a>)) {
     match prompt {
-        Some(Json::List(items)) => items.iter().filter_map(Json::as_str).for_each(out),
-        prompt => prompt.and_then(Json::as_str).into_iter().for_each(out),
+        Some(Json::List(items)) => {
+            for item in items {
+                each(match item {
+                    Json::List(ids) => PromptItem::Ids(ids.len() as u64),
+                    Json::Int(_) => PromptItem::Int,
+                    item => item.as_str().map_or(PromptItem::Other, PromptItem::Text),
+                });
+            }
+        }
+        Some(prompt) => {
+            if let Some(text) = prompt.as_str() {
+                each(PromptItem::Text(text));
+            }
+        }
+        None => {}
     }
 }

@@ -55,7 +55,7 @@ pub enum Ty {
 
 /// The members of a union, each with the tag pydantic puts in an error's `loc`.
 #[derive(Clone, Debug)]
-pub struct Members(Vec<(Box<str>, Ty)>);
+pub struct Members(pub(super) Vec<(Box<str>, Ty)>);
 
 /// Bounds of a number field, written as in the reference (`ge=0`, `le=2`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -176,14 +176,14 @@ impl Ty {
 #[derive(Clone, Debug)]
 pub struct Schema {
     name: Cow<'static, str>,
-    fields: Vec<Field>,
+    pub(super) fields: Vec<Field>,
 }
 
 #[derive(Clone, Debug)]
-struct Field {
-    name: &'static str,
-    ty: Ty,
-    required: bool,
+pub(super) struct Field {
+    pub(super) name: &'static str,
+    pub(super) ty: Ty,
+    pub(super) required: bool,
 }
 
 impl Schema {
@@ -390,6 +390,12 @@ fn validate_model<'a>(
             loc.pop();
         }
     }
+}
+
+/// Whether `value` passes `ty`; errors are only counted, so a passing scalar costs no
+/// allocation.
+pub(super) fn accepts(ty: &Ty, value: &Json) -> bool {
+    validate(ty, value, &mut Vec::new(), &mut Vec::new())
 }
 
 /// Validates one value; returns whether it passed.
