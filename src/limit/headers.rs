@@ -35,25 +35,36 @@ pub(crate) fn write(
         ),
     ];
     // Every value is written into one buffer and each header shares a slice of it: one
-    // allocation for up to six values instead of one each.
-    let mut text = String::with_capacity(96);
+    // allocation, of the exact size, for up to six values instead of one each.
+    let mut text = Buffer {
+        bytes: [0; 128],
+        len: 0,
+    };
     let mut values: [(usize, usize); 6] = [(0, 0); 6];
     for (d, (limit, state, _)) in dims.iter().enumerate() {
         if let (Some(limit), Some((remaining, reset))) = (*limit, *state) {
             let at = d * 3;
-            let start = text.len();
-            let _ = write!(text, "{limit}");
-            values[at] = (start, text.len());
-            let _ = write!(text, "{}", remaining.min(limit));
-            values[at + 1] = (values[at].1, text.len());
-            duration_into(&mut text, reset);
-            values[at + 2] = (values[at + 1].1, text.len());
+            let start = text.len;
+            let mut ends = [0; 3];
+            let written = write!(text, "{limit}")
+                .map(|()| ends[0] = text.len)
+                .and_then(|()| write!(text, "{}", remaining.min(limit)))
+                .map(|()| ends[1] = text.len)
+                .and_then(|()| duration_into(&mut text, reset))
+                .map(|()| ends[2] = text.len);
+            if written.is_err() {
+                text.len = start;
+                continue;
+            }
+            values[at] = (start, ends[0]);
+            values[at + 1] = (ends[0], ends[1]);
+            values[at + 2] = (ends[1], ends[2]);
         }
     }
-    if text.is_empty() {
+    if text.len == 0 {
         return;
     }
-    let text = bytes::Bytes::from(text);
+    let text = bytes::Bytes::copy_from_slice(&text.bytes[..text.len]);
     // Up to six headers: one growth of the map, not several.
     headers.reserve(6);
     for (d, (_, _, names)) in dims.into_iter().enumerate() {
@@ -69,6 +80,23 @@ pub(crate) fn write(
     }
 }
 
+/// Room for the six values at their longest (four 20-digit numbers, two durations of at most
+/// 18 characters); a dimension whose values would not fit is left out, not cut.
+struct Buffer {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl std::fmt::Write for Buffer {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// `retry-after` in whole seconds, rounded up: a client that waits that long is admitted.
 pub(crate) fn retry_after(wait: Nanos) -> HeaderValue {
     HeaderValue::from(wait.div_ceil(1_000_000_000).max(1))
@@ -76,25 +104,22 @@ pub(crate) fn retry_after(wait: Nanos) -> HeaderValue {
 
 /// Appends a duration as OpenAI writes it (Go's `time.Duration` format, to the millisecond): `0s`,
 /// `12ms`, `1.5s`, `6m0s`, `1h2m3s`.
-fn duration_into(out: &mut String, nanos: Nanos) {
-    use std::fmt::Write as _;
+fn duration_into(out: &mut impl std::fmt::Write, nanos: Nanos) -> std::fmt::Result {
     let ms = nanos.div_ceil(1_000_000);
+    if ms == 0 {
+        return out.write_str("0s");
+    }
     if ms < 1000 {
-        let _ = if ms == 0 {
-            write!(out, "0s")
-        } else {
-            write!(out, "{ms}ms")
-        };
-        return;
+        return write!(out, "{ms}ms");
     }
     let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
     if h > 0 {
-        let _ = write!(out, "{h}h");
+        write!(out, "{h}h")?;
     }
     if h > 0 || m > 0 {
-        let _ = write!(out, "{m}m");
+        write!(out, "{m}m")?;
     }
-    let _ = write!(out, "{s}");
+    write!(out, "{s}")?;
     if frac > 0 {
         // Milliseconds as a fraction, trailing zeros dropped: 500 → .5, 40 → .04.
         let (mut frac, mut digits) = (frac, 3);
@@ -102,9 +127,9 @@ fn duration_into(out: &mut String, nanos: Nanos) {
             frac /= 10;
             digits -= 1;
         }
-        let _ = write!(out, ".{frac:0digits$}");
+        write!(out, ".{frac:0digits$}")?;
     }
-    out.push('s');
+    out.write_char('s')
 }
 
 #[cfg(test)]
@@ -113,7 +138,7 @@ mod tests {
 
     fn duration(nanos: Nanos) -> String {
         let mut out = String::new();
-        duration_into(&mut out, nanos);
+        duration_into(&mut out, nanos).unwrap();
         out
     }
 

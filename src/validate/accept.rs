@@ -14,9 +14,10 @@
 //! checks (every key a field, each field once, the required ones present).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use super::json::{Json, Parser, find_special};
-use super::schema::{Members, Schema, Ty, accepts};
+use super::schema::{Members, Schema, Ty, accepts, same};
 
 /// Bodies nested deeper take the exact path; no OpenAI schema comes near it.
 const DEPTH: usize = 64;
@@ -76,12 +77,16 @@ pub(super) fn accept<'a>(
     slots: &[Option<Slot>],
     text: &'a str,
 ) -> Option<Accepted<'a>> {
+    if text.len() >= ESCAPED as usize {
+        return None;
+    }
     let mut walk = Walk {
         parser: Parser::new(text.as_bytes(), Some(text)),
         s: text.as_bytes(),
         text,
         depth: 0,
         strings: Vec::with_capacity(64),
+        read: Cell::new(0),
     };
     let start = walk.ws(0);
     if walk.s.get(start) != Some(&b'{') {
@@ -93,12 +98,24 @@ pub(super) fn accept<'a>(
 }
 
 /// One item of a `prompt` or `input` list, or the string given instead of a list.
-pub(super) enum PromptItem<'t> {
-    Text(&'t str),
+#[derive(Clone, Copy)]
+pub(super) enum PromptItem<T> {
+    Text(T),
     /// A list of token ids, of this length.
     Ids(u64),
     Int,
     Other,
+}
+
+impl<T> PromptItem<T> {
+    pub(super) fn map<U>(self, f: impl FnOnce(T) -> U) -> PromptItem<U> {
+        match self {
+            Self::Text(text) => PromptItem::Text(f(text)),
+            Self::Ids(n) => PromptItem::Ids(n),
+            Self::Int => PromptItem::Int,
+            Self::Other => PromptItem::Other,
+        }
+    }
 }
 
 impl<'a> Accepted<'a> {
@@ -112,7 +129,7 @@ impl<'a> Accepted<'a> {
 
     /// The texts of every message, in the order the tree's reading gives them; the number of
     /// messages when `messages` is a list.
-    pub(super) fn messages(&self, out: &mut impl FnMut(&str)) -> u64 {
+    pub(super) fn messages(&self, out: &mut impl FnMut(Cow<'a, str>)) -> u64 {
         let Some(start) = self.spans[Slot::Messages as usize] else {
             return 0;
         };
@@ -130,7 +147,7 @@ impl<'a> Accepted<'a> {
     /// One message: `content` (a string, or the `text` of each part), `name`,
     /// `reasoning_content`, then each tool call's `function.arguments`; the index after it. A
     /// key given twice counts with its last value, as in the tree.
-    fn message(&self, at: usize, out: &mut impl FnMut(&str)) -> usize {
+    fn message(&self, at: usize, out: &mut impl FnMut(Cow<'a, str>)) -> usize {
         let w = &self.walk;
         let ([content, name, reasoning, calls], end) =
             w.last_of(at, ["content", "name", "reasoning_content", "tool_calls"]);
@@ -168,18 +185,19 @@ impl<'a> Accepted<'a> {
     }
 
     /// The items of a `prompt`/`input` list, or the one string given instead.
-    pub(super) fn prompt(&self, slot: Slot, each: &mut impl FnMut(PromptItem<'_>)) {
+    pub(super) fn prompt(&self, slot: Slot, each: &mut impl FnMut(PromptItem<Cow<'a, str>>)) {
         let Some(start) = self.spans[slot as usize] else {
             return;
         };
         let w = &self.walk;
-        let text = |at: usize, each: &mut dyn FnMut(PromptItem<'_>)| match w.read_string(at) {
-            Some((text, end)) => {
-                each(PromptItem::Text(&text));
-                end
-            }
-            None => w.s.len(),
-        };
+        let text =
+            |at: usize, each: &mut dyn FnMut(PromptItem<Cow<'a, str>>)| match w.read_string(at) {
+                Some((text, end)) => {
+                    each(PromptItem::Text(text));
+                    end
+                }
+                None => w.s.len(),
+            };
         match w.s[start] {
             b'"' => {
                 text(start, each);
@@ -219,14 +237,25 @@ enum Val<'a> {
     At(usize),
 }
 
-impl Val<'_> {
+impl<'a> Val<'a> {
     /// Hands a string to `out`; other values are not texts.
-    fn text(&self, out: &mut impl FnMut(&str)) {
+    fn text(self, out: &mut impl FnMut(Cow<'a, str>)) {
         if let Val::Str(text) = self {
             out(text);
         }
     }
 }
+
+/// A string the walk accepted: where its quote is, and the index after it, with the top bit
+/// set when it holds an escape. Eight bytes, so that the notes of a body of a hundred strings
+/// stay a small allocation (bodies of 2 GiB or more take the exact path).
+#[derive(Clone, Copy)]
+struct Noted {
+    start: u32,
+    end: u32,
+}
+
+const ESCAPED: u32 = 1 << 31;
 
 /// The walk over the text.
 struct Walk<'a> {
@@ -237,7 +266,9 @@ struct Walk<'a> {
     /// Every string the walk accepted, in the order of the text: where its quote is, the index
     /// after it, and whether it holds an escape. Reading the accepted body looks strings up
     /// here instead of scanning them a second time.
-    strings: Vec<(usize, usize, bool)>,
+    strings: Vec<Noted>,
+    /// Where in `strings` the next string read is likely to be.
+    read: Cell<usize>,
 }
 
 impl<'a> Walk<'a> {
@@ -255,21 +286,26 @@ impl<'a> Walk<'a> {
         end
     }
 
-    /// The string whose quote is at `at`, decoded; `None` if the exact scanner refuses it or
-    /// it holds a lone surrogate (which the tree keeps and a `str` cannot).
-    fn string(&mut self, at: usize) -> Option<(Cow<'a, str>, usize)> {
+    /// The string whose quote is at `at`, noted: the index after it, and its decoded text
+    /// when it holds escapes (else its text is the bytes between the quotes). `None` if the
+    /// exact scanner refuses it or it holds a lone surrogate (which the tree keeps and a `str`
+    /// cannot).
+    fn string(&mut self, at: usize) -> Option<(usize, Option<String>)> {
         let close = find_special(self.s, at + 1);
-        let (text, end, escaped) = if self.s.get(close) == Some(&b'"') {
-            // Between two ASCII quotes of UTF-8 text: on character boundaries.
-            (Cow::Borrowed(&self.text[at + 1..close]), close + 1, false)
+        let (end, decoded) = if self.s.get(close) == Some(&b'"') {
+            (close + 1, None)
         } else {
             // An escape, a control character or no end: the exact scanner decodes or refuses.
             let (wtf8, end) = self.parser.scan_raw(at + 1).ok()?;
-            let text = String::from_utf8(wtf8.into_owned()).ok()?;
-            (Cow::Owned(text), end, true)
+            (end, Some(String::from_utf8(wtf8.into_owned()).ok()?))
         };
-        self.strings.push((at, end, escaped));
-        Some((text, end))
+        let escaped = if decoded.is_some() { ESCAPED } else { 0 };
+        // `accept` took only texts shorter than `ESCAPED`.
+        self.strings.push(Noted {
+            start: at as u32,
+            end: end as u32 | escaped,
+        });
+        Some((end, decoded))
     }
 
     /// A number, `null`, `true` or `false`, as the exact parser decodes it.
@@ -289,8 +325,12 @@ impl<'a> Walk<'a> {
     fn value(&mut self, ty: &Ty, at: usize) -> Option<usize> {
         match *self.s.get(at)? {
             b'"' => {
-                let (text, end) = self.string(at)?;
-                takes_str(ty, &text).then_some(end)
+                let s = self.s;
+                let (end, decoded) = self.string(at)?;
+                let text = decoded
+                    .as_ref()
+                    .map_or(&s[at + 1..end - 1], |d| d.as_bytes());
+                takes_str(ty, text).then_some(end)
             }
             b'{' => self.nested(|w| w.object(ty, at)),
             b'[' => self.nested(|w| w.array(ty, at)),
@@ -304,7 +344,7 @@ impl<'a> Walk<'a> {
     /// Any value, well formed: what `Any` takes.
     fn skip(&mut self, at: usize) -> Option<usize> {
         match *self.s.get(at)? {
-            b'"' => self.string(at).map(|(_, end)| end),
+            b'"' => self.string(at).map(|(end, _)| end),
             b'{' => self.nested(|w| w.entries(at, |w, _, v| w.skip(v))),
             b'[' => self.nested(|w| w.items(at, |w, v| w.skip(v))),
             _ => self.scalar(at).map(|(_, end)| end),
@@ -364,7 +404,7 @@ impl<'a> Walk<'a> {
         }
         let mut seen = 0u64;
         let end = self.entries(at, |w, key, v| {
-            let k = fields.iter().position(|f| f.name == key)?;
+            let k = schema.field_index(key)?;
             let bit = 1 << k;
             if seen & bit != 0 {
                 return None;
@@ -390,8 +430,9 @@ impl<'a> Walk<'a> {
     fn entries(
         &mut self,
         at: usize,
-        mut each: impl FnMut(&mut Self, Cow<'a, str>, usize) -> Option<usize>,
+        mut each: impl FnMut(&mut Self, &[u8], usize) -> Option<usize>,
     ) -> Option<usize> {
+        let s = self.s;
         let mut i = self.ws(at + 1);
         if self.s.get(i) == Some(&b'}') {
             return Some(i + 1);
@@ -400,7 +441,11 @@ impl<'a> Walk<'a> {
             if self.s.get(i) != Some(&b'"') {
                 return None;
             }
-            let (key, end) = self.string(i)?;
+            let start = i;
+            let (end, decoded) = self.string(i)?;
+            let key = decoded
+                .as_ref()
+                .map_or(&s[start + 1..end - 1], |d| d.as_bytes());
             i = self.ws(end);
             if self.s.get(i) != Some(&b':') {
                 return None;
@@ -442,13 +487,20 @@ impl<'a> Walk<'a> {
 
     /// The string whose quote is at `at`, as the walk noted it.
     fn read_string(&self, at: usize) -> Option<(Cow<'a, str>, usize)> {
-        match self
-            .strings
-            .binary_search_by_key(&at, |&(start, _, _)| start)
-        {
+        // Reading mostly goes forward: the string after the last one read is tried first.
+        let hint = self.read.get();
+        let found = match self.strings.get(hint) {
+            Some(noted) if noted.start as usize == at => Ok(hint),
+            _ => self
+                .strings
+                .binary_search_by_key(&at, |noted| noted.start as usize),
+        };
+        match found {
             Ok(i) => {
-                let (_, end, escaped) = self.strings[i];
-                if !escaped {
+                self.read.set(i + 1);
+                let noted = self.strings[i];
+                let end = (noted.end & !ESCAPED) as usize;
+                if noted.end & ESCAPED == 0 {
                     return Some((Cow::Borrowed(&self.text[at + 1..end - 1]), end));
                 }
             }
@@ -530,7 +582,9 @@ impl<'a> Walk<'a> {
                 return (found, end);
             };
             let value = self.ws(self.ws(after_key) + 1);
-            let wanted = keys.iter().position(|&name| name == key);
+            let wanted = keys
+                .iter()
+                .position(|name| same(name.as_bytes(), key.as_bytes()));
             let next = if self.s.get(value) == Some(&b'"') {
                 let Some((text, after)) = self.read_string(value) else {
                     return (found, end);
@@ -560,10 +614,10 @@ impl<'a> Walk<'a> {
 /// Whether `ty` surely takes a string: `str`, `Any`, a literal it is one of, or a union or
 /// `Optional` of those. The lax readings of a string as a number or a bool are left to the
 /// exact path.
-fn takes_str(ty: &Ty, text: &str) -> bool {
+fn takes_str(ty: &Ty, text: &[u8]) -> bool {
     match ty {
         Ty::Any | Ty::Str => true,
-        Ty::Literal(words) => words.contains(&text),
+        Ty::Literal(words) => words.iter().any(|w| same(w.as_bytes(), text)),
         Ty::Nullable(inner) => takes_str(inner, text),
         Ty::Union(members) => members.0.iter().any(|(_, m)| takes_str(m, text)),
         _ => false,

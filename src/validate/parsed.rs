@@ -1,5 +1,6 @@
 //! The parsed request the validator hands on to later layers and the service.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -76,6 +77,19 @@ impl Texts {
         self.ends.push(self.joined.len());
     }
 
+    /// The texts joined in one allocation of exactly their size.
+    fn of(texts: &[Cow<'_, str>]) -> Self {
+        let size = texts.iter().map(|t| t.len() + 1).sum::<usize>();
+        let mut joined = Self {
+            joined: String::with_capacity(size.saturating_sub(1)),
+            ends: Vec::with_capacity(texts.len()),
+        };
+        for text in texts {
+            joined.push(text);
+        }
+        joined
+    }
+
     fn iter(&self) -> impl Iterator<Item = &str> {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
@@ -105,12 +119,9 @@ impl PromptCount {
         }
     }
 
-    fn add(&mut self, item: PromptItem<'_>, texts: &mut Texts, counter: &dyn TokenCounter) {
+    fn add(&mut self, item: PromptItem<&str>, counter: &dyn TokenCounter) {
         let size = match item {
-            PromptItem::Text(text) => {
-                texts.push(text);
-                counter.count(text)
-            }
+            PromptItem::Text(text) => counter.count(text),
             PromptItem::Ids(n) => n,
             PromptItem::Int | PromptItem::Other => 1,
         };
@@ -214,7 +225,12 @@ impl ParsedRequest {
                     "input"
                 };
                 let mut count = PromptCount::new();
-                prompt_items(field(key), &mut |item| count.add(item, &mut texts, counter));
+                prompt_items(field(key), &mut |item| {
+                    if let PromptItem::Text(text) = item {
+                        texts.push(text);
+                    }
+                    count.add(item, counter);
+                });
                 count.finish()
             }
         };
@@ -241,22 +257,22 @@ impl ParsedRequest {
             body.field(Slot::StreamOptions).as_ref(),
             body.field(Slot::MaxTokens).as_ref(),
         );
-        // No text is longer than the body that holds it.
-        let mut texts = Texts {
-            joined: String::with_capacity(bytes.len()),
-            ends: Vec::new(),
-        };
-        let tokens = match endpoint {
+        // The texts are gathered first, so that they are joined in one allocation of their
+        // size; a prompt's items are kept in order, to be counted once joined.
+        let mut found = Vec::with_capacity(16);
+        let mut items = Vec::new();
+        let mut messages = 0;
+        let prompt = match endpoint {
             Endpoint::ChatCompletions | Endpoint::Custom => {
-                let messages = body.messages(&mut |t| texts.push(t));
+                messages = body.messages(&mut |t| found.push(t));
                 for slot in [Slot::Prompt, Slot::Input] {
                     body.prompt(slot, &mut |item| {
                         if let PromptItem::Text(t) = item {
-                            texts.push(t);
+                            found.push(t);
                         }
                     });
                 }
-                chat_tokens(&texts, messages, counter)
+                false
             }
             Endpoint::Completions | Endpoint::Embeddings => {
                 let slot = if endpoint == Endpoint::Completions {
@@ -264,10 +280,20 @@ impl ParsedRequest {
                 } else {
                     Slot::Input
                 };
-                let mut count = PromptCount::new();
-                body.prompt(slot, &mut |item| count.add(item, &mut texts, counter));
-                count.finish()
+                body.prompt(slot, &mut |item| items.push(item.map(|t| found.push(t))));
+                true
             }
+        };
+        let texts = Texts::of(&found);
+        let tokens = if prompt {
+            let mut count = PromptCount::new();
+            let mut each_text = texts.iter();
+            for item in items {
+                count.add(item.map(|()| each_text.next().unwrap_or_default()), counter);
+            }
+            count.finish()
+        } else {
+            chat_tokens(&texts, messages, counter)
         };
         let source = Source::Text {
             bytes,
@@ -412,7 +438,7 @@ fn message_texts<'a>(message: &'a Json, out: &mut impl FnMut(&'a str)) {
 }
 
 /// The items of a `prompt`/`input` list, or the one string given instead.
-fn prompt_items<'a>(prompt: Option<&'a Json>, each: &mut impl FnMut(PromptItem<'a>)) {
+fn prompt_items<'a>(prompt: Option<&'a Json>, each: &mut impl FnMut(PromptItem<&'a str>)) {
     match prompt {
         Some(Json::List(items)) => {
             for item in items {

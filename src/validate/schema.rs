@@ -177,6 +177,9 @@ impl Ty {
 pub struct Schema {
     name: Cow<'static, str>,
     pub(super) fields: Vec<Field>,
+    /// For each key length (the last entry: 32 and longer), the first 64 fields of that length,
+    /// one bit each: a key is compared with one or two names, not all of them.
+    by_len: [u64; 33],
 }
 
 #[derive(Clone, Debug)]
@@ -192,28 +195,55 @@ impl Schema {
         Self {
             name: name.into(),
             fields: Vec::new(),
+            by_len: [0; 33],
         }
     }
 
-    /// Adds a required field.
-    pub fn required(mut self, name: &'static str, ty: Ty) -> Self {
-        self.fields.push(Field {
-            name,
-            ty,
-            required: true,
-        });
+    fn push(mut self, field: Field) -> Self {
+        if let Some(bit) = 1u64.checked_shl(self.fields.len() as u32) {
+            self.by_len[field.name.len().min(32)] |= bit;
+        }
+        self.fields.push(field);
         self
     }
 
+    /// The index of the field called `key`, among the first 64.
+    pub(super) fn field_index(&self, key: &[u8]) -> Option<usize> {
+        let mut candidates = self.by_len[key.len().min(32)];
+        while candidates != 0 {
+            let k = candidates.trailing_zeros() as usize;
+            if same(self.fields[k].name.as_bytes(), key) {
+                return Some(k);
+            }
+            candidates &= candidates - 1;
+        }
+        None
+    }
+
+    /// Adds a required field.
+    pub fn required(self, name: &'static str, ty: Ty) -> Self {
+        self.push(Field {
+            name,
+            ty,
+            required: true,
+        })
+    }
+
     /// Adds a field with a default: absent is fine, present is validated.
-    pub fn optional(mut self, name: &'static str, ty: Ty) -> Self {
-        self.fields.push(Field {
+    pub fn optional(self, name: &'static str, ty: Ty) -> Self {
+        self.push(Field {
             name,
             ty,
             required: false,
-        });
-        self
+        })
     }
+}
+
+/// Whether two short byte strings are equal, compared in place: keys and field names are a
+/// few bytes, where a call to `memcmp` costs more than the comparison.
+#[inline]
+pub(super) fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// One step of an error's location.
