@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http_body::{Body, Frame, SizeHint};
@@ -21,7 +21,7 @@ pin_project! {
     /// through without copies.
     ///
     /// ```
-    /// use bytes::Bytes;
+    /// use bytes::{Buf, Bytes, BytesMut};
     /// use http_body::Body;
     /// use http_body_util::Empty;
     /// use tower_maas::MaasBody;
@@ -128,9 +128,59 @@ pub(crate) enum BufferError {
     Read,
 }
 
-/// A body bounded by `limit`, ready to be collected.
-#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
-pub(crate) type LimitedCollect<B> = http_body_util::combinators::Collect<Limited<B>>;
+pin_project! {
+    /// A body bounded by `limit`, being collected into one `Bytes`. A body of one data frame,
+    /// which is what hyper gives for most requests, is that frame, neither copied nor queued;
+    /// more frames are copied into one buffer as they come.
+    pub(crate) struct LimitedCollect<B> {
+        #[pin]
+        body: Limited<B>,
+        first: Option<Bytes>,
+        more: Option<BytesMut>,
+    }
+}
+
+impl<B> std::future::Future for LimitedCollect<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Bytes, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let frame = match std::task::ready!(this.body.as_mut().poll_frame(cx)) {
+                Some(frame) => frame?,
+                None => {
+                    let bytes = match (this.first.take(), this.more.take()) {
+                        (_, Some(more)) => more.freeze(),
+                        (first, None) => first.unwrap_or_default(),
+                    };
+                    return Poll::Ready(Ok(bytes));
+                }
+            };
+            // Trailers carry nothing the layers read.
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            let chunk = data.copy_to_bytes(data.remaining());
+            if chunk.is_empty() {
+                continue;
+            }
+            match (this.more.as_mut(), this.first.take()) {
+                (Some(more), _) => more.extend_from_slice(&chunk),
+                (None, None) => *this.first = Some(chunk),
+                (None, Some(first)) => {
+                    let mut more = BytesMut::with_capacity(first.len() + chunk.len());
+                    more.extend_from_slice(&first);
+                    more.extend_from_slice(&chunk);
+                    *this.more = Some(more);
+                }
+            }
+        }
+    }
+}
 
 /// Starts buffering `body` up to `limit` bytes. Chunked and HTTP/2 bodies are bounded as they
 /// arrive; a body whose declared length is already over the limit is refused before any read.
@@ -143,16 +193,18 @@ where
     if body.size_hint().lower() > limit as u64 {
         return Err(BufferError::TooLarge);
     }
-    Ok(http_body_util::BodyExt::collect(Limited::new(body, limit)))
+    Ok(LimitedCollect {
+        body: Limited::new(body, limit),
+        first: None,
+        more: None,
+    })
 }
 
 /// Turns the outcome of a [`LimitedCollect`] into bytes or a [`BufferError`].
 #[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
-pub(crate) fn finish_buffering<D: bytes::Buf>(
-    result: Result<http_body_util::Collected<D>, BoxError>,
-) -> Result<Bytes, BufferError> {
+pub(crate) fn finish_buffering(result: Result<Bytes, BoxError>) -> Result<Bytes, BufferError> {
     match result {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(bytes) => Ok(bytes),
         Err(err) if err.is::<LengthLimitError>() => Err(BufferError::TooLarge),
         Err(_) => Err(BufferError::Read),
     }
@@ -171,5 +223,61 @@ pub(crate) fn set_buffered_length(headers: &mut HeaderMap, len: usize) {
         .and_then(|v| v.parse::<usize>().ok());
     if declared != Some(len) {
         headers.insert(CONTENT_LENGTH, len.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::task::Waker;
+
+    use super::*;
+
+    /// A body that gives its frames one by one.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    fn collect(frames: Vec<Frame<Bytes>>, limit: usize) -> Result<Bytes, BufferError> {
+        let Ok(collect) = start_buffering(Frames(frames.into()), limit) else {
+            return Err(BufferError::TooLarge);
+        };
+        let mut collect = std::pin::pin!(collect);
+        let mut cx = Context::from_waker(Waker::noop());
+        match collect.as_mut().poll(&mut cx) {
+            Poll::Ready(result) => finish_buffering(result),
+            Poll::Pending => unreachable!("every frame is ready"),
+        }
+    }
+
+    #[test]
+    fn frames_are_collected_in_order_and_bounded() {
+        let data = |s: &'static str| Frame::data(Bytes::from_static(s.as_bytes()));
+        let one = collect(vec![data(r#"{"a":1}"#)], 64).unwrap();
+        assert_eq!(one, r#"{"a":1}"#);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", http::HeaderValue::from_static("1"));
+        let many = vec![
+            data("{\"a\""),
+            data(""),
+            data(":1"),
+            Frame::trailers(trailers),
+            data("}"),
+        ];
+        assert_eq!(collect(many, 64).unwrap(), r#"{"a":1}"#);
+        assert_eq!(collect(vec![], 64).unwrap(), "");
+        let over = vec![data("0123456789"), data("0123456789")];
+        assert!(matches!(collect(over, 15), Err(BufferError::TooLarge)));
     }
 }

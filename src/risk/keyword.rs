@@ -204,11 +204,10 @@ fn already_normal(text: &str) -> bool {
     let mut i = 0;
     while i < b.len() {
         if let Some(word) = b.get(i..i + 8) {
-            let w = u64::from_le_bytes([
-                word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
-            ]);
-            if w & HIGH == 0 {
-                i += 8;
+            let high = u64::from_le_bytes(word.try_into().unwrap_or_default()) & HIGH;
+            // The ASCII bytes before the first that is not, all at once.
+            i += (high.trailing_zeros() / 8) as usize;
+            if high == 0 {
                 continue;
             }
         }

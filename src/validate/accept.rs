@@ -85,7 +85,7 @@ pub(super) fn accept<'a>(
         s: text.as_bytes(),
         text,
         depth: 0,
-        strings: Vec::with_capacity(64),
+        strings: NOTES.take(),
         read: Cell::new(0),
     };
     let start = walk.ws(0);
@@ -95,6 +95,12 @@ pub(super) fn accept<'a>(
     let mut spans = [None; SLOTS.len()];
     let end = walk.nested(|w| w.model(schema, start, Some((slots, &mut spans))))?;
     (walk.ws(end) == walk.s.len()).then_some(Accepted { walk, spans })
+}
+
+/// `include_usage` in a `stream_options` object.
+pub(super) enum IncludeUsage {
+    Absent,
+    Given(Json),
 }
 
 /// One item of a `prompt` or `input` list, or the string given instead of a list.
@@ -125,6 +131,33 @@ impl<'a> Accepted<'a> {
         let start = self.spans[slot as usize]?;
         let mut parser = Parser::new(self.walk.s, Some(self.walk.text));
         parser.scan_once(start).ok().map(|(value, _)| value)
+    }
+
+    /// The model, when it is a string.
+    pub(super) fn model(&self) -> Option<Cow<'a, str>> {
+        let start = self.spans[Slot::Model as usize]?;
+        self.walk.read_string(start).map(|(model, _)| model)
+    }
+
+    /// `stream_options.include_usage`, decoded by the exact parser; `None` when
+    /// `stream_options` is not an object.
+    pub(super) fn include_usage(&self) -> Option<IncludeUsage> {
+        let start = self.spans[Slot::StreamOptions as usize]?;
+        if self.walk.s[start] != b'{' {
+            return None;
+        }
+        let ([given], _) = self.walk.last_of(start, ["include_usage"]);
+        Some(match given {
+            None => IncludeUsage::Absent,
+            Some(Val::Str(text)) => IncludeUsage::Given(Json::Str(text.into())),
+            Some(Val::At(at)) => {
+                let mut parser = Parser::new(self.walk.s, Some(self.walk.text));
+                match parser.scan_once(at) {
+                    Ok((value, _)) => IncludeUsage::Given(value),
+                    Err(_) => IncludeUsage::Absent,
+                }
+            }
+        })
     }
 
     /// The texts of every message, in the order the tree's reading gives them; the number of
@@ -256,6 +289,26 @@ struct Noted {
 }
 
 const ESCAPED: u32 = 1 << 31;
+
+thread_local! {
+    /// The notes of the last body walked on this thread, kept for the next one: the walk
+    /// allocates nothing for them once a thread has seen a body of its usual size.
+    static NOTES: Cell<Vec<Noted>> = const { Cell::new(Vec::new()) };
+}
+
+/// Notes of more strings than this are not kept for the next body (a 12 MiB body of short
+/// strings would hold on to megabytes).
+const NOTES_KEPT: usize = 4096;
+
+impl Drop for Walk<'_> {
+    fn drop(&mut self) {
+        let mut notes = std::mem::take(&mut self.strings);
+        if notes.capacity() <= NOTES_KEPT {
+            notes.clear();
+            NOTES.set(notes);
+        }
+    }
+}
 
 /// The walk over the text.
 struct Walk<'a> {

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use super::accept::{Accepted, PromptItem, Slot};
+use super::accept::{Accepted, IncludeUsage, PromptItem, Slot};
 use super::json::{Dict, Int, Json, loads};
 use super::schema::{as_bool, as_int};
 use super::tokens::{TOKENS_PER_MESSAGE, TokenCounter};
@@ -141,6 +141,14 @@ impl PromptCount {
     }
 }
 
+/// `stream_options`, as far as the request reads it.
+enum StreamOptions<'j> {
+    /// Absent, or not an object.
+    None,
+    /// An object, with its `include_usage` if given.
+    IncludeUsage(Option<&'j Json>),
+}
+
 /// The flags and numbers read from the top-level fields.
 struct Scalars {
     model: Option<RequestedModel>,
@@ -152,20 +160,18 @@ struct Scalars {
 impl Scalars {
     fn read(
         endpoint: Endpoint,
-        model: Option<&Json>,
+        model: Option<&str>,
         stream: Option<&Json>,
-        stream_options: Option<&Json>,
+        stream_options: StreamOptions<'_>,
         max_tokens: Option<&Json>,
     ) -> Self {
         let flag = |value: Option<&Json>| value.and_then(|v| as_bool(v).ok());
         Self {
-            model: model.and_then(Json::as_str).map(RequestedModel::new),
+            model: model.map(RequestedModel::new),
             stream: flag(stream).unwrap_or(false),
             include_usage: match stream_options {
-                Some(Json::Dict(options)) => {
-                    Some(flag(options.get("include_usage")).unwrap_or(true))
-                }
-                _ => None,
+                StreamOptions::IncludeUsage(given) => Some(flag(given).unwrap_or(true)),
+                StreamOptions::None => None,
             },
             max_tokens_exact: match max_tokens {
                 // The completions schema defaults `max_tokens` to 16.
@@ -192,11 +198,15 @@ impl ParsedRequest {
             _ => None,
         };
         let field = |name| body.and_then(|d: &Dict| d.get(name));
+        let stream_options = match field("stream_options") {
+            Some(Json::Dict(options)) => StreamOptions::IncludeUsage(options.get("include_usage")),
+            _ => StreamOptions::None,
+        };
         let scalars = Scalars::read(
             endpoint,
-            field("model"),
+            field("model").and_then(Json::as_str),
             field("stream"),
-            field("stream_options"),
+            stream_options,
             field("max_tokens"),
         );
         let mut texts = Texts::default();
@@ -250,11 +260,17 @@ impl ParsedRequest {
         body: &Accepted<'_>,
         counter: &dyn TokenCounter,
     ) -> Self {
+        let include_usage = body.include_usage();
+        let stream_options = match &include_usage {
+            Some(IncludeUsage::Given(given)) => StreamOptions::IncludeUsage(Some(given)),
+            Some(IncludeUsage::Absent) => StreamOptions::IncludeUsage(None),
+            None => StreamOptions::None,
+        };
         let scalars = Scalars::read(
             endpoint,
-            body.field(Slot::Model).as_ref(),
+            body.model().as_deref(),
             body.field(Slot::Stream).as_ref(),
-            body.field(Slot::StreamOptions).as_ref(),
+            stream_options,
             body.field(Slot::MaxTokens).as_ref(),
         );
         // The texts are gathered first, so that they are joined in one allocation of their
