@@ -404,6 +404,7 @@ impl ParsedRequest {
     }
 
     /// [`texts`](Self::texts) joined by newlines, without copying them again.
+    #[cfg_attr(not(feature = "risk"), allow(dead_code))]
     pub(crate) fn joined_texts(&self) -> &str {
         &self.texts.joined
     }
