@@ -35,7 +35,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -205,8 +205,8 @@ where
             })
             .flatten();
         let request_id = trusted.unwrap_or_else(RequestId::generate);
-        req.headers_mut()
-            .insert(REQUEST_ID, request_id.to_header_value());
+        let header = request_id.to_header_value();
+        req.headers_mut().insert(REQUEST_ID, header.clone());
         req.extensions_mut().insert(request_id);
         req.extensions_mut().insert(RenderedByEnvelope);
         let grpc = content_type_is(req.headers(), b"application/grpc");
@@ -224,6 +224,7 @@ where
         ResponseFuture {
             state,
             request_id,
+            header,
             dialect: self.config.dialect,
             grpc,
             span,
@@ -237,6 +238,8 @@ pin_project! {
         #[pin]
         state: State<F>,
         request_id: RequestId,
+        // The value put on the request, shared with the response's.
+        header: HeaderValue,
         dialect: Dialect,
         grpc: bool,
         span: RequestSpan,
@@ -293,8 +296,7 @@ where
                 }
             }
         };
-        res.headers_mut()
-            .insert(REQUEST_ID, this.request_id.to_header_value());
+        res.headers_mut().insert(REQUEST_ID, this.header.clone());
         Poll::Ready(Ok(res))
     }
 }

@@ -61,8 +61,11 @@ impl RequestId {
         bytes.len() == 32 && bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
 
+    /// The id as a header value whose clones share its bytes: the envelope puts one on the
+    /// request and one on the response for a single allocation.
     pub(crate) fn to_header_value(self) -> HeaderValue {
-        HeaderValue::from_bytes(&self.0).unwrap_or_else(|_| HeaderValue::from_static(""))
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(self.0))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     pub(crate) fn from_header(value: &HeaderValue) -> Option<Self> {

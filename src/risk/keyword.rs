@@ -213,14 +213,14 @@ fn already_normal(text: &str) -> bool {
         }
         match b[i] {
             0..=0x7f => i += 1,
-            // A three-byte sequence: `text` is UTF-8, so its two continuation bytes follow.
-            // Read off the encoding without decoding: the same set as `is_ideograph` and
+            // Three-byte sequences (`text` is UTF-8, so both continuation bytes follow), read
+            // off the encoding without decoding: the same set as `is_ideograph` and
             // `is_stable_mark` (a test holds them to it for every three-byte character).
+            // U+5000–U+9FFF: ideographs, the bulk of Chinese text, told by the lead byte.
+            0xe5..=0xe9 => i += 3,
             lead @ 0xe0..=0xef => {
                 let (b1, b2) = (b[i + 1], b[i + 2]);
                 let stable = match lead {
-                    // U+5000–U+9FFF: ideographs.
-                    0xe5..=0xe9 => true,
                     // U+4000–U+4FFF: ideographs, but for the hexagrams U+4DC0–U+4DFF.
                     0xe4 => b1 != 0xb7,
                     // U+3400–U+3FFF (extension A), and the ideographic comma, full stop and
