@@ -50,7 +50,7 @@ fn stack(c: &mut Criterion) {
     group.bench_function("bare service", |b| {
         b.iter_batched(
             request,
-            |r| black_box(run(&mut bare, r)),
+            |r| drop(black_box(run(&mut bare, r))),
             BatchSize::SmallInput,
         )
     });
@@ -68,7 +68,7 @@ fn stack(c: &mut Criterion) {
         |b| {
             b.iter_batched(
                 request,
-                |r| black_box(run(&mut five, r)),
+                |r| drop(black_box(run(&mut five, r))),
                 BatchSize::SmallInput,
             )
         },

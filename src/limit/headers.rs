@@ -65,8 +65,9 @@ pub(crate) fn write(
         return;
     }
     let text = bytes::Bytes::copy_from_slice(&text.bytes[..text.len]);
-    // Up to six headers: one growth of the map, not several.
-    headers.reserve(6);
+    // Up to six headers, and the `x-request-id` the envelope adds on the way out: one growth
+    // of the map, not two (the second moves every entry to a new, larger allocation).
+    headers.reserve(6 + 1);
     for (d, (_, _, names)) in dims.into_iter().enumerate() {
         for (k, name) in names.into_iter().enumerate() {
             let (start, end) = values[d * 3 + k];
