@@ -16,6 +16,12 @@
 //! | `model` empty / not in the [`ModelCatalog`] | 400 81001 / 404 81009 (gateway dialect) or vLLM's 404 (backend dialect) |
 //! | prompt + `max_tokens` over the model's context | 400 vLLM's context-length message |
 //!
+//! Valid bodies, the common case, are accepted without building a tree: the text is checked
+//! against the schema directly, and only a body that check is not sure of (every refused body
+//! among them) is decoded into a [`Json`] tree to be judged and, when refused, quoted. Both ways
+//! give the same answer and the same [`ParsedRequest`]; [`ParsedRequest::json`] decodes the tree
+//! on first use when the fast way was taken.
+//!
 //! Accepted requests go on with the same bytes, a [`ParsedRequest`] (as `Arc<ParsedRequest>`)
 //! and a [`RequestedModel`](crate::RequestedModel) in their extensions. Other methods and paths pass untouched.
 //!
