@@ -199,7 +199,14 @@ impl Schema {
         }
     }
 
+    /// A field named again replaces the first declaration in its place, as a Python class's
+    /// annotation written twice does: one field per name, which both the fast and the exact
+    /// validation rely on.
     fn push(mut self, field: Field) -> Self {
+        if let Some(same_name) = self.fields.iter_mut().find(|f| f.name == field.name) {
+            *same_name = field;
+            return self;
+        }
         if let Some(bit) = 1u64.checked_shl(self.fields.len() as u32) {
             self.by_len[field.name.len().min(32)] |= bit;
         }
