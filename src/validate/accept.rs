@@ -340,26 +340,45 @@ impl<'a> Walk<'a> {
         end
     }
 
-    /// The string whose quote is at `at`, noted: the index after it, and its decoded text
-    /// when it holds escapes (else its text is the bytes between the quotes). `None` if the
-    /// exact scanner refuses it or it holds a lone surrogate (which the tree keeps and a `str`
+    /// The string whose quote is at `at`, noted; the index after it. `None` if the exact
+    /// scanner refuses it or it holds a lone surrogate (which the tree keeps and a `str`
     /// cannot).
-    fn string(&mut self, at: usize) -> Option<(usize, Option<String>)> {
+    #[inline]
+    fn string(&mut self, at: usize) -> Option<usize> {
         let close = find_special(self.s, at + 1);
-        let (end, decoded) = if self.s.get(close) == Some(&b'"') {
-            (close + 1, None)
+        let (end, escaped) = if self.s.get(close) == Some(&b'"') {
+            (close + 1, 0)
         } else {
-            // An escape, a control character or no end: the exact scanner decodes or refuses.
-            let (wtf8, end) = self.parser.scan_raw(at + 1).ok()?;
-            (end, Some(String::from_utf8(wtf8.into_owned()).ok()?))
+            (self.escaped_string(at)?, ESCAPED)
         };
-        let escaped = if decoded.is_some() { ESCAPED } else { 0 };
         // `accept` took only texts shorter than `ESCAPED`.
         self.strings.push(Noted {
             start: at as u32,
             end: end as u32 | escaped,
         });
-        Some((end, decoded))
+        Some(end)
+    }
+
+    /// A string with an escape, a control character or no end: the exact scanner decodes or
+    /// refuses it.
+    #[cold]
+    fn escaped_string(&self, at: usize) -> Option<usize> {
+        let (wtf8, end) = self.parser.scan_raw(at + 1).ok()?;
+        std::str::from_utf8(&wtf8).ok()?;
+        Some(end)
+    }
+
+    /// The text of the string [`string`](Self::string) has just accepted at `at`, ending before
+    /// `end`: its bytes, decoded again when it holds escapes.
+    fn text_of(&self, at: usize, end: usize) -> Option<Cow<'a, [u8]>> {
+        let escaped = self
+            .strings
+            .last()
+            .is_some_and(|noted| noted.end & ESCAPED != 0);
+        if !escaped {
+            return Some(Cow::Borrowed(&self.s[at + 1..end - 1]));
+        }
+        self.parser.scan_raw(at + 1).ok().map(|(wtf8, _)| wtf8)
     }
 
     /// A number, `null`, `true` or `false`, as the exact parser decodes it.
@@ -379,12 +398,11 @@ impl<'a> Walk<'a> {
     fn value(&mut self, ty: &Ty, at: usize) -> Option<usize> {
         match *self.s.get(at)? {
             b'"' => {
-                let s = self.s;
-                let (end, decoded) = self.string(at)?;
-                let text = decoded
-                    .as_ref()
-                    .map_or(&s[at + 1..end - 1], |d| d.as_bytes());
-                takes_str(ty, text).then_some(end)
+                let end = self.string(at)?;
+                if takes_any_str(ty) {
+                    return Some(end);
+                }
+                takes_str(ty, &self.text_of(at, end)?).then_some(end)
             }
             b'{' => self.nested(|w| w.object(ty, at)),
             b'[' => self.nested(|w| w.array(ty, at)),
@@ -398,7 +416,7 @@ impl<'a> Walk<'a> {
     /// Any value, well formed: what `Any` takes.
     fn skip(&mut self, at: usize) -> Option<usize> {
         match *self.s.get(at)? {
-            b'"' => self.string(at).map(|(end, _)| end),
+            b'"' => self.string(at),
             b'{' => self.nested(|w| w.entries(at, |w, _, v| w.skip(v))),
             b'[' => self.nested(|w| w.items(at, |w, v| w.skip(v))),
             _ => self.scalar(at).map(|(_, end)| end),
@@ -486,7 +504,6 @@ impl<'a> Walk<'a> {
         at: usize,
         mut each: impl FnMut(&mut Self, &[u8], usize) -> Option<usize>,
     ) -> Option<usize> {
-        let s = self.s;
         let mut i = self.ws(at + 1);
         if self.s.get(i) == Some(&b'}') {
             return Some(i + 1);
@@ -496,16 +513,14 @@ impl<'a> Walk<'a> {
                 return None;
             }
             let start = i;
-            let (end, decoded) = self.string(i)?;
-            let key = decoded
-                .as_ref()
-                .map_or(&s[start + 1..end - 1], |d| d.as_bytes());
+            let end = self.string(i)?;
+            let key = self.text_of(start, end)?;
             i = self.ws(end);
             if self.s.get(i) != Some(&b':') {
                 return None;
             }
             let value = self.ws(i + 1);
-            let next = each(self, key, value)?;
+            let next = each(self, &key, value)?;
             i = self.ws(next);
             match self.s.get(i) {
                 Some(b'}') => return Some(i + 1),
@@ -662,6 +677,17 @@ impl<'a> Walk<'a> {
         }
         let close = self.s.get(i) == Some(&b'}');
         (found, if close { i + 1 } else { end })
+    }
+}
+
+/// Whether `ty` takes every string: `str`, `Any`, or `Optional` of one; checked before
+/// [`takes_str`], which needs the string's text.
+#[inline]
+fn takes_any_str(ty: &Ty) -> bool {
+    match ty {
+        Ty::Any | Ty::Str => true,
+        Ty::Nullable(inner) => matches!(**inner, Ty::Any | Ty::Str),
+        _ => false,
     }
 }
 
