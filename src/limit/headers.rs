@@ -20,8 +20,6 @@ pub(crate) fn write(
     limits: (Option<u64>, Option<u64>),
     snapshot: &Snapshot,
 ) {
-    use std::fmt::Write as _;
-
     let dims = [
         (
             limits.0,
@@ -46,9 +44,9 @@ pub(crate) fn write(
             let at = d * 3;
             let start = text.len;
             let mut ends = [0; 3];
-            let written = write!(text, "{limit}")
+            let written = decimal(&mut text, limit)
                 .map(|()| ends[0] = text.len)
-                .and_then(|()| write!(text, "{}", remaining.min(limit)))
+                .and_then(|()| decimal(&mut text, remaining.min(limit)))
                 .map(|()| ends[1] = text.len)
                 .and_then(|()| duration_into(&mut text, reset))
                 .map(|()| ends[2] = text.len);
@@ -111,26 +109,56 @@ fn duration_into(out: &mut impl std::fmt::Write, nanos: Nanos) -> std::fmt::Resu
         return out.write_str("0s");
     }
     if ms < 1000 {
-        return write!(out, "{ms}ms");
+        decimal(out, ms)?;
+        return out.write_str("ms");
     }
     let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
     if h > 0 {
-        write!(out, "{h}h")?;
+        decimal(out, h)?;
+        out.write_char('h')?;
     }
     if h > 0 || m > 0 {
-        write!(out, "{m}m")?;
+        decimal(out, m)?;
+        out.write_char('m')?;
     }
-    write!(out, "{s}")?;
+    decimal(out, s)?;
     if frac > 0 {
-        // Milliseconds as a fraction, trailing zeros dropped: 500 → .5, 40 → .04.
+        // Milliseconds as a fraction, trailing zeros dropped: 500 → .5, 40 → .04, 5 → .005.
+        out.write_char('.')?;
         let (mut frac, mut digits) = (frac, 3);
         while frac % 10 == 0 {
             frac /= 10;
             digits -= 1;
         }
-        write!(out, ".{frac:0digits$}")?;
+        let shown = if frac >= 100 {
+            3
+        } else if frac >= 10 {
+            2
+        } else {
+            1
+        };
+        for _ in shown..digits {
+            out.write_char('0')?;
+        }
+        decimal(out, frac)?;
     }
     out.write_char('s')
+}
+
+/// `n` in decimal, without the formatting machinery (six of these per response).
+fn decimal(out: &mut impl std::fmt::Write, mut n: u64) -> std::fmt::Result {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.write_str(std::str::from_utf8(&digits[at..]).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -156,6 +184,17 @@ mod tests {
         assert_eq!(duration(59_600 * ms), "59.6s");
         assert_eq!(duration(360_000 * ms), "6m0s");
         assert_eq!(duration(3_723_004 * ms), "1h2m3.004s");
+        assert_eq!(duration(1010 * ms), "1.01s");
+        assert_eq!(duration(1100 * ms), "1.1s");
+        assert_eq!(duration(1001 * ms), "1.001s");
+        assert_eq!(duration(1230 * ms), "1.23s");
+        assert_eq!(duration(u64::MAX), "5124095h34m33.71s");
+        let mut text = String::new();
+        for n in [0, 7, 10, 99, 100, 12_345, u64::MAX] {
+            text.clear();
+            decimal(&mut text, n).unwrap();
+            assert_eq!(text, n.to_string());
+        }
         assert_eq!(retry_after(1), "1");
         assert_eq!(retry_after(2_000_000_000), "2");
         assert_eq!(retry_after(2_000_000_001), "3");
