@@ -217,7 +217,13 @@ fn already_normal(text: &str) -> bool {
             // off the encoding without decoding: the same set as `is_ideograph` and
             // `is_stable_mark` (a test holds them to it for every three-byte character).
             // U+5000–U+9FFF: ideographs, the bulk of Chinese text, told by the lead byte.
-            0xe5..=0xe9 => i += 3,
+            0xe5..=0xe9 => {
+                // A run of them, on their lead bytes alone.
+                i += 3;
+                while b.get(i).is_some_and(|lead| (0xe5..=0xe9).contains(lead)) {
+                    i += 3;
+                }
+            }
             lead @ 0xe0..=0xef => {
                 let (b1, b2) = (b[i + 1], b[i + 2]);
                 let stable = match lead {
