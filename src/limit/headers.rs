@@ -146,19 +146,8 @@ fn duration_into(out: &mut impl std::fmt::Write, nanos: Nanos) -> std::fmt::Resu
 }
 
 /// `n` in decimal, without the formatting machinery (six of these per response).
-fn decimal(out: &mut impl std::fmt::Write, mut n: u64) -> std::fmt::Result {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    out.write_str(std::str::from_utf8(&digits[at..]).unwrap_or_default())
+fn decimal(out: &mut impl std::fmt::Write, n: u64) -> std::fmt::Result {
+    out.write_str(itoa::Buffer::new().format(n))
 }
 
 #[cfg(test)]
