@@ -1024,11 +1024,158 @@ mod tests {
             })
     }
 
+    /// A JSON string of text in several scripts, escaped in the ways clients escape it.
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "hi",
+                " ",
+                "你好",
+                "。",
+                "😀",
+                "\\n",
+                "\\\"",
+                "\\u00e9",
+                "\\u4e2d",
+                "\\ud83d\\ude00",
+                "\\/",
+                "\\t",
+                "Ａ",
+                "e\u{301}",
+            ]),
+            0..6,
+        )
+        .prop_map(|pieces| format!("\"{}\"", pieces.concat()))
+    }
+
+    /// A content part, a tool call or a free-form object: keys the readers look for, given
+    /// twice now and then, in any order.
+    fn loose_object() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    "type",
+                    "text",
+                    "te\\u0078t",
+                    "image_url",
+                    "function",
+                    "arguments",
+                    "id",
+                ]),
+                prop_oneof![
+                    text(),
+                    Just("null".to_owned()),
+                    Just("7".to_owned()),
+                    text().prop_map(|t| format!(r#"{{"name":"f","arguments":{t}}}"#)),
+                ],
+            ),
+            0..4,
+        )
+        .prop_map(|entries| {
+            let entries: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!(r#""{k}":{v}"#))
+                .collect();
+            format!("{{{}}}", entries.join(","))
+        })
+    }
+
+    fn valid_message() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["user", "system", "assistant", "tool"]),
+            prop_oneof![
+                3 => text(),
+                1 => Just("null".to_owned()),
+                2 => prop::collection::vec(loose_object(), 0..3).prop_map(|p| format!("[{}]", p.join(","))),
+            ],
+            prop::option::of(text()),
+            prop::option::of(prop::collection::vec(loose_object(), 0..3)),
+            prop::option::of(text()),
+            any::<bool>(),
+        )
+            .prop_map(|(role, content, name, calls, reasoning, content_first)| {
+                let mut entries = vec![format!(r#""role":"{role}""#)];
+                let content = format!(r#""content":{content}"#);
+                if content_first {
+                    entries.insert(0, content);
+                } else {
+                    entries.push(content);
+                }
+                if let Some(name) = name {
+                    entries.push(format!(r#""name":{name}"#));
+                }
+                if let Some(calls) = calls {
+                    entries.push(format!(r#""tool_calls":[{}]"#, calls.join(",")));
+                }
+                if let Some(reasoning) = reasoning {
+                    entries.push(format!(r#""reasoning_content":{reasoning}"#));
+                }
+                format!("{{{}}}", entries.join(","))
+            })
+    }
+
+    /// Bodies the OpenAI schemas take, most of them: the fast path's own ground.
+    fn valid_body() -> impl Strategy<Value = String> {
+        let optional = prop::collection::vec(
+            prop::sample::select(vec![
+                r#""max_tokens":20"#,
+                r#""max_tokens":1.0"#,
+                r#""max_tokens":null"#,
+                r#""temperature":0.7"#,
+                r#""temperature":2"#,
+                r#""top_p":1"#,
+                r#""stream":true"#,
+                r#""stream":false"#,
+                r#""stream_options":{"include_usage":false}"#,
+                r#""stream_options":{}"#,
+                r#""stream_options":null"#,
+                r#""stop":["
+"]"#,
+                r#""stop":"x""#,
+                r#""n":2"#,
+                r#""seed":-3"#,
+                r#""logit_bias":{"1":-1.5,"1":2}"#,
+                r#""user":"u""#,
+                r#""tool_choice":"auto""#,
+                r#""echo":true"#,
+                r#""encoding_format":"float""#,
+                r#""dimensions":8"#,
+            ]),
+            0..5,
+        );
+        (
+            prop::collection::vec(valid_message(), 1..4),
+            prop_oneof![
+                text(),
+                prop::collection::vec(text(), 0..3).prop_map(|t| format!("[{}]", t.join(","))),
+                Just("[1,2,3]".to_owned()),
+                Just("[[1],[2,3]]".to_owned()),
+            ],
+            optional,
+            prop::sample::select(vec!["messages", "prompt", "input"]),
+            ws(),
+        )
+            .prop_map(|(messages, prompt, optional, which, w)| {
+                let main = match which {
+                    "messages" => format!(r#""messages":[{}]"#, messages.join(&format!(",{w}"))),
+                    other => format!(r#""{other}":{prompt}"#),
+                };
+                let mut entries = vec![main, r#""model":"m""#.to_owned()];
+                entries.extend(optional.iter().map(|o| (*o).to_owned()));
+                format!("{{{w}{}{w}}}", entries.join(&format!(",{w}")))
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
         #[test]
         fn what_the_fast_path_accepts_the_exact_path_accepts_and_reads_alike(text in body()) {
+            agrees(&text)?;
+        }
+
+        #[test]
+        fn on_bodies_near_valid_too(text in valid_body()) {
             agrees(&text)?;
         }
     }
