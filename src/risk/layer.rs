@@ -21,7 +21,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::classifier::{Classified, Classifier, Side, Verdict};
-use super::output::{answer_texts, usage};
+use super::output::read_answer;
 use super::stream::RiskStream;
 use crate::body::{
     BoxError, DEFAULT_BODY_LIMIT, LimitedCollect, MaasBody, content_type_is, finish_buffering,
@@ -608,11 +608,8 @@ where
                                 all.extend_from_slice(chunk.chunk());
                             }
                             let bytes = Bytes::from(all);
-                            let answer: serde_json::Value =
-                                serde_json::from_slice(&bytes).unwrap_or_default();
                             let mut text = String::new();
-                            answer_texts(&answer, &mut text);
-                            let used = usage(&answer);
+                            let used = read_answer(&bytes, &mut text);
                             match judge(this.shared, Side::Output, &text) {
                                 Judged::Pass => {
                                     return Poll::Ready(Ok(passed(parts, bytes, used)));

@@ -1,51 +1,651 @@
 //! What a model generated: the texts of a JSON answer, of an SSE delta, and the usage reported.
+//!
+//! Every answer the filter checks is read here, so the reading builds no tree: serde visitors
+//! keep the few strings the check needs (borrowed from the body when they hold no escape) and
+//! skip the rest. What they read is what a `serde_json::Value` of the answer would give (a key
+//! given twice counts with its last value, a value of an unexpected type counts as absent, and
+//! a body that is not JSON gives nothing); a test holds them to the `Value` reading.
 
-use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
 
-/// The texts of a non-streaming answer: each choice's message content (string or parts), its
-/// reasoning, its tool-call arguments, and a completion's `text`.
-pub(crate) fn answer_texts(answer: &Value, out: &mut String) {
-    let Some(choices) = answer.get("choices").and_then(Value::as_array) else {
-        return;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// The texts of a non-streaming answer or of one SSE event, joined by newlines into `out`:
+/// each choice's message (or delta) content, as a string or the `text` of each part, its
+/// reasoning and its tool-call arguments, then the choice's `text`. Returns the tokens its
+/// `usage` reports. `out` is left empty, and no usage returned, when `bytes` is not JSON.
+pub(crate) fn read_answer(bytes: &[u8], out: &mut String) -> Option<u64> {
+    let Ok(Lenient(Some(answer))) = serde_json::from_slice::<Lenient<Answer<'_>>>(bytes) else {
+        return None;
     };
-    for choice in choices {
-        if let Some(message) = choice.get("message").or_else(|| choice.get("delta")) {
-            message_texts(message, out);
-        }
-        push(out, choice.get("text"));
-    }
-}
-
-fn message_texts(message: &Value, out: &mut String) {
-    match message.get("content") {
-        Some(Value::Array(parts)) => {
-            for part in parts {
-                push(out, part.get("text"));
+    for choice in answer.choices.unwrap_or_default().into_iter().flatten() {
+        if let Some(message) = choice.message.or(choice.delta) {
+            match message.content {
+                Content::Text(text) => push(out, Some(text)),
+                Content::Parts(parts) => parts.into_iter().for_each(|part| push(out, part)),
+                Content::None => {}
+            }
+            push(out, message.reasoning);
+            for call in message.calls.unwrap_or_default().into_iter().flatten() {
+                push(out, call.0);
             }
         }
-        content => push(out, content),
+        push(out, choice.text);
     }
-    push(out, message.get("reasoning_content"));
-    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
-        for call in calls {
-            push(out, call.get("function").and_then(|f| f.get("arguments")));
-        }
-    }
+    answer.usage
 }
 
-fn push(out: &mut String, text: Option<&Value>) {
-    if let Some(text) = text.and_then(Value::as_str) {
+fn push(out: &mut String, text: Option<Cow<'_, str>>) {
+    if let Some(text) = text {
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(text);
+        out.push_str(&text);
     }
 }
 
-/// The tokens a JSON answer's `usage` reports.
-pub(crate) fn usage(answer: &Value) -> Option<u64> {
-    use serde::Deserialize;
-    crate::model::Usage::deserialize(answer.get("usage")?)
-        .ok()?
-        .total()
+/// A value read as `T` when it has `T`'s shape, and as `None` (consumed, not an error) when it
+/// does not, as `Value::get(..).and_then(Value::as_…)` reads it.
+struct Lenient<T>(Option<T>);
+
+/// How each piece of an answer is read from the one JSON kind it takes.
+trait Shape<'de>: Sized {
+    fn from_map<A: MapAccess<'de>>(_map: A) -> Result<Option<Self>, A::Error>;
+    fn from_seq<A: SeqAccess<'de>>(_seq: A) -> Result<Option<Self>, A::Error>;
+    fn from_str(_text: Cow<'de, str>) -> Option<Self> {
+        None
+    }
+}
+
+impl<'de, T: Shape<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LenientVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Shape<'de>> Visitor<'de> for LenientVisitor<T> {
+            type Value = Lenient<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::from_map(map).map(Lenient)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                T::from_seq(seq).map(Lenient)
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Lenient(T::from_str(Cow::Borrowed(v))))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Lenient(T::from_str(Cow::Owned(v.to_owned()))))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+        }
+
+        deserializer.deserialize_any(LenientVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Consumes what is left of a map or a sequence that is not read.
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// Reads a map's entries, handing each key to `entry` with the map to read its value from.
+fn entries<'de, A: MapAccess<'de>>(
+    mut map: A,
+    mut entry: impl FnMut(&str, &mut A) -> Result<(), A::Error>,
+) -> Result<(), A::Error> {
+    while let Some(Key(key)) = map.next_key()? {
+        entry(&key, &mut map)?;
+    }
+    Ok(())
+}
+
+/// An object's key, borrowed when it holds no escape.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A string, borrowed from the body when it holds no escape.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Shape<'de> for Text<'de> {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        skip_map(map).map(|()| None)
+    }
+
+    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        skip_seq(seq).map(|()| None)
+    }
+
+    fn from_str(text: Cow<'de, str>) -> Option<Self> {
+        Some(Text(text))
+    }
+}
+
+fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
+    Ok(map.next_value::<Lenient<Text<'de>>>()?.0.map(|t| t.0))
+}
+
+/// A list of `T`, each item read leniently.
+impl<'de, T: Shape<'de>> Shape<'de> for Vec<Option<T>> {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        skip_map(map).map(|()| None)
+    }
+
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Lenient(item)) = seq.next_element::<Lenient<T>>()? {
+            items.push(item);
+        }
+        Ok(Some(items))
+    }
+}
+
+/// A map that is only read through [`entries`]; a list is not one.
+macro_rules! map_shape {
+    ($ty:ident, |$map:ident| $read:expr) => {
+        impl<'de> Shape<'de> for $ty<'de> {
+            fn from_map<A: MapAccess<'de>>($map: A) -> Result<Option<Self>, A::Error> {
+                $read.map(Some)
+            }
+
+            fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+                skip_seq(seq).map(|()| None)
+            }
+        }
+    };
+}
+
+struct Answer<'de> {
+    choices: Option<Vec<Option<Choice<'de>>>>,
+    usage: Option<u64>,
+}
+
+map_shape!(Answer, |map| {
+    let mut answer = Answer {
+        choices: None,
+        usage: None,
+    };
+    entries(map, |key, map| {
+        match key {
+            "choices" => answer.choices = map.next_value::<Lenient<_>>()?.0,
+            "usage" => {
+                answer.usage = map
+                    .next_value::<Lenient<Usage>>()?
+                    .0
+                    .and_then(|u| u.total())
+            }
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    })
+    .map(|()| answer)
+});
+
+struct Choice<'de> {
+    message: Option<Message<'de>>,
+    delta: Option<Message<'de>>,
+    text: Option<Cow<'de, str>>,
+}
+
+map_shape!(Choice, |map| {
+    let mut choice = Choice {
+        message: None,
+        delta: None,
+        text: None,
+    };
+    entries(map, |key, map| {
+        // A `message` or `delta` that is not an object still counts as given (and as empty).
+        let message = || Message {
+            content: Content::None,
+            reasoning: None,
+            calls: None,
+        };
+        match key {
+            "message" => {
+                choice.message = Some(
+                    map.next_value::<Lenient<Message<'_>>>()?
+                        .0
+                        .unwrap_or_else(message),
+                )
+            }
+            "delta" => {
+                choice.delta = Some(
+                    map.next_value::<Lenient<Message<'_>>>()?
+                        .0
+                        .unwrap_or_else(message),
+                )
+            }
+            "text" => choice.text = text(map)?,
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    })
+    .map(|()| choice)
+});
+
+struct Message<'de> {
+    content: Content<'de>,
+    reasoning: Option<Cow<'de, str>>,
+    calls: Option<Vec<Option<Call<'de>>>>,
+}
+
+enum Content<'de> {
+    None,
+    Text(Cow<'de, str>),
+    Parts(Vec<Option<Cow<'de, str>>>),
+}
+
+/// `content`: a string, or a list of parts whose `text` is read.
+impl<'de> Shape<'de> for Content<'de> {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        skip_map(map).map(|()| None)
+    }
+
+    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        let parts = Vec::<Option<Part<'de>>>::from_seq(seq)?.unwrap_or_default();
+        Ok(Some(Content::Parts(
+            parts.into_iter().map(|p| p.and_then(|p| p.0)).collect(),
+        )))
+    }
+
+    fn from_str(text: Cow<'de, str>) -> Option<Self> {
+        Some(Content::Text(text))
+    }
+}
+
+map_shape!(Message, |map| {
+    let mut message = Message {
+        content: Content::None,
+        reasoning: None,
+        calls: None,
+    };
+    entries(map, |key, map| {
+        match key {
+            "content" => {
+                message.content = map
+                    .next_value::<Lenient<Content<'_>>>()?
+                    .0
+                    .unwrap_or(Content::None)
+            }
+            "reasoning_content" => message.reasoning = text(map)?,
+            "tool_calls" => {
+                message.calls = map.next_value::<Lenient<Vec<Option<Call<'_>>>>>()?.0;
+            }
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    })
+    .map(|()| message)
+});
+
+/// A content part: its `text`.
+struct Part<'de>(Option<Cow<'de, str>>);
+
+map_shape!(Part, |map| {
+    let mut part = Part(None);
+    entries(map, |key, map| {
+        if key == "text" {
+            part.0 = text(map)?;
+        } else {
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    })
+    .map(|()| part)
+});
+
+/// A tool call: its `function.arguments`.
+struct Call<'de>(Option<Cow<'de, str>>);
+
+map_shape!(Call, |map| {
+    let mut call = Call(None);
+    entries(map, |key, map| {
+        if key == "function" {
+            call.0 = map
+                .next_value::<Lenient<Function<'_>>>()?
+                .0
+                .and_then(|f| f.0);
+        } else {
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    })
+    .map(|()| call)
+});
+
+struct Function<'de>(Option<Cow<'de, str>>);
+
+map_shape!(Function, |map| {
+    let mut function = Function(None);
+    entries(map, |key, map| {
+        if key == "arguments" {
+            function.0 = text(map)?;
+        } else {
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    })
+    .map(|()| function)
+});
+
+/// `usage`: as `crate::model::Usage` deserializes from a `Value` (each field a `u64` or null,
+/// a field of another type spoiling the whole), a field given twice counting with its last
+/// value.
+struct Usage {
+    fields: [Option<u64>; 3],
+    spoilt: [bool; 3],
+}
+
+impl Usage {
+    fn total(&self) -> Option<u64> {
+        if self.spoilt.iter().any(|&s| s) {
+            return None;
+        }
+        let [prompt, completion, total] = self.fields;
+        total.or_else(|| Some(prompt?.saturating_add(completion.unwrap_or(0))))
+    }
+}
+
+impl<'de> Shape<'de> for Usage {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        let mut usage = Usage {
+            fields: [None; 3],
+            spoilt: [false; 3],
+        };
+        entries(map, |key, map| {
+            let at = match key {
+                "prompt_tokens" => 0,
+                "completion_tokens" => 1,
+                "total_tokens" => 2,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    return Ok(());
+                }
+            };
+            (usage.fields[at], usage.spoilt[at]) = match map.next_value()? {
+                Count::Tokens(n) => (Some(n), false),
+                Count::Null => (None, false),
+                Count::Other => (None, true),
+            };
+            Ok(())
+        })?;
+        Ok(Some(usage))
+    }
+
+    /// A struct reads a list as its fields in order, all three and no more.
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut usage = Usage {
+            fields: [None; 3],
+            spoilt: [false; 3],
+        };
+        for at in 0..3 {
+            match seq.next_element::<Count>()? {
+                Some(Count::Tokens(n)) => usage.fields[at] = Some(n),
+                Some(Count::Null) => {}
+                Some(Count::Other) => usage.spoilt[at] = true,
+                None => return Ok(None),
+            }
+        }
+        let more = seq.next_element::<IgnoredAny>()?.is_some();
+        skip_seq(seq)?;
+        Ok((!more).then_some(usage))
+    }
+}
+
+/// A token count as `Option<u64>` reads it: a count, null, or anything else (an error there).
+enum Count {
+    Tokens(u64),
+    Null,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+
+        impl<'de> Visitor<'de> for CountVisitor {
+            type Value = Count;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_u64<E>(self, n: u64) -> Result<Count, E> {
+                Ok(Count::Tokens(n))
+            }
+
+            fn visit_unit<E>(self) -> Result<Count, E> {
+                Ok(Count::Null)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Count, E> {
+                Ok(Count::Other)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Count, E> {
+                Ok(Count::Other)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
+                Ok(Count::Other)
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Count, E> {
+                Ok(Count::Other)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Count, A::Error> {
+                skip_map(map).map(|()| Count::Other)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Count, A::Error> {
+                skip_seq(seq).map(|()| Count::Other)
+            }
+        }
+
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The reading this module replaces, through a whole `Value`: the reference.
+    fn by_value(bytes: &[u8]) -> (String, Option<u64>) {
+        let answer: Value = serde_json::from_slice(bytes).unwrap_or_default();
+        let mut out = String::new();
+        if let Some(choices) = answer.get("choices").and_then(Value::as_array) {
+            for choice in choices {
+                if let Some(message) = choice.get("message").or_else(|| choice.get("delta")) {
+                    match message.get("content") {
+                        Some(Value::Array(parts)) => {
+                            for part in parts {
+                                push_value(&mut out, part.get("text"));
+                            }
+                        }
+                        content => push_value(&mut out, content),
+                    }
+                    push_value(&mut out, message.get("reasoning_content"));
+                    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+                        for call in calls {
+                            push_value(
+                                &mut out,
+                                call.get("function").and_then(|f| f.get("arguments")),
+                            );
+                        }
+                    }
+                }
+                push_value(&mut out, choice.get("text"));
+            }
+        }
+        let usage = answer
+            .get("usage")
+            .and_then(|u| crate::model::Usage::deserialize(u).ok())
+            .and_then(|u| u.total());
+        (out, usage)
+    }
+
+    fn push_value(out: &mut String, text: Option<&Value>) {
+        push(out, text.and_then(Value::as_str).map(Cow::Borrowed));
+    }
+
+    fn read(bytes: &[u8]) -> (String, Option<u64>) {
+        let mut out = String::new();
+        let usage = read_answer(bytes, &mut out);
+        (out, usage)
+    }
+
+    #[test]
+    fn answers_read_as_through_a_value() {
+        for answer in [
+            r#"{"choices":[{"message":{"role":"assistant","content":"hello"},"text":"t"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+            r#"{"choices":[{"delta":{"content":"a\nb","reasoning_content":"r"}}],"usage":{"total_tokens":9,"total_tokens":null,"prompt_tokens":1}}"#,
+            r#"{"choices":[{"message":null,"delta":{"content":"not read"}}]}"#,
+            r#"{"choices":[{"message":{"content":[{"type":"text","text":"p1"},{"text":5},"x",{"text":"p2","text":"p3"}],"tool_calls":[{"function":{"arguments":"{}"}},{"function":"f"}]}}]}"#,
+            r#"{"choices":{"0":{"text":"no"}},"choices":[{"text":"yes"}],"usage":{"prompt_tokens":-1}}"#,
+            r#"{"choices":[{"text":"first"},{"text":"\u00e9\ud83d\ude00"}],"usage":[1]}"#,
+            r#"{"usage":[1,2,3]}"#,
+            r#"{"usage":[1,null,null]}"#,
+            r#"{"usage":[1,2,3,4]}"#,
+            r#"{"usage":{"total_tokens":"x","total_tokens":5}}"#,
+            r#"{"ch\u006fices":[{"text":"escaped key"}]}"#,
+            r#"{"usage":{"completion_tokens":4}}"#,
+            r#"[1,2]"#,
+            r#"{"choices":[{"text":"a"}]"#,
+            r#"{"choices":[{"text":"\ud800"}]}"#,
+            "",
+        ] {
+            assert_eq!(
+                read(answer.as_bytes()),
+                by_value(answer.as_bytes()),
+                "{answer}"
+            );
+        }
+    }
+
+    fn leaf() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            r#""text""#,
+            r#""a\nb""#,
+            r#""\u00e9""#,
+            "7",
+            "-1",
+            "1.5",
+            "null",
+            "true",
+            "[]",
+            "{}",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn json() -> impl Strategy<Value = String> {
+        leaf().prop_recursive(5, 40, 5, |inner| {
+            let key = prop::sample::select(vec![
+                "choices",
+                "message",
+                "delta",
+                "text",
+                "content",
+                "reasoning_content",
+                "tool_calls",
+                "function",
+                "arguments",
+                "usage",
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "role",
+                "x",
+            ]);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((key, inner), 0..5).prop_map(|v| {
+                    let v: Vec<String> = v.iter().map(|(k, x)| format!(r#""{k}":{x}"#)).collect();
+                    format!("{{{}}}", v.join(","))
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any JSON near an answer's shape (and now and then not JSON) reads as through a
+        /// `Value`.
+        #[test]
+        fn any_answer_reads_as_through_a_value(body in json(), cut in 0usize..4) {
+            let bytes = body.as_bytes();
+            // Now and then the body breaks off.
+            let bytes = if cut == 0 { &bytes[..bytes.len() / 2] } else { bytes };
+            prop_assert_eq!(read(bytes), by_value(bytes), "{}", body);
+        }
+    }
 }

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use super::classifier::{Classifier, Side, Verdict};
 use super::layer::{Judged, OnFailure, RefusalCtx, Shared, apply, judge};
-use super::output::answer_texts;
+use super::output::read_answer;
 use crate::error::{Dialect, MaasError};
 
 /// The most bytes of events held at once, and the longest line: events without text are
@@ -74,9 +74,8 @@ fn delta_text(line: &[u8]) -> Option<String> {
     if payload == b"[DONE]" {
         return None;
     }
-    let event: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let mut text = String::new();
-    answer_texts(&event, &mut text);
+    read_answer(payload, &mut text);
     (!text.is_empty()).then_some(text)
 }
 
