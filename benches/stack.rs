@@ -73,7 +73,63 @@ fn stack(c: &mut Criterion) {
             )
         },
     );
+
+    // The same, with the service answering a JSON completion (about 600 bytes) whose text the
+    // filter checks and whose usage the limiter settles: the answer's side of the stack, and
+    // the same answer from a bare service for the baseline.
+    let mut answering_bare = Answering;
+    group.bench_function("bare service, JSON answer", |b| {
+        b.iter_batched(
+            request,
+            |r| drop(black_box(run(&mut answering_bare, r))),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut answered = ErrorEnvelopeLayer::new().layer(
+        BearerAuthLayer::new(keys.clone()).layer(
+            RequestSchemaValidatorLayer::new()
+                .models(ModelCatalog::new().model("DeepSeek-V3", 1 << 20))
+                .layer(
+                    TokenRateLimitLayer::new()
+                        .layer(ContentRiskFilterLayer::new(terms.clone()).layer(Answering)),
+                ),
+        ),
+    );
+    group.bench_function("the five layers, JSON answer", |b| {
+        b.iter_batched(
+            request,
+            |r| drop(black_box(run(&mut answered, r))),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
+}
+
+/// A chat completion of about 600 bytes, as a model server sends it.
+const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1732200000,"model":"DeepSeek-V3","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog; 快速的棕色狐狸跳过了懒狗。 The quick brown fox jumps over the lazy dog; 快速的棕色狐狸跳过了懒狗。 The quick brown fox jumps over the lazy dog; 快速的棕色狐狸跳过了懒狗。"},"finish_reason":"stop"}],"usage":{"prompt_tokens":180,"completion_tokens":60,"total_tokens":240}}"#;
+
+/// Answers every request with [`ANSWER`] at once.
+#[derive(Clone, Copy)]
+struct Answering;
+
+impl<R> tower::Service<Request<R>> for Answering {
+    type Response = http::Response<Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<R>) -> Self::Future {
+        std::future::ready(Ok(http::Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(ANSWER.as_bytes())))
+            .unwrap_or_default()))
+    }
 }
 
 criterion_group!(benches, stack);
