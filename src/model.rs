@@ -158,9 +158,9 @@ impl<R: EndpointResolver + ?Sized> EndpointResolver for Arc<R> {
 #[cfg(any(feature = "limit", feature = "risk"))]
 #[derive(serde::Deserialize)]
 pub(crate) struct Usage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    total_tokens: Option<u64>,
+    pub(crate) prompt_tokens: Option<u64>,
+    pub(crate) completion_tokens: Option<u64>,
+    pub(crate) total_tokens: Option<u64>,
 }
 
 #[cfg(any(feature = "limit", feature = "risk"))]

@@ -513,8 +513,8 @@ where
                     let text = loads(&bytes)
                         .map(|json| {
                             ParsedRequest::new(endpoint(parts.uri.path()), json, &EstimatingCounter)
-                                .texts()
-                                .join("\n")
+                                .joined_texts()
+                                .to_owned()
                         })
                         .unwrap_or_default();
                     set_buffered_length(&mut parts.headers, bytes.len());

@@ -399,12 +399,18 @@ struct Usage {
 }
 
 impl Usage {
+    /// As [`crate::model::Usage::total`] counts it; nothing when a field was spoilt.
     fn total(&self) -> Option<u64> {
         if self.spoilt.iter().any(|&s| s) {
             return None;
         }
-        let [prompt, completion, total] = self.fields;
-        total.or_else(|| Some(prompt?.saturating_add(completion.unwrap_or(0))))
+        let [prompt_tokens, completion_tokens, total_tokens] = self.fields;
+        crate::model::Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+        }
+        .total()
     }
 }
 

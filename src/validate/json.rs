@@ -230,7 +230,12 @@ pub enum DecodeError {
 
 /// Decodes `bytes` as `json.loads(bytes)` would.
 pub fn loads(bytes: &[u8]) -> Result<Json, DecodeError> {
-    match decode_text(bytes)? {
+    parse(decode_text(bytes)?)
+}
+
+/// The decoder's second half: the document, from text [`decode_text`] gave.
+pub(super) fn parse(text: Text<'_>) -> Result<Json, DecodeError> {
+    match text {
         Text::Utf8(text) => Parser::new(text.as_bytes(), Some(text)).document(),
         Text::Wtf8(wtf8) => {
             // Transcoded from UTF-16/32: a `str` too, unless it holds lone surrogates.

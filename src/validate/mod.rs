@@ -400,7 +400,9 @@ fn check(
     }
     // The fast path: a body it is sure of is accepted without a tree; the model and context
     // checks that follow the schema are the same either way.
-    if let Ok(Text::Utf8(text)) = decode_text(bytes) {
+    // Decoded once: the fast path reads the text, and the exact path parses the same text.
+    let decoded = decode_text(bytes);
+    if let Ok(Text::Utf8(text)) = decoded {
         if let Some(body) = accept::accept(&route.schema, &route.slots, text) {
             let parsed = ParsedRequest::from_accepted(
                 route.endpoint,
@@ -412,7 +414,7 @@ fn check(
             return admit(parsed, found);
         }
     }
-    let json = match loads(bytes) {
+    let json = match decoded.and_then(json::parse) {
         Ok(json) => json,
         Err(DecodeError::Unparsable) => return Err(MaasError::UnparsableBody),
         Err(DecodeError::Syntax { msg, pos }) => {
