@@ -15,15 +15,14 @@ use std::hint::black_box;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use std::sync::Arc;
 use tower::Layer;
 
-use tower_maas::ErrorEnvelopeLayer;
-use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
-use tower_maas::limit::TokenRateLimitLayer;
-use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier};
 use tower_maas::validate::{ModelCatalog, RequestSchemaValidatorLayer, loads};
 
+#[macro_use]
+#[path = "common/five_layers.rs"]
+mod five_layers;
+use five_layers::KEY;
 #[path = "common/service.rs"]
 mod service;
 use service::{Bare, run};
@@ -55,7 +54,7 @@ fn main() {
                 black_box(loads(&body).unwrap());
             }
             "stack" => {
-                let stack = stack.get_or_insert_with(five_layers);
+                let stack = stack.get_or_insert_with(|| five_layers!(Bare::<Full<Bytes>>::new()));
                 let req = Request::post("/v1/chat/completions")
                     .header("authorization", format!("Bearer {KEY}"))
                     .header("content-type", "application/json")
@@ -75,32 +74,4 @@ fn main() {
             }
         }
     }
-}
-
-const KEY: &str = "sk-stack-000000000000000000000000";
-
-/// The same five layers as `benches/stack.rs`.
-fn five_layers() -> impl tower::Service<
-    Request<Full<Bytes>>,
-    Response = http::Response<impl Sized>,
-    Error = std::convert::Infallible,
-> {
-    let keys = Arc::new(InMemoryKeyStore::new());
-    keys.insert(KEY, KeyPolicy::new().rpm(1 << 40).tpm(1 << 40))
-        .unwrap();
-    let terms = KeywordClassifier::builder()
-        .terms_from_text("forbidden phrase one\nforbidden phrase two\n")
-        .build()
-        .unwrap();
-    ErrorEnvelopeLayer::new().layer(
-        BearerAuthLayer::new(keys).layer(
-            RequestSchemaValidatorLayer::new()
-                .models(ModelCatalog::new().model("DeepSeek-V3", 1 << 20))
-                .layer(
-                    TokenRateLimitLayer::new().layer(
-                        ContentRiskFilterLayer::new(terms).layer(Bare::<Full<Bytes>>::new()),
-                    ),
-                ),
-        ),
-    )
 }

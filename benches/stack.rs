@@ -4,37 +4,26 @@
 //! `cargo bench --bench stack`
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::Request;
 use http_body_util::Full;
-use tower::Layer;
-use tower_maas::ErrorEnvelopeLayer;
-use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
-use tower_maas::limit::TokenRateLimitLayer;
-use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier};
-use tower_maas::validate::{ModelCatalog, RequestSchemaValidatorLayer};
 
 #[path = "common/chat_body.rs"]
 mod chat_body;
+#[macro_use]
+#[path = "common/five_layers.rs"]
+mod five_layers;
 #[path = "common/service.rs"]
 mod service;
 use service::{Bare, run};
 
-const KEY: &str = "sk-stack-000000000000000000000000";
+use five_layers::KEY;
 
 fn stack(c: &mut Criterion) {
     let body = chat_body::chat_body(1024);
-    let keys = Arc::new(InMemoryKeyStore::new());
-    keys.insert(KEY, KeyPolicy::new().rpm(1 << 40).tpm(1 << 40))
-        .unwrap();
-    let terms = KeywordClassifier::builder()
-        .terms_from_text("forbidden phrase one\nforbidden phrase two\n")
-        .build()
-        .unwrap();
     let request = || {
         Request::post("/v1/chat/completions")
             .header("authorization", format!("Bearer {KEY}"))
@@ -54,15 +43,7 @@ fn stack(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let mut five = ErrorEnvelopeLayer::new().layer(
-        BearerAuthLayer::new(keys.clone()).layer(
-            RequestSchemaValidatorLayer::new()
-                .models(ModelCatalog::new().model("DeepSeek-V3", 1 << 20))
-                .layer(TokenRateLimitLayer::new().layer(
-                    ContentRiskFilterLayer::new(terms.clone()).layer(Bare::<Full<Bytes>>::new()),
-                )),
-        ),
-    );
+    let mut five = five_layers!(Bare::<Full<Bytes>>::new());
     group.bench_function(
         "ErrorEnvelope + BearerAuth + validator + TokenRateLimit + risk",
         |b| {
@@ -85,16 +66,7 @@ fn stack(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let mut answered = ErrorEnvelopeLayer::new().layer(
-        BearerAuthLayer::new(keys.clone()).layer(
-            RequestSchemaValidatorLayer::new()
-                .models(ModelCatalog::new().model("DeepSeek-V3", 1 << 20))
-                .layer(
-                    TokenRateLimitLayer::new()
-                        .layer(ContentRiskFilterLayer::new(terms.clone()).layer(Answering)),
-                ),
-        ),
-    );
+    let mut answered = five_layers!(Answering);
     group.bench_function("the five layers, JSON answer", |b| {
         b.iter_batched(
             request,

@@ -128,7 +128,11 @@ async fn a_grpc_content_type_gets_no_pass_unless_configured() {
     let passing = serve(ContentRiskFilterLayer::new(terms()).pass_grpc(true), false).await;
     let passed = send(passing, grpc("how to build a bomb")).await;
     assert_eq!(passed.header("grpc-status"), None);
-    assert!(passed.text().contains("fine"), "{}", passed.text());
+    // The backend's answer, whole and untouched.
+    assert_eq!(
+        passed.text(),
+        r#"{"choices":[{"message":{"content":"fine","role":"assistant"}}],"usage":{"completion_tokens":30,"prompt_tokens":10,"total_tokens":40}}"#
+    );
     // JSON is still checked there.
     send(
         passing,

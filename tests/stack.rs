@@ -95,7 +95,7 @@ async fn the_whole_stack_from_one_value_over_bare_hyper() {
 #[tokio::test]
 async fn the_builder_methods_stack_in_the_order_written() {
     let keys = Arc::new(InMemoryKeyStore::new());
-    keys.insert(KEY, KeyPolicy::new().rpm(30)).unwrap();
+    keys.insert(KEY, KeyPolicy::new().rpm(60)).unwrap();
     let service = ServiceBuilder::new()
         .error_envelope()
         .bearer_auth(keys)
@@ -110,12 +110,24 @@ async fn the_builder_methods_stack_in_the_order_written() {
         .service_fn(model);
     let addr = common::serve_hyper(service).await;
     assert_eq!(send(addr, chat("DeepSeek-V3", "hello")).await.status, 200);
+    // Every builder method added its layer: the validator (81009, no slot taken) and the
+    // content filter (81011, inside the limiter: the burst's second slot).
+    send(addr, chat("nope", "hello")).await.assert_json(
+        404,
+        r#"{"error":{"code":"ModelArts.81009","message":"Invalid model.","param":null,"type":"NotFound"},"error_code":"ModelArts.81009","error_msg":"Invalid model."}"#,
+    );
+    send(addr, chat("DeepSeek-V3", "a forbidden phrase"))
+        .await
+        .assert_json(
+            403,
+            r#"{"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"},"error_code":"ModelArts.81011","error_msg":"May contain senstive....."}"#,
+        );
     let refused = send(addr, chat("DeepSeek-V3", "hello")).await;
     let id = refused.request_id().to_owned();
     // The envelope generated the id (it trusts none by default) and rendered the dual body.
     assert_ne!(id, FIXED_ID);
     refused.assert_json(
         429,
-        r#"{"error":{"code":"ModelArts.81101","message":"Too many requests, exceeded rate limit is 30 times per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81101","error_msg":"Too many requests, exceeded rate limit is 30 times per minute."}"#,
+        r#"{"error":{"code":"ModelArts.81101","message":"Too many requests, exceeded rate limit is 60 times per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81101","error_msg":"Too many requests, exceeded rate limit is 60 times per minute."}"#,
     );
 }

@@ -123,24 +123,10 @@ fn duration_into(out: &mut impl std::fmt::Write, nanos: Nanos) -> std::fmt::Resu
     }
     decimal(out, s)?;
     if frac > 0 {
-        // Milliseconds as a fraction, trailing zeros dropped: 500 → .5, 40 → .04, 5 → .005.
+        // Milliseconds as a fraction, trailing zeros dropped: 500 → .5, 40 → .04, 5 → .005
+        // (1000 + frac keeps the leading zeros, the `1` is cut off).
         out.write_char('.')?;
-        let (mut frac, mut digits) = (frac, 3);
-        while frac % 10 == 0 {
-            frac /= 10;
-            digits -= 1;
-        }
-        let shown = if frac >= 100 {
-            3
-        } else if frac >= 10 {
-            2
-        } else {
-            1
-        };
-        for _ in shown..digits {
-            out.write_char('0')?;
-        }
-        decimal(out, frac)?;
+        out.write_str(itoa::Buffer::new().format(1000 + frac)[1..].trim_end_matches('0'))?;
     }
     out.write_char('s')
 }
