@@ -1,19 +1,9 @@
 //! The example gateway in front of a real upstream server: proxying JSON and streams, renaming
 //! the model, never forwarding the client's key, and the proxy's failure modes.
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/app.rs"]
-mod app;
 mod common;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/log.rs"]
-mod log;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/mock.rs"]
-mod mock;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/proxy.rs"]
-mod proxy;
+mod gateway_app;
+use gateway_app::{app, log, log_format, log_writer, mock, proxy};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -632,28 +622,19 @@ async fn a_configuration_file_without_the_section_has_no_management_api() {
     assert_eq!(reply.status, 404);
 }
 
-/// The request log: one line per request with its id, the key's label (never the key), the
-/// model, the status, the refusal's code and the prompt's tokens.
+/// The request log, as the binary sets it up (its line format, its batching writer): one line
+/// per request with its id, the key's label or id (never the key), the model, the status, the
+/// refusal's code and the prompt's tokens.
 #[tokio::test]
 async fn one_log_line_per_request_without_the_key() {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let captured = Captured::default();
-    let writer = captured.clone();
+    const UNLABELLED: &str = "sk-Unlabe11edKey00000000000000000";
+    let captured = common::Captured::default();
+    let (writer, flush) = log_writer::batch_writer(captured.clone());
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .with_ansi(false)
-        .with_target(false)
-        .with_writer(move || writer.clone())
+        .event_format(log_format::LineFormat)
+        .with_writer(writer)
         .finish();
     // A current-thread runtime: the server's tasks log under this subscriber.
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -663,6 +644,8 @@ async fn one_log_line_per_request_without_the_key() {
         [[keys]]
         key = "{KEY}"
         label = "team-a"
+        [[keys]]
+        key = "{UNLABELLED}"
         [[models]]
         name = "mock-model"
         context_length = 4096
@@ -674,30 +657,50 @@ async fn one_log_line_per_request_without_the_key() {
     let mut anonymous = chat("mock-model", "hello");
     anonymous.headers_mut().remove("authorization");
     assert_eq!(send(gw, anonymous).await.status, 400);
+    let mut unlabelled = chat("mock-model", "hello there");
+    unlabelled.headers_mut().insert(
+        "authorization",
+        format!("Bearer {UNLABELLED}").parse().unwrap(),
+    );
+    assert_eq!(send(gw, unlabelled).await.status, 200);
+    // Written out when the writer closes, as the binary's are at exit.
+    drop(flush);
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(" request ")).collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
+    // `2026-11-22T14:03:01.029568Z  INFO request …`, then the latency, which varies.
     let fields = |line: &str| {
-        line.split(" request ")
-            .nth(1)
-            .unwrap()
-            .rsplit_once(" latency_us=")
-            .unwrap()
-            .0
-            .to_owned()
+        let (stamp, rest) = line.split_at(27);
+        assert!(
+            stamp.len() == 27
+                && stamp.ends_with('Z')
+                && stamp.as_bytes()[10] == b'T'
+                && stamp.as_bytes()[19] == b'.',
+            "{line}"
+        );
+        let (fields, latency) = rest.rsplit_once(" latency_us=").unwrap();
+        assert!(latency.parse::<u64>().is_ok(), "{line}");
+        fields.to_owned()
     };
     assert_eq!(
         fields(lines[0]),
         format!(
-            r#"request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="team-a" model="mock-model" status=200 code="-" prompt_tokens=9"#
+            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="team-a" model="mock-model" status=200 code="-" prompt_tokens=9"#
         )
     );
     assert_eq!(
         fields(lines[1]),
         format!(
-            r#"request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="-" model="-" status=400 code="ModelArts.81002" prompt_tokens=0"#
+            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="-" model="-" status=400 code="ModelArts.81002" prompt_tokens=0"#
         )
     );
-    assert!(!text.contains(KEY), "{text}");
+    assert_eq!(
+        fields(lines[2]),
+        format!(
+            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="key-1" model="mock-model" status=200 code="-" prompt_tokens=10"#
+        )
+    );
+    assert!(!text.contains(KEY) && !text.contains(UNLABELLED), "{text}");
+    assert!(!text.contains("sk-"), "{text}");
 }

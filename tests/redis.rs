@@ -4,19 +4,9 @@
 //! set), where that fails the run.
 #![cfg(feature = "redis")]
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/app.rs"]
-mod app;
 mod common;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/log.rs"]
-mod log;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/mock.rs"]
-mod mock;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/proxy.rs"]
-mod proxy;
+mod gateway_app;
+use gateway_app::{app, log, log_format, mock, proxy};
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

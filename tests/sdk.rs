@@ -3,19 +3,9 @@
 //! Skipped when `python3` with the `openai` package is missing, except in CI (`CI` set), where
 //! `.ci/run` installs it and a missing SDK fails the run.
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/app.rs"]
-mod app;
 mod common;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/log.rs"]
-mod log;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/mock.rs"]
-mod mock;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway/proxy.rs"]
-mod proxy;
+mod gateway_app;
+use gateway_app::{app, log, log_format, mock, proxy};
 
 use std::process::Command;
 

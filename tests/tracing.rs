@@ -4,32 +4,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::post;
-use common::{FIXED_ID, full, send};
+use common::{Captured, FIXED_ID, full, send};
 use http::Request;
 use tower_maas::ErrorEnvelopeLayer;
 use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
 use tower_maas::limit::TokenRateLimitLayer;
 
 const KEY: &str = "sk-TracedKey-s3cr3t-000000000000";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn refusals_are_debug_events_in_the_requests_span_without_the_key() {
@@ -64,7 +49,7 @@ async fn refusals_are_debug_events_in_the_requests_span_without_the_key() {
     assert_eq!(send(addr, chat(KEY)).await.status, 200);
     assert_eq!(send(addr, chat(KEY)).await.status, 429);
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("refused")).collect();
     assert_eq!(lines.len(), 2, "{text}");
     for (line, layer, code, status) in [

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Uri};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tower_maas::auth::Principal;
@@ -16,12 +16,12 @@ use tower_maas::validate::ParsedRequest;
 use tower_maas::{MaasError, RequestId};
 
 /// What the log line shows of a request that got past authentication: the key's label or id
-/// (never the key), the model, the prompt's tokens.
+/// (never the key), the model, the prompt's tokens. Shared, not copied: the line is written
+/// from them once the answer is known.
 #[derive(Clone, Debug)]
 pub(crate) struct Tagged {
-    key: String,
-    model: Option<String>,
-    prompt_tokens: Option<u64>,
+    principal: Principal,
+    parsed: Option<Arc<ParsedRequest>>,
 }
 
 /// Innermost: notes on the response what the layers above learnt about the request.
@@ -54,14 +54,13 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let parsed = request.extensions().get::<Arc<ParsedRequest>>();
-        let tagged = request.extensions().get::<Principal>().map(|p| Tagged {
-            key: p
-                .label()
-                .map_or_else(|| p.key_id().to_string(), str::to_owned),
-            model: parsed.and_then(|r| r.model().map(str::to_owned)),
-            prompt_tokens: parsed.map(|r| r.prompt_tokens()),
-        });
+        let tagged = request
+            .extensions()
+            .get::<Principal>()
+            .map(|principal| Tagged {
+                principal: principal.clone(),
+                parsed: request.extensions().get::<Arc<ParsedRequest>>().cloned(),
+            });
         Tagging {
             inner: self.inner.call(request),
             tagged,
@@ -128,10 +127,24 @@ where
             started: Instant::now(),
             id: request.extensions().get::<RequestId>().copied(),
             method: request.method().clone(),
-            path: request.uri().path().to_owned(),
+            // A clone of the parsed URI shares its bytes: no copy of the path.
+            uri: request.uri().clone(),
             inner: self.inner.call(request),
         }
     }
+}
+
+/// The key's label, or `key-<id>` written into `buffer`: never the key itself.
+fn key_name<'a>(principal: &'a Principal, buffer: &'a mut [u8; 24]) -> &'a str {
+    if let Some(label) = principal.label() {
+        return label;
+    }
+    let mut digits = [0; 20];
+    let id = crate::log_format::digits(principal.key_id().0, &mut digits);
+    let len = 4 + id.len();
+    buffer[..4].copy_from_slice(b"key-");
+    buffer[4..len].copy_from_slice(id.as_bytes());
+    std::str::from_utf8(&buffer[..len]).unwrap_or("-")
 }
 
 pin_project! {
@@ -141,7 +154,7 @@ pin_project! {
         started: Instant,
         id: Option<RequestId>,
         method: Method,
-        path: String,
+        uri: Uri,
     }
 }
 
@@ -155,15 +168,18 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
         let tagged = response.extensions().get::<Tagged>();
+        let principal = tagged.map(|t| &t.principal);
+        let parsed = tagged.and_then(|t| t.parsed.as_deref());
+        let mut key_buffer = [0; 24];
         tracing::info!(
             request_id = this.id.as_ref().map_or("", RequestId::as_str),
             method = %this.method,
-            path = this.path.as_str(),
-            key = tagged.map_or("-", |t| t.key.as_str()),
-            model = tagged.and_then(|t| t.model.as_deref()).unwrap_or("-"),
+            path = this.uri.path(),
+            key = principal.map_or("-", |p| key_name(p, &mut key_buffer)),
+            model = parsed.and_then(ParsedRequest::model).unwrap_or("-"),
             status = response.status().as_u16(),
             code = response.extensions().get::<MaasError>().and_then(MaasError::code).unwrap_or("-"),
-            prompt_tokens = tagged.and_then(|t| t.prompt_tokens).unwrap_or(0),
+            prompt_tokens = parsed.map_or(0, ParsedRequest::prompt_tokens),
             latency_us = this.started.elapsed().as_micros() as u64,
             "request"
         );

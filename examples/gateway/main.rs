@@ -15,6 +15,8 @@
 
 mod app;
 mod log;
+mod log_format;
+mod log_writer;
 mod mock;
 mod proxy;
 
@@ -32,15 +34,13 @@ use mock::MOCK_MODEL;
 
 #[tokio::main]
 async fn main() {
-    // Log lines are written by a thread of their own, so no request waits for a `write` to
-    // stdout; it writes what has queued up in one go (a buffer flushed whenever the queue is
-    // empty), not a system call per line. Colours only on a terminal.
-    let (log_writer, _flush_on_exit) = tracing_appender::non_blocking(
-        std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
-    );
+    // Log lines are written in batches by a thread of their own (`log_writer.rs`), so no
+    // request waits for a `write` to stdout, and a busy gateway wakes that thread once per
+    // batch rather than once per line. Colours only on a terminal.
+    let (log_writer, _flush_on_exit) = log_writer::batch_writer(std::io::stdout());
     tracing_subscriber::fmt()
-        .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .event_format(log_format::LineFormat)
         .with_writer(log_writer)
         .init();
     let (listen, config_file, bare) = match parse_args(std::env::args().skip(1)) {
