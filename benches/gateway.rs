@@ -1,0 +1,132 @@
+//! The example gateway's whole router in process, against the bare mock's router, on the load
+//! test's request (`tools/load/chat.lua`): what the gateway costs per request above the
+//! socket, hyper and the kernel, which the load test measures together.
+//!
+//! ```sh
+//! cargo bench --bench gateway
+//! # deterministic counts, each variant less its 0-iteration run:
+//! cargo bench --bench gateway --no-run
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!   target/release/deps/gateway-* count gateway 5000 2>&1 | grep refs
+//! ```
+
+#[path = "../tests/gateway_app/mod.rs"]
+mod gateway_app;
+use gateway_app::{app, log, log_format, log_writer, mock, proxy};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use criterion::{Criterion, criterion_group};
+use http::Request;
+use http_body::Body as _;
+use tower::Service;
+
+/// As the example binary has: the allocator is a good part of what a request costs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const KEY: &str = "sk-load-000000000000000000000000";
+const CHAT: &str = r#"{"model":"mock-model","max_tokens":16,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello there, how are you doing today? Tell me something nice."}]}"#;
+
+fn bare() -> Router {
+    Router::new().route("/v1/chat/completions", axum::routing::post(mock::bare))
+}
+
+fn gateway(log_requests: bool) -> Router {
+    let config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tools/load/gateway.toml"
+    ))
+    .expect("tools/load/gateway.toml");
+    let mut config: app::Config = toml::from_str(&config).expect("the load test's config");
+    config.log_requests = log_requests;
+    app::router(&config).expect("the load test's config builds")
+}
+
+fn request() -> Request<Body> {
+    let mut request = Request::post("/v1/chat/completions")
+        .header("host", "127.0.0.1:8080")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Body::from(CHAT))
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    request
+}
+
+/// Calls the router and reads the whole answer, as hyper would: the limiter settles and the
+/// content filter checks the answer while it is read. Everything completes without waiting.
+fn serve(router: &mut Router) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(())) = Service::<Request<Body>>::poll_ready(router, &mut cx) else {
+        unreachable!("a router is always ready")
+    };
+    let Poll::Ready(Ok(response)) = pin!(router.call(request())).poll(&mut cx) else {
+        unreachable!("the builtin mock answers at once")
+    };
+    assert_eq!(response.status(), 200);
+    let mut body = pin!(response.into_body());
+    let mut read = 0;
+    while let Poll::Ready(Some(frame)) = body.as_mut().poll_frame(&mut cx) {
+        read += frame
+            .unwrap()
+            .into_data()
+            .map_or(0, |data| bytes::Buf::remaining(&data));
+    }
+    read
+}
+
+/// The binary's log (its line format, its batching writer) into a sink, for as long as the
+/// two guards live.
+fn log_to_sink() -> (log_writer::FlushOnDrop, tracing::subscriber::DefaultGuard) {
+    let (writer, flush) = log_writer::batch_writer(std::io::sink());
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .event_format(log_format::LineFormat)
+        .with_writer(writer)
+        .finish();
+    (flush, tracing::subscriber::set_default(subscriber))
+}
+
+fn routers(c: &mut Criterion) {
+    let _log = log_to_sink();
+    let mut group = c.benchmark_group("gateway router, load-test chat");
+    let mut bare = bare();
+    group.bench_function("bare mock", |b| b.iter(|| serve(&mut bare)));
+    let mut quiet = gateway(false);
+    group.bench_function("gateway, no log line", |b| b.iter(|| serve(&mut quiet)));
+    let mut logged = gateway(true);
+    group.bench_function("gateway", |b| b.iter(|| serve(&mut logged)));
+    group.finish();
+}
+
+criterion_group!(benches, routers);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, count, variant, n, ..] = args.as_slice() {
+        if count == "count" {
+            let n: usize = n.parse().unwrap_or(0);
+            let _log = log_to_sink();
+            let mut router = match variant.as_str() {
+                "bare" => bare(),
+                "quiet" => gateway(false),
+                _ => gateway(true),
+            };
+            for _ in 0..n {
+                std::hint::black_box(serve(&mut router));
+            }
+            return;
+        }
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
