@@ -140,6 +140,27 @@ async fn decide(store: &RedisStore, ask: Acquire) -> Outcome {
     }
 }
 
+/// How many times Redis ran each command since its statistics were last reset, leaving out the
+/// test's own `INFO` and `CONFIG RESETSTAT`.
+fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
+    let stats: String =
+        redis::from_redis_value(redis_cmd(server, &["INFO", "commandstats"]).unwrap()).unwrap();
+    stats
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| name != "info" && name != "config|resetstat")
+        .collect()
+}
+
 /// Polls until `done` holds (reconciliation runs in the background), at most 3 s.
 async fn eventually(mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -413,22 +434,7 @@ async fn one_round_trip_per_decision() {
             Outcome::Admitted(_)
         ));
     }
-    let stats: String =
-        redis::from_redis_value(redis_cmd(&server, &["INFO", "commandstats"]).unwrap()).unwrap();
-    let calls: Vec<(String, u64)> = stats
-        .lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .filter(|(name, _)| name != "info" && name != "config|resetstat")
-        .collect();
+    let calls = command_calls(&server);
     // The script's own commands (TIME, HMGET, HSET, PEXPIRE) run inside the one EVALSHA.
     let evalsha = calls.iter().find(|(n, _)| n == "evalsha").map(|c| c.1);
     assert_eq!(evalsha, Some(50), "{calls:?}");
@@ -483,6 +489,93 @@ async fn two_gateway_replicas_share_a_keys_limit_over_sockets() {
         500,
         &format!(r#"{{"error_msg":"Internal server error.","error_code":"APIG.0201","request_id":"{FIXED_ID}"}}"#),
     );
+}
+
+/// Two gateway replicas over real sockets share one key's token quota: each replica's own
+/// `Quota` has seen only its own answers, so the 81005 comes from the count in Redis. Each
+/// answer is reconciled (its reservation corrected, the quota charged) by one `EVALSHA`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_replicas_share_a_keys_quota_over_sockets() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    const KEY: &str = "sk-RedisQuotaKey000000000000000";
+    const E81005: &str = r#"{"error":{"code":"ModelArts.81005","message":"The free quota has been used up.","param":null,"type":"Unauthorized"},"error_code":"ModelArts.81005","error_msg":"The free quota has been used up."}"#;
+    /// The model: a JSON answer that reports the `x-usage` tokens.
+    async fn answer(headers: http::HeaderMap) -> axum::Json<serde_json::Value> {
+        let used: u64 = headers["x-usage"].to_str().unwrap().parse().unwrap();
+        axum::Json(serde_json::json!({
+            "choices": [],
+            "usage": {"prompt_tokens": used / 2, "completion_tokens": used - used / 2, "total_tokens": used},
+        }))
+    }
+    // The same key on both, id 0 on each, so one `tm:{keys:0}:*` in Redis. TPM 10 000 (6 ms
+    // a token: little refills within the test); a quota of 100 tokens.
+    let replica = |store: RedisStore| {
+        let keys = Arc::new(InMemoryKeyStore::new());
+        let id = keys
+            .insert(KEY, KeyPolicy::new().tpm(10_000).quota(100))
+            .unwrap();
+        let app = Router::new()
+            .route("/v1/chat/completions", post(answer))
+            .layer(TokenRateLimitLayer::with(store, MonotonicClock::new()).default_reservation(500))
+            .layer(BearerAuthLayer::new(Arc::clone(&keys)))
+            .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+        async move { (common::serve_axum(app).await, keys, id) }
+    };
+    let (first, first_keys, first_id) = replica(store(&server, OnUnavailable::FailClosed)).await;
+    let (second, second_keys, second_id) = replica(store(&server, OnUnavailable::FailClosed)).await;
+    let chat = |used: u64| {
+        Request::post("/v1/chat/completions")
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", "application/json")
+            .header("x-request-id", FIXED_ID)
+            .header("x-usage", used.to_string())
+            .body(full("{}"))
+            .unwrap()
+    };
+    let shared_use = || -> Option<i64> {
+        redis::from_redis_value(redis_cmd(&server, &["GET", "tm:{keys:0}:quota"]).unwrap()).unwrap()
+    };
+
+    // 500 reserved, 60 used: the quota is charged 60, in the background after the answer.
+    assert_eq!(send(first, chat(60)).await.status, StatusCode::OK);
+    eventually(async || shared_use() == Some(60)).await;
+
+    // Both scripts are loaded now: count the round trips from here.
+    redis_cmd(&server, &["CONFIG", "RESETSTAT"]).unwrap();
+    let reply = send(second, chat(60)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // The 440 tokens the first answer did not use came back in the script that charged its
+    // 60: this admission leaves 10 000 - 60 - 500 (and a little refill), not about 9 000.
+    let remaining: u64 = reply
+        .header("x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(remaining >= 10_000 - 60 - 500, "remaining {remaining}");
+    // Under the quota (60 of 100), so admitted: a quota is checked, not reserved.
+    eventually(async || shared_use() == Some(120)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One decision and one reconciliation (the refund and the charge together), nothing else
+    // outside the scripts.
+    let calls = command_calls(&server);
+    let evalsha = calls.iter().find(|(n, _)| n == "evalsha").map(|c| c.1);
+    assert_eq!(evalsha, Some(2), "{calls:?}");
+
+    // Each replica's own quota saw 60 of 100, so BearerAuth lets the key through on both...
+    for (keys, id) in [(&first_keys, first_id), (&second_keys, second_id)] {
+        let principal = keys.get(id).unwrap();
+        assert_eq!(principal.quota().used(), 60);
+        assert!(!principal.quota().is_exhausted());
+    }
+    // ...and the shared count, 120 of 100, refuses it in the limiter, on either replica.
+    for replica in [first, second] {
+        send(replica, chat(1)).await.assert_json(401, E81005);
+    }
+    // A refusal charges nothing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(shared_use(), Some(120));
 }
 
 /// The example gateway configured with `[redis]`: two replicas on one Redis share the slow

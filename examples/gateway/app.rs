@@ -21,7 +21,7 @@ use tower_maas::endpoint::{
 };
 use tower_maas::limit::{
     Acquire, Acquired, CoarseClock, IpRateLimitLayer, LimitKey, LimitScope, MemoryStore, Nanos,
-    Outcome, Rate, RateStore, TokenRateLimitLayer, TrustedProxies,
+    Outcome, Rate, RateStore, Reconcile, TokenRateLimitLayer, TrustedProxies,
 };
 use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, Window};
 use tower_maas::validate::{
@@ -312,6 +312,15 @@ impl RateStore for Store {
             Self::Memory(store) => store.charge_quota(key, tokens),
             #[cfg(feature = "redis")]
             Self::Redis(store) => store.charge_quota(key, tokens),
+        }
+    }
+
+    // Passed on whole, so that Redis gets the whole reconciliation in one round trip.
+    fn reconcile(&self, settled: Reconcile) {
+        match self {
+            Self::Memory(store) => store.reconcile(settled),
+            #[cfg(feature = "redis")]
+            Self::Redis(store) => store.reconcile(settled),
         }
     }
 }

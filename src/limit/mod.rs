@@ -67,7 +67,7 @@ pub use self::ip::{
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{OnUnavailable, RedisStore, RedisStoreBuilder};
 pub use self::store::{
-    Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Snapshot,
+    Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Reconcile, Snapshot,
 };
 pub use self::token::{Burst, LimitScope, ResponseFuture, TokenRateLimit, TokenRateLimitLayer};
 pub use self::usage::UsageBody;

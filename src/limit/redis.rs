@@ -13,7 +13,7 @@ use redis::{RedisResult, Script};
 use super::clock::Nanos;
 use super::gcra::Rate;
 use super::store::{
-    Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Snapshot,
+    Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Reconcile, Snapshot,
 };
 
 /// Decides requests, tokens and the quota of one key together. Times are microseconds since
@@ -47,9 +47,10 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((math.max(nr, nt) - now) / 1000) + 1000
 return {0, now * 1000, 0, nr * 1000, nt * 1000}
 ";
 
-/// Reconciles after the response: gives a request slot back (`ARGV[1]`, the requests'
-/// emission interval, 0 for none), charges or refunds `ARGV[3]` tokens (`ARGV[2]`, their
-/// interval; a refund never goes below now) and adds `ARGV[4]` to the quota's use.
+/// Reconciles one request after its response, all in one call: gives a request slot back
+/// (`ARGV[1]`, the requests' emission interval, 0 for none), charges or refunds `ARGV[3]`
+/// tokens (`ARGV[2]`, their interval, 0 for none; a refund never goes below now) and adds
+/// `ARGV[4]` to the quota's use (0 for none).
 const SETTLE_LUA: &str = r"
 local t = redis.call('TIME')
 local now = (tonumber(t[1]) - 1577836800) * 1000000 + tonumber(t[2])
@@ -99,8 +100,9 @@ pub enum OnUnavailable {
 ///   a key atomically, on Redis's `TIME`, so replicas never race (no GET-then-SET) and never
 ///   multiply the limit. A reservation too large for the bucket is refused without a trip.
 /// - **Reconciliation** (usage correction, a slot given back, the quota charged) runs in the
-///   background after the response, a second script; it is skipped when there is nothing to
-///   correct. While Redis is down it is lost, and the reservation stands.
+///   background after the response, one call of a second script per response; it is skipped
+///   when there is nothing to correct. While Redis is down it is lost, and the reservation
+///   stands.
 /// - **Keys**: `tm:{<namespace>:<key>}:rate` (a hash of two theoretical arrival times) and
 ///   `tm:{<namespace>:<key>}:quota` (tokens used), hash-tagged so both live in one cluster
 ///   slot. A rate key expires one second after its limits have fully recovered; a quota
@@ -133,7 +135,9 @@ struct Inner {
     namespace: String,
     timeout: Duration,
     policy: OnUnavailable,
-    fallback: MemoryStore,
+    /// The memory a replica failing open decides in while Redis is away; none when failing
+    /// closed, which never reads it.
+    fallback: Option<MemoryStore>,
 }
 
 /// Builds a [`RedisStore`]: see [`RedisStore::builder`].
@@ -155,10 +159,6 @@ impl RedisStore {
             timeout: Duration::from_millis(50),
             policy: OnUnavailable::FailClosed,
         }
-    }
-
-    fn settle(&self, key: LimitKey, release: Nanos, tokens: Nanos, delta: i128, spent: u64) {
-        self.inner.settle(key, release, tokens, delta, spent);
     }
 }
 
@@ -199,6 +199,8 @@ impl Inner {
         let mut conn = self.conn.clone();
         let timeout = self.timeout;
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
+        // INCRBY takes a signed 64-bit number.
+        let spent = i64::try_from(spent).unwrap_or(i64::MAX);
         runtime.spawn(async move {
             let mut call = SETTLE.prepare_invoke();
             call.key(rate)
@@ -257,7 +259,7 @@ impl RedisStoreBuilder {
                 namespace: self.namespace,
                 timeout: self.timeout,
                 policy: self.policy,
-                fallback: MemoryStore::new(),
+                fallback: (self.policy == OnUnavailable::FailOpen).then(MemoryStore::new),
             }),
         })
     }
@@ -335,9 +337,10 @@ impl RateStore for RedisStore {
                 Ok(Ok(Ok(answer))) => outcome(&answer, &ask),
                 _ => None,
             };
-            answer.unwrap_or_else(|| match inner.policy {
-                OnUnavailable::FailClosed => Outcome::Unavailable,
-                OnUnavailable::FailOpen => match inner.fallback.acquire(ask) {
+            answer.unwrap_or_else(|| match &inner.fallback {
+                // Failing closed: there is no memory to decide in.
+                None => Outcome::Unavailable,
+                Some(fallback) => match fallback.acquire(ask) {
                     Acquired::Now(outcome) => outcome,
                     Acquired::Later(_) => Outcome::Unavailable,
                 },
@@ -346,21 +349,54 @@ impl RateStore for RedisStore {
     }
 
     fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos) {
-        self.inner.fallback.adjust(key, tokens, reserved, used, now);
-        if used != reserved {
-            let delta = i128::from(used) - i128::from(reserved);
-            self.settle(key, 0, tokens.per_unit(), delta, 0);
-        }
+        let mut settled = Reconcile::new(key, now);
+        (settled.tokens, settled.reserved, settled.used) = (Some(tokens), reserved, used);
+        self.reconcile(settled);
     }
 
     fn release(&self, key: LimitKey, requests: Rate, now: Nanos) {
-        self.inner.fallback.release(key, requests, now);
-        self.settle(key, requests.per_unit(), 0, 0, 0);
+        let mut settled = Reconcile::new(key, now);
+        settled.release = Some(requests);
+        self.reconcile(settled);
     }
 
     fn charge_quota(&self, key: LimitKey, tokens: u64) {
-        if tokens > 0 {
-            self.settle(key, 0, 0, 0, tokens);
+        let mut settled = Reconcile::new(key, 0);
+        settled.quota = Some(tokens);
+        self.reconcile(settled);
+    }
+
+    /// One `EVALSHA` of the settle script for the whole reconciliation, in the background;
+    /// none when there is nothing to change.
+    fn reconcile(&self, settled: Reconcile) {
+        // Only a replica failing open decides in memory, so only it keeps that memory in step.
+        if let Some(fallback) = &self.inner.fallback {
+            if let Some(tokens) = settled.tokens {
+                fallback.adjust(
+                    settled.key,
+                    tokens,
+                    settled.reserved,
+                    settled.used,
+                    settled.now,
+                );
+            }
+            if let Some(requests) = settled.release {
+                fallback.release(settled.key, requests, settled.now);
+            }
         }
+        let (tokens, delta) = match settled.tokens {
+            Some(rate) if settled.used != settled.reserved => (
+                rate.per_unit(),
+                i128::from(settled.used) - i128::from(settled.reserved),
+            ),
+            _ => (0, 0),
+        };
+        let release = settled.release.map_or(0, |rate| rate.per_unit());
+        let spent = settled.quota.unwrap_or(0);
+        if release == 0 && tokens == 0 && spent == 0 {
+            return;
+        }
+        self.inner
+            .settle(settled.key, release, tokens, delta, spent);
     }
 }

@@ -121,7 +121,8 @@ pub enum Acquired<F> {
 ///
 /// The in-memory [`MemoryStore`] answers [`Acquired::Now`]; a store on a server (Redis) answers
 /// [`Acquired::Later`] with one round trip that decides both limits atomically. Reconciliation
-/// ([`adjust`](RateStore::adjust)) never waits: a server store sends it in the background.
+/// ([`reconcile`](RateStore::reconcile)) never waits: a server store sends it in the
+/// background, one round trip per response.
 pub trait RateStore: Send + Sync + 'static {
     /// The future of a decision that needs a round trip.
     type Pending: Future<Output = Outcome> + Send + 'static;
@@ -143,6 +144,93 @@ pub trait RateStore: Send + Sync + 'static {
     /// [`Quota`](crate::auth::Quota) is charged in any case).
     fn charge_quota(&self, key: LimitKey, tokens: u64) {
         let _ = (key, tokens);
+    }
+
+    /// Reconciles one admitted request once its answer is known, in one call: corrects its
+    /// token reservation ([`adjust`](RateStore::adjust)), gives its request slot back
+    /// ([`release`](RateStore::release)) and charges its quota
+    /// ([`charge_quota`](RateStore::charge_quota)), each only when asked, in that order.
+    /// Never waits.
+    ///
+    /// The default calls those three methods. A store on a server overrides it to send the
+    /// whole reconciliation in one round trip, applied atomically.
+    ///
+    /// ```
+    /// use tower_maas::limit::{LimitKey, MemoryStore, Rate, RateStore, Reconcile};
+    ///
+    /// let store = MemoryStore::new();
+    /// // 500 tokens were reserved at admission; the answer reported 60.
+    /// let mut settled = Reconcile::new(LimitKey(7), 1_000_000);
+    /// settled.tokens = Some(Rate::per_minute(10_000, 0));
+    /// settled.reserved = 500;
+    /// settled.used = 60;
+    /// settled.quota = Some(60);
+    /// store.reconcile(settled);
+    /// ```
+    fn reconcile(&self, settled: Reconcile) {
+        let Reconcile {
+            key,
+            tokens,
+            reserved,
+            used,
+            release,
+            quota,
+            now,
+        } = settled;
+        if let Some(tokens) = tokens {
+            self.adjust(key, tokens, reserved, used, now);
+        }
+        if let Some(requests) = release {
+            self.release(key, requests, now);
+        }
+        if let Some(tokens) = quota {
+            self.charge_quota(key, tokens);
+        }
+    }
+}
+
+/// One admitted request's reconciliation, once its answer is known: see
+/// [`RateStore::reconcile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reconcile {
+    /// Whose state.
+    pub key: LimitKey,
+    /// The tokens' rate, when the reservation is corrected from `reserved` to `used`; `None`
+    /// leaves the reservation standing (no usage reported, a stream cut short).
+    pub tokens: Option<Rate>,
+    /// Tokens reserved at admission.
+    pub reserved: u64,
+    /// Tokens used (0 for a request withdrawn or refused further in). Read only with `tokens`.
+    pub used: u64,
+    /// The requests' rate, when the request slot goes back (a limiter further in refused).
+    pub release: Option<Rate>,
+    /// Tokens to charge to the key's quota, when the key has one; may be 0.
+    pub quota: Option<u64>,
+    /// When, by the limiter's clock.
+    pub now: Nanos,
+}
+
+impl Reconcile {
+    /// Nothing to reconcile yet for `key` at `now`: set the parts that apply.
+    ///
+    /// ```
+    /// use tower_maas::limit::{LimitKey, Reconcile};
+    ///
+    /// let settled = Reconcile::new(LimitKey(1), 0);
+    /// assert!(settled.tokens.is_none() && settled.release.is_none() && settled.quota.is_none());
+    /// ```
+    #[must_use]
+    pub const fn new(key: LimitKey, now: Nanos) -> Self {
+        Self {
+            key,
+            tokens: None,
+            reserved: 0,
+            used: 0,
+            release: None,
+            quota: None,
+            now,
+        }
     }
 }
 

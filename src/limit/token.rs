@@ -19,7 +19,7 @@ use super::clock::{Clock, MonotonicClock};
 use super::gcra::Rate;
 use super::headers;
 use super::store::{
-    Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Snapshot,
+    Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Reconcile, Snapshot,
 };
 use super::usage::{Meter, Settle, Settled, UsageBody};
 use crate::auth::{Principal, Quota};
@@ -240,39 +240,36 @@ struct Settlement<St, C> {
 
 impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
     fn settle(&self, outcome: Settled) {
-        let adjust = |used: u64| {
-            if let Some(rate) = self.tokens {
-                // A usage beyond the reservation plus a whole bucket is not believed: at worst
-                // the key waits one minute more, never forever.
-                let used = used.min(self.reserved.saturating_add(rate.burst()));
-                let now = self.shared.clock.now();
-                self.shared
-                    .store
-                    .adjust(self.key, rate, self.reserved, used, now);
-            }
-        };
-        let charged = match outcome {
-            Settled::Withdrawn => {
-                adjust(0);
-                if let Some(rate) = self.requests {
-                    let now = self.shared.clock.now();
-                    self.shared.store.release(self.key, rate, now);
-                }
-                return;
-            }
-            Settled::Completed(Some(used)) => {
-                adjust(used);
-                used
-            }
+        // The tokens used, for the reservation's correction (`None`: the reservation stands);
+        // whether the request slot goes back; what the quota pays (`None`: nothing, the
+        // request never reached the model).
+        let (used, release, charged) = match outcome {
+            Settled::Withdrawn => (Some(0), self.requests, None),
+            Settled::Completed(Some(used)) => (Some(used), None, Some(used)),
             // No usage reported: the reservation stands, and is what the quota pays.
-            Settled::Completed(None) => self.reserved,
+            Settled::Completed(None) => (None, None, Some(self.reserved)),
             // A stream that broke keeps its reservation; the quota pays what was seen of it.
-            Settled::Broken(seen) => seen.unwrap_or(self.reserved),
+            Settled::Broken(seen) => (None, None, Some(seen.unwrap_or(self.reserved))),
         };
-        if let Some(quota) = &self.quota {
+        let quota = self.quota.as_ref().zip(charged).map(|(quota, charged)| {
             quota.charge(charged);
-            self.shared.store.charge_quota(self.key, charged);
+            charged
+        });
+        let tokens = self.tokens.filter(|_| used.is_some());
+        if tokens.is_none() && release.is_none() && quota.is_none() {
+            return;
         }
+        let mut settled = Reconcile::new(self.key, self.shared.clock.now());
+        if let (Some(rate), Some(used)) = (tokens, used) {
+            // A usage beyond the reservation plus a whole bucket is not believed: at worst the
+            // key waits one minute more, never forever. (The quota pays the usage reported.)
+            settled.tokens = Some(rate);
+            settled.reserved = self.reserved;
+            settled.used = used.min(self.reserved.saturating_add(rate.burst()));
+        }
+        settled.release = release;
+        settled.quota = quota;
+        self.shared.store.reconcile(settled);
     }
 }
 
