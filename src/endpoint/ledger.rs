@@ -94,13 +94,17 @@ impl Ledger {
         self.routes.contains_key(name) || self.retired_names.contains_key(name)
     }
 
-    /// Whether the account has used up its names (see [`NAMES_PER_ACCOUNT`]).
-    fn names_exhausted(&self, account: &str) -> bool {
-        let live = self
-            .endpoints
+    /// How many live endpoints the account has, in all its projects.
+    fn live(&self, account: &str) -> usize {
+        self.endpoints
             .iter()
-            .filter(|e| e.account == account)
-            .count();
+            .filter(|e| *e.account == *account)
+            .count()
+    }
+
+    /// Whether the account, with `live` endpoints, has used up its names (see
+    /// [`NAMES_PER_ACCOUNT`]): its live names and those it gave up count alike.
+    fn names_exhausted(&self, account: &str, live: usize) -> bool {
         let retired = self
             .retired_names
             .values()
@@ -129,12 +133,8 @@ impl Ledger {
         if self.name_taken(&new.endpoint_name) {
             return Err(EndpointError::NameUsed);
         }
-        let live = self
-            .endpoints
-            .iter()
-            .filter(|e| *e.account == *owner.account)
-            .count();
-        if live >= owner.quota || self.names_exhausted(&owner.account) {
+        let live = self.live(&owner.account);
+        if live >= owner.quota || self.names_exhausted(&owner.account, live) {
             return Err(EndpointError::QuotaExceeded);
         }
         let limit_key = self.next_limit_key;
@@ -204,7 +204,7 @@ impl Ledger {
                 if self.name_taken(name) {
                     return Err(EndpointError::NameUsed);
                 }
-                if self.names_exhausted(&owner.account) {
+                if self.names_exhausted(&owner.account, self.live(&owner.account)) {
                     return Err(EndpointError::QuotaExceeded);
                 }
             }
@@ -405,5 +405,34 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_create_counts_each_live_endpoint_once() {
+        let (a, mut ledger) = (owner("acct", "p"), Ledger::new());
+        let id = ledger.create(&a, new("n0")).unwrap().id;
+        let rename = |name: String| EndpointChange {
+            endpoint_name: Some(name),
+            ..EndpointChange::default()
+        };
+        // One live endpoint and NAMES_PER_ACCOUNT - 2 names given up: one name left.
+        for i in 1..=NAMES_PER_ACCOUNT - 2 {
+            ledger.update(&a, &id, rename(format!("n{i}"))).unwrap();
+        }
+        // The last name and the second place of the quota (2) are both free: counting the
+        // live endpoint twice would refuse this.
+        let second = ledger.create(&a, new("last")).unwrap();
+        assert!(matches!(
+            ledger.create(&a, new("over")),
+            Err(EndpointError::QuotaExceeded)
+        ));
+        // A delete frees a place of the quota, not a name.
+        ledger.delete(&a, &second.id).unwrap();
+        assert!(matches!(
+            ledger.create(&a, new("over")),
+            Err(EndpointError::QuotaExceeded)
+        ));
+        let (items, total) = ledger.list(&a);
+        assert_eq!((items.len(), total), (1, 1));
     }
 }
