@@ -15,6 +15,8 @@ mod buffered;
 pub mod endpoint;
 pub mod envelope;
 pub mod error;
+#[cfg(any(feature = "validate", feature = "risk"))]
+mod json_text;
 #[cfg(feature = "limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "limit")))]
 pub mod limit;

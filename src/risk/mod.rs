@@ -34,6 +34,7 @@
 //!     .layer(ContentRiskFilterLayer::new(terms));
 //! ```
 
+mod answer_scan;
 mod classifier;
 mod keyword;
 mod layer;

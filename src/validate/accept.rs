@@ -16,8 +16,9 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 
-use super::json::{Json, Parser, find_special};
+use super::json::{Json, Parser};
 use super::schema::{Members, Schema, Ty, accepts, same};
+use crate::json_text::find_special;
 
 /// Bodies nested deeper take the exact path; no OpenAI schema comes near it.
 const DEPTH: usize = 64;
