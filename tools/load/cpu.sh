@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Load one server with wrk and report its requests/s, its own CPU per request (user and system,
+# from /proc/<pid>/stat over the run's middle) and wrk's p50/p99.
+#   tools/load/cpu.sh PORT [SECONDS]      (run from the repository's root; at least 5 s)
+set -euo pipefail
+port=$1
+seconds=${2:-7}
+pid=$(ss -ltnp | grep ":$port " | grep -o 'pid=[0-9]*' | cut -d= -f2)
+out=$(mktemp)
+wrk -t1 -c32 -d"${seconds}s" --latency -s tools/load/chat.lua \
+  "http://127.0.0.1:$port/v1/chat/completions" >"$out" &
+sleep 1
+read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+sleep $((seconds - 2))
+read -r u2 s2 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+wait
+rps=$(awk '/Requests\/sec/ {print $2}' "$out")
+p50=$(awk '$1 == "50%" {print $2}' "$out")
+p99=$(awk '$1 == "99%" {print $2}' "$out")
+rm -f "$out"
+ticks=$(getconf CLK_TCK)
+python3 -c "
+rps, span, hz = $rps, $((seconds - 2)), $ticks
+user = ($u2 - $u1) / hz / span / rps * 1e6
+system = ($s2 - $s1) / hz / span / rps * 1e6
+print(f'port $port: {rps:9.0f} req/s  user {user:5.1f} µs/req  sys {system:5.1f} µs/req  p50 $p50  p99 $p99')"
