@@ -5,14 +5,13 @@
 //! ```sh
 //! cargo bench --bench gateway
 //! # deterministic counts (bare, quiet: no log line, gateway), each less its 0-iteration run:
-//! cargo bench --bench gateway --no-run
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!   target/release/deps/gateway-* count gateway 5000 2>&1 | grep refs
+//! BIN=$(cargo bench --bench gateway --no-run 2>&1 | sed -n 's/.*Executable benches\/gateway.rs (\(.*\))/\1/p')
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null $BIN count gateway 20000 2>&1 | grep refs
 //! ```
 
 #[path = "../tests/gateway_app/mod.rs"]
 mod gateway_app;
-use gateway_app::{app, log, log_format, log_writer, mock, proxy};
+use gateway_app::{app, head, log, log_format, log_writer, mock, proxy};
 
 use std::future::Future;
 use std::net::SocketAddr;

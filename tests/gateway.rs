@@ -3,7 +3,7 @@
 
 mod common;
 mod gateway_app;
-use gateway_app::{app, log, log_format, log_writer, mock, proxy};
+use gateway_app::{app, head, log, log_format, log_writer, mock, proxy};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -425,6 +425,55 @@ async fn ip_limit_and_backend_dialect_rows() {
             "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute"
         )
     );
+}
+
+/// A HEAD answer has the head a GET would have and no body, refusals included: over HTTP/2 a
+/// body would go out as DATA frames.
+#[tokio::test]
+async fn head_answers_have_no_body() {
+    let gw = catalogue_gateway("").await;
+    let request = |method: &str, path: &str, key: Option<&str>| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{gw}{path}"))
+            .header("x-request-id", FIXED_ID);
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        request.body(common::empty()).unwrap()
+    };
+    let open = Some("sk-open-000000000000000000000000");
+    for (path, key, status) in [
+        ("/v1/models", open, 200),
+        // No key: 81002, from BearerAuth inside the envelope.
+        ("/v1/models", None, 400),
+        // No such route: APIG.0101, from the envelope.
+        ("/v1/nothing-here", open, 404),
+        // A POST route: 405, with `allow`.
+        ("/v1/chat/completions", open, 405),
+    ] {
+        let get = common::send_h2(gw, request("GET", path, key)).await;
+        assert_eq!(get.status, status, "GET {path}: {}", get.text());
+        assert!(!get.text().is_empty(), "GET {path}");
+        for head in [
+            common::send_h2(gw, request("HEAD", path, key)).await,
+            send(gw, request("HEAD", path, key)).await,
+        ] {
+            assert_eq!(head.status, status, "HEAD {path}");
+            assert_eq!(head.text(), "", "HEAD {path}");
+            assert_eq!(
+                head.header("content-type"),
+                get.header("content-type"),
+                "HEAD {path}"
+            );
+            assert_eq!(head.header("allow"), get.header("allow"), "HEAD {path}");
+            assert_eq!(
+                head.header("content-length"),
+                Some(get.text().len().to_string().as_str()),
+                "HEAD {path}"
+            );
+        }
+    }
 }
 
 /// The example binary, which `cargo test` builds next to the test binaries.

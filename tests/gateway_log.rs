@@ -17,6 +17,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::Captured;
 use log_format::LineFormat;
 
+/// An error with a chain of sources.
+#[derive(Debug)]
+struct Failure(&'static str, Option<Box<Failure>>);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.1.as_deref().map(|e| e as _)
+    }
+}
+
 /// Every kind of field the gateway's events and the crate's carry, and strings that need
 /// escaping, at every level, in and out of a span.
 fn events() {
@@ -36,6 +52,20 @@ fn events() {
     tracing::warn!(delta = -42i64, ok = true, ratio = 0.5f64, list = ?[1, 2], "with {} args", 2);
     tracing::error!(r#type = "raw", empty = "");
     tracing::debug!("only a message");
+    // What a terminal would act on is escaped in a message, and only there. (A newline is not:
+    // the gateway's messages are constants, the client's text goes in quoted fields.)
+    tracing::info!(
+        text = "esc \x1b[31m bel \x07 c1 \u{9b}",
+        "esc \x1b[2J bel \x07 bs \x08 ff \x0c del \x7f c1 \u{85} é"
+    );
+    tracing::warn!("formatted {} message", "\x1b[0m");
+    let cause = Failure("disk \x1b gone", None);
+    let error = Failure("cannot write", Some(Box::new(cause)));
+    tracing::error!(
+        error = &error as &(dyn std::error::Error + 'static),
+        "failed"
+    );
+    tracing::error!(error = &Failure("alone", None) as &(dyn std::error::Error + 'static));
     tracing::trace!(message = "message as a field", after = 1u64);
     let span = tracing::info_span!("maas_request", request_id = %"ab12", n = 3u64);
     let _entered = span.enter();
@@ -97,7 +127,7 @@ fn the_line_format_writes_what_the_default_format_writes() {
     for ansi in [false, true] {
         let default = tracing_subscriber::fmt::format().with_target(false);
         let expected = lines_under(default, ansi);
-        assert_eq!(expected.len(), 6, "{expected:?}");
+        assert_eq!(expected.len(), 10, "{expected:?}");
         assert_eq!(lines_under(LineFormat, ansi), expected, "ansi: {ansi}");
     }
     // And the request line reads as the gateway's log documents it.
@@ -253,4 +283,28 @@ fn a_stuck_output_holds_no_request_and_bounded_memory() {
         expected.extend_from_slice(&line(c));
     }
     assert!(out.bytes() == expected, "not the lines expected");
+}
+
+#[test]
+fn closing_while_the_output_is_stuck_does_not_hang() {
+    let open = Arc::new((Mutex::new(false), Condvar::new()));
+    let (waiting, writing) = mpsc::channel();
+    let (writer, flush) = log_writer::batch_writer(Stuck {
+        open: Arc::clone(&open),
+        waiting,
+        out: Captured::default(),
+    });
+    (&writer).write_all(b"last words\n").unwrap();
+    writing.recv_timeout(Duration::from_secs(10)).unwrap();
+    // The exit waits a moment for the output, then goes on without it.
+    let (closed, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(flush);
+        closed.send(()).unwrap();
+    });
+    done.recv_timeout(Duration::from_secs(10))
+        .expect("closing the log waited for a stuck output");
+    let (open, opened) = &*open;
+    *open.lock().unwrap() = true;
+    opened.notify_all();
 }

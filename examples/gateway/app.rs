@@ -31,6 +31,7 @@ use tower_maas::{
     Dialect, EndpointRoute, ErrorEnvelopeLayer, MaasError, RequestId, ThrottleWindow,
 };
 
+use crate::head::HeadWithoutBody;
 use crate::log::{LogLayer, TagLayer};
 use crate::mock::{self, MOCK_MODEL, StreamStyle};
 use crate::proxy::{self, Upstream, UpstreamClient};
@@ -544,7 +545,7 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         .option_layer(config.log_requests.then_some(LogLayer))
         .layer(ip_limit)
         .service(app);
-    Ok(Router::new().fallback_service(outer))
+    Ok(Router::new().fallback_service(HeadWithoutBody::new(outer)))
 }
 
 /// The custom-endpoint management API: its registry (a file when configured), the accounts

@@ -14,6 +14,7 @@
 //! routes.
 
 mod app;
+mod head;
 mod log;
 mod log_format;
 mod log_writer;

@@ -5,7 +5,11 @@
 set -euo pipefail
 port=$1
 seconds=${2:-7}
-pid=$(ss -ltnp | grep ":$port " | grep -o 'pid=[0-9]*' | cut -d= -f2)
+pid=$(ss -ltnp "sport = :$port" | { grep -o 'pid=[0-9]*' || true; } | cut -d= -f2 | sort -u | head -1)
+if [ -z "$pid" ]; then
+  echo "nothing listens on port $port" >&2
+  exit 1
+fi
 out=$(mktemp)
 wrk -t1 -c32 -d"${seconds}s" --latency -s tools/load/chat.lua \
   "http://127.0.0.1:$port/v1/chat/completions" >"$out" &
