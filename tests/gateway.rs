@@ -712,12 +712,25 @@ async fn one_log_line_per_request_without_the_key() {
         format!("Bearer {UNLABELLED}").parse().unwrap(),
     );
     assert_eq!(send(gw, unlabelled).await.status, 200);
+    // A stream: its line comes once it has ended, with the usage of its last chunk.
+    let body = r#"{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+    let streamed = common::post("/v1/chat/completions", body)
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("x-request-id", FIXED_ID)
+        .body(full(body))
+        .unwrap();
+    let streamed = send(gw, streamed).await;
+    assert!(
+        streamed.text().ends_with("data: [DONE]\n\n"),
+        "{}",
+        streamed.text()
+    );
     // Written out when the writer closes, as the binary's are at exit.
     drop(flush);
 
     let text = captured.text();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(" request ")).collect();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
     // `2026-11-22T14:03:01.029568Z  INFO request …`, then the latency, which varies.
     let fields = |line: &str| {
         let (stamp, rest) = line.split_at(27);
@@ -728,26 +741,34 @@ async fn one_log_line_per_request_without_the_key() {
                 && stamp.as_bytes()[19] == b'.',
             "{line}"
         );
-        let (fields, latency) = rest.rsplit_once(" latency_us=").unwrap();
-        assert!(latency.parse::<u64>().is_ok(), "{line}");
+        let (fields, times) = rest.rsplit_once(" latency_us=").unwrap();
+        let (head, end) = times.split_once(" duration_us=").unwrap();
+        let (head, end): (u64, u64) = (head.parse().unwrap(), end.parse().unwrap());
+        assert!(head <= end, "{line}");
         fields.to_owned()
     };
     assert_eq!(
         fields(lines[0]),
         format!(
-            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="team-a" model="mock-model" status=200 code="-" prompt_tokens=9"#
+            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="team-a" model="mock-model" status=200 code="-" prompt_tokens=9 tokens=2"#
         )
     );
     assert_eq!(
         fields(lines[1]),
         format!(
-            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="-" model="-" status=400 code="ModelArts.81002" prompt_tokens=0"#
+            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="-" model="-" status=400 code="ModelArts.81002" prompt_tokens=0 tokens=-"#
         )
     );
     assert_eq!(
         fields(lines[2]),
         format!(
-            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="key-1" model="mock-model" status=200 code="-" prompt_tokens=10"#
+            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="key-1" model="mock-model" status=200 code="-" prompt_tokens=10 tokens=4"#
+        )
+    );
+    assert_eq!(
+        fields(lines[3]),
+        format!(
+            r#"  INFO request request_id="{FIXED_ID}" method=POST path="/v1/chat/completions" key="team-a" model="mock-model" status=200 code="-" prompt_tokens=11 tokens=6"#
         )
     );
     assert!(!text.contains(KEY) && !text.contains(UNLABELLED), "{text}");

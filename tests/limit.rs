@@ -13,7 +13,9 @@ use axum::routing::post;
 use common::{FIXED_ID, frames, full, send, send_lossy};
 use http::{HeaderMap, Request, StatusCode};
 use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyId, KeyPolicy};
-use tower_maas::limit::{IpRateLimitLayer, ManualClock, TokenRateLimitLayer, TrustedProxies};
+use tower_maas::limit::{
+    IpRateLimitLayer, ManualClock, TokenRateLimitLayer, TrustedProxies, UsageReport,
+};
 use tower_maas::validate::{ModelCatalog, RequestSchemaValidatorLayer};
 use tower_maas::{ErrorEnvelopeLayer, ThrottleWindow};
 
@@ -528,4 +530,66 @@ async fn an_absurd_usage_cannot_lock_a_key_for_more_than_a_minute() {
     gw.clock.advance(Duration::from_secs(61));
     let reply = send(gw.addr, chat(2, "json", 1)).await;
     assert_eq!(reply.status, 200, "{:?} {}", reply.headers, reply.text());
+}
+
+/// A `UsageReport` in the request tells whoever put it there what the answer reported using,
+/// once the body has gone out: for a key the limiter limits and for one it does not, from JSON,
+/// both kinds of stream, a stream cut short; nothing when there was no usage, 0 for the
+/// backend's own refusal, nothing for a request the limiter refused.
+#[tokio::test]
+async fn usage_is_reported_to_whoever_asks() {
+    const FREE: &str = "sk-FreeKey0000000000000000000000";
+    let keys = Arc::new(InMemoryKeyStore::new());
+    keys.insert(KEY, KeyPolicy::new().tpm(1000)).unwrap();
+    keys.insert(FREE, KeyPolicy::new()).unwrap();
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let app = Router::new()
+        .route("/v1/chat/completions", post(backend))
+        .layer(TokenRateLimitLayer::with(
+            tower_maas::limit::MemoryStore::new(),
+            ManualClock::new(),
+        ))
+        .layer(RequestSchemaValidatorLayer::new().models(ModelCatalog::new().model("m", 100_000)))
+        .layer(BearerAuthLayer::new(keys))
+        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true))
+        .layer(tower::util::MapRequestLayer::new({
+            let reports = Arc::clone(&reports);
+            move |mut req: Request<axum::body::Body>| {
+                let report = UsageReport::new();
+                reports.lock().unwrap().push(report.clone());
+                req.extensions_mut().insert(report);
+                req
+            }
+        }));
+    let addr = common::serve_axum(app).await;
+    let reported = async |request: Request<http_body_util::Full<bytes::Bytes>>| {
+        send_lossy(addr, request).await;
+        let report = reports.lock().unwrap().last().unwrap().clone();
+        // Written when the server's side of the body ends, which may come just after the
+        // client has read it.
+        for _ in 0..100 {
+            if report.tokens().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        report.tokens()
+    };
+    for key in [KEY, FREE] {
+        let chat = |mode: &str, usage: u64| {
+            let mut request = chat(10, mode, usage);
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {key}").parse().unwrap());
+            request
+        };
+        assert_eq!(reported(chat("json", 30)).await, Some(30), "{key}");
+        assert_eq!(reported(chat("maas-sse", 40)).await, Some(40), "{key}");
+        assert_eq!(reported(chat("openai-sse", 50)).await, Some(50), "{key}");
+        assert_eq!(reported(chat("broken-sse", 20)).await, Some(20), "{key}");
+        assert_eq!(reported(chat("no-usage", 0)).await, None, "{key}");
+        assert_eq!(reported(chat("error", 0)).await, Some(0), "{key}");
+    }
+    // Refused by the limiter (a reservation over the bucket): the model was never asked.
+    assert_eq!(reported(chat(5000, "json", 30)).await, None);
 }

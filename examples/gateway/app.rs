@@ -542,7 +542,7 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
                 .dialect(dialect)
                 .trust_incoming_request_id(config.trust_request_id),
         )
-        .option_layer(config.log_requests.then_some(LogLayer))
+        .layer(LogLayer::new(config.log_requests))
         .layer(ip_limit)
         .service(app);
     Ok(Router::new().fallback_service(HeadWithoutBody::new(outer)))

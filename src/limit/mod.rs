@@ -70,4 +70,4 @@ pub use self::store::{
     Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Reconcile, Snapshot,
 };
 pub use self::token::{Burst, LimitScope, ResponseFuture, TokenRateLimit, TokenRateLimitLayer};
-pub use self::usage::UsageBody;
+pub use self::usage::{UsageBody, UsageReport};

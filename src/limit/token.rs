@@ -21,7 +21,7 @@ use super::headers;
 use super::store::{
     Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Reconcile, Snapshot,
 };
-use super::usage::{Meter, Settle, Settled, UsageBody};
+use super::usage::{Meter, Settle, Settled, UsageBody, UsageReport};
 use crate::auth::{Principal, Quota};
 use crate::body::{MaasBody, content_type_is};
 use crate::error::{MaasError, refuse};
@@ -236,10 +236,15 @@ struct Settlement<St, C> {
     tokens: Option<Rate>,
     reserved: u64,
     quota: Option<Arc<Quota>>,
+    /// Who else wants to know what the answer used (see [`UsageReport`]).
+    report: Option<UsageReport>,
 }
 
 impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
     fn settle(&self, outcome: Settled) {
+        if let Some(report) = &self.report {
+            report.record(outcome);
+        }
         // The tokens used, for the reservation's correction (`None`: the reservation stands);
         // whether the request slot goes back; what the quota pays (`None`: nothing, the
         // request never reached the model).
@@ -290,10 +295,22 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(ask) = self.ask(&req) else {
+            // Not limited here; the answer is read only for a report no limiter reads yet.
+            let admitted = req
+                .extensions()
+                .get::<UsageReport>()
+                .filter(|report| report.claim())
+                .map(|report| Admitted {
+                    limits: (None, None),
+                    snapshot: Snapshot::default(),
+                    headers: false,
+                    settle: Arc::new(report.clone()),
+                    metered: true,
+                });
             return ResponseFuture {
                 state: State::Called {
                     future: self.inner.call(req),
-                    admitted: None,
+                    admitted,
                 },
             };
         };
@@ -421,7 +438,12 @@ fn settle_outcome<St: RateStore, C: Clock>(
     let config = shared.config;
     match outcome {
         Outcome::Admitted(snapshot) => {
-            let metered = ask.acquire.tokens.is_some() || ask.quota.is_some();
+            // This limiter reads the answer for the report: one further in need not.
+            let report = extensions.get::<UsageReport>().map(|report| {
+                report.claim();
+                report.clone()
+            });
+            let metered = ask.acquire.tokens.is_some() || ask.quota.is_some() || report.is_some();
             // Every admitted request can be withdrawn by a limiter further in, so even an
             // RPM-only key keeps a way back to its slot.
             let settle = Arc::new(Settlement {
@@ -431,6 +453,7 @@ fn settle_outcome<St: RateStore, C: Clock>(
                 tokens: ask.acquire.tokens,
                 reserved: ask.acquire.reserve,
                 quota: ask.quota,
+                report,
             });
             Decided::Admitted(Admitted {
                 limits: ask.limits,

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
@@ -43,6 +44,84 @@ pub(crate) enum Settled {
 /// Receives the outcome once.
 pub(crate) trait Settle: Send + Sync + 'static {
     fn settle(&self, outcome: Settled);
+}
+
+/// What an answer reported using, for whoever asks: put one into a request's extensions ahead
+/// of a [`TokenRateLimit`](super::TokenRateLimit) and keep a clone; once the answer's body has
+/// been read to its end (or dropped), [`tokens`](Self::tokens) says what its `usage` reported.
+/// For a log line or a bill that counts what the model says it used, not the estimate the
+/// limiter reserved.
+///
+/// The limiter reads the usage as it does for its own reconciliation (from a JSON answer, an
+/// SSE stream's last `usage`, or what the content filter read), also for a key it does not
+/// limit. Nothing is read, and nothing costs more, for a request that carries no report.
+///
+/// ```
+/// use tower_maas::limit::UsageReport;
+///
+/// let report = UsageReport::new();
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(report.clone());
+/// // … the request goes through the limiter, its answer is sent …
+/// assert_eq!(report.tokens(), None); // nothing reported yet
+/// ```
+#[derive(Clone, Debug)]
+pub struct UsageReport(Arc<Report>);
+
+#[derive(Debug)]
+struct Report {
+    /// The tokens reported, or [`UNREPORTED`].
+    tokens: AtomicU64,
+    /// A limiter has taken on reading the answer for this report alone (a key it does not
+    /// limit), so that a second one does not read it again.
+    claimed: AtomicBool,
+}
+
+/// No usage reported (yet).
+const UNREPORTED: u64 = u64::MAX;
+
+impl UsageReport {
+    /// A report with nothing in it yet.
+    pub fn new() -> Self {
+        Self(Arc::new(Report {
+            tokens: AtomicU64::new(UNREPORTED),
+            claimed: AtomicBool::new(false),
+        }))
+    }
+
+    /// The total tokens the answer's `usage` reported: once its body has ended, or, for a
+    /// stream cut short, the last count it sent. `None` before, when the answer reported no
+    /// usage, and when the request never reached the model.
+    pub fn tokens(&self) -> Option<u64> {
+        let tokens = self.0.tokens.load(Ordering::Acquire);
+        (tokens != UNREPORTED).then_some(tokens)
+    }
+
+    /// Keeps what a limiter read of the answer.
+    pub(crate) fn record(&self, outcome: Settled) {
+        if let Settled::Completed(Some(tokens)) | Settled::Broken(Some(tokens)) = outcome {
+            self.0
+                .tokens
+                .store(tokens.min(UNREPORTED - 1), Ordering::Release);
+        }
+    }
+
+    /// Whether this caller is the first to read the answer for the report alone.
+    pub(crate) fn claim(&self) -> bool {
+        !self.0.claimed.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl Default for UsageReport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Settle for UsageReport {
+    fn settle(&self, outcome: Settled) {
+        self.record(outcome);
+    }
 }
 
 /// How to read usage: buffer a JSON document, or scan SSE lines.
