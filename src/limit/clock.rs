@@ -1,8 +1,9 @@
 //! Time, injected: limiters take a clock so tests drive time by hand.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::Thread;
 use std::time::Duration;
 
 /// Nanoseconds since an arbitrary origin, as a clock counts them.
@@ -59,9 +60,15 @@ impl Clock for MonotonicClock {
 /// further apart than the real times: over any window a limiter on it admits at most about
 /// `lag / interval` more or fewer units than on the precise clock (with 1 ms, nothing for RPMs
 /// under 60 000, one request for 60 000). It halves the cost of a limiter check, at the price
-/// of one thread that wakes every resolution; governor offers the same trade
-/// (`QuantaUpkeepClock`). The thread ends within one resolution of the last clone being
-/// dropped. If it cannot be started, the clock reads the precise time instead.
+/// of one thread that wakes every resolution while the clock is read; governor offers the same
+/// trade (`QuantaUpkeepClock`).
+///
+/// A clock nobody reads costs next to nothing: after 100 ticks without a read the thread
+/// parks (waking once a second to see whether the clock still exists), and the next read
+/// takes the precise time itself and wakes it; an idle gateway would otherwise wake a thousand
+/// times a second for ever. The thread ends within one resolution of the last clone being
+/// dropped (within a second while parked). If it cannot be started, the clock reads the
+/// precise time instead.
 ///
 /// ```
 /// use std::time::Duration;
@@ -74,9 +81,35 @@ impl Clock for MonotonicClock {
 /// ```
 #[derive(Clone, Debug)]
 pub struct CoarseClock {
-    now: Arc<AtomicU64>,
+    shared: Arc<Ticking>,
     /// Set only when the updating thread could not be started.
     precise: Option<MonotonicClock>,
+}
+
+/// Ticks without a read after which the clock's thread parks.
+const IDLE_TICKS: u32 = 100;
+
+/// The low bit of a stored time: set while the thread is parked, so that the time stored is
+/// stale and a reader takes the precise time instead. (Times are kept even.)
+const STALE: Nanos = 1;
+
+/// What the clock's thread and its readers share, on one cache line.
+#[repr(align(64))]
+#[derive(Debug)]
+struct Ticking {
+    now: AtomicU64,
+    /// Set by readers, cleared by the thread at each tick: whether the clock is still read.
+    read: AtomicBool,
+    source: MonotonicClock,
+    thread: OnceLock<Thread>,
+    #[cfg(test)]
+    ticks: AtomicU64,
+}
+
+impl Ticking {
+    fn precise(&self) -> Nanos {
+        self.source.now() & !STALE
+    }
 }
 
 impl CoarseClock {
@@ -89,23 +122,79 @@ impl CoarseClock {
     /// a core busy for nothing).
     pub fn with_resolution(resolution: Duration) -> Self {
         let resolution = resolution.max(Duration::from_micros(100));
-        let precise = MonotonicClock::new();
-        let now = Arc::new(AtomicU64::new(precise.now()));
-        let weak = Arc::downgrade(&now);
-        let source = precise.clone();
+        let source = MonotonicClock::new();
+        let shared = Arc::new(Ticking {
+            now: AtomicU64::new(source.now() & !STALE),
+            read: AtomicBool::new(true),
+            source: source.clone(),
+            thread: OnceLock::new(),
+            #[cfg(test)]
+            ticks: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&shared);
         let started = std::thread::Builder::new()
             .name("tower-maas-clock".to_owned())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(resolution);
-                    let Some(now) = weak.upgrade() else { return };
-                    now.store(source.now(), Ordering::Relaxed);
-                }
-            });
-        Self {
-            now,
-            precise: started.is_err().then_some(precise),
+            .spawn(move || tick(&weak, resolution));
+        let precise = match started {
+            Ok(handle) => {
+                let _ = shared.thread.set(handle.thread().clone());
+                None
+            }
+            Err(_) => Some(source),
+        };
+        Self { shared, precise }
+    }
+
+    /// The clock was not read for a while and its thread parked: the precise time, stored for
+    /// the next readers, and the thread woken (by the reader that stores it).
+    #[cold]
+    fn wake(&self, stale: Nanos) -> Nanos {
+        let now = self.shared.precise();
+        if self
+            .shared
+            .now
+            .compare_exchange(stale, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            if let Some(thread) = self.shared.thread.get() {
+                thread.unpark();
+            }
         }
+        now
+    }
+}
+
+/// The clock's thread: stores the time every `resolution` while the clock is read, parks when
+/// it is not, ends when the clock is dropped.
+fn tick(weak: &Weak<Ticking>, resolution: Duration) {
+    let mut idle = 0;
+    loop {
+        std::thread::sleep(resolution);
+        let Some(shared) = weak.upgrade() else { return };
+        #[cfg(test)]
+        shared.ticks.fetch_add(1, Ordering::Relaxed);
+        if shared.read.swap(false, Ordering::Relaxed) {
+            idle = 0;
+        } else {
+            idle += 1;
+        }
+        if idle < IDLE_TICKS {
+            shared.now.store(shared.precise(), Ordering::Relaxed);
+            continue;
+        }
+        shared
+            .now
+            .store(shared.precise() | STALE, Ordering::Relaxed);
+        drop(shared);
+        // Until a reader stores a fresh time (and unparks), or the clock is dropped.
+        loop {
+            std::thread::park_timeout(Duration::from_secs(1));
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.now.load(Ordering::Relaxed) & STALE == 0 {
+                break;
+            }
+        }
+        idle = 0;
     }
 }
 
@@ -118,10 +207,53 @@ impl Default for CoarseClock {
 impl Clock for CoarseClock {
     #[inline]
     fn now(&self) -> Nanos {
-        match &self.precise {
-            None => self.now.load(Ordering::Relaxed),
-            Some(precise) => precise.now(),
+        if let Some(precise) = &self.precise {
+            return precise.now();
         }
+        let shared = &*self.shared;
+        // A store only for the first read of a tick: the line stays shared between readers.
+        if !shared.read.load(Ordering::Relaxed) {
+            shared.read.store(true, Ordering::Relaxed);
+        }
+        let now = shared.now.load(Ordering::Relaxed);
+        if now & STALE != 0 {
+            return self.wake(now);
+        }
+        now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unread_clock_parks_its_thread_and_a_read_wakes_it() {
+        let clock = CoarseClock::with_resolution(Duration::from_millis(1));
+        let ticks = || clock.shared.ticks.load(Ordering::Relaxed);
+        let t0 = clock.now();
+        // Unread for well over IDLE_TICKS ticks: the thread has parked and ticks no more.
+        std::thread::sleep(Duration::from_millis(400));
+        let parked = ticks();
+        assert!(parked >= u64::from(IDLE_TICKS), "{parked} ticks");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            ticks(),
+            parked,
+            "the thread kept ticking while nobody read the clock"
+        );
+        // A read still gives the time, not the one left when the thread parked…
+        let t1 = clock.now();
+        assert!(t1 - t0 >= 600_000_000, "{} ns", t1 - t0);
+        // …and wakes the thread, which ticks again while the clock is read.
+        for _ in 0..50 {
+            clock.now();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(ticks() > parked + 10, "{} ticks after {parked}", ticks());
+        // Times stay in order across the wake.
+        let t2 = clock.now();
+        assert!(t2 >= t1);
     }
 }
 
