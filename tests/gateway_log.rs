@@ -46,7 +46,9 @@ fn events() {
         status = 200u16,
         code = "-",
         prompt_tokens = 9u64,
+        tokens = %"12",
         latency_us = 1234u64,
+        duration_us = 2345u64,
         "request"
     );
     tracing::warn!(delta = -42i64, ok = true, ratio = 0.5f64, list = ?[1, 2], "with {} args", 2);
@@ -135,7 +137,7 @@ fn the_line_format_writes_what_the_default_format_writes() {
         lines_under(LineFormat, false)[0],
         "  INFO request request_id=\"0123abcd\" method=POST path=\"/v1/chat/completions\" \
          key=\"team-a\" model=\"say \\\"hi\\\"\\\\ then\\nnew line\\ttab \\u{7f} 模型 🚀 é\" \
-         status=200 code=\"-\" prompt_tokens=9 latency_us=1234\n"
+         status=200 code=\"-\" prompt_tokens=9 tokens=12 latency_us=1234 duration_us=2345\n"
     );
 }
 

@@ -534,8 +534,9 @@ async fn an_absurd_usage_cannot_lock_a_key_for_more_than_a_minute() {
 
 /// A `UsageReport` in the request tells whoever put it there what the answer reported using,
 /// once the body has gone out: for a key the limiter limits and for one it does not, from JSON,
-/// both kinds of stream, a stream cut short; nothing when there was no usage, 0 for the
-/// backend's own refusal, nothing for a request the limiter refused.
+/// both kinds of stream, a stream cut short; nothing when the answer reported no usage, when
+/// the backend refused (the limiter gives the reservation back all the same), and when the
+/// limiter refused.
 #[tokio::test]
 async fn usage_is_reported_to_whoever_asks() {
     const FREE: &str = "sk-FreeKey0000000000000000000000";
@@ -588,7 +589,7 @@ async fn usage_is_reported_to_whoever_asks() {
         assert_eq!(reported(chat("openai-sse", 50)).await, Some(50), "{key}");
         assert_eq!(reported(chat("broken-sse", 20)).await, Some(20), "{key}");
         assert_eq!(reported(chat("no-usage", 0)).await, None, "{key}");
-        assert_eq!(reported(chat("error", 0)).await, Some(0), "{key}");
+        assert_eq!(reported(chat("error", 0)).await, None, "{key}");
     }
     // Refused by the limiter (a reservation over the bucket): the model was never asked.
     assert_eq!(reported(chat(5000, "json", 30)).await, None);

@@ -178,10 +178,8 @@ impl Drop for FlushOnDrop {
                 let _ = thread.join();
             }
         }
-        // The output itself may be what is stuck: say it where it can still be read.
-        if !closed {
-            eprintln!("log-writer: the output is stuck; the last log lines are not written");
-        } else if dropped > 0 {
+        // Nothing is said of a stuck output: stderr may be the same stuck pipe.
+        if closed && dropped > 0 {
             eprintln!("log-writer: {dropped} log lines dropped at exit");
         }
     }

@@ -93,8 +93,9 @@ const IDLE_TICKS: u32 = 100;
 /// stale and a reader takes the precise time instead. (Times are kept even.)
 const STALE: Nanos = 1;
 
-/// What the clock's thread and its readers share, on one cache line.
-#[repr(align(64))]
+/// What the clock's thread and its readers share: the two fields every read touches first, on
+/// one cache line.
+#[repr(C, align(64))]
 #[derive(Debug)]
 struct Ticking {
     now: AtomicU64,
@@ -135,14 +136,10 @@ impl CoarseClock {
         let started = std::thread::Builder::new()
             .name("tower-maas-clock".to_owned())
             .spawn(move || tick(&weak, resolution));
-        let precise = match started {
-            Ok(handle) => {
-                let _ = shared.thread.set(handle.thread().clone());
-                None
-            }
-            Err(_) => Some(source),
-        };
-        Self { shared, precise }
+        Self {
+            shared,
+            precise: started.is_err().then_some(source),
+        }
     }
 
     /// The clock was not read for a while and its thread parked: the precise time, stored for
@@ -150,23 +147,33 @@ impl CoarseClock {
     #[cold]
     fn wake(&self, stale: Nanos) -> Nanos {
         let now = self.shared.precise();
-        if self
+        match self
             .shared
             .now
             .compare_exchange(stale, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
         {
-            if let Some(thread) = self.shared.thread.get() {
-                thread.unpark();
+            Ok(_) => {
+                if let Some(thread) = self.shared.thread.get() {
+                    thread.unpark();
+                }
+                now
             }
+            // Another reader stored the time first: that one, so that this reader's next
+            // read is not earlier than this one.
+            Err(stored) if stored & STALE == 0 => stored,
+            Err(_) => now,
         }
-        now
     }
 }
 
 /// The clock's thread: stores the time every `resolution` while the clock is read, parks when
 /// it is not, ends when the clock is dropped.
 fn tick(weak: &Weak<Ticking>, resolution: Duration) {
+    // Known before the first tick, so that no reader can find the thread parked without a way
+    // to wake it.
+    if let Some(shared) = weak.upgrade() {
+        let _ = shared.thread.set(std::thread::current());
+    }
     let mut idle = 0;
     loop {
         std::thread::sleep(resolution);
@@ -231,29 +238,33 @@ mod tests {
     fn an_unread_clock_parks_its_thread_and_a_read_wakes_it() {
         let clock = CoarseClock::with_resolution(Duration::from_millis(1));
         let ticks = || clock.shared.ticks.load(Ordering::Relaxed);
+        let parked = || clock.shared.now.load(Ordering::Relaxed) & STALE != 0;
         let t0 = clock.now();
-        // Unread for well over IDLE_TICKS ticks: the thread has parked and ticks no more.
-        std::thread::sleep(Duration::from_millis(400));
-        let parked = ticks();
-        assert!(parked >= u64::from(IDLE_TICKS), "{parked} ticks");
+        // Unread, the thread parks (after 100 ticks: deadlines are generous, this machine may
+        // be busy).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !parked() {
+            assert!(std::time::Instant::now() < deadline, "never parked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let at_park = ticks();
+        let stored = clock.shared.now.load(Ordering::Relaxed) & !STALE;
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(
-            ticks(),
-            parked,
-            "the thread kept ticking while nobody read the clock"
-        );
-        // A read still gives the time, not the one left when the thread parked…
+        assert_eq!(ticks(), at_park, "the thread ticked while parked");
+        // A read still gives the time, not the one stored when the thread parked…
+        let waited = stored + 200_000_000;
         let t1 = clock.now();
-        assert!(t1 - t0 >= 600_000_000, "{} ns", t1 - t0);
+        assert!(t1 > t0);
+        assert!(t1 >= waited, "{t1} < {waited}");
         // …and wakes the thread, which ticks again while the clock is read.
-        for _ in 0..50 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ticks() < at_park + 10 {
+            assert!(std::time::Instant::now() < deadline, "not woken");
             clock.now();
             std::thread::sleep(Duration::from_millis(2));
         }
-        assert!(ticks() > parked + 10, "{} ticks after {parked}", ticks());
         // Times stay in order across the wake.
-        let t2 = clock.now();
-        assert!(t2 >= t1);
+        assert!(clock.now() >= t1);
     }
 }
 

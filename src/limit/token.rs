@@ -250,6 +250,7 @@ impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
         // request never reached the model).
         let (used, release, charged) = match outcome {
             Settled::Withdrawn => (Some(0), self.requests, None),
+            Settled::Failed => (Some(0), None, Some(0)),
             Settled::Completed(Some(used)) => (Some(used), None, Some(used)),
             // No usage reported: the reservation stands, and is what the quota pays.
             Settled::Completed(None) => (None, None, Some(self.reserved)),
@@ -304,7 +305,7 @@ where
                     limits: (None, None),
                     snapshot: Snapshot::default(),
                     headers: false,
-                    settle: Arc::new(report.clone()),
+                    settle: report.settler(),
                     metered: true,
                 });
             return ResponseFuture {
@@ -581,7 +582,7 @@ where
                             // The backend failed (a timeout, a refused connection): nothing was
                             // generated, so nothing stays reserved.
                             if let Some(admitted) = admitted.take() {
-                                admitted.settle.settle(Settled::Completed(Some(0)));
+                                admitted.settle.settle(Settled::Failed);
                             }
                             return Poll::Ready(Err(err));
                         }
@@ -642,7 +643,7 @@ fn finish<B>(
     }
     if !response.status().is_success() {
         // The backend refused: no tokens were used.
-        settle.settle(Settled::Completed(Some(0)));
+        settle.settle(Settled::Failed);
         return plain(response);
     }
     let sse = content_type_is(response.headers(), b"text/event-stream");

@@ -39,6 +39,9 @@ pub(crate) enum Settled {
     /// A limiter further in refused the request: it never reached the model, so the request
     /// slot and the tokens go back and the quota pays nothing.
     Withdrawn,
+    /// The backend failed or refused (an error, a status other than 2xx): taken as using no
+    /// tokens, though nothing was reported.
+    Failed,
 }
 
 /// Receives the outcome once.
@@ -50,7 +53,7 @@ pub(crate) trait Settle: Send + Sync + 'static {
 /// of a [`TokenRateLimit`](super::TokenRateLimit) and keep a clone; once the answer's body has
 /// been read to its end (or dropped), [`tokens`](Self::tokens) says what its `usage` reported.
 /// For a log line or a bill that counts what the model says it used, not the estimate the
-/// limiter reserved.
+/// limiter reserved. One per request: a report is read for one answer.
 ///
 /// The limiter reads the usage as it does for its own reconciliation (from a JSON answer, an
 /// SSE stream's last `usage`, or what the content filter read), also for a key it does not
@@ -99,11 +102,7 @@ impl UsageReport {
 
     /// Keeps what a limiter read of the answer.
     pub(crate) fn record(&self, outcome: Settled) {
-        if let Settled::Completed(Some(tokens)) | Settled::Broken(Some(tokens)) = outcome {
-            self.0
-                .tokens
-                .store(tokens.min(UNREPORTED - 1), Ordering::Release);
-        }
+        record(&self.0.tokens, outcome);
     }
 
     /// Whether this caller is the first to read the answer for the report alone.
@@ -118,9 +117,23 @@ impl Default for UsageReport {
     }
 }
 
-impl Settle for UsageReport {
+impl UsageReport {
+    /// The report as what a limiter that reads the answer for it alone settles.
+    pub(crate) fn settler(&self) -> Arc<dyn Settle> {
+        Arc::clone(&self.0) as Arc<dyn Settle>
+    }
+}
+
+impl Settle for Report {
     fn settle(&self, outcome: Settled) {
-        self.record(outcome);
+        record(&self.tokens, outcome);
+    }
+}
+
+/// Keeps the tokens an answer reported; nothing for an answer that reported none.
+fn record(tokens: &AtomicU64, outcome: Settled) {
+    if let Settled::Completed(Some(used)) | Settled::Broken(Some(used)) = outcome {
+        tokens.store(used.min(UNREPORTED - 1), Ordering::Release);
     }
 }
 
