@@ -11,7 +11,7 @@
 
 #[path = "../tests/gateway_app/mod.rs"]
 mod gateway_app;
-use gateway_app::{app, head, log, log_format, log_writer, mock, proxy};
+use gateway_app::{app, log, log_format, log_writer, mock, proxy};
 
 use std::future::Future;
 use std::net::SocketAddr;

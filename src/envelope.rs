@@ -13,7 +13,10 @@
 //!   refusal becomes a trailers-only response (HTTP 200, `grpc-status`, `grpc-message` with the
 //!   MaaS code and message; see [`MaasError::grpc_code`] for the mapping);
 //! - answers an inner `Err` that is a timeout (see [`is_timeout`]) with 504 APIG.0203 and any
-//!   other inner error with 500 APIG.0201 `Internal server error.`, nothing of the error shown.
+//!   other inner error with 500 APIG.0201 `Internal server error.`, nothing of the error shown;
+//! - answers a `HEAD` request with the head alone (`content-length` as the body would have it),
+//!   the bodies it writes included: over HTTP/2 a body would go out as DATA frames, which a
+//!   client takes for a protocol error.
 //!
 //! Its error type is [`Infallible`]: every failure below it becomes a response, so it drops into
 //! axum's `Router::layer` and hyper's `serve_connection` alike.
@@ -35,8 +38,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
+use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -210,6 +215,7 @@ where
         req.extensions_mut().insert(request_id);
         req.extensions_mut().insert(RenderedByEnvelope);
         let grpc = content_type_is(req.headers(), b"application/grpc");
+        let head = req.method() == Method::HEAD;
         let span = request_span(&request_id);
         let state = match self.ready_error.take() {
             Some(err) => State::Failed { err: Some(err) },
@@ -227,6 +233,7 @@ where
             header,
             dialect: self.config.dialect,
             grpc,
+            head,
             span,
         }
     }
@@ -242,6 +249,7 @@ pin_project! {
         header: HeaderValue,
         dialect: Dialect,
         grpc: bool,
+        head: bool,
         span: RequestSpan,
     }
 }
@@ -297,6 +305,9 @@ where
             }
         };
         res.headers_mut().insert(REQUEST_ID, this.header.clone());
+        if *this.head {
+            res = without_body(res);
+        }
         Poll::Ready(Ok(res))
     }
 }
@@ -345,6 +356,18 @@ impl fmt::Display for Gone {
 }
 
 impl StdError for Gone {}
+
+/// The head of an answer to `HEAD`: its body dropped, its length kept when known.
+fn without_body<B: Body<Data = Bytes>>(res: Response<MaasBody<B>>) -> Response<MaasBody<B>> {
+    let (mut parts, body) = res.into_parts();
+    if let Some(length) = body.size_hint().exact() {
+        parts
+            .headers
+            .entry(CONTENT_LENGTH)
+            .or_insert_with(|| HeaderValue::from(length));
+    }
+    Response::from_parts(parts, MaasBody::from_full(Full::default()))
+}
 
 fn envelope<B>(
     res: Response<B>,

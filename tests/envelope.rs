@@ -15,7 +15,7 @@ use common::{FIXED_ID, empty, full, send, send_h2, serve_axum, serve_hyper};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tower_maas::{
     BackendTimeout, Dialect, ErrorEnvelope, ErrorEnvelopeLayer, MaasError, RequestId,
 };
@@ -312,5 +312,49 @@ async fn works_alone_in_a_bare_hyper_server_over_http1_and_http2() {
         };
         let expected = format!("{APIG_0101_PREFIX}{}\"}}", reply.request_id());
         reply.assert_json(404, &expected);
+    }
+}
+
+/// A HEAD request's answer has its head, `content-length` included, and no body, also when
+/// the envelope wrote the body: over HTTP/2 a body would go out as DATA frames, which a client
+/// takes for a protocol error.
+#[tokio::test]
+async fn a_head_answer_has_no_body() {
+    let not_found = tower::service_fn(|_: Request<Incoming>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+    });
+    let addr = serve_hyper(
+        ErrorEnvelopeLayer::new()
+            .trust_incoming_request_id(true)
+            .layer(not_found),
+    )
+    .await;
+    let request = |method: &str| {
+        Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}/nowhere"))
+            .header("x-request-id", FIXED_ID)
+            .body(empty())
+            .unwrap()
+    };
+    let get = send_h2(addr, request("GET")).await;
+    get.assert_json(404, &format!("{APIG_0101_PREFIX}{FIXED_ID}\"}}"));
+    for head in [
+        send_h2(addr, request("HEAD")).await,
+        send(addr, request("HEAD")).await,
+    ] {
+        assert_eq!(head.status, StatusCode::NOT_FOUND);
+        assert_eq!(head.text(), "");
+        assert_eq!(head.header("content-type"), get.header("content-type"));
+        assert_eq!(
+            head.header("content-length"),
+            Some(get.text().len().to_string().as_str())
+        );
+        assert_eq!(head.request_id(), FIXED_ID);
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 mod gateway_app;
-use gateway_app::{app, head, log, log_format, log_writer, mock, proxy};
+use gateway_app::{app, log, log_format, log_writer, mock, proxy};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -31,7 +31,6 @@ use tower_maas::{
     Dialect, EndpointRoute, ErrorEnvelopeLayer, MaasError, RequestId, ThrottleWindow,
 };
 
-use crate::head::HeadWithoutBody;
 use crate::log::{LogLayer, TagLayer};
 use crate::mock::{self, MOCK_MODEL, StreamStyle};
 use crate::proxy::{self, Upstream, UpstreamClient};
@@ -545,7 +544,7 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         .layer(LogLayer::new(config.log_requests))
         .layer(ip_limit)
         .service(app);
-    Ok(Router::new().fallback_service(HeadWithoutBody::new(outer)))
+    Ok(Router::new().fallback_service(outer))
 }
 
 /// The custom-endpoint management API: its registry (a file when configured), the accounts

@@ -14,7 +14,6 @@
 //! routes.
 
 mod app;
-mod head;
 mod log;
 mod log_format;
 mod log_writer;

@@ -1,13 +1,11 @@
 //! The example gateway's modules, for the tests and benches that drive its router in process.
-//! A crate that includes this has `use gateway_app::{app, head, log, log_format, mock, proxy};` at
-//! its root, as the example's modules name their siblings `crate::log`, `crate::mock` and so on.
+//! A crate that includes this imports the modules at its root (`use gateway_app::{app, log,
+//! log_format, mock, proxy};`, and `log_writer` when it uses it), as the example's modules
+//! name their siblings `crate::log`, `crate::mock` and so on.
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/gateway/app.rs"]
 pub(crate) mod app;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../examples/gateway/head.rs"]
-pub(crate) mod head;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/gateway/log.rs"]
 pub(crate) mod log;
