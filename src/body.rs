@@ -21,7 +21,7 @@ pin_project! {
     /// through without copies.
     ///
     /// ```
-    /// use bytes::{Buf, Bytes, BytesMut};
+    /// use bytes::Bytes;
     /// use http_body::Body;
     /// use http_body_util::Empty;
     /// use tower_maas::MaasBody;

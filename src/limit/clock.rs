@@ -82,8 +82,8 @@ impl Clock for MonotonicClock {
 #[derive(Clone, Debug)]
 pub struct CoarseClock {
     shared: Arc<Ticking>,
-    /// Set only when the updating thread could not be started.
-    precise: Option<MonotonicClock>,
+    /// The updating thread could not be started: every read takes the precise time.
+    unticked: bool,
 }
 
 /// Ticks without a read after which the clock's thread parks.
@@ -127,7 +127,7 @@ impl CoarseClock {
         let shared = Arc::new(Ticking {
             now: AtomicU64::new(source.now() & !STALE),
             read: AtomicBool::new(true),
-            source: source.clone(),
+            source,
             thread: OnceLock::new(),
             #[cfg(test)]
             ticks: AtomicU64::new(0),
@@ -138,7 +138,7 @@ impl CoarseClock {
             .spawn(move || tick(&weak, resolution));
         Self {
             shared,
-            precise: started.is_err().then_some(source),
+            unticked: started.is_err(),
         }
     }
 
@@ -214,10 +214,10 @@ impl Default for CoarseClock {
 impl Clock for CoarseClock {
     #[inline]
     fn now(&self) -> Nanos {
-        if let Some(precise) = &self.precise {
-            return precise.now();
-        }
         let shared = &*self.shared;
+        if self.unticked {
+            return shared.source.now();
+        }
         // A store only for the first read of a tick: the line stays shared between readers.
         if !shared.read.load(Ordering::Relaxed) {
             shared.read.store(true, Ordering::Relaxed);

@@ -32,8 +32,8 @@ pub(crate) fn write(
             [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS],
         ),
     ];
-    // Every value is written into one buffer and each header shares a slice of it: one
-    // allocation, of the exact size, for up to six values instead of one each.
+    // Every value is written into one buffer and each header shares a slice of it: two
+    // allocations (the bytes, then the count they share) for up to six values instead of six.
     let mut text = Buffer {
         bytes: [0; 128],
         len: 0,

@@ -134,7 +134,6 @@ struct Inner {
     conn: ConnectionManager,
     namespace: String,
     timeout: Duration,
-    policy: OnUnavailable,
     /// The memory a replica failing open decides in while Redis is away; none when failing
     /// closed, which never reads it.
     fallback: Option<MemoryStore>,
@@ -258,7 +257,6 @@ impl RedisStoreBuilder {
                 conn,
                 namespace: self.namespace,
                 timeout: self.timeout,
-                policy: self.policy,
                 fallback: (self.policy == OnUnavailable::FailOpen).then(MemoryStore::new),
             }),
         })
@@ -270,7 +268,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("namespace", &self.inner.namespace)
             .field("timeout", &self.inner.timeout)
-            .field("policy", &self.inner.policy)
+            .field("fails_open", &self.inner.fallback.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -371,18 +369,7 @@ impl RateStore for RedisStore {
     fn reconcile(&self, settled: Reconcile) {
         // Only a replica failing open decides in memory, so only it keeps that memory in step.
         if let Some(fallback) = &self.inner.fallback {
-            if let Some(tokens) = settled.tokens {
-                fallback.adjust(
-                    settled.key,
-                    tokens,
-                    settled.reserved,
-                    settled.used,
-                    settled.now,
-                );
-            }
-            if let Some(requests) = settled.release {
-                fallback.release(settled.key, requests, settled.now);
-            }
+            fallback.reconcile(settled);
         }
         let (tokens, delta) = match settled.tokens {
             Some(rate) if settled.used != settled.reserved => (

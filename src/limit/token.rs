@@ -219,8 +219,19 @@ struct Admitted {
     snapshot: Snapshot,
     headers: bool,
     settle: Arc<dyn Settle>,
-    /// Whether the answer's usage matters: a TPM or a quota to correct.
-    metered: bool,
+    metered: Metered,
+}
+
+/// Whether the answer's usage is read.
+enum Metered {
+    /// Nothing to correct and no report.
+    No,
+    /// A TPM or a quota to correct (and a report, if any, filled on the way).
+    Yes,
+    /// Only for a [`UsageReport`], unless a limiter further in reads the answer already: one
+    /// that reads for itself claims the report at its admission, one that would read for the
+    /// report alone when its answer comes back, which is before this one's.
+    ForReport(UsageReport),
 }
 
 /// Marks a refusal of a token limiter, so that a limiter outside it gives its own admission
@@ -257,16 +268,18 @@ impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
             // A stream that broke keeps its reservation; the quota pays what was seen of it.
             Settled::Broken(seen) => (None, None, Some(seen.unwrap_or(self.reserved))),
         };
+        // Nothing charged is nothing to tell the store.
+        let charged = charged.filter(|&tokens| tokens > 0);
         let quota = self.quota.as_ref().zip(charged).map(|(quota, charged)| {
             quota.charge(charged);
             charged
         });
-        let tokens = self.tokens.filter(|_| used.is_some());
+        let tokens = self.tokens.zip(used);
         if tokens.is_none() && release.is_none() && quota.is_none() {
             return;
         }
         let mut settled = Reconcile::new(self.key, self.shared.clock.now());
-        if let (Some(rate), Some(used)) = (tokens, used) {
+        if let Some((rate, used)) = tokens {
             // A usage beyond the reservation plus a whole bucket is not believed: at worst the
             // key waits one minute more, never forever. (The quota pays the usage reported.)
             settled.tokens = Some(rate);
@@ -296,17 +309,16 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(ask) = self.ask(&req) else {
-            // Not limited here; the answer is read only for a report no limiter reads yet.
+            // Not limited here: the answer is read only for a report.
             let admitted = req
                 .extensions()
                 .get::<UsageReport>()
-                .filter(|report| report.claim())
                 .map(|report| Admitted {
                     limits: (None, None),
                     snapshot: Snapshot::default(),
                     headers: false,
                     settle: report.settler(),
-                    metered: true,
+                    metered: Metered::ForReport(report.clone()),
                 });
             return ResponseFuture {
                 state: State::Called {
@@ -439,12 +451,18 @@ fn settle_outcome<St: RateStore, C: Clock>(
     let config = shared.config;
     match outcome {
         Outcome::Admitted(snapshot) => {
-            // This limiter reads the answer for the report: one further in need not.
-            let report = extensions.get::<UsageReport>().map(|report| {
-                report.claim();
-                report.clone()
-            });
-            let metered = ask.acquire.tokens.is_some() || ask.quota.is_some() || report.is_some();
+            let report = extensions.get::<UsageReport>().cloned();
+            // Every limiter that reads the answer records into the report.
+            let corrects = ask.acquire.tokens.is_some() || ask.quota.is_some();
+            let metered = match &report {
+                Some(report) if corrects => {
+                    report.claim();
+                    Metered::Yes
+                }
+                Some(report) => Metered::ForReport(report.clone()),
+                None if corrects => Metered::Yes,
+                None => Metered::No,
+            };
             // Every admitted request can be withdrawn by a limiter further in, so even an
             // RPM-only key keeps a way back to its slot.
             let settle = Arc::new(Settlement {
@@ -632,9 +650,11 @@ fn finish<B>(
     if admitted.headers {
         headers::write(response.headers_mut(), admitted.limits, &admitted.snapshot);
     }
-    if !admitted.metered {
+    match admitted.metered {
         // Nothing to correct: no copy of the body is held.
-        return plain(response);
+        Metered::No => return plain(response),
+        Metered::ForReport(report) if !report.claim() => return plain(response),
+        Metered::Yes | Metered::ForReport(_) => {}
     }
     if let Some(&crate::ReportedUsage(used)) = response.extensions().get() {
         // An inner layer read the body (risk control): it reports the usage.

@@ -102,12 +102,17 @@ impl UsageReport {
 
     /// Keeps what a limiter read of the answer.
     pub(crate) fn record(&self, outcome: Settled) {
-        record(&self.0.tokens, outcome);
+        self.0.settle(outcome);
     }
 
-    /// Whether this caller is the first to read the answer for the report alone.
+    /// Whether this caller is the first to take on reading the answer for the report.
     pub(crate) fn claim(&self) -> bool {
         !self.0.claimed.swap(true, Ordering::Relaxed)
+    }
+
+    /// The report as what a limiter that reads the answer for it alone settles.
+    pub(crate) fn settler(&self) -> Arc<dyn Settle> {
+        Arc::clone(&self.0) as Arc<dyn Settle>
     }
 }
 
@@ -117,23 +122,13 @@ impl Default for UsageReport {
     }
 }
 
-impl UsageReport {
-    /// The report as what a limiter that reads the answer for it alone settles.
-    pub(crate) fn settler(&self) -> Arc<dyn Settle> {
-        Arc::clone(&self.0) as Arc<dyn Settle>
-    }
-}
-
+/// Keeps the tokens an answer reported; nothing for an answer that reported none.
 impl Settle for Report {
     fn settle(&self, outcome: Settled) {
-        record(&self.tokens, outcome);
-    }
-}
-
-/// Keeps the tokens an answer reported; nothing for an answer that reported none.
-fn record(tokens: &AtomicU64, outcome: Settled) {
-    if let Settled::Completed(Some(used)) | Settled::Broken(Some(used)) = outcome {
-        tokens.store(used.min(UNREPORTED - 1), Ordering::Release);
+        if let Settled::Completed(Some(used)) | Settled::Broken(Some(used)) = outcome {
+            self.tokens
+                .store(used.min(UNREPORTED - 1), Ordering::Release);
+        }
     }
 }
 
