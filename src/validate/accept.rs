@@ -681,13 +681,14 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// Whether `ty` takes every string: `str`, `Any`, or `Optional` of one; checked before
-/// [`takes_str`], which needs the string's text.
-#[inline]
+/// Whether `ty` takes every string: `str`, `Any`, or a union or `Optional` with one among
+/// its members (message contents, prompts); checked before [`takes_str`], which needs the
+/// string's text.
 fn takes_any_str(ty: &Ty) -> bool {
     match ty {
         Ty::Any | Ty::Str => true,
-        Ty::Nullable(inner) => matches!(**inner, Ty::Any | Ty::Str),
+        Ty::Nullable(inner) => takes_any_str(inner),
+        Ty::Union(members) => members.0.iter().any(|(_, m)| takes_any_str(m)),
         _ => false,
     }
 }
@@ -818,6 +819,7 @@ mod tests {
             let exact = exact(&schema, Endpoint::Custom, text);
             assert_eq!(exact.is_some(), accepted, "{text}");
             assert!(quick.is_none() || exact.is_some(), "{text}");
+            assert_eq!(quick.is_some(), accepted, "{text}");
         }
         // An extra key is still an extra key.
         let schema = Schema::new("R")
@@ -1179,5 +1181,21 @@ mod tests {
         fn on_bodies_near_valid_too(text in valid_body()) {
             agrees(&text)?;
         }
+    }
+
+    /// The fast path is taken, not only right when taken: it takes a good part of the bodies
+    /// near valid (about 44 %).
+    #[test]
+    fn the_fast_path_takes_many_bodies_near_valid() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let bodies = 1000;
+        let taken = (0..bodies)
+            .filter(|_| {
+                let text = valid_body().new_tree(&mut runner).unwrap().current();
+                agrees(&text).unwrap() > 0
+            })
+            .count();
+        assert!(taken * 10 >= bodies * 3, "{taken} of {bodies}");
     }
 }

@@ -404,13 +404,14 @@ fn check(
     let decoded = decode_text(bytes);
     if let Ok(Text::Utf8(text)) = decoded {
         if let Some(body) = accept::accept(&route.schema, &route.slots, text) {
+            // The model first, as on the exact path: a refusal counts no tokens.
+            let found = check_model(config, body.model().as_deref())?;
             let parsed = ParsedRequest::from_accepted(
                 route.endpoint,
                 bytes.clone(),
                 &body,
                 &*config.counter,
             );
-            let found = check_model(config, parsed.model())?;
             return admit(parsed, found);
         }
     }
@@ -520,4 +521,51 @@ fn check_context(parsed: &ParsedRequest, max: u64) -> Result<(), MaasError> {
 buffered_response_future! {
     /// Response future of [`RequestSchemaValidator`].
     Check
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+
+    use http_body_util::Full;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// `check` takes the fast path for an ordinary body, and the exact path for one it is not
+    /// sure of (a key given twice).
+    #[tokio::test]
+    async fn ordinary_bodies_are_checked_without_a_tree() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let inner = tower::service_fn({
+            let seen = Arc::clone(&seen);
+            move |req: Request<crate::MaasBody<Full<Bytes>>>| {
+                let parsed = req.extensions().get::<Arc<ParsedRequest>>().cloned();
+                seen.lock()
+                    .unwrap()
+                    .push(parsed.map(|p| p.read_without_a_tree()));
+                async { Ok::<_, Infallible>(Response::new(())) }
+            }
+        });
+        let layer = RequestSchemaValidatorLayer::new();
+        for (body, without_a_tree) in [
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi\nthere"}]}"#,
+                true,
+            ),
+            (
+                r#"{"model":"m","model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                false,
+            ),
+        ] {
+            let request = Request::post("/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            layer.layer(inner.clone()).oneshot(request).await.unwrap();
+            let seen = seen.lock().unwrap().pop();
+            assert_eq!(seen, Some(Some(without_a_tree)), "{body}");
+        }
+    }
 }

@@ -191,6 +191,12 @@ fn chat_tokens(texts: &Texts, messages: u64, counter: &dyn TokenCounter) -> (u64
 }
 
 impl ParsedRequest {
+    /// Whether the request was checked off its text, without a tree.
+    #[cfg(test)]
+    pub(crate) fn read_without_a_tree(&self) -> bool {
+        matches!(&self.body, Source::Text { tree, .. } if tree.get().is_none())
+    }
+
     /// From the tree the exact path built.
     pub(crate) fn new(endpoint: Endpoint, json: Json, counter: &dyn TokenCounter) -> Self {
         let body = match &json {
