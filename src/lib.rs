@@ -15,7 +15,7 @@ mod buffered;
 pub mod endpoint;
 pub mod envelope;
 pub mod error;
-#[cfg(any(feature = "validate", feature = "risk"))]
+#[cfg(feature = "validate")]
 mod json_text;
 #[cfg(feature = "limit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "limit")))]

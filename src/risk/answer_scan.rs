@@ -22,7 +22,7 @@ const DEPTH: usize = 16;
 /// The texts and usage of `bytes` (see [`read_answer`](super::output::read_answer)), or `None`
 /// when not sure; `out` is left as it was then.
 pub(super) fn read_answer(bytes: &[u8], out: &mut String) -> Option<Option<u64>> {
-    let text = std::str::from_utf8(bytes).ok()?;
+    let text = simdutf8::basic::from_utf8(bytes).ok()?;
     let start = out.len();
     let mut scan = Scan { text, at: 0 };
     let usage = scan.answer(out).filter(|_| {
@@ -165,9 +165,9 @@ impl<'a> Scan<'a> {
     fn number(&mut self) -> Option<Number> {
         let negative = self.peek() == Some(b'-');
         self.at += usize::from(negative);
+        let leading_zero = self.peek() == Some(b'0');
         let (value, digits) = self.digits()?;
-        if digits > 1 && value < 10u64.pow(digits as u32 - 1) {
-            // A leading zero.
+        if leading_zero && digits > 1 {
             return None;
         }
         let mut fraction = false;

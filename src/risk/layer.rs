@@ -510,16 +510,13 @@ where
                     };
                     // A body that is not JSON names no text; the validator or the backend
                     // answers for it.
-                    let text = loads(&bytes)
-                        .map(|json| {
-                            ParsedRequest::new(endpoint(parts.uri.path()), json, &EstimatingCounter)
-                                .joined_texts()
-                                .to_owned()
-                        })
-                        .unwrap_or_default();
+                    let parsed = loads(&bytes).ok().map(|json| {
+                        ParsedRequest::new(endpoint(parts.uri.path()), json, &EstimatingCounter)
+                    });
+                    let text = parsed.as_ref().map_or("", ParsedRequest::joined_texts);
                     set_buffered_length(&mut parts.headers, bytes.len());
                     let req = Request::from_parts(parts, MaasBody::full(bytes));
-                    match judge(this.shared, Side::Input, &text) {
+                    match judge(this.shared, Side::Input, text) {
                         Judged::Pass => State::Called {
                             future: service.call(req),
                         },
