@@ -12,8 +12,12 @@
 #[path = "../tests/gateway_app/mod.rs"]
 mod gateway_app;
 use gateway_app::{app, log, log_format, log_writer, mock, proxy};
+// Only `run` of it: the bare service is the bare mock's router here.
+#[allow(dead_code)]
+#[path = "common/service.rs"]
+mod service;
+use service::run;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -24,7 +28,6 @@ use axum::extract::ConnectInfo;
 use criterion::{Criterion, criterion_group};
 use http::Request;
 use http_body::Body as _;
-use tower::Service;
 
 /// As the example binary has: the allocator is a good part of what a request costs.
 #[global_allocator]
@@ -64,14 +67,9 @@ fn request() -> Request<Body> {
 /// Calls the router and reads the whole answer, as hyper would: the limiter settles and the
 /// content filter checks the answer while it is read. Everything completes without waiting.
 fn serve(router: &mut Router) -> usize {
-    let mut cx = Context::from_waker(Waker::noop());
-    let Poll::Ready(Ok(())) = Service::<Request<Body>>::poll_ready(router, &mut cx) else {
-        unreachable!("a router is always ready")
-    };
-    let Poll::Ready(Ok(response)) = pin!(router.call(request())).poll(&mut cx) else {
-        unreachable!("the builtin mock answers at once")
-    };
+    let response = run(router, request());
     assert_eq!(response.status(), 200);
+    let mut cx = Context::from_waker(Waker::noop());
     let mut body = pin!(response.into_body());
     let mut read = 0;
     while let Poll::Ready(Some(frame)) = body.as_mut().poll_frame(&mut cx) {

@@ -427,6 +427,48 @@ async fn ip_limit_and_backend_dialect_rows() {
     );
 }
 
+/// The log as the binary sets it up (its line format, its batching writer), into memory, for
+/// this thread: the lines are all there once the writer is dropped.
+fn capture_log() -> (
+    common::Captured,
+    log_writer::FlushOnDrop,
+    tracing::subscriber::DefaultGuard,
+) {
+    let captured = common::Captured::default();
+    let (writer, flush) = log_writer::batch_writer(captured.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .event_format(log_format::LineFormat)
+        .with_writer(writer)
+        .finish();
+    (
+        captured,
+        flush,
+        tracing::subscriber::set_default(subscriber),
+    )
+}
+
+/// `log_requests = false`: answers as ever, and no line.
+#[tokio::test]
+async fn no_log_line_when_the_log_is_off() {
+    let (captured, flush, _guard) = capture_log();
+    let config: app::Config = toml::from_str(&format!(
+        "log_requests = false\n[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"mock-model\"\ncontext_length = 4096\n"
+    ))
+    .unwrap();
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let reply = send(gw, chat("mock-model", "hello")).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.text().contains(r#""content":"hello""#),
+        "{}",
+        reply.text()
+    );
+    drop(flush);
+    assert_eq!(captured.text(), "");
+}
+
 /// A HEAD answer has the head a GET would have and no body, refusals included: over HTTP/2 a
 /// body would go out as DATA frames.
 #[tokio::test]
@@ -677,16 +719,8 @@ async fn a_configuration_file_without_the_section_has_no_management_api() {
 #[tokio::test]
 async fn one_log_line_per_request_without_the_key() {
     const UNLABELLED: &str = "sk-Unlabe11edKey00000000000000000";
-    let captured = common::Captured::default();
-    let (writer, flush) = log_writer::batch_writer(captured.clone());
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .event_format(log_format::LineFormat)
-        .with_writer(writer)
-        .finish();
     // A current-thread runtime: the server's tasks log under this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, flush, _guard) = capture_log();
     let config: app::Config = toml::from_str(&format!(
         r#"
         trust_request_id = true

@@ -98,7 +98,7 @@ where
 /// tokens the answer reported using, the time to the answer's head and to its end. The line is
 /// written once the answer's body is done (sent, or dropped by a client that went away), so
 /// that a stream's usage and whole duration are known.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct LogLayer {
     enabled: bool,
 }
@@ -189,8 +189,8 @@ fn key_name<'a>(principal: &'a Principal, buffer: &'a mut [u8; 24]) -> &'a str {
     if let Some(label) = principal.label() {
         return label;
     }
-    let mut digits = [0; 20];
-    let id = crate::log_format::digits(principal.key_id().0, &mut digits);
+    let mut digits = itoa::Buffer::new();
+    let id = digits.format(principal.key_id().0);
     let len = 4 + id.len();
     buffer[..4].copy_from_slice(b"key-");
     buffer[4..len].copy_from_slice(id.as_bytes());

@@ -165,21 +165,7 @@ fn date_time(second: u64) -> [u8; 19] {
 
 /// A number's digits, without `fmt`'s padding and flags machinery.
 fn decimal(out: &mut Writer<'_>, value: u64) -> fmt::Result {
-    out.write_str(digits(value, &mut [0; 20]))
-}
-
-/// `value` in decimal, written at the end of `buffer`.
-pub(crate) fn digits(mut value: u64, buffer: &mut [u8; 20]) -> &str {
-    let mut start = buffer.len();
-    loop {
-        start -= 1;
-        buffer[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buffer[start..]).unwrap_or("?")
+    out.write_str(itoa::Buffer::new().format(value))
 }
 
 /// The event's fields: the message as it is, then `name=value` each, strings quoted as `Debug`

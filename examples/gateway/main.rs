@@ -7,8 +7,8 @@
 //! cargo run --release --example gateway -- --config examples/gateway/gateway.toml
 //! ```
 //!
-//! The stack, outermost first: `ErrorEnvelope` (request ids, APIG.0101/405/504 mapping) →
-//! `IpRateLimit` (APIG.0308) → `BearerAuth` (81002–81006) → `RequestSchemaValidator`
+//! The stack, outermost first: `ErrorEnvelope` (request ids, APIG.0101/405/504 mapping, HEAD)
+//! → the request log → `IpRateLimit` (APIG.0308) → `BearerAuth` (81002–81006) → `RequestSchemaValidator`
 //! (vLLM/pydantic 400s, 81001, 81009, context length) → `TokenRateLimit` (81101, 81103, usage
 //! reconciliation, quota) → `ContentRiskFilter` (81011; try "forbidden demo phrase") → the
 //! routes.

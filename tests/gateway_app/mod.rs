@@ -1,6 +1,6 @@
 //! The example gateway's modules, for the tests and benches that drive its router in process.
 //! A crate that includes this imports the modules at its root (`use gateway_app::{app, log,
-//! log_format, mock, proxy};`, and `log_writer` when it uses it), as the example's modules
+//! mock, proxy};`, and `log_format`, `log_writer` when it uses them), as the example's modules
 //! name their siblings `crate::log`, `crate::mock` and so on.
 
 #[allow(dead_code, unreachable_pub)]
