@@ -266,6 +266,10 @@ mod tests {
         let data = |s: &'static str| Frame::data(Bytes::from_static(s.as_bytes()));
         let one = collect(vec![data(r#"{"a":1}"#)], 64).unwrap();
         assert_eq!(one, r#"{"a":1}"#);
+        // A body of one frame is that frame, not a copy of it.
+        let frame = Bytes::from_static(br#"{"b":2}"#);
+        let single = collect(vec![Frame::data(frame.clone())], 64).unwrap();
+        assert_eq!(single.as_ptr(), frame.as_ptr());
         let mut trailers = HeaderMap::new();
         trailers.insert("x-t", http::HeaderValue::from_static("1"));
         let many = vec![
