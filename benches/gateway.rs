@@ -18,6 +18,7 @@ use gateway_app::{app, log, log_format, log_writer, mock, proxy};
 mod service;
 use service::run;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -40,7 +41,7 @@ fn bare() -> Router {
     Router::new().route("/v1/chat/completions", axum::routing::post(mock::bare))
 }
 
-fn gateway(log_requests: bool) -> Router {
+fn gateway(log_requests: bool) -> app::Gateway {
     let config = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tools/load/gateway.toml"
@@ -66,7 +67,10 @@ fn request() -> Request<Body> {
 
 /// Calls the router and reads the whole answer, as hyper would: the limiter settles and the
 /// content filter checks the answer while it is read. Everything completes without waiting.
-fn serve(router: &mut Router) -> usize {
+fn serve<S>(router: &mut S) -> usize
+where
+    S: tower::Service<Request<Body>, Response = axum::response::Response, Error = Infallible>,
+{
     let response = run(router, request());
     assert_eq!(response.status(), 200);
     let mut cx = Context::from_waker(Waker::noop());
@@ -107,22 +111,28 @@ fn routers(c: &mut Criterion) {
 
 criterion_group!(benches, routers);
 
+/// `n` requests, after one that is in the 0-iteration run too: what is set up lazily on the
+/// first request (the clock's calibration) is subtracted with the start-up.
+fn serve_n<S>(mut router: S, n: usize)
+where
+    S: tower::Service<Request<Body>, Response = axum::response::Response, Error = Infallible>,
+{
+    serve(&mut router);
+    for _ in 0..n {
+        std::hint::black_box(serve(&mut router));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let [_, count, variant, n, ..] = args.as_slice() {
         if count == "count" {
             let n: usize = n.parse().unwrap_or(0);
             let _log = log_to_sink();
-            let mut router = match variant.as_str() {
-                "bare" => bare(),
-                "quiet" => gateway(false),
-                _ => gateway(true),
-            };
-            // One request first, in the 0-iteration run too: what is set up lazily on the
-            // first request (the clock's calibration) is subtracted with the start-up.
-            serve(&mut router);
-            for _ in 0..n {
-                std::hint::black_box(serve(&mut router));
+            match variant.as_str() {
+                "bare" => serve_n(bare(), n),
+                "quiet" => serve_n(gateway(false), n),
+                _ => serve_n(gateway(true), n),
             }
             return;
         }

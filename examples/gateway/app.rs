@@ -1,17 +1,24 @@
 //! The gateway's configuration and its stack of layers.
 
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Extension, Path, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Extension, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use pin_project_lite::pin_project;
 use serde::Deserialize;
 use serde_json::json;
+use tower::Service;
 use tower_maas::auth::{
     BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy, KeyState, Principal,
 };
@@ -20,18 +27,18 @@ use tower_maas::endpoint::{
     ManagementApi, ServiceAccess, ServiceDirectory,
 };
 use tower_maas::limit::{
-    Acquire, Acquired, CoarseClock, IpRateLimitLayer, LimitKey, LimitScope, MemoryStore, Nanos,
-    Outcome, Rate, RateStore, Reconcile, TokenRateLimitLayer, TrustedProxies,
+    Acquire, Acquired, CoarseClock, IpRateLimit, IpRateLimitLayer, LimitKey, LimitScope,
+    MemoryStore, Nanos, Outcome, Rate, RateStore, Reconcile, TokenRateLimitLayer, TrustedProxies,
 };
 use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, Window};
 use tower_maas::validate::{
     ModelCatalog, ParsedRequest, RequestSchemaValidatorLayer, ValidationDialect,
 };
 use tower_maas::{
-    Dialect, EndpointRoute, ErrorEnvelopeLayer, MaasError, RequestId, ThrottleWindow,
+    Dialect, EndpointRoute, ErrorEnvelope, ErrorEnvelopeLayer, MaasError, RequestId, ThrottleWindow,
 };
 
-use crate::log::{LogLayer, TagLayer};
+use crate::log::{Log, LogLayer, TagLayer};
 use crate::mock::{self, MOCK_MODEL, StreamStyle};
 use crate::proxy::{self, Upstream, UpstreamClient};
 
@@ -347,7 +354,7 @@ struct Tasks {
 const MAX_TASKS: usize = 10_000;
 
 /// The gateway: every layer in the MaaS order around the routes.
-pub(crate) fn router(config: &Config) -> Result<Router, String> {
+pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     let dialect = match config.dialect.as_str() {
         "dual" => Dialect::Dual,
         "flat" => Dialect::Flat,
@@ -476,34 +483,34 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         .route("/v1/models", get(list_models))
         .route("/v1/video/generations", post(create_task))
         .route("/v1/video/generations/{task_id}", get(query_task))
-        .with_state(Arc::new(models))
-        // One `route_layer` for the whole stack: axum boxes each route layer, and clones every
-        // box for every request (`clone_box` was 2 % of the gateway's CPU under load with six).
-        .route_layer(
-            tower::ServiceBuilder::new()
-                .layer(BearerAuthLayer::new(keys).body_limit(config.body_limit))
-                .layer(
-                    RequestSchemaValidatorLayer::new()
-                        .models(catalog)
-                        .dialect(validation)
-                        .body_limit(config.body_limit),
-                )
-                .layer(TokenRateLimitLayer::with(
-                    Store::new(config.redis.as_ref(), "keys")?,
-                    clock.clone(),
-                ))
-                // A custom endpoint's own limits, inside the key's.
-                .layer(
-                    TokenRateLimitLayer::with(
-                        Store::new(config.redis.as_ref(), "endpoints")?,
-                        clock,
-                    )
-                    .scope(LimitScope::Endpoint),
-                )
-                .layer(ContentRiskFilterLayer::new(risk).streaming(window))
-                // What the log line shows, noted only when there is a log line.
-                .option_layer(config.log_requests.then_some(TagLayer)),
-        );
+        .with_state(Arc::new(models));
+    let front = tower::ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(keys).body_limit(config.body_limit))
+        .layer(
+            RequestSchemaValidatorLayer::new()
+                .models(catalog)
+                .dialect(validation)
+                .body_limit(config.body_limit),
+        )
+        .layer(TokenRateLimitLayer::with(
+            Store::new(config.redis.as_ref(), "keys")?,
+            clock.clone(),
+        ));
+    let risk = ContentRiskFilterLayer::new(risk).streaming(window);
+    // What the log line shows, noted only when there is a log line.
+    let tag = config.log_requests.then_some(TagLayer);
+    // One `route_layer` for the whole stack: axum boxes each route layer, and clones every
+    // box for every request (`clone_box` was 2 % of the gateway's CPU under load with six).
+    let api = if management.is_some() {
+        // A custom endpoint's own limits, inside the key's. Only the management API makes
+        // custom endpoints, so without it this limiter would pass every request through.
+        let endpoint_limit =
+            TokenRateLimitLayer::with(Store::new(config.redis.as_ref(), "endpoints")?, clock)
+                .scope(LimitScope::Endpoint);
+        api.route_layer(front.layer(endpoint_limit).layer(risk).option_layer(tag))
+    } else {
+        api.route_layer(front.layer(risk).option_layer(tag))
+    };
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(api);
@@ -544,7 +551,56 @@ pub(crate) fn router(config: &Config) -> Result<Router, String> {
         .layer(LogLayer::new(config.log_requests))
         .layer(ip_limit)
         .service(app);
-    Ok(Router::new().fallback_service(outer))
+    Ok(Gateway { inner: outer })
+}
+
+type Outer = ErrorEnvelope<Log<IpRateLimit<Router>>>;
+
+/// The whole gateway as one service: the outer layers around the routes, taking and giving
+/// axum's body types, so that `axum::serve` serves it as it would a `Router`. Wrapping it in
+/// a `Router` instead (`fallback_service`) would route every request twice and clone a boxed
+/// service for it.
+#[derive(Clone)]
+pub(crate) struct Gateway {
+    inner: Outer,
+}
+
+impl Service<Request> for Gateway {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answering<<Outer as Service<Request>>::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        Answering {
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// The outer layers' answer, its body in axum's box.
+    pub(crate) struct Answering<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, B> Future for Answering<F>
+where
+    F: Future<Output = Result<http::Response<B>, Infallible>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = ready!(self.project().inner.poll(cx))?;
+        Poll::Ready(Ok(response.map(Body::new)))
+    }
 }
 
 /// The custom-endpoint management API: its registry (a file when configured), the accounts

@@ -26,6 +26,7 @@ mod proxy;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use axum::ServiceExt;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 
@@ -64,12 +65,11 @@ async fn main() {
         },
     };
     let listen = listen.unwrap_or(config.listen);
-    let app = if bare {
-        // The mock with no layer at all: the load test's baseline.
-        axum::Router::new().route("/v1/chat/completions", axum::routing::post(mock::bare))
+    let gateway = if bare {
+        None
     } else {
         match app::router(&config) {
-            Ok(app) => app,
+            Ok(app) => Some(app),
             Err(err) => {
                 eprintln!("configuration: {err}");
                 std::process::exit(2);
@@ -109,13 +109,28 @@ async fn main() {
             tracing::debug!("cannot set TCP_NODELAY: {err}");
         }
     });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .expect("server error");
+    let served = match gateway {
+        Some(gateway) => {
+            axum::serve(
+                listener,
+                gateway.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown())
+            .await
+        }
+        // The mock with no layer at all: the load test's baseline.
+        None => {
+            let bare =
+                axum::Router::new().route("/v1/chat/completions", axum::routing::post(mock::bare));
+            axum::serve(
+                listener,
+                bare.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown())
+            .await
+        }
+    };
+    served.expect("server error");
 }
 
 /// SIGINT or SIGTERM: stop accepting, let requests in flight finish.

@@ -26,15 +26,26 @@ pub async fn serve_axum(app: axum::Router) -> SocketAddr {
     addr
 }
 
-/// Serves an axum router that reads the peer's address (`ConnectInfo<SocketAddr>`), as the
-/// per-IP limit and the gateway do.
-pub async fn serve_axum_with_peer(app: axum::Router) -> SocketAddr {
+/// Serves an axum router, or a service that takes and gives axum's body types as the example
+/// gateway does, that reads the peer's address (`ConnectInfo<SocketAddr>`), as the per-IP
+/// limit and the gateway do.
+pub async fn serve_axum_with_peer<S>(app: S) -> SocketAddr
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response>
+        + Clone
+        + Send
+        + 'static,
+    S: tower::Service<axum::extract::Request, Error = std::convert::Infallible>,
+    <S as tower::Service<axum::extract::Request>>::Future: Send,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
         )
         .await
         .unwrap()

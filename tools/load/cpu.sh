@@ -11,7 +11,7 @@ if [ -z "$pid" ]; then
   exit 1
 fi
 out=$(mktemp)
-wrk -t1 -c32 -d"${seconds}s" --latency -s tools/load/chat.lua \
+${WRK_PREFIX:-} wrk -t1 -c32 -d"${seconds}s" --latency -s tools/load/chat.lua \
   "http://127.0.0.1:$port/v1/chat/completions" >"$out" &
 sleep 1
 read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
