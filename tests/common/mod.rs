@@ -31,12 +31,14 @@ pub async fn serve_axum(app: axum::Router) -> SocketAddr {
 /// limit and the gateway do.
 pub async fn serve_axum_with_peer<S>(app: S) -> SocketAddr
 where
-    S: tower::Service<axum::extract::Request, Response = axum::response::Response>
-        + Clone
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
         + Send
         + 'static,
-    S: tower::Service<axum::extract::Request, Error = std::convert::Infallible>,
-    <S as tower::Service<axum::extract::Request>>::Future: Send,
+    S::Future: Send,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
