@@ -58,31 +58,41 @@ fn stack(c: &mut Criterion) {
     // The same, with the service answering a JSON completion (about 600 bytes) whose text the
     // filter checks and whose usage the limiter settles: the answer's side of the stack, and
     // the same answer from a bare service for the baseline.
-    let mut answering_bare = Answering;
-    group.bench_function("bare service, JSON answer", |b| {
-        b.iter_batched(
-            request,
-            |r| drop(black_box(run(&mut answering_bare, r))),
-            BatchSize::SmallInput,
-        )
-    });
-    let mut answered = five_layers!(Answering);
-    group.bench_function("the five layers, JSON answer", |b| {
-        b.iter_batched(
-            request,
-            |r| drop(black_box(run(&mut answered, r))),
-            BatchSize::SmallInput,
-        )
-    });
+    // And once more with the answer's non-ASCII text escaped.
+    for (name, answer) in [
+        ("JSON answer", ANSWER),
+        ("ASCII-escaped JSON answer", ANSWER_ASCII),
+    ] {
+        let mut answering_bare = Answering(answer);
+        group.bench_function(format!("bare service, {name}"), |b| {
+            b.iter_batched(
+                request,
+                |r| drop(black_box(run(&mut answering_bare, r))),
+                BatchSize::SmallInput,
+            )
+        });
+        let mut answered = five_layers!(Answering(answer));
+        group.bench_function(format!("the five layers, {name}"), |b| {
+            b.iter_batched(
+                request,
+                |r| drop(black_box(run(&mut answered, r))),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     group.finish();
 }
 
 /// A chat completion of about 600 bytes, as a model server sends it.
 const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1732200000,"model":"DeepSeek-V3","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog; 快速的棕色狐狸跳过了懒狗。 The quick brown fox jumps over the lazy dog; 快速的棕色狐狸跳过了懒狗。 The quick brown fox jumps over the lazy dog; 快速的棕色狐狸跳过了懒狗。"},"finish_reason":"stop"}],"usage":{"prompt_tokens":180,"completion_tokens":60,"total_tokens":240}}"#;
 
-/// Answers every request with [`ANSWER`] at once.
+/// [`ANSWER`] as a server that writes ASCII only sends it (Python's `json.dumps` by default):
+/// every non-ASCII character a `\u` escape.
+const ANSWER_ASCII: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1732200000,"model":"DeepSeek-V3","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog; \u5feb\u901f\u7684\u68d5\u8272\u72d0\u72f8\u8df3\u8fc7\u4e86\u61d2\u72d7\u3002 The quick brown fox jumps over the lazy dog; \u5feb\u901f\u7684\u68d5\u8272\u72d0\u72f8\u8df3\u8fc7\u4e86\u61d2\u72d7\u3002 The quick brown fox jumps over the lazy dog; \u5feb\u901f\u7684\u68d5\u8272\u72d0\u72f8\u8df3\u8fc7\u4e86\u61d2\u72d7\u3002"},"finish_reason":"stop"}],"usage":{"prompt_tokens":180,"completion_tokens":60,"total_tokens":240}}"#;
+
+/// Answers every request with its answer at once.
 #[derive(Clone, Copy)]
-struct Answering;
+struct Answering(&'static str);
 
 impl<R> tower::Service<Request<R>> for Answering {
     type Response = http::Response<Full<Bytes>>;
@@ -99,7 +109,7 @@ impl<R> tower::Service<Request<R>> for Answering {
     fn call(&mut self, _: Request<R>) -> Self::Future {
         std::future::ready(Ok(http::Response::builder()
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(ANSWER.as_bytes())))
+            .body(Full::new(Bytes::from_static(self.0.as_bytes())))
             .unwrap_or_default()))
     }
 }

@@ -4,7 +4,7 @@
 //! It answers only when sure that the serde reading would read the same: an object whose
 //! `choices`, `message`, `delta`, `content`, `reasoning_content`, `text` and `usage` have the
 //! types a server gives them, each key once, the body valid JSON to its end. Anything else
-//! (a key given twice, an escaped key, a `\u` escape, parts, tool calls, a number with an
+//! (a key given twice, an escaped key, a lone surrogate, parts, tool calls, a number with an
 //! exponent, nesting past 16, a value of another type, a body cut short) returns `None`, and
 //! the serde reading decides. A test holds the two together.
 
@@ -14,10 +14,31 @@
 
 use std::borrow::Cow;
 
-use crate::json_text::find_special;
+use crate::json_text::{find_special, hex4};
 
 /// Deeper than this, the serde reading decides.
 const DEPTH: usize = 16;
+
+/// The character of the `\u` escape at `at` (a surrogate pair as two escapes) and the length of
+/// its text; `None` for a lone surrogate, which the serde reading refuses. Servers that write
+/// ASCII only (Python's `json.dumps` by default) escape every non-ASCII character this way.
+fn unicode_escape(bytes: &[u8], at: usize) -> Option<(char, usize)> {
+    let unit = hex4(bytes, at + 2)?;
+    if !(0xD800..0xDC00).contains(&unit) {
+        return Some((char::from_u32(unit)?, 6));
+    }
+    if bytes.get(at + 6..at + 8)? != b"\\u" {
+        return None;
+    }
+    let low = hex4(bytes, at + 8)?;
+    if !(0xDC00..0xE000).contains(&low) {
+        return None;
+    }
+    Some((
+        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?,
+        12,
+    ))
+}
 
 /// The texts and usage of `bytes` (see [`read_answer`](super::output::read_answer)), or `None`
 /// when not sure; `out` is left as it was then.
@@ -116,7 +137,7 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A string whose `"` was taken, borrowed when it holds no escape; `\u` escapes and
+    /// A string whose `"` was taken, borrowed when it holds no escape; a lone surrogate and
     /// control characters are left to the serde reading.
     fn string(&mut self) -> Option<Cow<'a, str>> {
         let bytes = self.text.as_bytes();
@@ -138,21 +159,22 @@ impl<'a> Scan<'a> {
                     });
                 }
                 b'\\' => {
-                    let decoded = match bytes.get(self.at + 1)? {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
+                    let (decoded, len) = match bytes.get(self.at + 1)? {
+                        b'"' => ('"', 2),
+                        b'\\' => ('\\', 2),
+                        b'/' => ('/', 2),
+                        b'b' => ('\u{8}', 2),
+                        b'f' => ('\u{c}', 2),
+                        b'n' => ('\n', 2),
+                        b'r' => ('\r', 2),
+                        b't' => ('\t', 2),
+                        b'u' => unicode_escape(bytes, self.at)?,
                         _ => return None,
                     };
                     let owned = owned.get_or_insert_with(String::new);
                     owned.push_str(&self.text[run..self.at]);
                     owned.push(decoded);
-                    self.at += 2;
+                    self.at += len;
                     run = self.at;
                 }
                 _ => return None,

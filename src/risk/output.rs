@@ -492,6 +492,9 @@ mod tests {
             // A streamed chunk, MaaS style (usage in every chunk), and OpenAI's last chunk.
             r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hel"},"logprobs":null,"finish_reason":null}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#,
             r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":9,"total_tokens":14}}"#,
+            // A server that writes ASCII only (Python's `json.dumps`): every non-ASCII
+            // character, an astral one as a surrogate pair, escaped; hex digits in either case.
+            r#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"\u6a21\u578b\u7684\u56de\u7b54 \ud83d\ude80 caf\u00E9 \u0041\u0000"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#,
             // A reasoning model's delta, a completion, white space around everything.
             r#"{"choices":[{"delta":{"reasoning_content":"think","content":null}}]}"#,
             " {\n \"choices\" : [ { \"text\" : \"done\" , \"logprobs\" : { \"tokens\" : [ \"a\" ] , \"token_logprobs\" : [ -0.25 , 0 ] } } ] , \"usage\" : null }\n",
@@ -511,7 +514,13 @@ mod tests {
             r#"{"choices":[{"text":"a","text":"b"}]}"#,
             r#"{"usage":{"total_tokens":1,"total_tokens":2}}"#,
             r#"{"ch\u006fices":[{"text":"escaped key"}]}"#,
-            r#"{"choices":[{"text":"\u00e9"}]}"#,
+            // Lone surrogates (serde refuses them), a pair cut short, a bad hex digit.
+            r#"{"choices":[{"text":"\ud800"}]}"#,
+            r#"{"choices":[{"text":"\udc00"}]}"#,
+            r#"{"choices":[{"text":"\ud83d\u0041"}]}"#,
+            r#"{"choices":[{"text":"\ud83d"}]}"#,
+            r#"{"choices":[{"text":"\ud83d\ude0"}]}"#,
+            r#"{"choices":[{"text":"\u00g9"}]}"#,
             r#"{"choices":[{"message":{"content":[{"type":"text","text":"part"}]}}]}"#,
             r#"{"choices":[{"message":{"tool_calls":[{"function":{"arguments":"{}"}}]}}]}"#,
             r#"{"created":1e3,"choices":[]}"#,
@@ -549,6 +558,8 @@ mod tests {
             r#""模型的回答""#,
             r#""emoji 🚀 é""#,
             r#""\u00e9""#,
+            r#""\u6a21\u578b \ud83d\ude80""#,
+            r#""lone \ud800""#,
             "null",
             "7",
         ])

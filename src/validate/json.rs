@@ -16,7 +16,7 @@
 //! position is kept). Bytes are decoded as `json.loads` decodes them: UTF-8, UTF-8 with a BOM,
 //! UTF-16 and UTF-32 (by BOM or by the pattern of zero bytes).
 
-use crate::json_text::find_special;
+use crate::json_text::{find_special, hex4};
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -644,18 +644,15 @@ impl<'a> Parser<'a> {
                 if end >= s.len() {
                     return Err(Fail::Syntax("Invalid \\uXXXX escape", next - 1));
                 }
-                let mut c = self
-                    .hex4(next)
-                    .ok_or(Fail::Syntax("Invalid \\uXXXX escape", end - 5))?;
+                let mut c = hex4(s, next).ok_or(Fail::Syntax("Invalid \\uXXXX escape", end - 5))?;
                 next = end;
                 if (0xd800..0xdc00).contains(&c)
                     && end + 6 < s.len()
                     && s[end] == b'\\'
                     && s[end + 1] == b'u'
                 {
-                    let c2 = self
-                        .hex4(end + 2)
-                        .ok_or(Fail::Syntax("Invalid \\uXXXX escape", end + 1))?;
+                    let c2 =
+                        hex4(s, end + 2).ok_or(Fail::Syntax("Invalid \\uXXXX escape", end + 1))?;
                     if (0xdc00..0xe000).contains(&c2) {
                         c = 0x10000 + ((c - 0xd800) << 10) + (c2 - 0xdc00);
                         end += 6;
@@ -667,14 +664,6 @@ impl<'a> Parser<'a> {
             }
             chunk_start = next;
         }
-    }
-
-    fn hex4(&self, at: usize) -> Option<u32> {
-        let digits = self.s.get(at..at + 4)?;
-        digits.iter().try_fold(0u32, |acc, &d| {
-            let v = (d as char).to_digit(16)?;
-            Some((acc << 4) | v)
-        })
     }
 
     /// `_parse_object_unicode`: `idx` is the index after `{`.
