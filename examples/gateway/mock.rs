@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use serde_json::{Value, json};
 use tower_maas::RequestId;
-use tower_maas::validate::{Endpoint, Json, ParsedRequest};
+use tower_maas::validate::{Endpoint, ParsedRequest};
 
 /// The model the builtin mock serves by default.
 pub(crate) const MOCK_MODEL: &str = "mock-model";
@@ -92,21 +92,17 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamS
         }))
         .into_response();
     }
-    let source = match request.json() {
-        Json::Dict(body) => match body.get("messages") {
-            Some(Json::List(messages)) => messages
-                .iter()
-                .rev()
-                .find(|m| matches!(m, Json::Dict(m) if m.get("role").and_then(Json::as_str) == Some("user")))
-                .and_then(|m| match m {
-                    Json::Dict(m) => m.get("content").and_then(Json::as_str),
-                    _ => None,
-                })
-                .unwrap_or_default()
-                .to_owned(),
-            _ => texts.join(" "),
-        },
-        _ => String::new(),
+    // Read from what the validator recorded: no tree of the body.
+    let source = if request.messages().len() > 0 {
+        request
+            .messages()
+            .rev()
+            .find(|m| m.role() == "user")
+            .and_then(|m| m.content())
+            .unwrap_or_default()
+            .to_owned()
+    } else {
+        texts.join(" ")
     };
     let source = reply_to(&source);
     let max_tokens = request.max_tokens().map_or(usize::MAX, |n| n as usize);

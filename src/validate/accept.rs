@@ -104,6 +104,14 @@ pub(super) enum IncludeUsage {
     Given(Json),
 }
 
+/// What one chat message gives, in order: its role (always, first; `None` when it has no string
+/// role, or is not an object), then its content's texts, then its other texts.
+pub(super) enum Piece<T> {
+    Role(Option<T>),
+    Content(T),
+    Text(T),
+}
+
 /// One item of a `prompt` or `input` list, or the string given instead of a list.
 #[derive(Clone, Copy)]
 pub(super) enum PromptItem<T> {
@@ -163,7 +171,7 @@ impl<'a> Accepted<'a> {
 
     /// The texts of every message, in the order the tree's reading gives them; the number of
     /// messages when `messages` is a list.
-    pub(super) fn messages(&self, out: &mut impl FnMut(Cow<'a, str>)) -> u64 {
+    pub(super) fn messages(&self, out: &mut impl FnMut(Piece<Cow<'a, str>>)) -> u64 {
         let Some(start) = self.spans[Slot::Messages as usize] else {
             return 0;
         };
@@ -178,28 +186,36 @@ impl<'a> Accepted<'a> {
         count
     }
 
-    /// One message: `content` (a string, or the `text` of each part), `name`,
+    /// One message: its `role`, `content` (a string, or the `text` of each part), `name`,
     /// `reasoning_content`, then each tool call's `function.arguments`; the index after it. A
     /// key given twice counts with its last value, as in the tree.
-    fn message(&self, at: usize, out: &mut impl FnMut(Cow<'a, str>)) -> usize {
+    fn message(&self, at: usize, out: &mut impl FnMut(Piece<Cow<'a, str>>)) -> usize {
         let w = &self.walk;
-        let ([content, name, reasoning, calls], end) =
-            w.last_of(at, ["content", "name", "reasoning_content", "tool_calls"]);
+        let ([role, content, name, reasoning, calls], end) = w.last_of(
+            at,
+            ["role", "content", "name", "reasoning_content", "tool_calls"],
+        );
+        out(Piece::Role(match role {
+            Some(Val::Str(role)) => Some(role),
+            _ => None,
+        }));
+        let mut content_text = |text: Cow<'a, str>| out(Piece::Content(text));
         match content {
             Some(Val::At(list)) if w.s[list] == b'[' => {
                 w.read_items(list, |part| {
                     let ([text], end) = w.last_of(part, ["text"]);
                     if let Some(text) = text {
-                        text.text(out);
+                        text.text(&mut content_text);
                     }
                     end
                 });
             }
-            Some(text) => text.text(out),
+            Some(text) => text.text(&mut content_text),
             None => {}
         }
+        let mut other_text = |text: Cow<'a, str>| out(Piece::Text(text));
         for text in [name, reasoning].into_iter().flatten() {
-            text.text(out);
+            text.text(&mut other_text);
         }
         if let Some(Val::At(list)) = calls {
             if w.s[list] == b'[' {
@@ -208,7 +224,7 @@ impl<'a> Accepted<'a> {
                     if let Some(Val::At(function)) = function {
                         let ([arguments], _) = w.last_of(function, ["arguments"]);
                         if let Some(arguments) = arguments {
-                            arguments.text(out);
+                            arguments.text(&mut other_text);
                         }
                     }
                     end
@@ -762,6 +778,7 @@ mod tests {
             p.largest_prompt(),
             p.texts(),
             p.joined_texts(),
+            p.messages().collect::<Vec<_>>(),
             p.json(),
         )
     }
@@ -801,6 +818,70 @@ mod tests {
             (repeated, 1),
         ] {
             assert_eq!(agrees(text).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn messages_give_their_roles_and_contents_on_both_paths() {
+        let chat = r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"content":[{"type":"text","text":"part one"},{"type":"image_url","image_url":{"url":"u"}},{"type":"text","text":"part two"}],"role":"user","name":"ann"},{"role":"assistant","content":null,"reasoning_content":"hm","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","content":"42","tool_call_id":"1"},{"role":"us\u0065r","content":""},{"role":"user","content":"last \ud83d\ude00"}]}"#;
+        let want = [
+            ("system", Some("be brief")),
+            ("user", Some("part one\npart two")),
+            ("assistant", None),
+            ("tool", Some("42")),
+            ("user", Some("")),
+            ("user", Some("last 😀")),
+        ];
+        let read = |p: ParsedRequest| -> Vec<(String, Option<String>)> {
+            p.messages()
+                .map(|m| (m.role().to_owned(), m.content().map(str::to_owned)))
+                .collect()
+        };
+        let want: Vec<_> = want
+            .iter()
+            .map(|(role, content)| ((*role).to_owned(), content.map(str::to_owned)))
+            .collect();
+        let (schema, endpoint) = routes()
+            .into_iter()
+            .find(|(_, endpoint)| *endpoint == Endpoint::ChatCompletions)
+            .unwrap();
+        let quick = fast(&schema, endpoint, chat).expect("the fast path takes it");
+        assert!(quick.read_without_a_tree());
+        assert_eq!(read(quick), want);
+        assert_eq!(read(exact(&schema, endpoint, chat).unwrap()), want);
+        // A route of its own schema may take any role, and messages that are not objects.
+        let custom = Schema::new("R")
+            .required("model", Ty::Str)
+            .required("messages", Ty::List(Box::new(Ty::Any)));
+        let text = r#"{"model":"m","messages":[{"role":"critic","content":"c"},{"role":7},5,{"role":"critic"},{"role":"judge","content":"j"}]}"#;
+        let want = [
+            ("critic", Some("c")),
+            ("", None),
+            ("", None),
+            ("critic", None),
+            ("judge", Some("j")),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(role, content)| ((*role).to_owned(), content.map(str::to_owned)))
+            .collect();
+        let quick = fast(&custom, Endpoint::Custom, text).expect("the fast path takes it");
+        assert_eq!(read(quick), want);
+        assert_eq!(read(exact(&custom, Endpoint::Custom, text).unwrap()), want);
+        // Other endpoints have none.
+        let completion = r#"{"model":"m","prompt":"hello"}"#;
+        for (schema, endpoint) in routes() {
+            if endpoint == Endpoint::Completions {
+                let quick = fast(&schema, endpoint, completion).unwrap();
+                assert_eq!(quick.messages().len(), 0);
+                assert_eq!(
+                    exact(&schema, endpoint, completion)
+                        .unwrap()
+                        .messages()
+                        .len(),
+                    0
+                );
+            }
         }
     }
 

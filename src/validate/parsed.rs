@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use super::accept::{Accepted, IncludeUsage, PromptItem, Slot};
+use super::accept::{Accepted, IncludeUsage, Piece, PromptItem, Slot};
 use super::json::{Dict, Int, Json, loads};
 use super::schema::{as_bool, as_int};
 use super::tokens::{TOKENS_PER_MESSAGE, TokenCounter};
@@ -50,6 +50,7 @@ pub struct ParsedRequest {
     prompt_tokens: u64,
     largest_prompt: u64,
     texts: Texts,
+    messages: Marks,
 }
 
 /// Where [`ParsedRequest::json`] comes from: the tree the exact path built, or the accepted
@@ -90,6 +91,16 @@ impl Texts {
         joined
     }
 
+    /// `count` texts from the `first`, joined by newlines as they lie in `joined`.
+    fn span(&self, first: usize, count: usize) -> Option<&str> {
+        let last = first.checked_add(count)?.checked_sub(1)?;
+        let start = match first {
+            0 => 0,
+            _ => *self.ends.get(first - 1)? + 1,
+        };
+        self.joined.get(start..*self.ends.get(last)?)
+    }
+
     fn iter(&self) -> impl Iterator<Item = &str> {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
@@ -97,6 +108,115 @@ impl Texts {
             start = end + 1;
             text
         })
+    }
+}
+
+/// Where each chat message's role and content lie: recorded while the texts are gathered, so
+/// that [`ParsedRequest::messages`] needs no tree.
+#[derive(Debug, Default)]
+struct Marks {
+    marks: Vec<Mark>,
+    /// The roles [`known_role`] does not know, one after another.
+    other_roles: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    role: RoleAt,
+    /// The content is `count` texts from the `first` of the request's texts.
+    first: usize,
+    count: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum RoleAt {
+    Absent,
+    Known(&'static str),
+    Other { start: usize, end: usize },
+}
+
+/// The roles OpenAI's chat schema names, kept without a copy.
+fn known_role(role: &str) -> Option<&'static str> {
+    Some(match role {
+        "user" => "user",
+        "assistant" => "assistant",
+        "system" => "system",
+        "tool" => "tool",
+        "developer" => "developer",
+        "function" => "function",
+        _ => return None,
+    })
+}
+
+impl Marks {
+    /// A message starts; its content will be the texts from the `first`.
+    fn start(&mut self, role: Option<&str>, first: usize) {
+        if self.marks.capacity() == 0 {
+            // Most chats are a few turns: one allocation for them.
+            self.marks.reserve(8);
+        }
+        let role = match role {
+            None => RoleAt::Absent,
+            Some(role) => match known_role(role) {
+                Some(known) => RoleAt::Known(known),
+                None => {
+                    let start = self.other_roles.len();
+                    self.other_roles.push_str(role);
+                    RoleAt::Other {
+                        start,
+                        end: self.other_roles.len(),
+                    }
+                }
+            },
+        };
+        self.marks.push(Mark {
+            role,
+            first,
+            count: 0,
+        });
+    }
+
+    /// One more text of the current message's content.
+    fn content(&mut self) {
+        if let Some(mark) = self.marks.last_mut() {
+            mark.count += 1;
+        }
+    }
+
+    /// Takes one message's piece, keeping the texts in `texts`.
+    fn take<T>(&mut self, piece: Piece<T>, texts: &mut Vec<T>)
+    where
+        T: std::ops::Deref<Target = str>,
+    {
+        match piece {
+            Piece::Role(role) => self.start(role.as_deref(), texts.len()),
+            Piece::Content(text) => {
+                self.content();
+                texts.push(text);
+            }
+            Piece::Text(text) => texts.push(text),
+        }
+    }
+}
+
+/// One message of a chat request, as [`ParsedRequest::messages`] gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    role: &'a str,
+    content: Option<&'a str>,
+}
+
+impl<'a> Message<'a> {
+    /// The role (`"system"`, `"user"`, `"assistant"`, `"tool"` …); empty when the message has
+    /// none, or one that is not a string.
+    pub fn role(&self) -> &'a str {
+        self.role
+    }
+
+    /// The content's text: the string, or the `text` of each part, joined by newlines; `None`
+    /// when the message has no text content (none, `null`, only image parts).
+    pub fn content(&self) -> Option<&'a str> {
+        self.content
     }
 }
 
@@ -216,13 +336,21 @@ impl ParsedRequest {
             field("max_tokens"),
         );
         let mut texts = Texts::default();
+        let mut marks = Marks::default();
         let (prompt_tokens, largest_prompt) = match endpoint {
             Endpoint::ChatCompletions | Endpoint::Custom => {
                 let mut messages = 0;
                 if let Some(Json::List(list)) = field("messages") {
                     messages = list.len() as u64;
                     for message in list {
-                        message_texts(message, &mut |t| texts.push(t));
+                        message_texts(message, &mut |piece| match piece {
+                            Piece::Role(role) => marks.start(role, texts.ends.len()),
+                            Piece::Content(text) => {
+                                marks.content();
+                                texts.push(text);
+                            }
+                            Piece::Text(text) => texts.push(text),
+                        });
                     }
                 }
                 for key in ["prompt", "input"] {
@@ -254,7 +382,7 @@ impl ParsedRequest {
             endpoint,
             Source::Tree(json),
             scalars,
-            texts,
+            (texts, marks),
             (prompt_tokens, largest_prompt),
         )
     }
@@ -284,9 +412,10 @@ impl ParsedRequest {
         let mut found = Vec::with_capacity(16);
         let mut items = Vec::new();
         let mut messages = 0;
+        let mut marks = Marks::default();
         let prompt = match endpoint {
             Endpoint::ChatCompletions | Endpoint::Custom => {
-                messages = body.messages(&mut |t| found.push(t));
+                messages = body.messages(&mut |piece| marks.take(piece, &mut found));
                 for slot in [Slot::Prompt, Slot::Input] {
                     body.prompt(slot, &mut |item| {
                         if let PromptItem::Text(t) = item {
@@ -321,14 +450,14 @@ impl ParsedRequest {
             bytes,
             tree: OnceLock::new(),
         };
-        Self::assemble(endpoint, source, scalars, texts, tokens)
+        Self::assemble(endpoint, source, scalars, (texts, marks), tokens)
     }
 
     fn assemble(
         endpoint: Endpoint,
         body: Source,
         scalars: Scalars,
-        texts: Texts,
+        (texts, messages): (Texts, Marks),
         (prompt_tokens, largest_prompt): (u64, u64),
     ) -> Self {
         let max_tokens_exact = scalars.max_tokens_exact;
@@ -343,6 +472,7 @@ impl ParsedRequest {
             prompt_tokens,
             largest_prompt,
             texts,
+            messages,
         }
     }
 
@@ -409,6 +539,38 @@ impl ParsedRequest {
         self.texts.iter().collect()
     }
 
+    /// A chat request's messages, in order, one for each item of `messages` (none for other
+    /// requests): the role and the content's text, read when the body was checked, so that a
+    /// service behind the validator needs no tree for them.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use axum::Extension;
+    /// use tower_maas::validate::ParsedRequest;
+    ///
+    /// /// Echoes the last user message.
+    /// async fn handler(Extension(parsed): Extension<Arc<ParsedRequest>>) -> String {
+    ///     parsed
+    ///         .messages()
+    ///         .rev()
+    ///         .find(|m| m.role() == "user")
+    ///         .and_then(|m| m.content())
+    ///         .unwrap_or_default()
+    ///         .to_owned()
+    /// }
+    /// ```
+    pub fn messages(&self) -> impl DoubleEndedIterator<Item = Message<'_>> + ExactSizeIterator {
+        let Marks { marks, other_roles } = &self.messages;
+        marks.iter().map(move |mark| Message {
+            role: match mark.role {
+                RoleAt::Absent => "",
+                RoleAt::Known(role) => role,
+                RoleAt::Other { start, end } => other_roles.get(start..end).unwrap_or_default(),
+            },
+            content: self.texts.span(mark.first, mark.count),
+        })
+    }
+
     /// [`texts`](Self::texts) joined by newlines, without copying them again.
     #[cfg_attr(not(feature = "risk"), allow(dead_code))]
     pub(crate) fn joined_texts(&self) -> &str {
@@ -429,23 +591,32 @@ fn exact_int(value: &Json) -> u128 {
     digits.trim_start_matches('+').parse().unwrap_or(u128::MAX)
 }
 
-fn message_texts<'a>(message: &'a Json, out: &mut impl FnMut(&'a str)) {
+fn message_texts<'a>(message: &'a Json, out: &mut impl FnMut(Piece<&'a str>)) {
     let Json::Dict(message) = message else {
+        out(Piece::Role(None));
         return;
     };
     let text_of = |value: Option<&'a Json>| value.and_then(Json::as_str);
+    out(Piece::Role(text_of(message.get("role"))));
     match message.get("content") {
         Some(Json::List(parts)) => {
             for part in parts {
                 if let Json::Dict(part) = part {
-                    text_of(part.get("text")).into_iter().for_each(&mut *out);
+                    if let Some(text) = text_of(part.get("text")) {
+                        out(Piece::Content(text));
+                    }
                 }
             }
         }
-        content => text_of(content).into_iter().for_each(&mut *out),
+        content => {
+            if let Some(text) = text_of(content) {
+                out(Piece::Content(text));
+            }
+        }
     }
+    let mut out = |text| out(Piece::Text(text));
     for key in ["name", "reasoning_content"] {
-        text_of(message.get(key)).into_iter().for_each(&mut *out);
+        text_of(message.get(key)).into_iter().for_each(&mut out);
     }
     if let Some(Json::List(calls)) = message.get("tool_calls") {
         for call in calls {
@@ -453,7 +624,7 @@ fn message_texts<'a>(message: &'a Json, out: &mut impl FnMut(&'a str)) {
                 if let Some(Json::Dict(function)) = call.get("function") {
                     text_of(function.get("arguments"))
                         .into_iter()
-                        .for_each(&mut *out);
+                        .for_each(&mut out);
                 }
             }
         }
