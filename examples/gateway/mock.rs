@@ -93,11 +93,10 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamS
         .into_response();
     }
     // Read from what the validator recorded: no tree of the body.
-    let source = if request.messages().len() > 0 {
-        request
-            .messages()
-            .rev()
-            .find(|m| m.role() == "user")
+    let mut messages = request.messages();
+    let source = if messages.len() > 0 {
+        messages
+            .rfind(|m| m.role() == Some("user"))
             .and_then(|m| m.content())
             .unwrap_or_default()
             .to_owned()

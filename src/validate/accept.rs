@@ -169,8 +169,8 @@ impl<'a> Accepted<'a> {
         })
     }
 
-    /// The texts of every message, in the order the tree's reading gives them; the number of
-    /// messages when `messages` is a list.
+    /// Each message's role, then its content's texts, then its other texts, in the order the
+    /// tree's reading gives them; the number of messages when `messages` is a list.
     pub(super) fn messages(&self, out: &mut impl FnMut(Piece<Cow<'a, str>>)) -> u64 {
         let Some(start) = self.spans[Slot::Messages as usize] else {
             return 0;
@@ -834,7 +834,12 @@ mod tests {
         ];
         let read = |p: ParsedRequest| -> Vec<(String, Option<String>)> {
             p.messages()
-                .map(|m| (m.role().to_owned(), m.content().map(str::to_owned)))
+                .map(|m| {
+                    (
+                        m.role().unwrap_or("-").to_owned(),
+                        m.content().map(str::to_owned),
+                    )
+                })
                 .collect()
         };
         let want: Vec<_> = want
@@ -856,8 +861,8 @@ mod tests {
         let text = r#"{"model":"m","messages":[{"role":"critic","content":"c"},{"role":7},5,{"role":"critic"},{"role":"judge","content":"j"}]}"#;
         let want = [
             ("critic", Some("c")),
-            ("", None),
-            ("", None),
+            ("-", None),
+            ("-", None),
             ("critic", None),
             ("judge", Some("j")),
         ];
@@ -1166,7 +1171,14 @@ mod tests {
 
     fn valid_message() -> impl Strategy<Value = String> {
         (
-            prop::sample::select(vec!["user", "system", "assistant", "tool"]),
+            prop::sample::select(vec![
+                "user",
+                "system",
+                "assistant",
+                "tool",
+                r"us\u0065r",
+                r"\u0061ssistant",
+            ]),
             prop_oneof![
                 3 => text(),
                 1 => Just("null".to_owned()),
@@ -1261,6 +1273,36 @@ mod tests {
         #[test]
         fn on_bodies_near_valid_too(text in valid_body()) {
             agrees(&text)?;
+        }
+
+        /// A route of its own schema takes any messages: any role or none, items that are not
+        /// objects, a prompt after them.
+        #[test]
+        fn and_on_a_route_of_its_own(
+            messages in prop::collection::vec(
+                prop_oneof![
+                    4 => valid_message(),
+                    1 => Just(r#"{"role":"critic","content":"c"}"#.to_owned()),
+                    1 => Just(r#"{"role":7,"content":"seven"}"#.to_owned()),
+                    1 => Just(r#"{"content":["x",{"text":"y"}]}"#.to_owned()),
+                    1 => Just("5".to_owned()),
+                ],
+                0..5,
+            ),
+            prompt in prop::option::of(text()),
+        ) {
+            let schema = Schema::new("Custom")
+                .required("model", Ty::Str)
+                .required("messages", Ty::List(Box::new(Ty::Any)))
+                .optional("prompt", Ty::Any);
+            let prompt = prompt.map_or_else(String::new, |p| format!(r#","prompt":{p}"#));
+            let text = format!(r#"{{"model":"m","messages":[{}]{prompt}}}"#, messages.join(","));
+            if let Some(quick) = fast(&schema, Endpoint::Custom, &text) {
+                let Some(exact) = exact(&schema, Endpoint::Custom, &text) else {
+                    return Err(TestCaseError::fail(format!("accepted only by the fast path: {text}")));
+                };
+                prop_assert_eq!(seen(&quick), seen(&exact), "{}", text);
+            }
         }
     }
 

@@ -70,7 +70,7 @@ use tower_service::Service;
 
 pub use self::catalog::ModelCatalog;
 pub use self::json::{DecodeError, Dict, Int, Json, MAX_DEPTH, loads};
-pub use self::parsed::{Endpoint, Message, ParsedRequest};
+pub use self::parsed::{Endpoint, Message, Messages, ParsedRequest};
 pub use self::schema::{Schema, Ty};
 #[cfg(feature = "tiktoken")]
 pub use self::tokens::TiktokenCounter;

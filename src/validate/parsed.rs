@@ -93,7 +93,10 @@ impl Texts {
 
     /// `count` texts from the `first`, joined by newlines as they lie in `joined`.
     fn span(&self, first: usize, count: usize) -> Option<&str> {
-        let last = first.checked_add(count)?.checked_sub(1)?;
+        if count == 0 {
+            return None;
+        }
+        let last = first.checked_add(count - 1)?;
         let start = match first {
             0 => 0,
             _ => *self.ends.get(first - 1)? + 1,
@@ -183,42 +186,95 @@ impl Marks {
         }
     }
 
-    /// Takes one message's piece, keeping the texts in `texts`.
-    fn take<T>(&mut self, piece: Piece<T>, texts: &mut Vec<T>)
-    where
-        T: std::ops::Deref<Target = str>,
-    {
+    /// Notes one piece of a message, `gathered` texts in; the text to keep, if it is one. Both
+    /// readings (the tree's and the text's) go through here, so they cannot drift apart.
+    fn take<T: std::ops::Deref<Target = str>>(
+        &mut self,
+        piece: Piece<T>,
+        gathered: usize,
+    ) -> Option<T> {
         match piece {
-            Piece::Role(role) => self.start(role.as_deref(), texts.len()),
+            Piece::Role(role) => {
+                self.start(role.as_deref(), gathered);
+                None
+            }
             Piece::Content(text) => {
                 self.content();
-                texts.push(text);
+                Some(text)
             }
-            Piece::Text(text) => texts.push(text),
+            Piece::Text(text) => Some(text),
         }
     }
 }
 
 /// One message of a chat request, as [`ParsedRequest::messages`] gives it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Message<'a> {
-    role: &'a str,
+    role: Option<&'a str>,
     content: Option<&'a str>,
 }
 
 impl<'a> Message<'a> {
-    /// The role (`"system"`, `"user"`, `"assistant"`, `"tool"` …); empty when the message has
-    /// none, or one that is not a string.
-    pub fn role(&self) -> &'a str {
+    /// The role (`"system"`, `"user"`, `"assistant"`, `"tool"` …); `None` when the message has
+    /// none, has one that is not a string, or is not an object (a route of its own schema may
+    /// take such messages).
+    pub fn role(&self) -> Option<&'a str> {
         self.role
     }
 
-    /// The content's text: the string, or the `text` of each part, joined by newlines; `None`
-    /// when the message has no text content (none, `null`, only image parts).
+    /// The content's text: the string, or, for a list of parts, every part's string `text`
+    /// (whatever the part's `type`) joined by newlines, as the token count and the content
+    /// filter read them; `None` when there is no such text (no content, `null`, only image
+    /// parts).
     pub fn content(&self) -> Option<&'a str> {
         self.content
     }
 }
+
+/// The messages of a request, in order: [`ParsedRequest::messages`].
+#[derive(Clone, Debug)]
+pub struct Messages<'a> {
+    marks: std::slice::Iter<'a, Mark>,
+    request: &'a ParsedRequest,
+}
+
+impl<'a> Messages<'a> {
+    fn message(&self, mark: &Mark) -> Message<'a> {
+        let request = self.request;
+        Message {
+            role: match mark.role {
+                RoleAt::Absent => None,
+                RoleAt::Known(role) => Some(role),
+                RoleAt::Other { start, end } => request.messages.other_roles.get(start..end),
+            },
+            content: request.texts.span(mark.first, mark.count),
+        }
+    }
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Message<'a>;
+
+    fn next(&mut self) -> Option<Message<'a>> {
+        let mark = self.marks.next()?;
+        Some(self.message(mark))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.marks.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for Messages<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let mark = self.marks.next_back()?;
+        Some(self.message(mark))
+    }
+}
+
+impl ExactSizeIterator for Messages<'_> {}
+
+impl std::iter::FusedIterator for Messages<'_> {}
 
 /// Tokens of a `prompt`/`input`, item by item: a flat list of ids is one prompt; a list of
 /// strings or of id lists is several.
@@ -343,13 +399,10 @@ impl ParsedRequest {
                 if let Some(Json::List(list)) = field("messages") {
                     messages = list.len() as u64;
                     for message in list {
-                        message_texts(message, &mut |piece| match piece {
-                            Piece::Role(role) => marks.start(role, texts.ends.len()),
-                            Piece::Content(text) => {
-                                marks.content();
+                        message_texts(message, &mut |piece| {
+                            if let Some(text) = marks.take(piece, texts.ends.len()) {
                                 texts.push(text);
                             }
-                            Piece::Text(text) => texts.push(text),
                         });
                     }
                 }
@@ -415,7 +468,11 @@ impl ParsedRequest {
         let mut marks = Marks::default();
         let prompt = match endpoint {
             Endpoint::ChatCompletions | Endpoint::Custom => {
-                messages = body.messages(&mut |piece| marks.take(piece, &mut found));
+                messages = body.messages(&mut |piece| {
+                    if let Some(text) = marks.take(piece, found.len()) {
+                        found.push(text);
+                    }
+                });
                 for slot in [Slot::Prompt, Slot::Input] {
                     body.prompt(slot, &mut |item| {
                         if let PromptItem::Text(t) = item {
@@ -552,23 +609,17 @@ impl ParsedRequest {
     /// async fn handler(Extension(parsed): Extension<Arc<ParsedRequest>>) -> String {
     ///     parsed
     ///         .messages()
-    ///         .rev()
-    ///         .find(|m| m.role() == "user")
+    ///         .rfind(|m| m.role() == Some("user"))
     ///         .and_then(|m| m.content())
     ///         .unwrap_or_default()
     ///         .to_owned()
     /// }
     /// ```
-    pub fn messages(&self) -> impl DoubleEndedIterator<Item = Message<'_>> + ExactSizeIterator {
-        let Marks { marks, other_roles } = &self.messages;
-        marks.iter().map(move |mark| Message {
-            role: match mark.role {
-                RoleAt::Absent => "",
-                RoleAt::Known(role) => role,
-                RoleAt::Other { start, end } => other_roles.get(start..end).unwrap_or_default(),
-            },
-            content: self.texts.span(mark.first, mark.count),
-        })
+    pub fn messages(&self) -> Messages<'_> {
+        Messages {
+            marks: self.messages.marks.iter(),
+            request: self,
+        }
     }
 
     /// [`texts`](Self::texts) joined by newlines, without copying them again.
