@@ -29,13 +29,3 @@ pub(crate) fn find_special(s: &[u8], mut i: usize) -> usize {
     }
     i
 }
-
-/// The four hex digits of a `\u` escape starting at `at`, as one UTF-16 code unit.
-#[inline]
-pub(crate) fn hex4(s: &[u8], at: usize) -> Option<u32> {
-    let digits = s.get(at..at + 4)?;
-    digits.iter().try_fold(0u32, |acc, &d| {
-        let v = char::from(d).to_digit(16)?;
-        Some((acc << 4) | v)
-    })
-}

@@ -14,31 +14,11 @@
 
 use std::borrow::Cow;
 
-use crate::json_text::{find_special, hex4};
+use crate::json_text::find_special;
+use crate::validate::json::Parser;
 
 /// Deeper than this, the serde reading decides.
 const DEPTH: usize = 16;
-
-/// The character of the `\u` escape at `at` (a surrogate pair as two escapes) and the length of
-/// its text; `None` for a lone surrogate, which the serde reading refuses. Servers that write
-/// ASCII only (Python's `json.dumps` by default) escape every non-ASCII character this way.
-fn unicode_escape(bytes: &[u8], at: usize) -> Option<(char, usize)> {
-    let unit = hex4(bytes, at + 2)?;
-    if !(0xD800..0xDC00).contains(&unit) {
-        return Some((char::from_u32(unit)?, 6));
-    }
-    if bytes.get(at + 6..at + 8)? != b"\\u" {
-        return None;
-    }
-    let low = hex4(bytes, at + 8)?;
-    if !(0xDC00..0xE000).contains(&low) {
-        return None;
-    }
-    Some((
-        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?,
-        12,
-    ))
-}
 
 /// The texts and usage of `bytes` (see [`read_answer`](super::output::read_answer)), or `None`
 /// when not sure; `out` is left as it was then.
@@ -137,49 +117,22 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A string whose `"` was taken, borrowed when it holds no escape; a lone surrogate and
-    /// control characters are left to the serde reading.
+    /// A string whose `"` was taken, borrowed when it holds no escape. One with an escape is
+    /// decoded by the validator's exact scanner, which refuses what serde refuses (a control
+    /// character, a bad escape) but for a lone surrogate, which it keeps: that is not UTF-8,
+    /// and is left to the serde reading too.
     fn string(&mut self) -> Option<Cow<'a, str>> {
         let bytes = self.text.as_bytes();
-        let start = self.at;
-        let mut owned: Option<String> = None;
-        let mut run = start;
-        loop {
-            self.at = find_special(bytes, self.at);
-            match *bytes.get(self.at)? {
-                b'"' => {
-                    let tail = &self.text[run..self.at];
-                    self.at += 1;
-                    return Some(match owned {
-                        None => Cow::Borrowed(tail),
-                        Some(mut owned) => {
-                            owned.push_str(tail);
-                            Cow::Owned(owned)
-                        }
-                    });
-                }
-                b'\\' => {
-                    let (decoded, len) = match bytes.get(self.at + 1)? {
-                        b'"' => ('"', 2),
-                        b'\\' => ('\\', 2),
-                        b'/' => ('/', 2),
-                        b'b' => ('\u{8}', 2),
-                        b'f' => ('\u{c}', 2),
-                        b'n' => ('\n', 2),
-                        b'r' => ('\r', 2),
-                        b't' => ('\t', 2),
-                        b'u' => unicode_escape(bytes, self.at)?,
-                        _ => return None,
-                    };
-                    let owned = owned.get_or_insert_with(String::new);
-                    owned.push_str(&self.text[run..self.at]);
-                    owned.push(decoded);
-                    self.at += len;
-                    run = self.at;
-                }
-                _ => return None,
-            }
+        let close = find_special(bytes, self.at);
+        if bytes.get(close) == Some(&b'"') {
+            let text = &self.text[self.at..close];
+            self.at = close + 1;
+            return Some(Cow::Borrowed(text));
         }
+        let (wtf8, end) = Parser::new(bytes, Some(self.text)).scan_raw(self.at).ok()?;
+        let text = String::from_utf8(wtf8.into_owned()).ok()?;
+        self.at = end;
+        Some(Cow::Owned(text))
     }
 
     /// A number, to the JSON grammar; one with an exponent or a part of more than 19 digits

@@ -16,7 +16,7 @@
 //! position is kept). Bytes are decoded as `json.loads` decodes them: UTF-8, UTF-8 with a BOM,
 //! UTF-16 and UTF-32 (by BOM or by the pattern of zero bytes).
 
-use crate::json_text::{find_special, hex4};
+use crate::json_text::find_special;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
@@ -398,7 +398,7 @@ fn string_value(wtf8: &[u8]) -> Json {
 
 /// CPython's scanner over the bytes of valid UTF-8 text. Positions are byte offsets inside, and
 /// converted to character offsets only when an error is reported.
-pub(super) struct Parser<'a> {
+pub(crate) struct Parser<'a> {
     s: &'a [u8],
     /// The same bytes as a `str`, when they are UTF-8.
     text: Option<&'a str>,
@@ -408,20 +408,20 @@ pub(super) struct Parser<'a> {
 /// A failure inside the scanner: a `JSONDecodeError` (at a byte offset), CPython's
 /// `StopIteration(idx)` (which `raw_decode` turns into `Expecting value`), or an error that is
 /// not a `JSONDecodeError` at all.
-pub(super) enum Fail {
+pub(crate) enum Fail {
     Syntax(&'static str, usize),
     Stop(usize),
     Unparsable,
 }
 
-pub(super) type Scan<T> = Result<(T, usize), Fail>;
+pub(crate) type Scan<T> = Result<(T, usize), Fail>;
 
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 impl<'a> Parser<'a> {
-    pub(super) fn new(s: &'a [u8], text: Option<&'a str>) -> Self {
+    pub(crate) fn new(s: &'a [u8], text: Option<&'a str>) -> Self {
         Self { s, text, depth: 0 }
     }
 
@@ -587,7 +587,7 @@ impl<'a> Parser<'a> {
 
     /// `scanstring_unicode`, giving the WTF-8 bytes of the string: `end` is the index after the
     /// opening quote.
-    pub(super) fn scan_raw(&self, end: usize) -> Scan<Cow<'a, [u8]>> {
+    pub(crate) fn scan_raw(&self, end: usize) -> Scan<Cow<'a, [u8]>> {
         let s = self.s;
         let begin = end - 1;
         // Only strings with escapes are copied; the rest are one slice.
@@ -751,4 +751,14 @@ fn insert(
                 .collect(),
         );
     }
+}
+
+/// The four hex digits of a `\u` escape starting at `at`, as one UTF-16 code unit.
+#[inline]
+fn hex4(s: &[u8], at: usize) -> Option<u32> {
+    let digits = s.get(at..at + 4)?;
+    digits.iter().try_fold(0u32, |acc, &d| {
+        let v = char::from(d).to_digit(16)?;
+        Some((acc << 4) | v)
+    })
 }

@@ -47,7 +47,7 @@
 
 mod accept;
 mod catalog;
-mod json;
+pub(crate) mod json;
 mod openai;
 mod parsed;
 mod printable;
