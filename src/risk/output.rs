@@ -125,15 +125,36 @@ fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-/// Reads a map's entries, handing each key to `entry` with the map to read its value from.
+/// Reads a map's entries, handing each key to `entry` with the map to read its value from;
+/// a value `entry` does not read (it answers `false`) is skipped.
 fn entries<'de, A: MapAccess<'de>>(
     mut map: A,
-    mut entry: impl FnMut(&str, &mut A) -> Result<(), A::Error>,
+    mut entry: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
 ) -> Result<(), A::Error> {
     while let Some(Key(key)) = map.next_key()? {
-        entry(&key, &mut map)?;
+        if !entry(&key, &mut map)? {
+            map.next_value::<IgnoredAny>()?;
+        }
     }
     Ok(())
+}
+
+/// The value of the map's `name`, read by `read` (the last one, when given twice); every other
+/// entry skipped.
+fn only<'de, A: MapAccess<'de>, T>(
+    map: A,
+    name: &str,
+    mut read: impl FnMut(&mut A) -> Result<Option<T>, A::Error>,
+) -> Result<Option<T>, A::Error> {
+    let mut value = None;
+    entries(map, |key, map| {
+        let wanted = key == name;
+        if wanted {
+            value = read(map)?;
+        }
+        Ok(wanted)
+    })?;
+    Ok(value)
 }
 
 /// An object's key, borrowed when it holds no escape.
@@ -235,11 +256,9 @@ map_shape!(Answer, |map| {
                     .ok()
                     .and_then(|u| u.total());
             }
-            _ => {
-                map.next_value::<IgnoredAny>()?;
-            }
+            _ => return Ok(false),
         }
-        Ok(())
+        Ok(true)
     })
     .map(|()| answer)
 });
@@ -257,33 +276,26 @@ map_shape!(Choice, |map| {
         text: None,
     };
     entries(map, |key, map| {
-        // A `message` or `delta` that is not an object still counts as given (and as empty).
-        let message = || Message {
-            content: Content::None,
-            reasoning: None,
-            calls: None,
+        let said = match key {
+            "message" => &mut choice.message,
+            "delta" => &mut choice.delta,
+            "text" => {
+                choice.text = text(map)?;
+                return Ok(true);
+            }
+            _ => return Ok(false),
         };
-        match key {
-            "message" => {
-                choice.message = Some(
-                    map.next_value::<Lenient<Message<'_>>>()?
-                        .0
-                        .unwrap_or_else(message),
-                )
-            }
-            "delta" => {
-                choice.delta = Some(
-                    map.next_value::<Lenient<Message<'_>>>()?
-                        .0
-                        .unwrap_or_else(message),
-                )
-            }
-            "text" => choice.text = text(map)?,
-            _ => {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(())
+        // A `message` or `delta` that is not an object still counts as given (and as empty).
+        *said = Some(
+            map.next_value::<Lenient<Message<'_>>>()?
+                .0
+                .unwrap_or(Message {
+                    content: Content::None,
+                    reasoning: None,
+                    calls: None,
+                }),
+        );
+        Ok(true)
     })
     .map(|()| choice)
 });
@@ -336,11 +348,9 @@ map_shape!(Message, |map| {
             "tool_calls" => {
                 message.calls = map.next_value::<Lenient<Vec<Option<Call<'_>>>>>()?.0;
             }
-            _ => {
-                map.next_value::<IgnoredAny>()?;
-            }
+            _ => return Ok(false),
         }
-        Ok(())
+        Ok(true)
     })
     .map(|()| message)
 });
@@ -348,52 +358,22 @@ map_shape!(Message, |map| {
 /// A content part: its `text`.
 struct Part<'de>(Option<Cow<'de, str>>);
 
-map_shape!(Part, |map| {
-    let mut part = Part(None);
-    entries(map, |key, map| {
-        if key == "text" {
-            part.0 = text(map)?;
-        } else {
-            map.next_value::<IgnoredAny>()?;
-        }
-        Ok(())
-    })
-    .map(|()| part)
-});
+map_shape!(Part, |map| only(map, "text", text).map(Part));
 
 /// A tool call: its `function.arguments`.
 struct Call<'de>(Option<Cow<'de, str>>);
 
-map_shape!(Call, |map| {
-    let mut call = Call(None);
-    entries(map, |key, map| {
-        if key == "function" {
-            call.0 = map
-                .next_value::<Lenient<Function<'_>>>()?
-                .0
-                .and_then(|f| f.0);
-        } else {
-            map.next_value::<IgnoredAny>()?;
-        }
-        Ok(())
-    })
-    .map(|()| call)
-});
+map_shape!(Call, |map| only(map, "function", |map| {
+    Ok(map
+        .next_value::<Lenient<Function<'_>>>()?
+        .0
+        .and_then(|f| f.0))
+})
+.map(Call));
 
 struct Function<'de>(Option<Cow<'de, str>>);
 
-map_shape!(Function, |map| {
-    let mut function = Function(None);
-    entries(map, |key, map| {
-        if key == "arguments" {
-            function.0 = text(map)?;
-        } else {
-            map.next_value::<IgnoredAny>()?;
-        }
-        Ok(())
-    })
-    .map(|()| function)
-});
+map_shape!(Function, |map| only(map, "arguments", text).map(Function));
 
 #[cfg(test)]
 mod tests {
