@@ -405,11 +405,13 @@ fn check(
     if let Ok(Text::Utf8(text)) = decoded {
         if let Some(body) = accept::accept(&route.schema, &route.slots, text) {
             // The model first, as on the exact path: a refusal counts no tokens.
-            let found = check_model(config, body.model().as_deref())?;
+            let model = body.model();
+            let found = check_model(config, model.as_deref())?;
             let parsed = ParsedRequest::from_accepted(
                 route.endpoint,
                 bytes.clone(),
                 &body,
+                model.as_deref(),
                 &*config.counter,
             );
             return admit(parsed, found);
@@ -566,6 +568,58 @@ mod tests {
             layer.layer(inner.clone()).oneshot(request).await.unwrap();
             let seen = seen.lock().unwrap().pop();
             assert_eq!(seen, Some(Some(without_a_tree)), "{body}");
+        }
+    }
+
+    /// Counts how often it is asked.
+    #[derive(Clone, Default)]
+    struct Asked(Arc<std::sync::atomic::AtomicU64>);
+
+    impl TokenCounter for Asked {
+        fn count(&self, text: &str) -> u64 {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            text.len() as u64
+        }
+    }
+
+    /// The model is checked before the prompt is counted, on both paths: a refusal counts no
+    /// tokens, an admitted request does.
+    #[tokio::test]
+    async fn a_refused_model_counts_no_tokens() {
+        let inner = tower::service_fn(|_: Request<crate::MaasBody<Full<Bytes>>>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        });
+        for (body, admitted) in [
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                true,
+            ),
+            (
+                r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#,
+                false,
+            ),
+            // A key given twice: the exact path.
+            (
+                r#"{"model":"x","model":"x","messages":[{"role":"user","content":"hi"}]}"#,
+                false,
+            ),
+            (
+                r#"{"model":"m","model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                true,
+            ),
+        ] {
+            let asked = Asked::default();
+            let layer = RequestSchemaValidatorLayer::new()
+                .models(ModelCatalog::new().model("m", 4096))
+                .token_counter(asked.clone());
+            let request = Request::post("/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let response = layer.layer(inner).oneshot(request).await.unwrap();
+            assert_eq!(response.status().is_success(), admitted, "{body}");
+            let counted = asked.0.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(counted > 0, admitted, "{body}: counted {counted} texts");
         }
     }
 }

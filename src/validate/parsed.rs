@@ -179,6 +179,11 @@ impl Marks {
         });
     }
 
+    /// How many messages: one for each item of `messages`.
+    fn count(&self) -> u64 {
+        self.marks.len() as u64
+    }
+
     /// One more text of the current message's content.
     fn content(&mut self) {
         if let Some(mark) = self.marks.last_mut() {
@@ -395,9 +400,7 @@ impl ParsedRequest {
         let mut marks = Marks::default();
         let (prompt_tokens, largest_prompt) = match endpoint {
             Endpoint::ChatCompletions | Endpoint::Custom => {
-                let mut messages = 0;
                 if let Some(Json::List(list)) = field("messages") {
-                    messages = list.len() as u64;
                     for message in list {
                         message_texts(message, &mut |piece| {
                             if let Some(text) = marks.take(piece, texts.ends.len()) {
@@ -413,7 +416,7 @@ impl ParsedRequest {
                         }
                     });
                 }
-                chat_tokens(&texts, messages, counter)
+                chat_tokens(&texts, marks.count(), counter)
             }
             Endpoint::Completions | Endpoint::Embeddings => {
                 let key = if endpoint == Endpoint::Completions {
@@ -445,6 +448,7 @@ impl ParsedRequest {
         endpoint: Endpoint,
         bytes: Bytes,
         body: &Accepted<'_>,
+        model: Option<&str>,
         counter: &dyn TokenCounter,
     ) -> Self {
         let include_usage = body.include_usage();
@@ -455,7 +459,7 @@ impl ParsedRequest {
         };
         let scalars = Scalars::read(
             endpoint,
-            body.model().as_deref(),
+            model,
             body.field(Slot::Stream).as_ref(),
             stream_options,
             body.field(Slot::MaxTokens).as_ref(),
@@ -464,11 +468,10 @@ impl ParsedRequest {
         // size; a prompt's items are kept in order, to be counted once joined.
         let mut found = Vec::with_capacity(16);
         let mut items = Vec::new();
-        let mut messages = 0;
         let mut marks = Marks::default();
         let prompt = match endpoint {
             Endpoint::ChatCompletions | Endpoint::Custom => {
-                messages = body.messages(&mut |piece| {
+                body.messages(&mut |piece| {
                     if let Some(text) = marks.take(piece, found.len()) {
                         found.push(text);
                     }
@@ -501,7 +504,7 @@ impl ParsedRequest {
             }
             count.finish()
         } else {
-            chat_tokens(&texts, messages, counter)
+            chat_tokens(&texts, marks.count(), counter)
         };
         let source = Source::Text {
             bytes,
