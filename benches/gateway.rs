@@ -21,6 +21,7 @@ use service::run;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 
 use axum::Router;
@@ -34,11 +35,29 @@ use http_body::Body as _;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const KEY: &str = "sk-load-000000000000000000000000";
-const CHAT: &str = r#"{"model":"mock-model","max_tokens":16,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello there, how are you doing today? Tell me something nice."}]}"#;
+/// The load test's request (`tools/load/chat.lua`), read from the script so that the bench and
+/// the load test send the same.
+const CHAT_LUA: &str = include_str!("../tools/load/chat.lua");
+
+static AUTHORIZATION: LazyLock<&str> =
+    LazyLock::new(|| lua(r#"wrk.headers["Authorization"]"#, '"'));
+static CHAT: LazyLock<&str> = LazyLock::new(|| lua("wrk.body", '\''));
+
+/// The value of the script's line `wrk.<name> = <quote>…<quote>`.
+fn lua(name: &str, quote: char) -> &'static str {
+    CHAT_LUA
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(" = ")?
+                .strip_prefix(quote)?
+                .strip_suffix(quote)
+        })
+        .unwrap_or_else(|| panic!("tools/load/chat.lua: no {name}"))
+}
 
 fn bare() -> Router {
-    Router::new().route("/v1/chat/completions", axum::routing::post(mock::bare))
+    mock::bare_router()
 }
 
 fn gateway(log_requests: bool) -> app::Gateway {
@@ -56,8 +75,8 @@ fn request() -> Request<Body> {
     let mut request = Request::post("/v1/chat/completions")
         .header("host", "127.0.0.1:8080")
         .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {KEY}"))
-        .body(Body::from(CHAT))
+        .header("authorization", *AUTHORIZATION)
+        .body(Body::from(*CHAT))
         .unwrap();
     request
         .extensions_mut()
@@ -88,12 +107,7 @@ where
 /// The binary's log (its line format, its batching writer) into a sink, for as long as the
 /// two guards live.
 fn log_to_sink() -> (log_writer::FlushOnDrop, tracing::subscriber::DefaultGuard) {
-    let (writer, flush) = log_writer::batch_writer(std::io::sink());
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .event_format(log_format::LineFormat)
-        .with_writer(writer)
-        .finish();
+    let (subscriber, flush) = log_format::subscriber(std::io::sink(), false);
     (flush, tracing::subscriber::set_default(subscriber))
 }
 

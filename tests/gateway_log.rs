@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Captured;
+use common::{Captured, is_timestamp};
 use log_format::LineFormat;
 
 /// An error with a chain of sources.
@@ -110,18 +110,6 @@ where
             rest.strip_prefix(reset).unwrap().to_owned()
         })
         .collect()
-}
-
-fn is_timestamp(text: &str) -> bool {
-    let shape = "0000-00-00T00:00:00.000000Z";
-    text.len() == shape.len()
-        && text.bytes().zip(shape.bytes()).all(|(t, s)| {
-            if s == b'0' {
-                t.is_ascii_digit()
-            } else {
-                t == s
-            }
-        })
 }
 
 #[test]
@@ -285,6 +273,37 @@ fn a_stuck_output_holds_no_request_and_bounded_memory() {
         expected.extend_from_slice(&line(c));
     }
     assert!(out.bytes() == expected, "not the lines expected");
+}
+
+/// Lines that come while the output is busy go out together, not in a `write` each.
+#[test]
+fn lines_that_wait_go_out_in_one_write() {
+    let open = Arc::new((Mutex::new(false), Condvar::new()));
+    let (waiting, writing) = mpsc::channel();
+    let out = Captured::default();
+    let (writer, flush) = log_writer::batch_writer(Stuck {
+        open: Arc::clone(&open),
+        waiting,
+        out: out.clone(),
+    });
+    (&writer).write_all(b"first\n").unwrap();
+    writing.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mut expected = b"first\n".to_vec();
+    for i in 0..1000 {
+        let line = format!("line {i}\n");
+        (&writer).write_all(line.as_bytes()).unwrap();
+        expected.extend_from_slice(line.as_bytes());
+    }
+    {
+        let (open, opened) = &*open;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+    }
+    drop(flush);
+    assert!(out.bytes() == expected, "not the lines expected");
+    // One `write` for the first line, then the thousand waiting lines together.
+    let writes = 1 + writing.try_iter().count();
+    assert!(writes <= 3, "{writes} writes for 1001 lines");
 }
 
 #[test]

@@ -1,12 +1,8 @@
 //! The gateway's configuration and its stack of layers.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,10 +11,10 @@ use axum::extract::{ConnectInfo, Extension, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use pin_project_lite::pin_project;
 use serde::Deserialize;
 use serde_json::json;
 use tower::Service;
+use tower::util::MapResponse;
 use tower_maas::auth::{
     BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy, KeyState, Principal,
 };
@@ -551,56 +547,24 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         .layer(LogLayer::new(config.log_requests))
         .layer(ip_limit)
         .service(app);
-    Ok(Gateway { inner: outer })
+    Ok(MapResponse::new(outer, into_axum))
 }
 
 type Outer = ErrorEnvelope<Log<IpRateLimit<Router>>>;
 
-/// The whole gateway as one service: the outer layers around the routes, taking and giving
-/// axum's body types, so that `axum::serve` serves it as it would a `Router`. Wrapping it in
-/// a `Router` instead (`fallback_service`) would route every request twice and clone a boxed
-/// service for it.
-#[derive(Clone)]
-pub(crate) struct Gateway {
-    inner: Outer,
-}
+/// The whole gateway as one service: the outer layers around the routes, giving axum's body
+/// type, so that `axum::serve` serves it as it would a `Router`. Wrapping it in a `Router`
+/// instead (`fallback_service`) would route every request twice and clone a boxed service for
+/// it.
+pub(crate) type Gateway = MapResponse<Outer, fn(<Outer as Service<Request>>::Response) -> Response>;
 
-impl Service<Request> for Gateway {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Answering<<Outer as Service<Request>>::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<Request>::poll_ready(&mut self.inner, cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        Answering {
-            inner: self.inner.call(request),
-        }
-    }
-}
-
-pin_project! {
-    /// The outer layers' answer, its body in axum's box.
-    pub(crate) struct Answering<F> {
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F, B> Future for Answering<F>
+/// An answer's body in axum's box.
+fn into_axum<B>(response: http::Response<B>) -> Response
 where
-    F: Future<Output = Result<http::Response<B>, Infallible>>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(self.project().inner.poll(cx))?;
-        Poll::Ready(Ok(response.map(Body::new)))
-    }
+    response.map(Body::new)
 }
 
 /// The custom-endpoint management API: its registry (a file when configured), the accounts

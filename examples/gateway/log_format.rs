@@ -22,6 +22,24 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// The gateway's log: [`LineFormat`] through the batching writer (`log_writer.rs`) into `out`,
+/// with colours when `ansi`, at `info` and above. Lines are written until the guard drops.
+pub(crate) fn subscriber<W: std::io::Write + Send + 'static>(
+    out: W,
+    ansi: bool,
+) -> (
+    impl Subscriber + Send + Sync + 'static,
+    super::log_writer::FlushOnDrop,
+) {
+    let (writer, flush) = super::log_writer::batch_writer(out);
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(ansi)
+        .event_format(LineFormat)
+        .with_writer(writer)
+        .finish();
+    (subscriber, flush)
+}
+
 /// The event format of the gateway's log: the default one's layout, with colours on a
 /// terminal as it has them.
 #[derive(Clone, Copy, Debug, Default)]

@@ -29,6 +29,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use axum::ServiceExt;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
+use tower::util::Either;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use app::{Config, DEMO_KEY, DEMO_MANAGEMENT_TOKEN, DEMO_PROJECT, FROZEN_KEY, SLOW_KEY};
 use mock::MOCK_MODEL;
@@ -38,12 +40,9 @@ async fn main() {
     // Log lines are written in batches by a thread of their own (`log_writer.rs`), so no
     // request waits for a `write` to stdout, and a busy gateway wakes that thread once per
     // batch rather than once per line. Colours only on a terminal.
-    let (log_writer, _flush_on_exit) = log_writer::batch_writer(std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .event_format(log_format::LineFormat)
-        .with_writer(log_writer)
-        .init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (subscriber, _flush_on_exit) = log_format::subscriber(std::io::stdout(), ansi);
+    subscriber.init();
     let (listen, config_file, bare) = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(usage) => {
@@ -109,28 +108,19 @@ async fn main() {
             tracing::debug!("cannot set TCP_NODELAY: {err}");
         }
     });
-    let served = match gateway {
-        Some(gateway) => {
-            axum::serve(
-                listener,
-                gateway.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown())
-            .await
-        }
-        // The mock with no layer at all: the load test's baseline.
-        None => {
-            let bare =
-                axum::Router::new().route("/v1/chat/completions", axum::routing::post(mock::bare));
-            axum::serve(
-                listener,
-                bare.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown())
-            .await
-        }
+    let app = match gateway {
+        Some(gateway) => Either::Left(gateway),
+        None => Either::Right(mock::bare_router()),
     };
-    served.expect("server error");
+    axum::serve(
+        listener,
+        ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
+            app,
+        ),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .expect("server error");
 }
 
 /// SIGINT or SIGTERM: stop accepting, let requests in flight finish.

@@ -216,6 +216,11 @@ fn stream(
 
 /// The mock without any layer, for load tests: parses the body with serde_json and answers a
 /// chat request the same way, with nothing checked.
+/// The bare mock alone, with no layer: the load test's baseline.
+pub(crate) fn bare_router() -> axum::Router {
+    axum::Router::new().route("/v1/chat/completions", axum::routing::post(bare))
+}
+
 pub(crate) async fn bare(body: Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return (http::StatusCode::BAD_REQUEST, "bad body").into_response();

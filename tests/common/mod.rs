@@ -267,3 +267,16 @@ impl std::io::Write for Captured {
         Ok(())
     }
 }
+
+/// Whether `text` is a log line's timestamp: `2026-11-22T14:03:01.029568Z`.
+pub fn is_timestamp(text: &str) -> bool {
+    let shape = "0000-00-00T00:00:00.000000Z";
+    text.len() == shape.len()
+        && text.bytes().zip(shape.bytes()).all(|(t, s)| {
+            if s == b'0' {
+                t.is_ascii_digit()
+            } else {
+                t == s
+            }
+        })
+}
