@@ -238,8 +238,18 @@ impl Write for Stuck {
     }
 }
 
-#[test]
-fn a_stuck_output_holds_no_request_and_bounded_memory() {
+/// A batch writer into a [`Stuck`] output, with `first` written and held in its `write`: the
+/// writer, its guard, what the output was given, one message per `write` after the first, and
+/// the handle that opens the output.
+fn held_writer(
+    first: &[u8],
+) -> (
+    log_writer::BatchWriter,
+    log_writer::FlushOnDrop,
+    Captured,
+    mpsc::Receiver<()>,
+    Arc<(Mutex<bool>, Condvar)>,
+) {
     let open = Arc::new((Mutex::new(false), Condvar::new()));
     let (waiting, writing) = mpsc::channel();
     let out = Captured::default();
@@ -248,9 +258,22 @@ fn a_stuck_output_holds_no_request_and_bounded_memory() {
         waiting,
         out: out.clone(),
     });
-    (&writer).write_all(b"first\n").unwrap();
+    (&writer).write_all(first).unwrap();
     // The writer thread is now inside `write`, held.
     writing.recv_timeout(Duration::from_secs(10)).unwrap();
+    (writer, flush, out, writing, open)
+}
+
+/// Lets a [`Stuck`] output's writes through.
+fn release(open: &(Mutex<bool>, Condvar)) {
+    let (open, opened) = open;
+    *open.lock().unwrap() = true;
+    opened.notify_all();
+}
+
+#[test]
+fn a_stuck_output_holds_no_request_and_bounded_memory() {
+    let (writer, flush, out, _writes, open) = held_writer(b"first\n");
     // Lines keep being taken at once: up to the limit kept, past it dropped and counted.
     let line = |c: u8| {
         let mut line = vec![c; 1 << 20];
@@ -261,11 +284,7 @@ fn a_stuck_output_holds_no_request_and_bounded_memory() {
     for c in (b'a'..).take(kept + 3) {
         (&writer).write_all(&line(c)).unwrap();
     }
-    {
-        let (open, opened) = &*open;
-        *open.lock().unwrap() = true;
-        opened.notify_all();
-    }
+    release(&open);
     drop(flush);
     let mut expected = b"first\n".to_vec();
     expected.extend_from_slice(b"log-writer: 3 log lines dropped, the output could not keep up\n");
@@ -278,45 +297,24 @@ fn a_stuck_output_holds_no_request_and_bounded_memory() {
 /// Lines that come while the output is busy go out together, not in a `write` each.
 #[test]
 fn lines_that_wait_go_out_in_one_write() {
-    let open = Arc::new((Mutex::new(false), Condvar::new()));
-    let (waiting, writing) = mpsc::channel();
-    let out = Captured::default();
-    let (writer, flush) = log_writer::batch_writer(Stuck {
-        open: Arc::clone(&open),
-        waiting,
-        out: out.clone(),
-    });
-    (&writer).write_all(b"first\n").unwrap();
-    writing.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (writer, flush, out, writes, open) = held_writer(b"first\n");
     let mut expected = b"first\n".to_vec();
     for i in 0..1000 {
         let line = format!("line {i}\n");
         (&writer).write_all(line.as_bytes()).unwrap();
         expected.extend_from_slice(line.as_bytes());
     }
-    {
-        let (open, opened) = &*open;
-        *open.lock().unwrap() = true;
-        opened.notify_all();
-    }
+    release(&open);
     drop(flush);
     assert!(out.bytes() == expected, "not the lines expected");
     // One `write` for the first line, then the thousand waiting lines together.
-    let writes = 1 + writing.try_iter().count();
+    let writes = 1 + writes.try_iter().count();
     assert!(writes <= 3, "{writes} writes for 1001 lines");
 }
 
 #[test]
 fn closing_while_the_output_is_stuck_does_not_hang() {
-    let open = Arc::new((Mutex::new(false), Condvar::new()));
-    let (waiting, writing) = mpsc::channel();
-    let (writer, flush) = log_writer::batch_writer(Stuck {
-        open: Arc::clone(&open),
-        waiting,
-        out: Captured::default(),
-    });
-    (&writer).write_all(b"last words\n").unwrap();
-    writing.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (_writer, flush, _out, _writes, open) = held_writer(b"last words\n");
     // The exit waits a moment for the output, then goes on without it.
     let (closed, done) = mpsc::channel();
     std::thread::spawn(move || {
@@ -325,7 +323,5 @@ fn closing_while_the_output_is_stuck_does_not_hang() {
     });
     done.recv_timeout(Duration::from_secs(10))
         .expect("closing the log waited for a stuck output");
-    let (open, opened) = &*open;
-    *open.lock().unwrap() = true;
-    opened.notify_all();
+    release(&open);
 }
