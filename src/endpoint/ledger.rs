@@ -177,16 +177,13 @@ impl Ledger {
 
     /// The endpoints of the owner's project, oldest first, and how many the account has.
     pub(crate) fn list(&self, owner: &Owner) -> (Vec<CustomEndpoint>, usize) {
-        let mine = self
+        let items = self
             .endpoints
             .iter()
-            .filter(|e| *e.account == *owner.account);
-        let total = mine.clone().count();
-        let items = mine
-            .filter(|e| e.project_id == owner.project_id)
+            .filter(|e| *e.account == *owner.account && e.project_id == owner.project_id)
             .cloned()
             .collect();
-        (items, total)
+        (items, self.live(&owner.account))
     }
 
     pub(crate) fn update(

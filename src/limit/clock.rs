@@ -216,7 +216,7 @@ impl Clock for CoarseClock {
     fn now(&self) -> Nanos {
         let shared = &*self.shared;
         if self.unticked {
-            return shared.source.now();
+            return shared.precise();
         }
         // A store only for the first read of a tick: the line stays shared between readers.
         if !shared.read.load(Ordering::Relaxed) {

@@ -261,7 +261,7 @@ impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
         // request never reached the model).
         let (used, release, charged) = match outcome {
             Settled::Withdrawn => (Some(0), self.requests, None),
-            Settled::Failed => (Some(0), None, Some(0)),
+            Settled::Failed => (Some(0), None, None),
             Settled::Completed(Some(used)) => (Some(used), None, Some(used)),
             // No usage reported: the reservation stands, and is what the quota pays.
             Settled::Completed(None) => (None, None, Some(self.reserved)),

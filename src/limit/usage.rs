@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde::Deserialize;
@@ -227,13 +227,11 @@ impl Meter {
             return;
         }
         let used = match &mut self.reader {
-            Reader::Json { chunks, len } if *len <= MAX_OBSERVED => {
-                let mut all = Vec::with_capacity(*len);
-                for chunk in chunks.iter() {
-                    all.extend_from_slice(chunk.chunk());
-                }
-                usage_of(&all)
-            }
+            // An answer in one frame, as most are, is read where it lies.
+            Reader::Json { chunks, len } if *len <= MAX_OBSERVED => match chunks.as_slice() {
+                [one] => usage_of(one),
+                chunks => usage_of(&chunks.concat()),
+            },
             Reader::Json { .. } => None,
             Reader::Sse { line, last, .. } => {
                 // A last event without its newline still counts.
