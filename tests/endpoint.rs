@@ -801,16 +801,7 @@ async fn an_inner_limiter_failing_closed_gives_the_keys_slot_back() {
         ) -> tower_maas::limit::Acquired<Self::Pending> {
             tower_maas::limit::Acquired::Now(tower_maas::limit::Outcome::Unavailable)
         }
-        fn adjust(
-            &self,
-            _: tower_maas::limit::LimitKey,
-            _: tower_maas::limit::Rate,
-            _: u64,
-            _: u64,
-            _: u64,
-        ) {
-        }
-        fn release(&self, _: tower_maas::limit::LimitKey, _: tower_maas::limit::Rate, _: u64) {}
+        fn reconcile(&self, _: tower_maas::limit::Reconcile) {}
     }
     let keys = Arc::new(InMemoryKeyStore::new());
     // RPM 300: a burst of 10.

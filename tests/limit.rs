@@ -404,24 +404,8 @@ impl tower_maas::limit::RateStore for RoundTripStore {
         }))
     }
 
-    fn adjust(
-        &self,
-        key: tower_maas::limit::LimitKey,
-        tokens: tower_maas::limit::Rate,
-        reserved: u64,
-        used: u64,
-        now: u64,
-    ) {
-        self.0.adjust(key, tokens, reserved, used, now);
-    }
-
-    fn release(
-        &self,
-        key: tower_maas::limit::LimitKey,
-        requests: tower_maas::limit::Rate,
-        now: u64,
-    ) {
-        self.0.release(key, requests, now);
+    fn reconcile(&self, settled: tower_maas::limit::Reconcile) {
+        self.0.reconcile(settled);
     }
 }
 

@@ -21,7 +21,7 @@ use tower_maas::ErrorEnvelopeLayer;
 use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
 use tower_maas::limit::{
     Acquire, Acquired, Exceeded, LimitKey, MonotonicClock, OnUnavailable, Outcome, Rate, RateStore,
-    RedisStore, TokenRateLimitLayer,
+    Reconcile, RedisStore, TokenRateLimitLayer,
 };
 
 const SECOND: u64 = 1_000_000_000;
@@ -133,6 +133,20 @@ fn ask(key: u64, requests: Option<Rate>, tokens: Option<Rate>, reserve: u64) -> 
     }
 }
 
+/// A reservation of `reserved` tokens corrected by the `used` an answer reported.
+fn adjusted(key: LimitKey, tokens: Rate, reserved: u64, used: u64) -> Reconcile {
+    let mut settled = Reconcile::new(key, 0);
+    (settled.tokens, settled.reserved, settled.used) = (Some(tokens), reserved, used);
+    settled
+}
+
+/// `tokens` charged to the key's shared quota.
+fn charged(key: LimitKey, tokens: u64) -> Reconcile {
+    let mut settled = Reconcile::new(key, 0);
+    settled.quota = Some(tokens);
+    settled
+}
+
 async fn decide(store: &RedisStore, ask: Acquire) -> Outcome {
     match store.acquire(ask) {
         Acquired::Now(outcome) => outcome,
@@ -233,7 +247,7 @@ async fn reconciliation_refunds_and_charges_on_the_shared_state() {
         }
     ));
     // One response used nothing: its 100 tokens come back, for the other replica too.
-    a.adjust(LimitKey(7), tokens, 100, 0, 0);
+    a.reconcile(adjusted(LimitKey(7), tokens, 100, 0));
     eventually(async || {
         matches!(
             decide(&b, ask(7, None, Some(tokens), 100)).await,
@@ -248,7 +262,7 @@ async fn reconciliation_refunds_and_charges_on_the_shared_state() {
         decide(&a, ask(8, None, Some(tokens), 100)).await,
         Outcome::Admitted(_)
     ));
-    b.adjust(fresh, tokens, 100, 1000, 0);
+    b.reconcile(adjusted(fresh, tokens, 100, 1000));
     eventually(async || {
         matches!(
             decide(&a, ask(8, None, Some(tokens), 1)).await,
@@ -267,7 +281,9 @@ async fn reconciliation_refunds_and_charges_on_the_shared_state() {
         decide(&b, ask(9, Some(requests), None, 0)).await,
         Outcome::Refused { .. }
     ));
-    a.release(LimitKey(9), requests, 0);
+    let mut released = Reconcile::new(LimitKey(9), 0);
+    released.release = Some(requests);
+    a.reconcile(released);
     eventually(async || {
         matches!(
             decide(&b, ask(9, Some(requests), None, 0)).await,
@@ -294,8 +310,8 @@ async fn the_quota_is_shared_by_replicas() {
         decide(&a, with_quota(500)).await,
         Outcome::Admitted(_)
     ));
-    a.charge_quota(LimitKey(11), 300);
-    b.charge_quota(LimitKey(11), 200);
+    a.reconcile(charged(LimitKey(11), 300));
+    b.reconcile(charged(LimitKey(11), 200));
     eventually(async || decide(&b, with_quota(500)).await == Outcome::QuotaExhausted).await;
     assert_eq!(decide(&a, with_quota(500)).await, Outcome::QuotaExhausted);
     // A larger quota (raised in the configuration) admits again.

@@ -23,8 +23,8 @@ use tower_maas::endpoint::{
     ManagementApi, ServiceAccess, ServiceDirectory,
 };
 use tower_maas::limit::{
-    Acquire, Acquired, CoarseClock, IpRateLimit, IpRateLimitLayer, LimitKey, LimitScope,
-    MemoryStore, Nanos, Outcome, Rate, RateStore, Reconcile, TokenRateLimitLayer, TrustedProxies,
+    Acquire, Acquired, CoarseClock, IpRateLimit, IpRateLimitLayer, LimitScope, MemoryStore,
+    Outcome, RateStore, Reconcile, TokenRateLimitLayer, TrustedProxies,
 };
 use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, Window};
 use tower_maas::validate::{
@@ -294,31 +294,6 @@ impl RateStore for Store {
         }
     }
 
-    fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos) {
-        match self {
-            Self::Memory(store) => store.adjust(key, tokens, reserved, used, now),
-            #[cfg(feature = "redis")]
-            Self::Redis(store) => store.adjust(key, tokens, reserved, used, now),
-        }
-    }
-
-    fn release(&self, key: LimitKey, requests: Rate, now: Nanos) {
-        match self {
-            Self::Memory(store) => store.release(key, requests, now),
-            #[cfg(feature = "redis")]
-            Self::Redis(store) => store.release(key, requests, now),
-        }
-    }
-
-    fn charge_quota(&self, key: LimitKey, tokens: u64) {
-        match self {
-            Self::Memory(store) => store.charge_quota(key, tokens),
-            #[cfg(feature = "redis")]
-            Self::Redis(store) => store.charge_quota(key, tokens),
-        }
-    }
-
-    // Passed on whole, so that Redis gets the whole reconciliation in one round trip.
     fn reconcile(&self, settled: Reconcile) {
         match self {
             Self::Memory(store) => store.reconcile(settled),

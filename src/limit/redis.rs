@@ -346,24 +346,6 @@ impl RateStore for RedisStore {
         }))
     }
 
-    fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos) {
-        let mut settled = Reconcile::new(key, now);
-        (settled.tokens, settled.reserved, settled.used) = (Some(tokens), reserved, used);
-        self.reconcile(settled);
-    }
-
-    fn release(&self, key: LimitKey, requests: Rate, now: Nanos) {
-        let mut settled = Reconcile::new(key, now);
-        settled.release = Some(requests);
-        self.reconcile(settled);
-    }
-
-    fn charge_quota(&self, key: LimitKey, tokens: u64) {
-        let mut settled = Reconcile::new(key, 0);
-        settled.quota = Some(tokens);
-        self.reconcile(settled);
-    }
-
     /// One `EVALSHA` of the settle script for the whole reconciliation, in the background;
     /// none when there is nothing to change.
     fn reconcile(&self, settled: Reconcile) {

@@ -25,7 +25,7 @@ pub struct Acquire {
     pub tokens: Option<Rate>,
     /// Tokens to reserve.
     pub reserve: u64,
-    /// The key's token quota, when a store keeps quotas ([`RateStore::charge_quota`]): a key
+    /// The key's token quota, when a store keeps quotas ([`RateStore::reconcile`]): a key
     /// that has used it all is refused ([`Outcome::QuotaExhausted`]). The in-memory store
     /// leaves quotas to the key's [`Quota`](crate::auth::Quota).
     pub quota: Option<u64>,
@@ -131,29 +131,15 @@ pub trait RateStore: Send + Sync + 'static {
     /// tokens are refused, the request slot is given back.
     fn acquire(&self, ask: Acquire) -> Acquired<Self::Pending>;
 
-    /// Corrects a reservation by what was used: `used > reserved` charges the difference,
-    /// `used < reserved` refunds it (never above the limit).
-    fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos);
-
-    /// Gives an admitted request's slot back: a limiter further in refused the request, so it
-    /// never reached the model (its tokens go back through [`adjust`](RateStore::adjust)).
-    fn release(&self, key: LimitKey, requests: Rate, now: Nanos);
-
-    /// Charges `tokens` to the key's quota, for stores that keep quotas shared between
-    /// gateway replicas (the in-memory store does not: the key's own
-    /// [`Quota`](crate::auth::Quota) is charged in any case).
-    fn charge_quota(&self, key: LimitKey, tokens: u64) {
-        let _ = (key, tokens);
-    }
-
-    /// Reconciles one admitted request once its answer is known, in one call: corrects its
-    /// token reservation ([`adjust`](RateStore::adjust)), gives its request slot back
-    /// ([`release`](RateStore::release)) and charges its quota
-    /// ([`charge_quota`](RateStore::charge_quota)), each only when asked, in that order.
-    /// Never waits.
+    /// Reconciles one admitted request once its answer is known, in one call, never waiting:
+    /// corrects its token reservation by what was used (`used > reserved` charges the
+    /// difference, `used < reserved` refunds it, never above the limit), gives its request slot
+    /// back when a limiter further in refused it (it never reached the model), and charges
+    /// the key's quota, for stores that keep quotas shared between gateway replicas (the key's
+    /// own [`Quota`](crate::auth::Quota) is charged in any case). Each only when asked.
     ///
-    /// The default calls those three methods. A store on a server overrides it to send the
-    /// whole reconciliation in one round trip, applied atomically.
+    /// A store on a server sends the whole reconciliation in one round trip, applied
+    /// atomically.
     ///
     /// ```
     /// use tower_maas::limit::{LimitKey, MemoryStore, Rate, RateStore, Reconcile};
@@ -167,26 +153,7 @@ pub trait RateStore: Send + Sync + 'static {
     /// settled.quota = Some(60);
     /// store.reconcile(settled);
     /// ```
-    fn reconcile(&self, settled: Reconcile) {
-        let Reconcile {
-            key,
-            tokens,
-            reserved,
-            used,
-            release,
-            quota,
-            now,
-        } = settled;
-        if let Some(tokens) = tokens {
-            self.adjust(key, tokens, reserved, used, now);
-        }
-        if let Some(requests) = release {
-            self.release(key, requests, now);
-        }
-        if let Some(tokens) = quota {
-            self.charge_quota(key, tokens);
-        }
-    }
+    fn reconcile(&self, settled: Reconcile);
 }
 
 /// One admitted request's reconciliation, once its answer is known: see
@@ -404,18 +371,31 @@ impl RateStore for MemoryStore {
         }))
     }
 
-    fn release(&self, key: LimitKey, requests: Rate, now: Nanos) {
+    /// On the key's one cell; the quota is the key's own, charged by the limiter.
+    fn reconcile(&self, settled: Reconcile) {
+        let Reconcile {
+            key,
+            tokens,
+            reserved,
+            used,
+            release,
+            now,
+            ..
+        } = settled;
+        let tokens = tokens.filter(|_| used != reserved);
+        if tokens.is_none() && release.is_none() {
+            return;
+        }
         self.with_cell(key, now, |cell| {
-            gcra::refund(&cell.requests, requests, 1, now)
-        });
-    }
-
-    fn adjust(&self, key: LimitKey, tokens: Rate, reserved: u64, used: u64, now: Nanos) {
-        self.with_cell(key, now, |cell| {
-            if used > reserved {
-                gcra::charge(&cell.tokens, tokens, used - reserved, now);
-            } else if used < reserved {
-                gcra::refund(&cell.tokens, tokens, reserved - used, now);
+            if let Some(rate) = tokens {
+                if used > reserved {
+                    gcra::charge(&cell.tokens, rate, used - reserved, now);
+                } else {
+                    gcra::refund(&cell.tokens, rate, reserved - used, now);
+                }
+            }
+            if let Some(requests) = release {
+                gcra::refund(&cell.requests, requests, 1, now);
             }
         });
     }
