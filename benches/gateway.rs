@@ -57,7 +57,7 @@ fn lua(name: &str, quote: char) -> &'static str {
 }
 
 fn bare() -> Router {
-    mock::bare_router()
+    mock::bare_router(mock::Work::default())
 }
 
 fn gateway(log_requests: bool) -> app::Gateway {

@@ -805,3 +805,56 @@ async fn one_log_line_per_request_without_the_key() {
     assert!(!text.contains(KEY) && !text.contains(UNLABELLED), "{text}");
     assert!(!text.contains("sk-"), "{text}");
 }
+
+/// The load test's baseline is the mock without layers: the bare mock answers a chat request
+/// with the body the gateway's mock gives, but for the id, and with work or without.
+#[tokio::test]
+async fn the_bare_mock_answers_as_the_gateways_mock_does() {
+    let config: app::Config = toml::from_str(&format!(
+        "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"mock-model\"\ncontext_length = 4096\n"
+    ))
+    .unwrap();
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    assert_eq!(mock::Work::calibrated(0.0).rounds(), 0);
+    let work = mock::Work::calibrated(1000.0);
+    assert!(work.rounds() > 0);
+    let bare = common::serve_axum(mock::bare_router(mock::Work::default())).await;
+    let busy = common::serve_axum(mock::bare_router(work)).await;
+    // The answer with what differs by nature (the id, the second it was made) set aside.
+    let answer = |reply: common::Reply| {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let mut body: serde_json::Value = serde_json::from_str(reply.text()).unwrap();
+        let id = body["id"].take();
+        assert!(id.as_str().unwrap().starts_with("chatcmpl-"), "{id}");
+        assert!(body["created"].take().as_u64().unwrap() > 1_700_000_000);
+        body
+    };
+    for (content, max_tokens, said, finish_reason) in [
+        ("one two three", 10, "one two three", "stop"),
+        ("one two three four", 2, "one two", "length"),
+    ] {
+        let request = || {
+            let body = serde_json::json!({"model": "mock-model", "max_tokens": max_tokens, "messages": [{"role": "user", "content": content}]}).to_string();
+            common::post("/v1/chat/completions", &body)
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(full(body))
+                .unwrap()
+        };
+        let expected = answer(send(gw, request()).await);
+        let words = content.split(' ').count();
+        let completion = said.split(' ').count();
+        assert_eq!(
+            expected,
+            serde_json::json!({
+                "id": null,
+                "object": "chat.completion",
+                "created": null,
+                "model": "mock-model",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": said}, "finish_reason": finish_reason}],
+                "usage": {"prompt_tokens": words, "completion_tokens": completion, "total_tokens": words + completion},
+            })
+        );
+        assert_eq!(answer(send(bare, request()).await), expected);
+        assert_eq!(answer(send(busy, request()).await), expected);
+    }
+}

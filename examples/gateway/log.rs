@@ -203,7 +203,7 @@ struct Count(Option<u64>);
 impl std::fmt::Display for Count {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some(n) => write!(f, "{n}"),
+            Some(n) => f.write_str(itoa::Buffer::new().format(n)),
             None => f.write_str("-"),
         }
     }

@@ -314,17 +314,26 @@ struct Sanitised<'a, 'w>(&'a mut Writer<'w>);
 
 impl Write for Sanitised<'_, '_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        for c in text.chars() {
-            match c {
-                '\x1b' => self.0.write_str("\\x1b")?,
-                '\x07' => self.0.write_str("\\x07")?,
-                '\x08' => self.0.write_str("\\x08")?,
-                '\x0c' => self.0.write_str("\\x0c")?,
-                '\x7f' => self.0.write_str("\\x7f")?,
-                '\u{80}'..='\u{9f}' => write!(self.0, "\\u{{{:x}}}", u32::from(c))?,
-                c => self.0.write_char(c)?,
+        // The text between two escaped characters goes out in one write.
+        let mut plain = 0;
+        for (at, c) in text.char_indices() {
+            let escape = match c {
+                '\x1b' => "\\x1b",
+                '\x07' => "\\x07",
+                '\x08' => "\\x08",
+                '\x0c' => "\\x0c",
+                '\x7f' => "\\x7f",
+                '\u{80}'..='\u{9f}' => "",
+                _ => continue,
+            };
+            self.0.write_str(&text[plain..at])?;
+            plain = at + c.len_utf8();
+            if escape.is_empty() {
+                write!(self.0, "\\u{{{:x}}}", u32::from(c))?;
+            } else {
+                self.0.write_str(escape)?;
             }
         }
-        Ok(())
+        self.0.write_str(&text[plain..])
     }
 }

@@ -43,7 +43,11 @@ async fn main() {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let (subscriber, _flush_on_exit) = log_format::subscriber(std::io::stdout(), ansi);
     subscriber.init();
-    let (listen, config_file, bare) = match parse_args(std::env::args().skip(1)) {
+    let Args {
+        listen,
+        config: config_file,
+        bare,
+    } = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(usage) => {
             eprintln!("{usage}");
@@ -64,7 +68,9 @@ async fn main() {
         },
     };
     let listen = listen.unwrap_or(config.listen);
-    let gateway = if bare {
+    // Timed before the server starts, while it has nothing else to do.
+    let bare = bare.map(mock::Work::calibrated);
+    let gateway = if bare.is_some() {
         None
     } else {
         match app::router(&config) {
@@ -83,7 +89,10 @@ async fn main() {
         }
     };
     println!("tower-maas gateway listening on http://{listen}");
-    if config_file.is_none() && !bare {
+    if let Some(work) = bare.filter(|work| work.rounds() > 0) {
+        println!("bare mock: {} rounds of work per request", work.rounds());
+    }
+    if config_file.is_none() && bare.is_none() {
         println!("demo API key: {DEMO_KEY}");
         println!("  (2 requests/minute: {SLOW_KEY}; frozen: {FROZEN_KEY})");
         println!(
@@ -110,7 +119,7 @@ async fn main() {
     });
     let app = match gateway {
         Some(gateway) => Either::Left(gateway),
-        None => Either::Right(mock::bare_router()),
+        None => Either::Right(mock::bare_router(bare.unwrap_or_default())),
     };
     axum::serve(
         listener,
@@ -142,11 +151,22 @@ async fn shutdown() {
     }
 }
 
-fn parse_args(
-    mut args: impl Iterator<Item = String>,
-) -> Result<(Option<SocketAddr>, Option<String>, bool), String> {
-    const USAGE: &str = "usage: gateway [--listen ADDR] [--config FILE] [--bare]   (default 127.0.0.1:8080, demo config; --bare: the mock without layers, for load tests)";
-    let (mut listen, mut config, mut bare) = (None, None, false);
+/// The command line.
+#[derive(Debug, Default)]
+struct Args {
+    listen: Option<SocketAddr>,
+    config: Option<String>,
+    /// The bare mock instead of the gateway, with this much work per request.
+    bare: Option<f64>,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    const USAGE: &str = "usage: gateway [--listen ADDR] [--config FILE] [--bare | --bare-work MICROS]   (default 127.0.0.1:8080, demo config; --bare: the mock without layers, for load tests; --bare-work: the bare mock, spending about MICROS of CPU on each request)";
+    let Args {
+        mut listen,
+        mut config,
+        mut bare,
+    } = Args::default();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => {
@@ -158,10 +178,26 @@ fn parse_args(
                 );
             }
             "--config" => config = Some(args.next().ok_or(USAGE)?),
-            "--bare" => bare = true,
+            "--bare" => bare = Some(0.0),
+            "--bare-work" => {
+                let value = args.next().ok_or(USAGE)?;
+                bare = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|micros: &f64| micros.is_finite() && *micros >= 0.0)
+                        .ok_or_else(|| {
+                            format!("--bare-work: not a duration in µs: {value}\n{USAGE}")
+                        })?,
+                );
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument: {other}\n{USAGE}")),
         }
     }
-    Ok((listen, config, bare))
+    Ok(Args {
+        listen,
+        config,
+        bare,
+    })
 }

@@ -122,30 +122,69 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamS
         };
         return stream(id, request, &answer, style);
     }
+    whole(&Whole {
+        id: &format!("chatcmpl-{id}"),
+        created,
+        model: &model,
+        completions: request.endpoint() == Endpoint::Completions,
+        text: &answer.join(" "),
+        finish_reason,
+        prompt_tokens,
+        completion_tokens,
+    })
+}
+
+/// An answer sent whole (not streamed).
+struct Whole<'a> {
+    id: &'a str,
+    created: u64,
+    model: &'a str,
+    /// A `text_completion`, or else a `chat.completion`.
+    completions: bool,
+    text: &'a str,
+    finish_reason: &'a str,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+/// The body of an answer sent whole. The mock and the bare mock both answer through it, so that
+/// the load test's two columns differ by the layers and not by how their answers are written.
+fn whole(answer: &Whole<'_>) -> Response {
+    let &Whole {
+        id,
+        created,
+        model,
+        completions,
+        text,
+        finish_reason,
+        prompt_tokens,
+        completion_tokens,
+    } = answer;
     let usage = json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     });
-    let choice: Value = if request.endpoint() == Endpoint::Completions {
-        json!({"index": 0, "text": answer.join(" "), "finish_reason": finish_reason})
+    let (object, choice) = if completions {
+        (
+            "text_completion",
+            json!({"index": 0, "text": text, "finish_reason": finish_reason}),
+        )
     } else {
-        json!({"index": 0, "message": {"role": "assistant", "content": answer.join(" ")}, "finish_reason": finish_reason})
+        (
+            "chat.completion",
+            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}),
+        )
     };
-    let object = if request.endpoint() == Endpoint::Completions {
-        "text_completion"
-    } else {
-        "chat.completion"
-    };
-    axum::Json(json!({
-        "id": format!("chatcmpl-{id}"),
-        "object": object,
-        "created": created,
-        "model": model,
-        "choices": [choice],
-        "usage": usage,
-    }))
-    .into_response()
+    let mut body = serde_json::Map::new();
+    body.insert("id".into(), id.into());
+    body.insert("object".into(), object.into());
+    body.insert("created".into(), created.into());
+    body.insert("model".into(), model.into());
+    // Moved in, not through `json!`, which would copy each value through the serializer.
+    body.insert("choices".into(), Value::Array(vec![choice]));
+    body.insert("usage".into(), usage);
+    axum::Json(Value::Object(body)).into_response()
 }
 
 /// The mock's tokenizer: one token per whitespace-separated word.
@@ -214,15 +253,67 @@ fn stream(
         .unwrap_or_default()
 }
 
-/// The mock without any layer, for load tests: parses the body with serde_json and answers a
-/// chat request the same way, with nothing checked.
-/// The bare mock alone, with no layer: the load test's baseline.
-pub(crate) fn bare_router() -> axum::Router {
-    axum::Router::new().route("/v1/chat/completions", axum::routing::post(bare))
+/// The bare mock alone, with no layer: the load test's baseline. It parses the body with
+/// serde_json and answers a chat request as the mock does, with nothing checked.
+pub(crate) fn bare_router(work: Work) -> axum::Router {
+    axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |body: Bytes| async move {
+            work.run();
+            bare(&body)
+        }),
+    )
 }
 
-pub(crate) async fn bare(body: Bytes) -> Response {
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+/// CPU work the bare mock can be given per request (`--bare-work MICROS`): how much more CPU
+/// per request the load test tolerates above the bare mock is then measured, not guessed. A
+/// fixed number of dependent multiply-adds, counted once at start, so that every request does
+/// the same work however the scheduler treats it (a spin on the clock would do less when
+/// preempted).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Work {
+    rounds: u64,
+}
+
+impl Work {
+    /// About `micros` of CPU time on this machine, timed now.
+    pub(crate) fn calibrated(micros: f64) -> Work {
+        const TRIAL: u64 = 10_000_000;
+        // The fastest of three trials: the others were interrupted.
+        let fastest = (0..3)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                spin(TRIAL);
+                start.elapsed()
+            })
+            .min()
+            .unwrap_or_default();
+        let per_micro = TRIAL as f64 / (fastest.as_secs_f64() * 1e6).max(f64::MIN_POSITIVE);
+        Work {
+            rounds: (micros * per_micro) as u64,
+        }
+    }
+
+    /// The rounds of work per request.
+    pub(crate) fn rounds(self) -> u64 {
+        self.rounds
+    }
+
+    fn run(self) {
+        spin(self.rounds);
+    }
+}
+
+fn spin(rounds: u64) -> u64 {
+    let mut x = 1u64;
+    for i in 0..rounds {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+    }
+    x
+}
+
+fn bare(body: &[u8]) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return (http::StatusCode::BAD_REQUEST, "bad body").into_response();
     };
     let last = request["messages"]
@@ -235,15 +326,24 @@ pub(crate) async fn bare(body: Bytes) -> Response {
         .as_u64()
         .map_or(usize::MAX, |n| n as usize);
     let answer: Vec<&str> = last.split_whitespace().take(max_tokens).collect();
-    axum::Json(json!({
-        "id": "chatcmpl-bare",
-        "object": "chat.completion",
-        "created": 0,
-        "model": request["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.join(" ")}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer.len(), "total_tokens": prompt_tokens + answer.len()},
-    }))
-    .into_response()
+    // Stamped as the mock stamps its answers: a model server does this much.
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    whole(&Whole {
+        id: "chatcmpl-bare",
+        created,
+        model: request["model"].as_str().unwrap_or(MOCK_MODEL),
+        completions: false,
+        text: &answer.join(" "),
+        finish_reason: if answer.len() < prompt_tokens {
+            "length"
+        } else {
+            "stop"
+        },
+        prompt_tokens,
+        completion_tokens: answer.len(),
+    })
 }
 
 #[cfg(test)]
