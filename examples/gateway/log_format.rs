@@ -62,58 +62,65 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let ansi = writer.has_ansi_escapes();
+        // The line is put together here and handed over in one write: each of its forty-odd
+        // pieces would otherwise be a call through `Writer`'s `dyn Write`.
+        let mut line = String::with_capacity(LINE_CAPACITY);
         if ansi {
-            writer.write_str(DIM)?;
+            line.push_str(DIM);
         }
-        timestamp(&mut writer, SystemTime::now())?;
+        timestamp(&mut line, SystemTime::now())?;
         if ansi {
-            writer.write_str(RESET)?;
+            line.push_str(RESET);
         }
-        writer.write_char(' ')?;
-        level(&mut writer, *event.metadata().level(), ansi)?;
-        writer.write_char(' ')?;
+        line.push(' ');
+        level(&mut line, *event.metadata().level(), ansi);
+        line.push(' ');
         if let Some(scope) = ctx.event_scope() {
             let mut seen = false;
             for span in scope.from_root() {
                 seen = true;
-                styled(&mut writer, ansi, BOLD, span.metadata().name())?;
+                styled(&mut line, ansi, BOLD, span.metadata().name());
                 if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
                     if !fields.is_empty() {
-                        styled(&mut writer, ansi, BOLD, "{")?;
-                        writer.write_str(fields)?;
-                        styled(&mut writer, ansi, BOLD, "}")?;
+                        styled(&mut line, ansi, BOLD, "{");
+                        line.push_str(fields);
+                        styled(&mut line, ansi, BOLD, "}");
                     }
                 }
-                styled(&mut writer, ansi, DIM, ":")?;
+                styled(&mut line, ansi, DIM, ":");
             }
             if seen {
-                writer.write_char(' ')?;
+                line.push(' ');
             }
         }
         let mut fields = Fields {
-            out: &mut writer,
+            out: &mut line,
             ansi,
             first: true,
             result: Ok(()),
         };
         event.record(&mut fields);
         fields.result?;
-        writer.write_char('\n')
+        line.push('\n');
+        writer.write_str(&line)
     }
 }
 
-fn styled(out: &mut Writer<'_>, ansi: bool, style: &str, text: &str) -> fmt::Result {
+/// Room for the request line with its usual fields, so that it is not grown while written.
+const LINE_CAPACITY: usize = 384;
+
+fn styled(out: &mut String, ansi: bool, style: &str, text: &str) {
     if ansi {
-        out.write_str(style)?;
-        out.write_str(text)?;
-        out.write_str(RESET)
+        out.push_str(style);
+        out.push_str(text);
+        out.push_str(RESET);
     } else {
-        out.write_str(text)
+        out.push_str(text);
     }
 }
 
 /// The level, right-aligned in five columns, coloured as the default format colours it.
-fn level(out: &mut Writer<'_>, level: Level, ansi: bool) -> fmt::Result {
+fn level(out: &mut String, level: Level, ansi: bool) {
     let (name, colour) = match level {
         Level::TRACE => ("TRACE", "\x1b[35m"),
         Level::DEBUG => ("DEBUG", "\x1b[34m"),
@@ -182,80 +189,88 @@ fn date_time(second: u64) -> [u8; 19] {
 }
 
 /// A number's digits, without `fmt`'s padding and flags machinery.
-fn decimal(out: &mut Writer<'_>, value: u64) -> fmt::Result {
-    out.write_str(itoa::Buffer::new().format(value))
+fn decimal(out: &mut String, value: u64) {
+    out.push_str(itoa::Buffer::new().format(value));
 }
 
 /// The event's fields: the message as it is, then `name=value` each, strings quoted as `Debug`
 /// quotes them (so that a client's text cannot break a line in two).
-struct Fields<'a, 'w> {
-    out: &'a mut Writer<'w>,
+struct Fields<'a> {
+    out: &'a mut String,
     ansi: bool,
     first: bool,
+    /// A value's `Debug` or `Display` may fail, and the line with it.
     result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
-    fn name(&mut self, field: &Field) -> fmt::Result {
+impl Fields<'_> {
+    fn name(&mut self, field: &Field) {
         if !self.first {
-            self.out.write_char(' ')?;
+            self.out.push(' ');
         }
         self.first = false;
-        if field.name() == "message" {
-            return Ok(());
-        }
         let name = field.name();
+        if name == "message" {
+            return;
+        }
         styled(
             self.out,
             self.ansi,
             ITALIC,
             name.strip_prefix("r#").unwrap_or(name),
-        )?;
-        styled(self.out, self.ansi, DIM, "=")
+        );
+        styled(self.out, self.ansi, DIM, "=");
     }
 
-    fn record(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+    fn record(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
         if self.result.is_ok() {
-            self.result = self.name(field).and_then(|()| value(self.out));
+            self.name(field);
+            self.result = value(self.out);
         }
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         let message = field.name() == "message";
         self.record(field, |out| {
             if message {
-                message_text(out, value)
+                message_text(out, value);
             } else if value
                 .bytes()
                 .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
             {
-                out.write_char('"')?;
-                out.write_str(value)?;
-                out.write_char('"')
+                out.push('"');
+                out.push_str(value);
+                out.push('"');
             } else {
-                write!(out, "{value:?}")
+                write!(out, "{value:?}")?;
             }
+            Ok(())
         });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record(field, |out| decimal(out, value));
+        self.record(field, |out| {
+            decimal(out, value);
+            Ok(())
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.record(field, |out| {
             if value < 0 {
-                out.write_char('-')?;
+                out.push('-');
             }
-            decimal(out, value.unsigned_abs())
+            decimal(out, value.unsigned_abs());
+            Ok(())
         });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.record(field, |out| {
-            out.write_str(if value { "true" } else { "false" })
+            out.push_str(if value { "true" } else { "false" });
+            Ok(())
         });
     }
 
@@ -275,20 +290,21 @@ impl Visit for Fields<'_, '_> {
             let Some(mut error) = value.source() else {
                 return Ok(());
             };
-            out.write_char(' ')?;
-            styled(out, ansi, ITALIC, field.name())?;
-            styled(out, ansi, ITALIC, ".sources")?;
-            styled(out, ansi, DIM, "=")?;
-            out.write_char('[')?;
+            out.push(' ');
+            styled(out, ansi, ITALIC, field.name());
+            styled(out, ansi, ITALIC, ".sources");
+            styled(out, ansi, DIM, "=");
+            out.push('[');
             loop {
                 write!(Sanitised(&mut *out), "{error}")?;
                 match error.source() {
                     Some(next) => error = next,
                     None => break,
                 }
-                out.write_str(", ")?;
+                out.push_str(", ");
             }
-            out.write_char(']')
+            out.push(']');
+            Ok(())
         });
     }
 }
@@ -296,23 +312,24 @@ impl Visit for Fields<'_, '_> {
 /// A message as it is, but for the characters a terminal would act on (escape, bell, backspace,
 /// form feed, delete and the C1 controls), written as escapes: as `tracing-subscriber` has done
 /// since 0.3.20, so that a message cannot drive the terminal that shows the log.
-fn message_text(out: &mut Writer<'_>, message: &str) -> fmt::Result {
+fn message_text(out: &mut String, message: &str) {
     // C1 controls are U+0080–U+009F, encoded from a 0xC2 lead byte.
     if message
         .bytes()
         .any(|b| matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2))
     {
-        Sanitised(out).write_str(message)
+        // Writing into a `String` does not fail.
+        let _ = Sanitised(out).write_str(message);
     } else {
-        out.write_str(message)
+        out.push_str(message);
     }
 }
 
 /// Writes through to `0`, the terminal's control characters escaped (see
 /// [`message_text`]).
-struct Sanitised<'a, 'w>(&'a mut Writer<'w>);
+struct Sanitised<'a>(&'a mut String);
 
-impl Write for Sanitised<'_, '_> {
+impl Write for Sanitised<'_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         // The text between two escaped characters goes out in one write.
         let mut plain = 0;
