@@ -56,6 +56,9 @@ mod key;
 mod principal;
 mod store;
 
+#[cfg(test)]
+pub(crate) use principal::KeyRecord;
+
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -678,3 +678,70 @@ fn finish<B>(
     }
     response.map(|b| MaasBody::new(UsageBody::metered(b, Meter::new(sse, settle))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EndpointRoute;
+    use crate::auth::{KeyId, KeyPolicy, KeyRecord};
+    use crate::limit::ManualClock;
+    use crate::limit::MemoryStore;
+    use crate::limit::usage::METERS_MADE;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// A key's limiter and an endpoint's inside it, over one answer that reports its usage: the
+    /// answer is read once for the request's `UsageReport` unless both limiters correct a TPM
+    /// (each then reads it for its own store). Either limiter's claim missing reads it twice.
+    #[tokio::test]
+    async fn an_answer_is_read_once_for_its_report() {
+        for (key_tpm, endpoint_tpm, reads) in [
+            (None, None, 1),
+            (Some(10_000), None, 1),
+            (None, Some(10_000), 1),
+            (Some(10_000), Some(10_000), 2),
+        ] {
+            let mut policy = KeyPolicy::new().rpm(60);
+            if let Some(tpm) = key_tpm {
+                policy = policy.tpm(tpm);
+            }
+            let principal = Principal::new(Arc::new(KeyRecord {
+                id: KeyId(1),
+                policy,
+                quota: Arc::new(Quota::new(None)),
+            }));
+            let endpoint = EndpointRoute::new("team-a", "m", 7)
+                .rpm(Some(60))
+                .tpm(endpoint_tpm);
+            let report = UsageReport::new();
+            let answer = tower::service_fn(|_: Request<Full<Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(Full::new(Bytes::from_static(
+                            br#"{"choices":[],"usage":{"total_tokens":12}}"#,
+                        )))
+                        .unwrap(),
+                )
+            });
+            let clock = ManualClock::new();
+            let stack = TokenRateLimitLayer::with(MemoryStore::new(), clock.clone()).layer(
+                TokenRateLimitLayer::with(MemoryStore::new(), clock)
+                    .scope(LimitScope::Endpoint)
+                    .layer(answer),
+            );
+            let mut request = Request::new(Full::new(Bytes::new()));
+            request.extensions_mut().insert(principal);
+            request.extensions_mut().insert(endpoint);
+            request.extensions_mut().insert(report.clone());
+            let before = METERS_MADE.with(std::cell::Cell::get);
+            let response = stack.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(status, StatusCode::OK, "{body:?}");
+            let made = METERS_MADE.with(std::cell::Cell::get) - before;
+            assert_eq!(report.tokens(), Some(12), "{key_tpm:?} {endpoint_tpm:?}");
+            assert_eq!(made, reads, "{key_tpm:?} {endpoint_tpm:?}");
+        }
+    }
+}

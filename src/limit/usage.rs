@@ -151,8 +151,17 @@ pub(crate) struct Meter {
     settle: Option<Arc<dyn Settle>>,
 }
 
+// How many answers this thread has begun to read, for the tests that show an answer read once
+// however many limiters meter it.
+#[cfg(test)]
+thread_local! {
+    pub(crate) static METERS_MADE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl Meter {
     pub(crate) fn new(sse: bool, settle: Arc<dyn Settle>) -> Self {
+        #[cfg(test)]
+        METERS_MADE.with(|made| made.set(made.get() + 1));
         let reader = if sse {
             Reader::Sse {
                 line: Vec::new(),
