@@ -806,8 +806,8 @@ async fn one_log_line_per_request_without_the_key() {
     assert!(!text.contains("sk-"), "{text}");
 }
 
-/// The load test's baseline is the mock without layers: the bare mock answers a chat request
-/// with the body the gateway's mock gives, but for the id, and with work or without.
+/// The load test's baseline is the mock without layers: the bare mock answers a chat of plain
+/// messages with the body the gateway's mock gives, but for the id, with work or without.
 #[tokio::test]
 async fn the_bare_mock_answers_as_the_gateways_mock_does() {
     let config: app::Config = toml::from_str(&format!(
@@ -834,14 +834,15 @@ async fn the_bare_mock_answers_as_the_gateways_mock_does() {
         ("one two three four", 2, "one two", "length"),
     ] {
         let request = || {
-            let body = serde_json::json!({"model": "mock-model", "max_tokens": max_tokens, "messages": [{"role": "user", "content": content}]}).to_string();
+            let body = serde_json::json!({"model": "mock-model", "max_tokens": max_tokens, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]}).to_string();
             common::post("/v1/chat/completions", &body)
                 .header("authorization", format!("Bearer {KEY}"))
                 .body(full(body))
                 .unwrap()
         };
         let expected = answer(send(gw, request()).await);
-        let words = content.split(' ').count();
+        // The system message's two words count in the prompt.
+        let words = content.split(' ').count() + 2;
         let completion = said.split(' ').count();
         assert_eq!(
             expected,

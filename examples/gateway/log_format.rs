@@ -335,22 +335,23 @@ impl Write for Sanitised<'_> {
         let mut plain = 0;
         for (at, c) in text.char_indices() {
             let escape = match c {
-                '\x1b' => "\\x1b",
-                '\x07' => "\\x07",
-                '\x08' => "\\x08",
-                '\x0c' => "\\x0c",
-                '\x7f' => "\\x7f",
-                '\u{80}'..='\u{9f}' => "",
+                '\x1b' => Some("\\x1b"),
+                '\x07' => Some("\\x07"),
+                '\x08' => Some("\\x08"),
+                '\x0c' => Some("\\x0c"),
+                '\x7f' => Some("\\x7f"),
+                // A C1 control: written as `Debug` writes it.
+                '\u{80}'..='\u{9f}' => None,
                 _ => continue,
             };
-            self.0.write_str(&text[plain..at])?;
+            self.0.push_str(&text[plain..at]);
             plain = at + c.len_utf8();
-            if escape.is_empty() {
-                write!(self.0, "\\u{{{:x}}}", u32::from(c))?;
-            } else {
-                self.0.write_str(escape)?;
+            match escape {
+                Some(escape) => self.0.push_str(escape),
+                None => write!(self.0, "\\u{{{:x}}}", u32::from(c))?,
             }
         }
-        self.0.write_str(&text[plain..])
+        self.0.push_str(&text[plain..]);
+        Ok(())
     }
 }

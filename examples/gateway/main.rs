@@ -185,9 +185,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     value
                         .parse()
                         .ok()
-                        .filter(|micros: &f64| micros.is_finite() && *micros >= 0.0)
+                        .filter(|micros: &f64| (0.0..=mock::Work::MAX_MICROS).contains(micros))
                         .ok_or_else(|| {
-                            format!("--bare-work: not a duration in µs: {value}\n{USAGE}")
+                            format!("--bare-work: not a number of µs from 0 to 1000000: {value}\n{USAGE}")
                         })?,
                 );
             }

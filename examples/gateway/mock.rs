@@ -78,9 +78,7 @@ impl Body for Events {
 /// asked.
 pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamStyle) -> Response {
     let model = request.model().unwrap_or(MOCK_MODEL).to_owned();
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let created = now();
     let texts = request.texts();
     let prompt_tokens: usize = texts.iter().map(|t| words(t)).sum();
     if request.endpoint() == Endpoint::Embeddings {
@@ -107,11 +105,7 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamS
     let max_tokens = request.max_tokens().map_or(usize::MAX, |n| n as usize);
     let answer: Vec<&str> = source.split_whitespace().take(max_tokens).collect();
     let completion_tokens = answer.len();
-    let finish_reason = if completion_tokens < words(&source) {
-        "length"
-    } else {
-        "stop"
-    };
+    let finish_reason = finish_reason(completion_tokens, &source);
     if request.stream() {
         let answer = Answer {
             model: &model,
@@ -190,6 +184,22 @@ fn whole(answer: &Whole<'_>) -> Response {
 /// The mock's tokenizer: one token per whitespace-separated word.
 fn words(text: &str) -> usize {
     text.split_whitespace().count()
+}
+
+/// Why an answer of `said` words to `source` ended: cut short by `max_tokens`, or not.
+fn finish_reason(said: usize, source: &str) -> &'static str {
+    if said < words(source) {
+        "length"
+    } else {
+        "stop"
+    }
+}
+
+/// An answer's `created`: the Unix second it was made.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What a streamed answer says.
@@ -276,10 +286,16 @@ pub(crate) struct Work {
 }
 
 impl Work {
-    /// About `micros` of CPU time on this machine, timed now.
+    /// The most work a request may be given: a second.
+    pub(crate) const MAX_MICROS: f64 = 1e6;
+
+    /// About `micros` (at most [`Work::MAX_MICROS`]) of CPU time on this machine, timed now.
     pub(crate) fn calibrated(micros: f64) -> Work {
         const TRIAL: u64 = 10_000_000;
-        // The fastest of three trials: the others were interrupted.
+        if micros <= 0.0 {
+            return Work::default();
+        }
+        // The fastest of three trials: the slower ones were disturbed by something else.
         let fastest = (0..3)
             .map(|_| {
                 let start = std::time::Instant::now();
@@ -290,7 +306,7 @@ impl Work {
             .unwrap_or_default();
         let per_micro = TRIAL as f64 / (fastest.as_secs_f64() * 1e6).max(f64::MIN_POSITIVE);
         Work {
-            rounds: (micros * per_micro) as u64,
+            rounds: (micros.min(Self::MAX_MICROS) * per_micro) as u64,
         }
     }
 
@@ -299,11 +315,14 @@ impl Work {
         self.rounds
     }
 
+    /// Does the work, once.
     fn run(self) {
         spin(self.rounds);
     }
 }
 
+/// `rounds` dependent multiply-adds: each waits for the last, so none can be skipped or
+/// overlapped, and `black_box` keeps the compiler from working the result out.
 fn spin(rounds: u64) -> u64 {
     let mut x = 1u64;
     for i in 0..rounds {
@@ -312,35 +331,38 @@ fn spin(rounds: u64) -> u64 {
     x
 }
 
+/// The bare mock's answer to a chat body: the mock's, for a chat of plain string messages
+/// (the prompt's tokens are every message's words, the answer the last user message's).
 fn bare(body: &[u8]) -> Response {
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return (http::StatusCode::BAD_REQUEST, "bad body").into_response();
     };
-    let last = request["messages"]
+    let messages = request["messages"]
         .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .map_or(&[][..], Vec::as_slice);
+    let prompt_tokens = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .map(words)
+        .sum();
+    let last = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
         .and_then(|m| m["content"].as_str())
         .unwrap_or("");
-    let prompt_tokens = words(last);
     let max_tokens = request["max_tokens"]
         .as_u64()
         .map_or(usize::MAX, |n| n as usize);
     let answer: Vec<&str> = last.split_whitespace().take(max_tokens).collect();
-    // Stamped as the mock stamps its answers: a model server does this much.
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     whole(&Whole {
         id: "chatcmpl-bare",
-        created,
+        // Stamped as the mock stamps its answers: a model server does this much.
+        created: now(),
         model: request["model"].as_str().unwrap_or(MOCK_MODEL),
         completions: false,
         text: &answer.join(" "),
-        finish_reason: if answer.len() < prompt_tokens {
-            "length"
-        } else {
-            "stop"
-        },
+        finish_reason: finish_reason(answer.len(), last),
         prompt_tokens,
         completion_tokens: answer.len(),
     })

@@ -684,9 +684,8 @@ mod tests {
     use super::*;
     use crate::EndpointRoute;
     use crate::auth::{KeyId, KeyPolicy, KeyRecord};
-    use crate::limit::ManualClock;
-    use crate::limit::MemoryStore;
     use crate::limit::usage::METERS_MADE;
+    use crate::limit::{ManualClock, MemoryStore};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

@@ -151,10 +151,10 @@ pub(crate) struct Meter {
     settle: Option<Arc<dyn Settle>>,
 }
 
-// How many answers this thread has begun to read, for the tests that show an answer read once
-// however many limiters meter it.
 #[cfg(test)]
 thread_local! {
+    /// How many answers this thread has begun to read, for the tests that show an answer read
+    /// once however many limiters meter it.
     pub(crate) static METERS_MADE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 

@@ -41,30 +41,48 @@ def arguments():
     args = parser.parse_args()
     if args.seconds < 5:
         parser.error("--seconds: at least 5 (cpu.sh reads the middle of the run)")
-    args.work = [float(w) for w in args.work.split(",") if w.strip()]
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
+    if args.rate is not None and args.rate < 1:
+        parser.error("--rate: at least 1 request/s")
+    try:
+        work = {float(w) for w in args.work.split(",") if w.strip()}
+    except ValueError:
+        parser.error(f"--work: not a list of numbers: {args.work}")
+    if any(not 0 < w <= 1e6 for w in work):
+        parser.error("--work: each from 0 (excluded) to 1000000 µs")
+    args.work = sorted(work)
     return args
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+        return True
+    except OSError:
+        return False
 
 
 def wait_for(port, process, name):
     for _ in range(200):
         if process.poll() is not None:
             sys.exit(f"{name} exited at start ({process.returncode})")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+        if listening(port):
             return
-        except OSError:
-            time.sleep(0.05)
+        time.sleep(0.05)
     sys.exit(f"{name}: nothing listens on port {port}")
 
 
-def start(args):
-    """The servers, in the order of the tables: name -> (port, process)."""
-    servers = {}
+def start(args, servers):
+    """Starts the servers into `servers` (name -> (port, process)), in the tables' order."""
     port = args.first_port
     plans = [(BARE, ["--bare"])]
     plans += [(f"bare + {w:g} µs work", ["--bare-work", str(w)]) for w in args.work]
     plans += [(GATEWAY, ["--config", "tools/load/gateway.toml"])]
     for name, flags in plans:
+        # cpu.sh finds its server by the port: another one there would be measured instead.
+        if listening(port):
+            sys.exit(f"port {port} is taken (--first-port to choose others)")
         process = subprocess.Popen(
             [args.binary, *flags, "--listen", f"127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL,
@@ -74,35 +92,45 @@ def start(args):
         # One at a time: the bare mock's work is timed at its start, on a quiet machine.
         wait_for(port, process, name)
         port += 1
-    return servers
 
 
-def run(command):
-    done = subprocess.run(command, capture_output=True, text=True)
+def run(command, pattern):
+    """The command's output, matched by `pattern`."""
+    done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8")
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
+    found = re.search(pattern, done.stdout)
+    if found is None:
+        sys.exit(f"{' '.join(command)}: output not understood:\n{done.stdout}")
+    return found
 
 
 def rounds(args, servers, measure):
-    """`measure(port)` for every server, in alternation, `args.rounds` times."""
+    """`measure(port)` for every server, `args.rounds` times; each round starts one server
+    further on, so that none always runs first, after the machine has rested."""
     results = {name: [] for name in servers}
+    names = list(servers)
     for r in range(args.rounds):
-        for name, (port, _) in servers.items():
-            results[name].append(measure(port))
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            results[name].append(measure(servers[name][0]))
             print(f"  round {r + 1}, {name}: {results[name][-1]}", file=sys.stderr)
     return results
 
 
 def throughput(port, seconds):
-    out = run(["tools/load/cpu.sh", str(port), str(seconds)])
-    m = re.search(r"([\d.]+) req/s\s+user\s+([\d.]+) µs/req\s+sys\s+([\d.]+) µs/req", out)
+    m = run(
+        ["tools/load/cpu.sh", str(port), str(seconds)],
+        r"([\d.]+) req/s\s+user\s+([\d.]+) µs/req\s+sys\s+([\d.]+) µs/req",
+    )
     return {"rps": float(m[1]), "user": float(m[2]), "sys": float(m[3])}
 
 
 def latency(port, rate, seconds):
-    out = run(["tools/load/rate.sh", str(port), str(rate), str(seconds)])
-    m = re.search(r"([\d.]+) req/s\s+p50 ([\d.]+)\s+p90 ([\d.]+)\s+p99 ([\d.]+)", out)
+    """At `rate` requests/s; 0 is the peak."""
+    m = run(
+        ["tools/load/rate.sh", str(port), str(rate), str(seconds)],
+        r"([\d.]+) req/s\s+p50 ([\d.]+)\s+p90 ([\d.]+)\s+p99 ([\d.]+)",
+    )
     return {"rps": float(m[1]), "p50": float(m[2]), "p99": float(m[4])}
 
 
@@ -114,8 +142,9 @@ def main():
     args = arguments()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
-    servers = start(args)
+    servers = {}
     try:
+        start(args, servers)
         print(f"throughput: wrk -t1 -c32, {args.rounds} alternating rounds of {args.seconds} s")
         load = rounds(args, servers, lambda port: throughput(port, args.seconds))
         bare = [x["rps"] for x in load[BARE]]
@@ -137,7 +166,7 @@ def main():
         if rate is None:
             gateway_port = servers[GATEWAY][0]
             peak = latency(gateway_port, 0, args.seconds)["rps"]
-            rate = int(peak / 2 // 1000 * 1000)
+            rate = max(100, int(peak / 2 // 100 * 100))
             print(f"\nthe gateway's peak under oha: {peak / 1000:.1f} k/s; half of it: {rate}/s")
         print(f"\nlatency: oha at {rate} requests/s, {args.rounds} alternating rounds of {args.seconds} s")
         held = rounds(args, servers, lambda port: latency(port, rate, args.seconds))
@@ -156,7 +185,10 @@ def main():
         for _, process in servers.values():
             process.terminate()
         for _, process in servers.values():
-            process.wait()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 if __name__ == "__main__":
