@@ -356,7 +356,8 @@ fn bare(body: &[u8]) -> Response {
         .map_or(usize::MAX, |n| n as usize);
     let answer: Vec<&str> = last.split_whitespace().take(max_tokens).collect();
     whole(&Whole {
-        id: "chatcmpl-bare",
+        // As long as the mock's, whose id is the request's (32 hex digits).
+        id: "chatcmpl-bare0000000000000000000000000000",
         // Stamped as the mock stamps its answers: a model server does this much.
         created: now(),
         model: request["model"].as_str().unwrap_or(MOCK_MODEL),
