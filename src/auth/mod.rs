@@ -56,9 +56,6 @@ mod key;
 mod principal;
 mod store;
 
-#[cfg(test)]
-pub(crate) use principal::KeyRecord;
-
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -683,7 +683,7 @@ fn finish<B>(
 mod tests {
     use super::*;
     use crate::EndpointRoute;
-    use crate::auth::{KeyId, KeyPolicy, KeyRecord};
+    use crate::auth::{InMemoryKeyStore, KeyPolicy};
     use crate::limit::usage::METERS_MADE;
     use crate::limit::{ManualClock, MemoryStore};
     use http_body_util::BodyExt;
@@ -691,24 +691,28 @@ mod tests {
 
     /// A key's limiter and an endpoint's inside it, over one answer that reports its usage: the
     /// answer is read once for the request's `UsageReport` unless both limiters correct a TPM
-    /// (each then reads it for its own store). Either limiter's claim missing reads it twice.
+    /// (each then reads it for its own store), whether the key is limited (RPM, or RPM and TPM)
+    /// or not at all. Any of the claims missing reads it twice.
     #[tokio::test]
     async fn an_answer_is_read_once_for_its_report() {
-        for (key_tpm, endpoint_tpm, reads) in [
-            (None, None, 1),
-            (Some(10_000), None, 1),
-            (None, Some(10_000), 1),
-            (Some(10_000), Some(10_000), 2),
+        const UNLIMITED: Option<Option<u64>> = None;
+        const RPM: Option<Option<u64>> = Some(None);
+        const TPM: Option<Option<u64>> = Some(Some(10_000));
+        for (key, endpoint_tpm, reads) in [
+            (RPM, None, 1),
+            (TPM, None, 1),
+            (RPM, Some(10_000), 1),
+            (TPM, Some(10_000), 2),
+            (UNLIMITED, None, 1),
+            (UNLIMITED, Some(10_000), 1),
         ] {
-            let mut policy = KeyPolicy::new().rpm(60);
-            if let Some(tpm) = key_tpm {
-                policy = policy.tpm(tpm);
-            }
-            let principal = Principal::new(Arc::new(KeyRecord {
-                id: KeyId(1),
-                policy,
-                quota: Arc::new(Quota::new(None)),
-            }));
+            let policy = match key {
+                None => KeyPolicy::new(),
+                Some(None) => KeyPolicy::new().rpm(60),
+                Some(Some(tpm)) => KeyPolicy::new().rpm(60).tpm(tpm),
+            };
+            let keys = InMemoryKeyStore::new();
+            let principal = keys.get(keys.insert("sk-test", policy).unwrap()).unwrap();
             let endpoint = EndpointRoute::new("team-a", "m", 7)
                 .rpm(Some(60))
                 .tpm(endpoint_tpm);
@@ -739,8 +743,8 @@ mod tests {
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(status, StatusCode::OK, "{body:?}");
             let made = METERS_MADE.with(std::cell::Cell::get) - before;
-            assert_eq!(report.tokens(), Some(12), "{key_tpm:?} {endpoint_tpm:?}");
-            assert_eq!(made, reads, "{key_tpm:?} {endpoint_tpm:?}");
+            assert_eq!(report.tokens(), Some(12), "{key:?} {endpoint_tpm:?}");
+            assert_eq!(made, reads, "{key:?} {endpoint_tpm:?}");
         }
     }
 }

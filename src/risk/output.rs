@@ -248,8 +248,9 @@ map_shape!(Answer, |map| {
     entries(map, |key, map| {
         match key {
             "choices" => answer.choices = map.next_value::<Lenient<_>>()?.0,
-            // A usage is a few numbers: read as a `Value`, it is read as the limiter and the
-            // reference read it.
+            // A usage is a few numbers: read as a `Value` first, so that a malformed one costs
+            // the answer nothing but its count. (The limiter's own reading, when it reads the
+            // answer itself, refuses a repeated key where this keeps the last.)
             "usage" => {
                 let usage = map.next_value::<serde_json::Value>()?;
                 answer.usage = crate::model::Usage::deserialize(&usage)
