@@ -695,21 +695,18 @@ mod tests {
     /// or not at all. Any of the claims missing reads it twice.
     #[tokio::test]
     async fn an_answer_is_read_once_for_its_report() {
-        const UNLIMITED: Option<Option<u64>> = None;
-        const RPM: Option<Option<u64>> = Some(None);
-        const TPM: Option<Option<u64>> = Some(Some(10_000));
         for (key, endpoint_tpm, reads) in [
-            (RPM, None, 1),
-            (TPM, None, 1),
-            (RPM, Some(10_000), 1),
-            (TPM, Some(10_000), 2),
-            (UNLIMITED, None, 1),
-            (UNLIMITED, Some(10_000), 1),
+            ("rpm", None, 1),
+            ("rpm and tpm", None, 1),
+            ("rpm", Some(10_000), 1),
+            ("rpm and tpm", Some(10_000), 2),
+            ("unlimited", None, 1),
+            ("unlimited", Some(10_000), 1),
         ] {
             let policy = match key {
-                None => KeyPolicy::new(),
-                Some(None) => KeyPolicy::new().rpm(60),
-                Some(Some(tpm)) => KeyPolicy::new().rpm(60).tpm(tpm),
+                "unlimited" => KeyPolicy::new(),
+                "rpm" => KeyPolicy::new().rpm(60),
+                _ => KeyPolicy::new().rpm(60).tpm(10_000),
             };
             let keys = InMemoryKeyStore::new();
             let principal = keys.get(keys.insert("sk-test", policy).unwrap()).unwrap();
