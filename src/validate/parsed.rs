@@ -138,17 +138,12 @@ enum RoleAt {
     Other { start: usize, end: usize },
 }
 
-/// The roles OpenAI's chat schema names, kept without a copy.
+/// A role the chat schema names, kept without a copy.
 fn known_role(role: &str) -> Option<&'static str> {
-    Some(match role {
-        "user" => "user",
-        "assistant" => "assistant",
-        "system" => "system",
-        "tool" => "tool",
-        "developer" => "developer",
-        "function" => "function",
-        _ => return None,
-    })
+    super::openai::ROLES
+        .iter()
+        .copied()
+        .find(|&known| known == role)
 }
 
 impl Marks {
