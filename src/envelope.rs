@@ -357,10 +357,12 @@ impl fmt::Display for Gone {
 
 impl StdError for Gone {}
 
-/// The head of an answer to `HEAD`: its body dropped, its length kept when known.
+/// The head of an answer to `HEAD`: its body dropped, its length kept when known. An empty body
+/// (a gRPC refusal, an upstream's own HEAD answer) gets none: a length of 0 would be a claim
+/// about a body that a GET would have, which hyper does not make either.
 fn without_body<B: Body<Data = Bytes>>(res: Response<MaasBody<B>>) -> Response<MaasBody<B>> {
     let (mut parts, body) = res.into_parts();
-    if let Some(length) = body.size_hint().exact() {
+    if let Some(length) = body.size_hint().exact().filter(|&length| length > 0) {
         parts
             .headers
             .entry(CONTENT_LENGTH)

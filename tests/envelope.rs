@@ -358,3 +358,36 @@ async fn a_head_answer_has_no_body() {
         assert_eq!(head.request_id(), FIXED_ID);
     }
 }
+
+/// A passed-through answer to HEAD keeps the length its body had, and an empty one is given
+/// none (a gRPC refusal, an upstream's own HEAD answer): `content-length: 0` would describe a
+/// body that a GET would not have.
+#[tokio::test]
+async fn a_head_answer_keeps_a_known_length_and_invents_none() {
+    let inner = tower::service_fn(|req: Request<Incoming>| async move {
+        let body = if req.uri().path() == "/full" {
+            Full::new(Bytes::from_static(b"hello"))
+        } else {
+            Full::default()
+        };
+        Ok::<_, Infallible>(Response::new(body))
+    });
+    let addr = serve_hyper(ErrorEnvelopeLayer::new().layer(inner)).await;
+    let head = |path: &str| {
+        Request::builder()
+            .method("HEAD")
+            .uri(format!("http://{addr}{path}"))
+            .body(empty())
+            .unwrap()
+    };
+    for (path, length) in [("/full", Some("5")), ("/empty", None)] {
+        for reply in [
+            send_h2(addr, head(path)).await,
+            send(addr, head(path)).await,
+        ] {
+            assert_eq!(reply.status, StatusCode::OK, "{path}");
+            assert_eq!(reply.text(), "", "{path}");
+            assert_eq!(reply.header("content-length"), length, "{path}");
+        }
+    }
+}
