@@ -172,9 +172,6 @@ struct Started {
 /// ... and of the answer's head. The model is copied rather than the parsed request kept: a
 /// stream may last minutes, and the parsed request holds the whole body.
 struct Line {
-    /// The span the answer's head came out in (the envelope's request span, when enabled):
-    /// the line is written in it, though the body ends outside it.
-    span: tracing::Span,
     started: Started,
     head: Duration,
     status: u16,
@@ -212,7 +209,6 @@ impl std::fmt::Display for Count {
 impl Line {
     fn write(self) {
         let Line {
-            span,
             started,
             head,
             status,
@@ -221,7 +217,6 @@ impl Line {
             model,
             prompt_tokens,
         } = self;
-        let _in_span = span.enter();
         let mut key_buffer = [0; 24];
         tracing::info!(
             request_id = started.id.as_ref().map_or("", RequestId::as_str),
@@ -261,7 +256,6 @@ where
             let tagged = response.extensions_mut().remove::<Tagged>();
             let parsed = tagged.as_ref().and_then(|t| t.parsed.as_deref());
             Line {
-                span: tracing::Span::current(),
                 head: started.at.elapsed(),
                 started,
                 status: response.status().as_u16(),

@@ -68,18 +68,22 @@ async fn main() {
         },
     };
     let listen = listen.unwrap_or(config.listen);
-    // Timed before the server starts, while it has nothing else to do.
-    let bare = bare.map(mock::Work::calibrated);
-    let gateway = if bare.is_some() {
-        None
-    } else {
-        match app::router(&config) {
-            Ok(app) => Some(app),
+    let app = match bare {
+        // Timed before the server starts, while it has nothing else to do.
+        Some(micros) => {
+            let work = mock::Work::calibrated(micros);
+            if work.rounds() > 0 {
+                println!("bare mock: {} rounds of work per request", work.rounds());
+            }
+            Either::Right(mock::bare_router(work))
+        }
+        None => match app::router(&config) {
+            Ok(app) => Either::Left(app),
             Err(err) => {
                 eprintln!("configuration: {err}");
                 std::process::exit(2);
             }
-        }
+        },
     };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
@@ -89,9 +93,6 @@ async fn main() {
         }
     };
     println!("tower-maas gateway listening on http://{listen}");
-    if let Some(work) = bare.filter(|work| work.rounds() > 0) {
-        println!("bare mock: {} rounds of work per request", work.rounds());
-    }
     if config_file.is_none() && bare.is_none() {
         println!("demo API key: {DEMO_KEY}");
         println!("  (2 requests/minute: {SLOW_KEY}; frozen: {FROZEN_KEY})");
@@ -117,10 +118,6 @@ async fn main() {
             tracing::debug!("cannot set TCP_NODELAY: {err}");
         }
     });
-    let app = match gateway {
-        Some(gateway) => Either::Left(gateway),
-        None => Either::Right(mock::bare_router(bare.unwrap_or_default())),
-    };
     axum::serve(
         listener,
         ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
@@ -162,26 +159,22 @@ struct Args {
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     const USAGE: &str = "usage: gateway [--listen ADDR] [--config FILE] [--bare | --bare-work MICROS]   (default 127.0.0.1:8080, demo config; --bare: the mock without layers, for load tests; --bare-work: the bare mock, spending about MICROS of CPU on each request)";
-    let Args {
-        mut listen,
-        mut config,
-        mut bare,
-    } = Args::default();
+    let mut parsed = Args::default();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => {
                 let value = args.next().ok_or(USAGE)?;
-                listen = Some(
+                parsed.listen = Some(
                     value
                         .parse()
                         .map_err(|_| format!("--listen: not an address: {value}\n{USAGE}"))?,
                 );
             }
-            "--config" => config = Some(args.next().ok_or(USAGE)?),
-            "--bare" => bare = Some(0.0),
+            "--config" => parsed.config = Some(args.next().ok_or(USAGE)?),
+            "--bare" => parsed.bare = Some(0.0),
             "--bare-work" => {
                 let value = args.next().ok_or(USAGE)?;
-                bare = Some(
+                parsed.bare = Some(
                     value
                         .parse()
                         .ok()
@@ -195,9 +188,5 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown argument: {other}\n{USAGE}")),
         }
     }
-    Ok(Args {
-        listen,
-        config,
-        bare,
-    })
+    Ok(parsed)
 }

@@ -1,5 +1,6 @@
 //! The builtin mock model: deterministic answers with exact usage.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -28,16 +29,16 @@ pub(crate) enum StreamStyle {
 
 /// What the mock says to a message: the message itself, or, for `reverse: TEXT` and
 /// `base64: TEXT`, the text decoded, so that it can say what the request did not contain.
-fn reply_to(message: &str) -> String {
+fn reply_to(message: &str) -> Cow<'_, str> {
     if let Some(text) = message.strip_prefix("reverse:") {
-        return text.trim().chars().rev().collect();
+        return Cow::Owned(text.trim().chars().rev().collect());
     }
     if let Some(text) = message.strip_prefix("base64:") {
         if let Some(decoded) = base64(text.trim()) {
-            return decoded;
+            return Cow::Owned(decoded);
         }
     }
-    message.to_owned()
+    Cow::Borrowed(message)
 }
 
 fn base64(text: &str) -> Option<String> {
@@ -77,7 +78,7 @@ impl Body for Events {
 /// embeddings with a fixed vector; `max_tokens` honoured; one token per word; streamed when
 /// asked.
 pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamStyle) -> Response {
-    let model = request.model().unwrap_or(MOCK_MODEL).to_owned();
+    let model = request.model().unwrap_or(MOCK_MODEL);
     let created = now();
     let texts = request.texts();
     let prompt_tokens: usize = texts.iter().map(|t| words(t)).sum();
@@ -93,22 +94,22 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamS
     // Read from what the validator recorded: no tree of the body.
     let mut messages = request.messages();
     let source = if messages.len() > 0 {
-        messages
-            .rfind(|m| m.role() == Some("user"))
-            .and_then(|m| m.content())
-            .unwrap_or_default()
-            .to_owned()
+        Cow::Borrowed(
+            messages
+                .rfind(|m| m.role() == Some("user"))
+                .and_then(|m| m.content())
+                .unwrap_or_default(),
+        )
     } else {
-        texts.join(" ")
+        Cow::Owned(texts.join(" "))
     };
     let source = reply_to(&source);
     let max_tokens = request.max_tokens().map_or(usize::MAX, |n| n as usize);
-    let answer: Vec<&str> = source.split_whitespace().take(max_tokens).collect();
+    let (answer, finish_reason) = reply_words(&source, max_tokens);
     let completion_tokens = answer.len();
-    let finish_reason = finish_reason(completion_tokens, &source);
     if request.stream() {
         let answer = Answer {
-            model: &model,
+            model,
             created,
             words: &answer,
             prompt_tokens,
@@ -119,7 +120,7 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamS
     whole(&Whole {
         id: &format!("chatcmpl-{id}"),
         created,
-        model: &model,
+        model,
         completions: request.endpoint() == Endpoint::Completions,
         text: &answer.join(" "),
         finish_reason,
@@ -186,13 +187,13 @@ fn words(text: &str) -> usize {
     text.split_whitespace().count()
 }
 
-/// Why an answer of `said` words to `source` ended: cut short by `max_tokens`, or not.
-fn finish_reason(said: usize, source: &str) -> &'static str {
-    if said < words(source) {
-        "length"
-    } else {
-        "stop"
-    }
+/// The words an answer to `source` says, at most `max`, and why it ended: cut short
+/// (`length`) or not (`stop`).
+fn reply_words(source: &str, max: usize) -> (Vec<&str>, &'static str) {
+    let mut words = source.split_whitespace();
+    let said = words.by_ref().take(max).collect();
+    let cut = words.next().is_some();
+    (said, if cut { "length" } else { "stop" })
 }
 
 /// An answer's `created`: the Unix second it was made.
@@ -234,6 +235,7 @@ fn stream(
     let include_usage = request.include_usage();
     let usage = |n: usize| json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
     let event = |value: Value| Bytes::from(format!("data: {value}\n\n"));
+    let chat_id = format!("chatcmpl-{id}");
     let mut events = VecDeque::new();
     for (i, word) in answer.iter().enumerate() {
         let text = if i + 1 < answer.len() {
@@ -247,14 +249,14 @@ fn stream(
         } else {
             json!({"index": 0, "delta": {"content": text}, "finish_reason": if last { Value::from(finish_reason) } else { Value::Null }})
         };
-        let mut chunk = json!({"id": format!("chatcmpl-{id}"), "object": object, "created": created, "model": model, "choices": [choice]});
+        let mut chunk = json!({"id": chat_id, "object": object, "created": created, "model": model, "choices": [choice]});
         if style == StreamStyle::Maas && include_usage != Some(false) {
             chunk["usage"] = usage(i + 1);
         }
         events.push_back(event(chunk));
     }
     if style == StreamStyle::OpenAi && include_usage == Some(true) {
-        events.push_back(event(json!({"id": format!("chatcmpl-{id}"), "object": object, "created": created, "model": model, "choices": [], "usage": usage(answer.len())})));
+        events.push_back(event(json!({"id": chat_id, "object": object, "created": created, "model": model, "choices": [], "usage": usage(answer.len())})));
     }
     events.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
     Response::builder()
@@ -354,7 +356,7 @@ fn bare(body: &[u8]) -> Response {
     let max_tokens = request["max_tokens"]
         .as_u64()
         .map_or(usize::MAX, |n| n as usize);
-    let answer: Vec<&str> = last.split_whitespace().take(max_tokens).collect();
+    let (answer, finish_reason) = reply_words(last, max_tokens);
     whole(&Whole {
         // As long as the mock's, whose id is the request's (32 hex digits).
         id: "chatcmpl-bare0000000000000000000000000000",
@@ -363,7 +365,7 @@ fn bare(body: &[u8]) -> Response {
         model: request["model"].as_str().unwrap_or(MOCK_MODEL),
         completions: false,
         text: &answer.join(" "),
-        finish_reason: finish_reason(answer.len(), last),
+        finish_reason,
         prompt_tokens,
         completion_tokens: answer.len(),
     })
