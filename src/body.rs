@@ -135,8 +135,55 @@ pin_project! {
     pub(crate) struct LimitedCollect<B> {
         #[pin]
         body: Limited<B>,
-        first: Option<Bytes>,
-        more: Option<BytesMut>,
+        gathered: Gather,
+    }
+}
+
+/// Data frames gathered into one `Bytes`. One frame, which is what hyper gives for most
+/// requests and a backend for most JSON answers, is kept as it is, neither copied nor queued;
+/// more frames are copied into one buffer as they come.
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
+#[derive(Debug, Default)]
+pub(crate) struct Gather {
+    first: Option<Bytes>,
+    more: Option<BytesMut>,
+    len: usize,
+}
+
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
+impl Gather {
+    /// Adds the next frame's bytes.
+    #[inline]
+    pub(crate) fn push(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.len += chunk.len();
+        match (self.more.as_mut(), self.first.take()) {
+            (Some(more), _) => more.extend_from_slice(&chunk),
+            (None, None) => self.first = Some(chunk),
+            (None, Some(first)) => {
+                let mut more = BytesMut::with_capacity(first.len() + chunk.len());
+                more.extend_from_slice(&first);
+                more.extend_from_slice(&chunk);
+                self.more = Some(more);
+            }
+        }
+    }
+
+    /// The bytes gathered so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Everything gathered, as one `Bytes`; the gatherer is left empty.
+    #[inline]
+    pub(crate) fn take(&mut self) -> Bytes {
+        self.len = 0;
+        match (self.first.take(), self.more.take()) {
+            (_, Some(more)) => more.freeze(),
+            (first, None) => first.unwrap_or_default(),
+        }
     }
 }
 
@@ -152,31 +199,11 @@ where
         loop {
             let frame = match std::task::ready!(this.body.as_mut().poll_frame(cx)) {
                 Some(frame) => frame?,
-                None => {
-                    let bytes = match (this.first.take(), this.more.take()) {
-                        (_, Some(more)) => more.freeze(),
-                        (first, None) => first.unwrap_or_default(),
-                    };
-                    return Poll::Ready(Ok(bytes));
-                }
+                None => return Poll::Ready(Ok(this.gathered.take())),
             };
             // Trailers carry nothing the layers read.
-            let Ok(mut data) = frame.into_data() else {
-                continue;
-            };
-            let chunk = data.copy_to_bytes(data.remaining());
-            if chunk.is_empty() {
-                continue;
-            }
-            match (this.more.as_mut(), this.first.take()) {
-                (Some(more), _) => more.extend_from_slice(&chunk),
-                (None, None) => *this.first = Some(chunk),
-                (None, Some(first)) => {
-                    let mut more = BytesMut::with_capacity(first.len() + chunk.len());
-                    more.extend_from_slice(&first);
-                    more.extend_from_slice(&chunk);
-                    *this.more = Some(more);
-                }
+            if let Ok(mut data) = frame.into_data() {
+                this.gathered.push(data.copy_to_bytes(data.remaining()));
             }
         }
     }
@@ -195,8 +222,7 @@ where
     }
     Ok(LimitedCollect {
         body: Limited::new(body, limit),
-        first: None,
-        more: None,
+        gathered: Gather::default(),
     })
 }
 
@@ -283,5 +309,26 @@ mod tests {
         assert_eq!(collect(vec![], 64).unwrap(), "");
         let over = vec![data("0123456789"), data("0123456789")];
         assert!(matches!(collect(over, 15), Err(BufferError::TooLarge)));
+    }
+
+    #[test]
+    fn a_gatherer_keeps_one_frame_and_joins_more() {
+        let mut gathered = Gather::default();
+        assert_eq!((gathered.len(), gathered.take()), (0, Bytes::new()));
+        let frame = Bytes::from_static(b"{\"a\":1}");
+        gathered.push(Bytes::new());
+        gathered.push(frame.clone());
+        gathered.push(Bytes::new());
+        assert_eq!(gathered.len(), 7);
+        let taken = gathered.take();
+        assert_eq!(taken.as_ptr(), frame.as_ptr());
+        // Taking leaves it empty, ready for the next answer.
+        assert_eq!((gathered.len(), gathered.take()), (0, Bytes::new()));
+        for piece in ["{\"b\"", ":", "2}"] {
+            gathered.push(Bytes::from_static(piece.as_bytes()));
+        }
+        assert_eq!(gathered.len(), 7);
+        assert_eq!(gathered.take(), "{\"b\":2}");
+        assert_eq!(gathered.len(), 0);
     }
 }

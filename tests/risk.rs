@@ -599,3 +599,44 @@ async fn no_text_asks_no_classifier() {
         .await
         .assert_json(403, E81011);
 }
+
+/// The held answer is passed on without being copied when the backend sent it as one frame,
+/// as backends send most JSON answers; frames are joined in order otherwise. In process, so
+/// that the frame's address can be compared.
+#[tokio::test]
+async fn a_held_answer_of_one_frame_is_passed_on_as_that_frame() {
+    use http_body_util::BodyExt;
+
+    const ANSWER: &[u8] = br#"{"choices":[{"message":{"role":"assistant","content":"all is well"}}],"usage":{"prompt_tokens":1,"completion_tokens":3,"total_tokens":4}}"#;
+    let (head, tail) = ANSWER.split_at(40);
+    let leaked: &'static [&'static [u8]] = Box::leak(Box::new([head, tail]));
+    for pieces in [&[ANSWER][..], leaked] {
+        let filter = ContentRiskFilterLayer::new(terms()).layer(tower::service_fn(
+            move |_: Request<_>| async move {
+                let body = frames(pieces.iter().map(|piece| Ok(*piece)).collect());
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .unwrap(),
+                )
+            },
+        ));
+        let response = filter
+            .oneshot(chat("x").body(body_of("hi")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(frame, ANSWER);
+        if pieces.len() == 1 {
+            assert_eq!(
+                frame.as_ptr(),
+                ANSWER.as_ptr(),
+                "the frame itself, not a copy"
+            );
+        }
+        assert!(body.frame().await.is_none());
+    }
+}

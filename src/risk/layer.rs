@@ -4,13 +4,12 @@ use crate::buffered::take_readied;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::request::Parts;
 use http::response::Parts as ResponseParts;
 use http::{Method, Request, Response, StatusCode};
@@ -24,8 +23,8 @@ use super::classifier::{Classified, Classifier, Side, Verdict};
 use super::output::read_answer;
 use super::stream::RiskStream;
 use crate::body::{
-    BoxError, DEFAULT_BODY_LIMIT, LimitedCollect, MaasBody, content_type_is, finish_buffering,
-    set_buffered_length, start_buffering,
+    BoxError, DEFAULT_BODY_LIMIT, Gather, LimitedCollect, MaasBody, content_type_is,
+    finish_buffering, set_buffered_length, start_buffering,
 };
 use crate::error::{MaasError, RenderedByEnvelope, refuse};
 use crate::model::ReportedUsage;
@@ -443,8 +442,7 @@ pin_project! {
         Called { #[pin] future: S::Future },
         Holding {
             body: Option<Pin<Box<R>>>,
-            chunks: Vec<Bytes>,
-            size: usize,
+            held: Gather,
             parts: Option<ResponseParts>,
         },
         JudgingOutput {
@@ -547,18 +545,12 @@ where
                         Routed::Done(response) => return Poll::Ready(Ok(response)),
                         Routed::Hold(parts, body) => State::Holding {
                             body: Some(Box::pin(body)),
-                            chunks: Vec::new(),
-                            size: 0,
+                            held: Gather::default(),
                             parts: Some(parts),
                         },
                     }
                 }
-                StateProj::Holding {
-                    body,
-                    chunks,
-                    size,
-                    parts,
-                } => {
+                StateProj::Holding { body, held, parts } => {
                     let limit = this.shared.config.output_limit;
                     let frame = match body.as_mut() {
                         Some(inner) => ready!(inner.as_mut().poll_frame(cx)),
@@ -567,15 +559,14 @@ where
                     match frame {
                         Some(Ok(frame)) => {
                             if let Ok(data) = frame.into_data() {
-                                *size += data.len();
-                                chunks.push(data);
+                                held.push(data);
                             }
-                            if *size <= limit {
+                            if held.len() <= limit {
                                 continue;
                             }
                             // Too large to hold: it cannot be checked.
                             let parts = parts.take().expect("polled after completion");
-                            let held = mem::take(chunks);
+                            let held = vec![held.take()];
                             return Poll::Ready(Ok(match this.shared.config.failure {
                                 OnFailure::Block => this
                                     .ctx
@@ -600,11 +591,7 @@ where
                         }
                         None => {
                             let parts = parts.take().expect("polled after completion");
-                            let mut all = Vec::with_capacity(*size);
-                            for chunk in chunks.drain(..) {
-                                all.extend_from_slice(chunk.chunk());
-                            }
-                            let bytes = Bytes::from(all);
+                            let bytes = held.take();
                             let mut text = String::new();
                             let used = read_answer(&bytes, &mut text);
                             match judge(this.shared, Side::Output, &text) {
