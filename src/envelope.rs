@@ -8,7 +8,8 @@
 //!   extensions) in the configured [`Dialect`], keeping its status and headers;
 //! - turns a bare `404` (no [`MaasError`], an empty body: a router's fallback) into APIG.0101 and a
 //!   bare `405` into FastAPI's `{"detail":"Method Not Allowed"}`, keeping `allow`; a 404 or 405
-//!   with a body (an upstream's own answer) passes unchanged;
+//!   with a body (an upstream's own answer) passes unchanged, also under `HEAD`, where the body
+//!   is gone but its `content-length` is not;
 //! - speaks gRPC to gRPC clients: for a request with `content-type: application/grpc…`, every
 //!   refusal becomes a trailers-only response (HTTP 200, `grpc-status`, `grpc-message` with the
 //!   MaaS code and message; see [`MaasError::grpc_code`] for the mapping);
@@ -39,7 +40,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -371,6 +372,15 @@ fn without_body<B: Body<Data = Bytes>>(res: Response<MaasBody<B>>) -> Response<M
     Response::from_parts(parts, MaasBody::from_full(Full::default()))
 }
 
+/// Whether the head declares a body that is not there: axum drops a route's body for `HEAD`
+/// and keeps the `content-length` it had, so such an empty 404 is the route's own answer, not
+/// a router's fallback.
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() != b"0")
+}
+
 fn envelope<B>(
     res: Response<B>,
     dialect: Dialect,
@@ -382,11 +392,13 @@ where
 {
     let error = match res.extensions().get::<MaasError>() {
         Some(error) => Some(error.clone()),
-        None if res.body().size_hint().exact() == Some(0) => match res.status() {
-            StatusCode::NOT_FOUND => Some(MaasError::ApiNotFound),
-            StatusCode::METHOD_NOT_ALLOWED => Some(MaasError::MethodNotAllowed),
-            _ => None,
-        },
+        None if res.body().size_hint().exact() == Some(0) && !declares_body(res.headers()) => {
+            match res.status() {
+                StatusCode::NOT_FOUND => Some(MaasError::ApiNotFound),
+                StatusCode::METHOD_NOT_ALLOWED => Some(MaasError::MethodNotAllowed),
+                _ => None,
+            }
+        }
         None => None,
     };
     let Some(error) = error else {

@@ -391,3 +391,49 @@ async fn a_head_answer_keeps_a_known_length_and_invents_none() {
         }
     }
 }
+
+/// A route's own 404 keeps its head under HEAD as under GET, although axum drops its body
+/// for HEAD before the envelope sees it: only a 404 with nothing in it, as a router's fallback
+/// gives, is APIG.0101. Inside the router and around it, as the example gateway has it.
+#[tokio::test]
+async fn a_routes_own_404_answers_head_with_its_own_head() {
+    let inside =
+        serve_axum(router().layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true))).await;
+    let around = serve_hyper(
+        ErrorEnvelopeLayer::new()
+            .trust_incoming_request_id(true)
+            .layer(router()),
+    )
+    .await;
+    for addr in [inside, around] {
+        let request = |method: &str, path: &str| {
+            Request::builder()
+                .method(method)
+                .uri(format!("http://{addr}{path}"))
+                .header("x-request-id", FIXED_ID)
+                .body(empty())
+                .unwrap()
+        };
+        let get = send(addr, request("GET", "/upstream-404")).await;
+        assert_eq!(get.status, StatusCode::NOT_FOUND);
+        assert_eq!(get.text(), r#"{"detail":"Not Found"}"#);
+        for head in [
+            send(addr, request("HEAD", "/upstream-404")).await,
+            send_h2(addr, request("HEAD", "/upstream-404")).await,
+        ] {
+            assert_eq!(head.status, StatusCode::NOT_FOUND);
+            assert_eq!(head.text(), "");
+            assert_eq!(head.header("content-type"), get.header("content-type"));
+            assert_eq!(head.header("content-length"), Some("22"));
+            assert_eq!(head.request_id(), FIXED_ID);
+        }
+        // An unknown path is still APIG.0101, its head as GET's.
+        let get = send(addr, request("GET", "/nowhere")).await;
+        get.assert_json(404, &format!("{APIG_0101_PREFIX}{FIXED_ID}\"}}"));
+        let head = send(addr, request("HEAD", "/nowhere")).await;
+        assert_eq!((head.status, head.text()), (StatusCode::NOT_FOUND, ""));
+        assert_eq!(head.header("content-type"), get.header("content-type"));
+        let length = get.text().len().to_string();
+        assert_eq!(head.header("content-length"), Some(length.as_str()));
+    }
+}
