@@ -140,12 +140,39 @@ struct Inner {
 }
 
 /// Builds a [`RedisStore`]: see [`RedisStore::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RedisStoreBuilder {
     url: String,
     namespace: String,
     timeout: Duration,
     policy: OnUnavailable,
+}
+
+/// Without the URL's password, which a builder logged by `Debug` would otherwise show.
+impl std::fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &without_password(&self.url))
+            .field("namespace", &self.namespace)
+            .field("timeout", &self.timeout)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host/0` as `redis://user:redacted@host/0`; a URL Redis cannot read is
+/// not shown at all.
+fn without_password(url: &str) -> String {
+    match redis::parse_redis_url(url) {
+        Some(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only fails for URLs that cannot have a password, which this one has.
+                let _ = parsed.set_password(Some("redacted"));
+            }
+            parsed.to_string()
+        }
+        None => "(not a Redis URL)".to_owned(),
+    }
 }
 
 impl RedisStore {
@@ -367,5 +394,28 @@ impl RateStore for RedisStore {
         }
         self.inner
             .settle(settled.key, release, tokens, delta, spent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_builder_shows_no_password() {
+        let shown = |url: &str| format!("{:?}", RedisStore::builder(url));
+        let with = shown("redis://admin:Secret0000@127.0.0.1:6379/0");
+        assert!(!with.contains("Secret"), "{with}");
+        assert!(
+            with.contains(r#"url: "redis://admin:redacted@127.0.0.1:6379/0""#),
+            "{with}"
+        );
+        let without = shown("redis://127.0.0.1:6379/");
+        assert!(
+            without.contains(r#"url: "redis://127.0.0.1:6379/""#),
+            "{without}"
+        );
+        let unreadable = shown("Secret0000");
+        assert!(!unreadable.contains("Secret"), "{unreadable}");
     }
 }
