@@ -1,12 +1,14 @@
 //! Forwarding to an OpenAI-compatible upstream (vLLM, SGLang, llama.cpp, Ollama's `/v1`).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, Request, Uri};
+use http::{HeaderMap, HeaderValue, Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -35,22 +37,53 @@ pub(crate) struct Upstream {
     pub(crate) http2: bool,
 }
 
-/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), with the
+/// obsolete ones proxies still see.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
 
+/// Removes the hop-by-hop headers: the fixed ones, and those that `Connection` names for this
+/// hop alone (`Connection: close, X-Private` keeps `X-Private` from the next hop).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in HOP_BY_HOP {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.into_iter().chain(HOP_BY_HOP) {
         headers.remove(name);
     }
     headers.remove("keep-alive");
+    headers.remove("proxy-connection");
 }
+
+/// Adds the client's address to `X-Forwarded-For`, after any the client sent: the upstream
+/// trusts the last entry, which the gateway wrote, and not the ones before it, which anyone
+/// could have.
+fn add_forwarded_for(parts: &mut http::request::Parts) {
+    let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return;
+    };
+    let peer = peer.ip().to_string();
+    let chain = match parts.headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
+        Some(Ok(earlier)) if !earlier.trim().is_empty() => format!("{earlier}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(chain) = HeaderValue::try_from(chain) {
+        parts.headers.insert(X_FORWARDED_FOR, chain);
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Forwards the validated request, its `model` renamed to `rename` when given; the answer, streamed or not, comes back unchanged. An
 /// upstream that does not answer in time is 504 APIG.0203; one that cannot be reached is 502
@@ -78,6 +111,7 @@ pub(crate) async fn forward(
         return refuse(MaasError::BackendUnavailable);
     };
     strip_hop_by_hop(&mut parts.headers);
+    add_forwarded_for(&mut parts);
     parts.headers.remove(header::HOST);
     parts
         .headers
