@@ -126,6 +126,36 @@ async fn answers_are_proxied_with_the_upstreams_model_name_and_without_the_key()
     assert_eq!(body["model"], "Qwen/Qwen2.5-7B-Instruct");
 }
 
+/// What belongs to the client's connection stays there: the headers its `Connection` names and
+/// the obsolete `Proxy-Connection` do not reach the upstream, and the upstream learns the
+/// client's address after any `X-Forwarded-For` the client wrote itself.
+#[tokio::test]
+async fn the_proxy_keeps_hop_by_hop_headers_and_adds_the_client_to_x_forwarded_for() {
+    let (up, seen) = upstream().await;
+    let gw = gateway(up).await;
+    let mut request = chat("up", "hello");
+    for (name, value) in [
+        ("connection", "keep-alive, x-private"),
+        ("x-private", "for the first hop"),
+        ("proxy-connection", "keep-alive"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-kept", "end to end"),
+    ] {
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    assert_eq!(send(gw, request).await.status, 200);
+    let (headers, _) = seen.lock().unwrap().take().unwrap();
+    for gone in ["x-private", "proxy-connection", "authorization"] {
+        assert!(!headers.contains_key(gone), "{gone} reached the upstream");
+    }
+    assert_eq!(headers["x-kept"], "end to end");
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    // A client that sent none is the whole chain.
+    assert_eq!(send(gw, chat("up", "hello")).await.status, 200);
+    let (headers, _) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+}
+
 #[tokio::test]
 async fn upstreams_can_be_reached_over_http2() {
     let (up, seen) = upstream().await;
@@ -714,6 +744,84 @@ async fn a_configuration_file_without_the_section_has_no_management_api() {
     )
     .await;
     assert_eq!(reply.status, 404);
+}
+
+/// A file without `[[keys]]` has no keys: the demo keys, which anyone can read in the README,
+/// belong to the zero-config start alone.
+#[tokio::test]
+async fn a_configuration_file_without_keys_has_none_of_the_demo_keys() {
+    let config = app::parse_config("").unwrap();
+    assert!(config.keys.is_empty());
+    assert!(!app::Config::default().keys.is_empty());
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let body = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let reply = send(
+        gw,
+        common::post("/v1/chat/completions", body)
+            .header("authorization", format!("Bearer {}", app::DEMO_KEY))
+            .body(full(body))
+            .unwrap(),
+    )
+    .await;
+    reply.assert_json(
+        401,
+        &dual(
+            "ModelArts.81003",
+            "Invalid authorization header.",
+            "Unauthorized",
+        ),
+    );
+}
+
+/// A configuration error says where and what, and never quotes the file: the line at fault
+/// may hold a key, and the message goes to the service's log.
+#[test]
+fn a_configuration_error_says_where_and_never_quotes_a_key() {
+    let cases = [
+        (
+            "dialect = \"xml\"\n",
+            "line 1, column 11: unknown variant `xml`, expected one of `dual`, `flat`, `openai`",
+        ),
+        (
+            "[[keys]]\nkey = sk-live-Secret0000\n",
+            "line 2, column 7: string values must be quoted, expected literal string",
+        ),
+        (
+            "[[keys]]\nrpm = \"sk-live-Secret0000\"\n",
+            "line 2, column 7: invalid type: string \"…\", expected u64",
+        ),
+        (
+            "[[models]]\nname = \"m\"\ncontext_length = 8\naccess = \"nobody\"\n",
+            "line 4, column 10: unknown variant `nobody`, expected one of `maas`, `none`, `token`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = app::parse_config(text).unwrap_err();
+        assert_eq!(error, expected, "{text}");
+        assert!(!error.contains("Secret"), "{error}");
+    }
+}
+
+/// A configuration's `Debug` shows no plaintext key, management token or Redis password.
+#[test]
+fn a_configuration_shows_no_secret_in_debug() {
+    let config = app::parse_config(
+        r#"
+        [[keys]]
+        key = "sk-live-Secret0000"
+        label = "team-a"
+        [management]
+        [[management.accounts]]
+        name = "ops"
+        token = "mgmt-Secret0000"
+        [redis]
+        url = "redis://admin:Secret0000@127.0.0.1:6379/0"
+        "#,
+    )
+    .unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("Secret"), "{shown}");
+    assert!(shown.contains("team-a") && shown.contains("redis://admin:…@127.0.0.1:6379/0"));
 }
 
 /// The request log, as the binary sets it up (its line format, its batching writer): one line

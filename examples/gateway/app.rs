@@ -1,6 +1,8 @@
 //! The gateway's configuration and its stack of layers.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,19 +48,50 @@ pub(crate) const FROZEN_KEY: &str = "sk-maas-frozen-00000000000000";
 pub(crate) const DEMO_MANAGEMENT_TOKEN: &str = "mgmt-maas-demo-000000000000";
 pub(crate) const DEMO_PROJECT: &str = "demo-project";
 
-/// The whole configuration; every field has a default, so an empty file is the demo gateway.
+/// Reads a configuration file's text. An error says where and what, but never quotes the file:
+/// the line at fault may hold a key or a token, and the message goes to a log.
+pub(crate) fn parse_config(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|error| {
+        let at = error.span().map_or(String::new(), |span| {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!("line {line}, column {column}: ")
+        });
+        format!("{at}{}", without_strings(error.message().trim_end()))
+    })
+}
+
+/// A message with the text of every quoted string replaced by `…`: serde quotes the value it
+/// could not take (`invalid type: string "…", expected u64`), which may be a key.
+fn without_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, piece) in message.split('"').enumerate() {
+        if i > 0 {
+            out.push('"');
+        }
+        out.push_str(if i % 2 == 1 { "…" } else { piece });
+    }
+    out
+}
+
+/// The whole configuration. Every field has a default (the demo gateway's, but for its keys
+/// and its management account), so an empty file is a gateway without keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Config {
     pub(crate) listen: SocketAddr,
-    pub(crate) dialect: String,
+    pub(crate) dialect: DialectName,
     pub(crate) trust_request_id: bool,
-    pub(crate) validation: String,
+    pub(crate) validation: Validation,
     pub(crate) body_limit: usize,
     pub(crate) upstream_timeout_ms: u64,
-    pub(crate) mock_stream_style: String,
+    pub(crate) mock_stream_style: StreamStyle,
     pub(crate) log_requests: bool,
     pub(crate) ip_limit: Option<IpLimit>,
+    /// Only the zero-config start has the demo keys: a file without `[[keys]]` has none, so the
+    /// well-known demo keys are never left enabled by accident.
+    #[serde(default)]
     pub(crate) keys: Vec<KeyConfig>,
     pub(crate) models: Vec<ModelConfig>,
     pub(crate) risk: RiskConfig,
@@ -70,23 +103,57 @@ pub(crate) struct Config {
     pub(crate) redis: Option<RedisConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct RedisConfig {
     pub(crate) url: String,
     #[serde(default = "redis_timeout")]
     pub(crate) timeout_ms: u64,
-    #[serde(default = "closed")]
-    pub(crate) on_unavailable: String,
+    #[serde(default)]
+    pub(crate) on_unavailable: RedisDown,
+}
+
+/// Without the URL's password.
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &without_password(&self.url))
+            .field("timeout_ms", &self.timeout_ms)
+            .field("on_unavailable", &self.on_unavailable)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host/0` as `redis://user:…@host/0`.
+fn without_password(url: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Cow::Borrowed(url);
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let host = &rest[userinfo.len()..];
+            Cow::Owned(format!("{scheme}://{user}:…{host}"))
+        }
+        _ => Cow::Borrowed(url),
+    }
 }
 
 fn redis_timeout() -> u64 {
     50
 }
 
-fn closed() -> String {
-    "closed".to_owned()
+/// What the limiters do when Redis is down or slow.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RedisDown {
+    /// Refuse (500 APIG.0201).
+    #[default]
+    Closed,
+    /// Admit without a check.
+    Open,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,7 +165,7 @@ pub(crate) struct ManagementConfig {
     pub(crate) accounts: Vec<AccountConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AccountConfig {
     pub(crate) name: String,
@@ -112,17 +179,98 @@ pub(crate) struct AccountConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct IpLimit {
     pub(crate) limit: u64,
-    #[serde(default = "minute")]
-    pub(crate) window: String,
+    #[serde(default)]
+    pub(crate) window: IpWindow,
     #[serde(default)]
     pub(crate) trusted_proxies: Vec<String>,
 }
 
-fn minute() -> String {
-    "minute".to_owned()
+/// Without the plaintext key.
+impl fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyConfig")
+            .field("key", &self.key.as_ref().map(|_| "…"))
+            .field("digest", &self.digest)
+            .field("label", &self.label)
+            .field("frozen", &self.frozen)
+            .field("models", &self.models)
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
+            .field("quota", &self.quota)
+            .finish()
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Without the plaintext token.
+impl fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountConfig")
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("token_digest", &self.token_digest)
+            .field("projects", &self.projects)
+            .field("endpoint_quota", &self.endpoint_quota)
+            .finish()
+    }
+}
+
+/// The per-IP limit's window.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum IpWindow {
+    Second,
+    #[default]
+    Minute,
+}
+
+impl From<IpWindow> for ThrottleWindow {
+    fn from(window: IpWindow) -> Self {
+        match window {
+            IpWindow::Second => Self::Second,
+            IpWindow::Minute => Self::Minute,
+        }
+    }
+}
+
+/// How refusals are written (`tower_maas::Dialect`).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DialectName {
+    #[default]
+    Dual,
+    Flat,
+    OpenAi,
+}
+
+impl From<DialectName> for Dialect {
+    fn from(name: DialectName) -> Self {
+        match name {
+            DialectName::Dual => Self::Dual,
+            DialectName::Flat => Self::Flat,
+            DialectName::OpenAi => Self::OpenAi,
+        }
+    }
+}
+
+/// Who answers a malformed request: the gateway (81001/81009) or the backend (vLLM's errors).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Validation {
+    #[default]
+    Gateway,
+    Backend,
+}
+
+impl From<Validation> for ValidationDialect {
+    fn from(validation: Validation) -> Self {
+        match validation {
+            Validation::Gateway => Self::Gateway,
+            Validation::Backend => Self::Backend,
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyConfig {
     pub(crate) key: Option<String>,
@@ -150,12 +298,32 @@ pub(crate) struct ModelConfig {
     pub(crate) service_id: Option<String>,
     /// How the service is reached: "maas" (mounted to the gateway), "none" (no
     /// authentication) or "token" (its own; no endpoint may point at it).
-    #[serde(default = "maas")]
-    pub(crate) access: String,
+    #[serde(default)]
+    pub(crate) access: Access,
 }
 
-fn maas() -> String {
-    "maas".to_owned()
+/// How a model's service is reached (`ServiceAccess`).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Access {
+    /// Mounted to the gateway.
+    #[default]
+    Maas,
+    /// No authentication.
+    #[serde(rename = "none")]
+    NoAuth,
+    /// Its own token; no endpoint may point at it.
+    Token,
+}
+
+impl From<Access> for ServiceAccess {
+    fn from(access: Access) -> Self {
+        match access {
+            Access::Maas => Self::MaasGateway,
+            Access::NoAuth => Self::NoAuth,
+            Access::Token => Self::Token,
+        }
+    }
 }
 
 fn builtin() -> String {
@@ -180,16 +348,16 @@ impl Default for Config {
         };
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            dialect: "dual".to_owned(),
+            dialect: DialectName::Dual,
             trust_request_id: false,
-            validation: "gateway".to_owned(),
+            validation: Validation::Gateway,
             body_limit: tower_maas::DEFAULT_BODY_LIMIT,
             upstream_timeout_ms: 60_000,
-            mock_stream_style: "maas".to_owned(),
+            mock_stream_style: StreamStyle::Maas,
             log_requests: true,
             ip_limit: Some(IpLimit {
                 limit: 1200,
-                window: minute(),
+                window: IpWindow::Minute,
                 trusted_proxies: Vec::new(),
             }),
             keys: vec![
@@ -215,7 +383,7 @@ impl Default for Config {
                 upstream_model: None,
                 http2: false,
                 service_id: None,
-                access: maas(),
+                access: Access::Maas,
             }],
             risk: RiskConfig {
                 terms: vec!["forbidden demo phrase".to_owned()],
@@ -253,14 +421,9 @@ impl Store {
         #[cfg(feature = "redis")]
         {
             use tower_maas::limit::{OnUnavailable, RedisStore};
-            let policy = match redis.on_unavailable.as_str() {
-                "closed" => OnUnavailable::FailClosed,
-                "open" => OnUnavailable::FailOpen,
-                other => {
-                    return Err(format!(
-                        "redis.on_unavailable: expected closed or open, got {other:?}"
-                    ));
-                }
+            let policy = match redis.on_unavailable {
+                RedisDown::Closed => OnUnavailable::FailClosed,
+                RedisDown::Open => OnUnavailable::FailOpen,
             };
             RedisStore::builder(redis.url.as_str())
                 .namespace(namespace)
@@ -326,25 +489,8 @@ const MAX_TASKS: usize = 10_000;
 
 /// The gateway: every layer in the MaaS order around the routes.
 pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
-    let dialect = match config.dialect.as_str() {
-        "dual" => Dialect::Dual,
-        "flat" => Dialect::Flat,
-        "openai" => Dialect::OpenAi,
-        other => {
-            return Err(format!(
-                "dialect: expected dual, flat or openai, got {other:?}"
-            ));
-        }
-    };
-    let validation = match config.validation.as_str() {
-        "gateway" => ValidationDialect::Gateway,
-        "backend" => ValidationDialect::Backend,
-        other => {
-            return Err(format!(
-                "validation: expected gateway or backend, got {other:?}"
-            ));
-        }
-    };
+    let dialect = Dialect::from(config.dialect);
+    let validation = ValidationDialect::from(config.validation);
 
     let keys = Arc::new(InMemoryKeyStore::new());
     for (i, key) in config.keys.iter().enumerate() {
@@ -375,22 +521,12 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     let mut catalog = ModelCatalog::new();
     let mut upstreams = HashMap::new();
     let mut services = ServiceDirectory::new();
-    for (i, model) in config.models.iter().enumerate() {
+    for model in &config.models {
         catalog = catalog.model(model.name.as_str(), model.context_length);
-        let access = match model.access.as_str() {
-            "maas" => ServiceAccess::MaasGateway,
-            "none" => ServiceAccess::NoAuth,
-            "token" => ServiceAccess::Token,
-            other => {
-                return Err(format!(
-                    "models[{i}].access: expected maas, none or token, got {other:?}"
-                ));
-            }
-        };
         services = services.service(
             model.service_id.as_deref().unwrap_or(&model.name),
             model.name.as_str(),
-            access,
+            model.access.into(),
         );
         if model.upstream != "builtin" {
             upstreams.insert(
@@ -419,15 +555,7 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         ..Window::default()
     });
 
-    let style = match config.mock_stream_style.as_str() {
-        "maas" => StreamStyle::Maas,
-        "openai" => StreamStyle::OpenAi,
-        other => {
-            return Err(format!(
-                "mock_stream_style: expected maas or openai, got {other:?}"
-            ));
-        }
-    };
+    let style = config.mock_stream_style;
     let models = Models {
         names: config.models.iter().map(|m| m.name.clone()).collect(),
         upstreams,
@@ -496,18 +624,9 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     let ip_limit = match &config.ip_limit {
         None => IpRateLimitLayer::disabled(),
         Some(ip) => {
-            let window = match ip.window.as_str() {
-                "second" => ThrottleWindow::Second,
-                "minute" => ThrottleWindow::Minute,
-                other => {
-                    return Err(format!(
-                        "ip_limit.window: expected second or minute, got {other:?}"
-                    ));
-                }
-            };
             let trusted = TrustedProxies::new(&ip.trusted_proxies)
                 .map_err(|e| format!("ip_limit.trusted_proxies: {e}"))?;
-            IpRateLimitLayer::new(ip.limit, window)
+            IpRateLimitLayer::new(ip.limit, ip.window.into())
                 .trusted_proxies(trusted)
                 .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
         }

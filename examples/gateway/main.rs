@@ -58,7 +58,7 @@ async fn main() {
         None => Config::default(),
         Some(path) => match std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
-            .and_then(|text| toml::from_str::<Config>(&text).map_err(|e| e.to_string()))
+            .and_then(|text| app::parse_config(&text))
         {
             Ok(config) => config,
             Err(err) => {

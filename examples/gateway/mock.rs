@@ -20,7 +20,8 @@ pub(crate) const MOCK_MODEL: &str = "mock-model";
 
 /// How the mock streams: usage in every chunk (MaaS) or in one last chunk (OpenAI, when
 /// `stream_options.include_usage` asks).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum StreamStyle {
     #[default]
     Maas,
