@@ -420,3 +420,70 @@ async fn deep_nesting_and_huge_integers_are_refused_without_a_crash() {
         200
     );
 }
+
+/// A body of many bad values is refused with a bounded message: the first 1000 errors, exact,
+/// then how many more there were; past 1 MiB of message, no further error is written. pydantic
+/// has no bound: a 12 MiB body of bad values would be millions of errors, gigabytes written.
+#[tokio::test]
+async fn a_body_of_countless_errors_gets_a_bounded_message() {
+    let addr = serve_axum(app(RequestSchemaValidatorLayer::new())).await;
+    let error = |key: &str| {
+        format!(
+            "{{'type': 'float_parsing', 'loc': ('body', 'logit_bias', '{key}'), 'msg': 'Input should be a valid number, unable to parse string as a number', 'input': 'x'}}"
+        )
+    };
+    let body = |keys: &[String]| {
+        let bias: serde_json::Map<_, _> = keys.iter().map(|k| (k.clone(), "x".into())).collect();
+        serde_json::json!({"model": "m", "messages": [], "logit_bias": bias}).to_string()
+    };
+    let refused = |message: String| backend(&message, "BadRequestError", 400);
+    // Whole bodies of a megabyte: a mismatch is shown by where it starts, not printed whole.
+    let assert_refused = |reply: common::Reply, message: String| {
+        let expected = refused(message);
+        let got = reply.text();
+        let differ = got.bytes().zip(expected.bytes()).position(|(a, b)| a != b);
+        assert!(
+            reply.status == 400 && got == expected,
+            "status {}, {} bytes against {}, first difference at {differ:?}: {:?}",
+            reply.status,
+            got.len(),
+            expected.len(),
+            differ.map(|at| &got[at.saturating_sub(80)..(at + 80).min(got.len())]),
+        );
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+    };
+
+    // Within the bound, every error, as pydantic lists them.
+    let keys: Vec<String> = (0..1000).map(|i| format!("{i:04}")).collect();
+    let all: Vec<String> = keys.iter().map(|k| error(k)).collect();
+    let reply = post_json(addr, "/v1/chat/completions", &body(&keys)).await;
+    assert_refused(reply, format!("[{}]", all.join(", ")));
+
+    // Past 1000 errors, the rest counted.
+    let keys: Vec<String> = (0..1500).map(|i| format!("{i:04}")).collect();
+    let first: Vec<String> = keys[..1000].iter().map(|k| error(k)).collect();
+    let reply = post_json(addr, "/v1/chat/completions", &body(&keys)).await;
+    assert_refused(
+        reply,
+        format!("[{}, ... 500 more errors]", first.join(", ")),
+    );
+
+    // Past 1 MiB of message, the errors not written counted.
+    let keys: Vec<String> = (0..600)
+        .map(|i| format!("{i:04}{}", "k".repeat(4000)))
+        .collect();
+    let mut message = String::from("[");
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            message.push_str(", ");
+        }
+        if message.len() >= 1 << 20 {
+            message.push_str(&format!("... {} more errors]", keys.len() - i));
+            break;
+        }
+        message.push_str(&error(key));
+    }
+    assert!(message.ends_with(" more errors]") && message.len() < (1 << 20) + 8192);
+    let reply = post_json(addr, "/v1/chat/completions", &body(&keys)).await;
+    assert_refused(reply, message);
+}

@@ -725,7 +725,7 @@ mod tests {
     use crate::validate::json::{Text, decode_text, loads};
     use crate::validate::openai;
     use crate::validate::parsed::{Endpoint, ParsedRequest};
-    use crate::validate::schema::validate_body;
+    use crate::validate::schema::{Errors, validate_body};
     use crate::validate::tokens::EstimatingCounter;
 
     fn routes() -> [(Schema, Endpoint); 3] {
@@ -739,7 +739,7 @@ mod tests {
     /// The exact path: the tree, the schema over it, the request read from the tree.
     fn exact(schema: &Schema, endpoint: Endpoint, text: &str) -> Option<ParsedRequest> {
         let json = loads(text.as_bytes()).ok()?;
-        let mut errors = Vec::new();
+        let mut errors = Errors::default();
         validate_body(schema, &json, &mut errors);
         errors
             .is_empty()

@@ -12,7 +12,7 @@
 //! | `Content-Type` present but not JSON (`text/plain`) | 400 `model_attributes_type` with the bytes |
 //! | not JSON | 400 `json_invalid` with CPython's message and character position |
 //! | not UTF-8/16/32, nested over [`MAX_DEPTH`], an int of over 4300 digits | 400 `{"detail":"There was an error parsing the body"}` |
-//! | fails the schema | 400 pydantic's error list, in pydantic's order |
+//! | fails the schema | 400 pydantic's error list, in pydantic's order (at most [`MAX_ERRORS`] errors and [`MESSAGE_LIMIT`] bytes of them, then `... N more errors`) |
 //! | `model` empty / not in the [`ModelCatalog`] | 400 81001 / 404 81009 (gateway dialect) or vLLM's 404 (backend dialect) |
 //! | prompt + `max_tokens` over the model's context | 400 vLLM's context-length message |
 //!
@@ -71,7 +71,7 @@ use tower_service::Service;
 pub use self::catalog::ModelCatalog;
 pub use self::json::{DecodeError, Dict, Int, Json, MAX_DEPTH, loads};
 pub use self::parsed::{Endpoint, Message, Messages, ParsedRequest};
-pub use self::schema::{Schema, Ty};
+pub use self::schema::{MAX_ERRORS, MESSAGE_LIMIT, Schema, Ty};
 #[cfg(feature = "tiktoken")]
 pub use self::tokens::TiktokenCounter;
 pub use self::tokens::{EstimatingCounter, TokenCounter};
@@ -79,7 +79,7 @@ pub use self::tokens::{EstimatingCounter, TokenCounter};
 use self::accept::Slot;
 use self::catalog::Found;
 use self::json::{Text, decode_text};
-use self::schema::{Input, Loc, PyError, format_errors, validate_body};
+use self::schema::{Errors, Input, Loc, PyError, format_errors, validate_body};
 use crate::body::{BoxError, BufferError, DEFAULT_BODY_LIMIT, MaasBody};
 use crate::buffered::{Decide, Refusal, Step};
 use crate::error::MaasError;
@@ -375,7 +375,7 @@ fn check(
 ) -> Result<(ParsedRequest, Option<EndpointRoute>), MaasError> {
     let body_loc = || vec![Loc::Key("body")];
     let invalid = |errors: &[PyError<'_>]| MaasError::Validation {
-        message: format_errors(errors),
+        message: format_errors(errors, 0),
     };
     let missing_body = || {
         invalid(&[PyError {
@@ -439,10 +439,12 @@ fn check(
     };
     // The gateway reads the model before the backend validates the body.
     let found = check_model(config, model)?;
-    let mut errors = Vec::new();
+    let mut errors = Errors::default();
     validate_body(&route.schema, &json, &mut errors);
     if !errors.is_empty() {
-        return Err(invalid(&errors));
+        return Err(MaasError::Validation {
+            message: errors.message(),
+        });
     }
     let parsed = ParsedRequest::new(route.endpoint, json, &*config.counter);
     admit(parsed, found)

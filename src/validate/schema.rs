@@ -319,13 +319,76 @@ pub(crate) struct PyError<'a> {
     pub(crate) ctx: Option<(&'static str, CtxValue)>,
 }
 
-/// `str()` of the error list, as vLLM puts it in `message`.
-pub(crate) fn format_errors(errors: &[PyError<'_>]) -> String {
+/// The most errors a refusal's message lists; the rest are counted at its end. pydantic lists
+/// them all, but a 12 MiB body of bad list items would be millions of errors, gigabytes once
+/// written out.
+///
+/// ```
+/// assert_eq!(tower_maas::validate::MAX_ERRORS, 1000);
+/// ```
+pub const MAX_ERRORS: usize = 1000;
+
+/// A refusal's message takes no further error once this long (1 MiB); an error it takes is
+/// written whole, so a message may pass the limit by one error's length.
+///
+/// ```
+/// assert_eq!(tower_maas::validate::MESSAGE_LIMIT, 1 << 20);
+/// ```
+pub const MESSAGE_LIMIT: usize = 1 << 20;
+
+/// The errors of one body in pydantic's order: the first [`MAX_ERRORS`] kept, the rest only
+/// counted, so that a union still knows that a member failed.
+#[derive(Debug, Default)]
+pub(crate) struct Errors<'a> {
+    kept: Vec<PyError<'a>>,
+    more: usize,
+}
+
+impl<'a> Errors<'a> {
+    /// Adds an error, made only when it is kept.
+    fn push(&mut self, error: impl FnOnce() -> PyError<'a>) {
+        if self.kept.len() < MAX_ERRORS {
+            self.kept.push(error());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// How many errors, counted ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.kept.len() + self.more
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes back the errors after the first `len`.
+    fn truncate(&mut self, len: usize) {
+        self.more = len.saturating_sub(self.kept.len());
+        self.kept.truncate(len);
+    }
+
+    /// `str()` of the error list, as vLLM puts it in `message`; past [`MAX_ERRORS`] or
+    /// [`MESSAGE_LIMIT`], the list ends with how many errors are left out:
+    /// `[{…}, {…}, ... 12345 more errors]`.
+    pub(crate) fn message(&self) -> String {
+        format_errors(&self.kept, self.more)
+    }
+}
+
+/// `str()` of the error list, as vLLM puts it in `message`; `more` errors left out are counted
+/// at its end, with any that do not fit in [`MESSAGE_LIMIT`].
+pub(crate) fn format_errors(errors: &[PyError<'_>], more: usize) -> String {
     let mut out = String::with_capacity(128 * errors.len());
     out.push('[');
     for (i, e) in errors.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
+        }
+        if out.len() >= MESSAGE_LIMIT {
+            let _ = write!(out, "... {} more errors]", errors.len() - i + more);
+            return out;
         }
         out.push_str("{'type': ");
         repr::string(&mut out, e.kind);
@@ -370,13 +433,16 @@ pub(crate) fn format_errors(errors: &[PyError<'_>]) -> String {
         }
         out.push('}');
     }
+    if more > 0 {
+        let _ = write!(out, ", ... {more} more errors");
+    }
     out.push(']');
     out
 }
 
 /// Validates `body` (the decoded request) against `schema`, appending errors located under
 /// `('body', …)`.
-pub(crate) fn validate_body<'a>(schema: &'a Schema, body: &'a Json, errors: &mut Vec<PyError<'a>>) {
+pub(crate) fn validate_body<'a>(schema: &'a Schema, body: &'a Json, errors: &mut Errors<'a>) {
     // Deep enough for the OpenAI schemas (body, field, index, field, union tag, ...) without
     // regrowing on every request.
     let mut loc = Vec::with_capacity(8);
@@ -385,13 +451,13 @@ pub(crate) fn validate_body<'a>(schema: &'a Schema, body: &'a Json, errors: &mut
 }
 
 fn error<'a>(
-    errors: &mut Vec<PyError<'a>>,
+    errors: &mut Errors<'a>,
     loc: &[Loc<'a>],
     kind: &'static str,
     msg: &'static str,
     input: &'a Json,
 ) {
-    errors.push(PyError {
+    errors.push(|| PyError {
         kind,
         loc: loc.to_vec(),
         msg: Cow::Borrowed(msg),
@@ -404,7 +470,7 @@ fn validate_model<'a>(
     schema: &'a Schema,
     value: &'a Json,
     loc: &mut Vec<Loc<'a>>,
-    errors: &mut Vec<PyError<'a>>,
+    errors: &mut Errors<'a>,
 ) {
     let Json::Dict(dict) = value else {
         error(
@@ -426,14 +492,16 @@ fn validate_model<'a>(
                 loc.pop();
             }
             None if field.required => {
-                let mut at = loc.clone();
-                at.push(Loc::Key(field.name));
-                errors.push(PyError {
-                    kind: "missing",
-                    loc: at,
-                    msg: Cow::Borrowed("Field required"),
-                    input: Input::Dict(dict),
-                    ctx: None,
+                errors.push(|| {
+                    let mut at = loc.clone();
+                    at.push(Loc::Key(field.name));
+                    PyError {
+                        kind: "missing",
+                        loc: at,
+                        msg: Cow::Borrowed("Field required"),
+                        input: Input::Dict(dict),
+                        ctx: None,
+                    }
                 });
             }
             None => {}
@@ -462,7 +530,7 @@ fn validate_model<'a>(
 /// Whether `value` passes `ty`; errors are only counted, so a passing scalar costs no
 /// allocation.
 pub(super) fn accepts(ty: &Ty, value: &Json) -> bool {
-    validate(ty, value, &mut Vec::new(), &mut Vec::new())
+    validate(ty, value, &mut Vec::new(), &mut Errors::default())
 }
 
 /// Validates one value; returns whether it passed.
@@ -470,7 +538,7 @@ fn validate<'a>(
     ty: &'a Ty,
     value: &'a Json,
     loc: &mut Vec<Loc<'a>>,
-    errors: &mut Vec<PyError<'a>>,
+    errors: &mut Errors<'a>,
 ) -> bool {
     let before = errors.len();
     match ty {
@@ -504,13 +572,15 @@ fn validate<'a>(
         Ty::Literal(words) => {
             let ok = matches!(value, Json::Str(s) if words.contains(&&**s));
             if !ok {
-                let expected = expected_words(words);
-                errors.push(PyError {
-                    kind: "literal_error",
-                    loc: loc.clone(),
-                    msg: Cow::Owned(format!("Input should be {expected}")),
-                    input: Input::Value(value),
-                    ctx: Some(("expected", CtxValue::Str(Cow::Owned(expected)))),
+                errors.push(|| {
+                    let expected = expected_words(words);
+                    PyError {
+                        kind: "literal_error",
+                        loc: loc.clone(),
+                        msg: Cow::Owned(format!("Input should be {expected}")),
+                        input: Input::Value(value),
+                        ctx: Some(("expected", CtxValue::Str(Cow::Owned(expected)))),
+                    }
                 });
             }
         }
@@ -723,7 +793,7 @@ fn check_bounds<'a>(
     float: bool,
     value: &'a Json,
     loc: &[Loc<'a>],
-    errors: &mut Vec<PyError<'a>>,
+    errors: &mut Errors<'a>,
 ) {
     let Ok(x) = as_float(value) else {
         return;
@@ -740,13 +810,15 @@ fn check_bounds<'a>(
             None => x <= le as f64,
         };
         if !within {
-            errors.push(bound_error(
-                "less_than_equal",
-                "less than or equal to",
-                ("le", le, float),
-                value,
-                loc,
-            ));
+            errors.push(|| {
+                bound_error(
+                    "less_than_equal",
+                    "less than or equal to",
+                    ("le", le, float),
+                    value,
+                    loc,
+                )
+            });
             return;
         }
     }
@@ -757,13 +829,15 @@ fn check_bounds<'a>(
             None => x >= ge as f64,
         };
         if !within {
-            errors.push(bound_error(
-                "greater_than_equal",
-                "greater than or equal to",
-                ("ge", ge, float),
-                value,
-                loc,
-            ));
+            errors.push(|| {
+                bound_error(
+                    "greater_than_equal",
+                    "greater than or equal to",
+                    ("ge", ge, float),
+                    value,
+                    loc,
+                )
+            });
         }
     }
 }
