@@ -21,7 +21,8 @@ const KEY: &str = "sk-Gatew4yKey000000000000000000000";
 /// What the upstream saw of the last request: its headers and body.
 type Seen = Arc<Mutex<Option<(http::HeaderMap, Bytes)>>>;
 
-/// An OpenAI-compatible upstream: answers by the user message (`slow`, `error`, `stream`).
+/// An OpenAI-compatible upstream: answers by the user message (`slow`, `stall`, `error`,
+/// `stream`).
 async fn upstream() -> (SocketAddr, Seen) {
     let seen: Seen = Arc::default();
     let record = seen.clone();
@@ -38,7 +39,18 @@ async fn upstream() -> (SocketAddr, Seen) {
             *record.lock().unwrap() = Some((parts.headers, body.clone()));
             let text = String::from_utf8_lossy(&body).to_string();
             let usage = r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#;
-            let response: Response<axum::body::Body> = if text.contains("slow") {
+            let response: Response<axum::body::Body> = if text.contains("stall") {
+                // The head and a first piece, then nothing, ever.
+                let (kind, first): (_, &'static [u8]) = if text.contains("stream") {
+                    ("text/event-stream", b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n")
+                } else {
+                    ("application/json", br#"{"choices":[{"message":"#)
+                };
+                Response::builder()
+                    .header("content-type", kind)
+                    .body(axum::body::Body::new(Stalled(Some(first))))
+                    .unwrap()
+            } else if text.contains("slow") {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 Response::new("late".into())
             } else if text.contains("error") {
@@ -66,6 +78,26 @@ async fn upstream() -> (SocketAddr, Seen) {
         }
     });
     (common::serve_hyper(service).await, seen)
+}
+
+/// A body that gives its first piece and then nothing, ever: a stalled upstream.
+struct Stalled(Option<&'static [u8]>);
+
+impl http_body::Body for Stalled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        match self.0.take() {
+            Some(first) => {
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(first)))))
+            }
+            None => std::task::Poll::Pending,
+        }
+    }
 }
 
 async fn gateway(upstream: SocketAddr) -> SocketAddr {
@@ -198,6 +230,35 @@ async fn a_slow_upstream_is_504_and_an_unreachable_one_502() {
     send(gw, chat("dead", "hello")).await.assert_json(
         502,
         &format!(r#"{{"error_msg":"Backend unavailable.","error_code":"APIG.0201","request_id":"{FIXED_ID}"}}"#),
+    );
+}
+
+/// An upstream that sends its head and then stalls is timed out too (the upstream timeout
+/// bounds every wait for its next piece): a held answer is 504 APIG.0203, and a stream is
+/// broken off after what had come, rather than either waiting as long as the client does.
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_answer_is_timed_out() {
+    let (up, _) = upstream().await;
+    let gw = gateway(up).await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), send(gw, chat("up", "stall please")))
+        .await
+        .expect("the held answer was timed out");
+    reply.assert_json(
+        504,
+        &format!(r#"{{"error_msg":"Backend timeout","error_code":"APIG.0203","request_id":"{FIXED_ID}"}}"#),
+    );
+    let body = serde_json::json!({"model": "up", "stream": true, "messages": [{"role": "user", "content": "stall the stream"}]}).to_string();
+    let request = common::post("/v1/chat/completions", &body)
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(full(body))
+        .unwrap();
+    let (status, _, got) = tokio::time::timeout(Duration::from_secs(5), send_lossy(gw, request))
+        .await
+        .expect("the stream was broken off");
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"
     );
 }
 

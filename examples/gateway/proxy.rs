@@ -1,6 +1,8 @@
 //! Forwarding to an OpenAI-compatible upstream (vLLM, SGLang, llama.cpp, Ollama's `/v1`).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -9,10 +11,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Uri};
+use http_body::{Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tower_maas::{Dialect, MaasError, RequestId};
+use pin_project_lite::pin_project;
+use tower_maas::{BackendTimeout, BoxError, Dialect, MaasError, RequestId};
 
 /// A pooled client for the upstreams.
 pub(crate) type UpstreamClient = Client<HttpConnector, http_body_util::Full<Bytes>>;
@@ -85,9 +89,11 @@ fn add_forwarded_for(parts: &mut http::request::Parts) {
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Forwards the validated request, its `model` renamed to `rename` when given; the answer, streamed or not, comes back unchanged. An
-/// upstream that does not answer in time is 504 APIG.0203; one that cannot be reached is 502
-/// APIG.0201 `Backend unavailable.`.
+/// Forwards the validated request, its `model` renamed to `rename` when given; the answer,
+/// streamed or not, comes back unchanged. An upstream that does not answer in time is 504
+/// APIG.0203; one that cannot be reached is 502 APIG.0201 `Backend unavailable.`. An answer
+/// whose body stops for as long as `timeout` fails there with [`BackendTimeout`]: a held answer
+/// is then 504 APIG.0203, a stream breaks off.
 pub(crate) async fn forward(
     client: &UpstreamClient,
     upstream: &Upstream,
@@ -126,7 +132,7 @@ pub(crate) async fn forward(
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+            Response::from_parts(parts, Body::new(IdleTimeout::new(body, timeout)))
         }
     }
 }
@@ -137,4 +143,59 @@ fn rename_model(body: &[u8], model: &str) -> Option<Bytes> {
         serde_json::from_slice(body).ok()?;
     value.insert("model".to_owned(), model.into());
     serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+pin_project! {
+    /// An upstream's answer that fails with [`BackendTimeout`] when no frame comes for `idle`.
+    /// The client's own patience is no bound: a stalled upstream would hold the request, the
+    /// answer held for the content check and the key's token reservation until the client
+    /// gives up.
+    struct IdleTimeout<B> {
+        #[pin]
+        body: B,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        idle: Duration,
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(body: B, idle: Duration) -> Self {
+        Self {
+            body,
+            deadline: tokio::time::sleep(idle),
+            idle,
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
+            let next = tokio::time::Instant::now() + *this.idle;
+            this.deadline.as_mut().reset(next);
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        ready!(this.deadline.poll(cx));
+        Poll::Ready(Some(Err(Box::new(BackendTimeout))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -26,6 +26,7 @@ use crate::body::{
     BoxError, DEFAULT_BODY_LIMIT, Gather, LimitedCollect, MaasBody, content_type_is,
     finish_buffering, set_buffered_length, start_buffering,
 };
+use crate::envelope::is_timeout;
 use crate::error::{MaasError, RenderedByEnvelope, refuse};
 use crate::model::ReportedUsage;
 use crate::request_id::RequestId;
@@ -336,6 +337,7 @@ where
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = Response<RiskBody<ResBody, Cl>>;
     type Error = S::Error;
@@ -470,6 +472,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
     R: Body<Data = Bytes>,
+    R::Error: Into<BoxError>,
     Cl: Classifier,
 {
     type Output = Result<Response<RiskBody<R, Cl>>, S::Error>;
@@ -578,13 +581,19 @@ where
                                 }
                             }));
                         }
-                        Some(Err(_)) => {
-                            // The backend broke off mid-answer.
+                        Some(Err(err)) => {
+                            // The backend broke off mid-answer, or stalled past a deadline
+                            // the body keeps (a proxy's idle timeout).
                             let _ = parts.take();
+                            let (error, status) = if is_timeout(&*err.into()) {
+                                (MaasError::BackendTimeout, StatusCode::GATEWAY_TIMEOUT)
+                            } else {
+                                (MaasError::BackendUnavailable, StatusCode::BAD_GATEWAY)
+                            };
                             return Poll::Ready(Ok(refuse(
                                 "ContentRiskFilter",
-                                MaasError::BackendUnavailable,
-                                StatusCode::BAD_GATEWAY,
+                                error,
+                                status,
                                 &this.ctx.extensions(),
                             )
                             .map(RiskBody::full)));
