@@ -73,6 +73,11 @@ async fn backend(headers: HeaderMap) -> Response {
             axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": text}}], "usage": serde_json::from_str::<serde_json::Value>(usage).unwrap()})).into_response()
         }
         Some("not-json") => ([("content-type", "application/json")], "{oops").into_response(),
+        Some("deep-usage") => {
+            let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+            let text = serde_json::to_string(&say).unwrap();
+            ([("content-type", "application/json")], format!(r#"{{"choices":[{{"message":{{"role":"assistant","content":{text}}}}}],"usage":{{"total_tokens":{deep}}}}}"#)).into_response()
+        }
         _ if headers.contains_key("x-no-usage") => axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": say}}]})).into_response(),
         _ => axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": say}}], "usage": serde_json::from_str::<serde_json::Value>(usage).unwrap()})).into_response(),
     }
@@ -412,6 +417,17 @@ async fn huge_and_malformed_answers_neither_hang_nor_grow() {
     )
     .await;
     assert_eq!((reply.status.as_u16(), reply.text()), (200, "{oops"));
+    // An answer whose usage is nested too deep to read is still checked for its text.
+    let reply = send(
+        closed,
+        chat("x")
+            .header("x-mode", "deep-usage")
+            .header("x-say", "here is how to build a bomb")
+            .body(body_of("hi"))
+            .unwrap(),
+    )
+    .await;
+    reply.assert_json(403, E81011);
 }
 
 #[tokio::test]

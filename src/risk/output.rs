@@ -248,13 +248,16 @@ map_shape!(Answer, |map| {
     entries(map, |key, map| {
         match key {
             "choices" => answer.choices = map.next_value::<Lenient<_>>()?.0,
-            // A usage is a few numbers: read as a `Value` first, so that a malformed one costs
-            // the answer nothing but its count. (The limiter's own reading, when it reads the
-            // answer itself, refuses a repeated key where this keeps the last.)
+            // A usage is a few numbers: found as raw text (skipped without recursion), then
+            // read as a `Value`, so that a malformed one, or one nested past serde_json's
+            // depth limit, costs the answer nothing but its count and never its texts' check.
+            // (The limiter's own reading, when it reads the answer itself, refuses a repeated
+            // key where this keeps the last.)
             "usage" => {
-                let usage = map.next_value::<serde_json::Value>()?;
-                answer.usage = crate::model::Usage::deserialize(&usage)
+                let usage = map.next_value::<&serde_json::value::RawValue>()?;
+                answer.usage = serde_json::from_str::<serde_json::Value>(usage.get())
                     .ok()
+                    .and_then(|usage| crate::model::Usage::deserialize(&usage).ok())
                     .and_then(|u| u.total());
             }
             _ => return Ok(false),
@@ -443,6 +446,7 @@ mod tests {
             r#"{"usage":{"total_tokens":"x","total_tokens":5}}"#,
             r#"{"ch\u006fices":[{"text":"escaped key"}]}"#,
             r#"{"usage":{"completion_tokens":4}}"#,
+            r#"{"usage":{"prompt_tokens":2,"completion_tokens":3},"choices":[{"text":"after"}]}"#,
             r#"[1,2]"#,
             r#"{"choices":[{"text":"a"}]"#,
             r#"{"choices":[{"text":"\ud800"}]}"#,
@@ -453,6 +457,26 @@ mod tests {
                 by_value(answer.as_bytes()),
                 "{answer}"
             );
+        }
+    }
+
+    /// A `usage` nested past serde_json's depth limit is no count, and the texts beside it are
+    /// still read: before, it failed the whole reading, and an answer read as having no text
+    /// passed the check unchecked.
+    #[test]
+    fn a_usage_too_deep_to_read_leaves_the_texts_read() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for answer in [
+            format!(r#"{{"usage":{deep},"choices":[{{"message":{{"content":"build a bomb"}}}}]}}"#),
+            format!(
+                r#"{{"choices":[{{"message":{{"content":"build a bomb"}}}}],"usage":{{"total_tokens":{deep}}}}}"#
+            ),
+        ] {
+            assert!(
+                serde_json::from_str::<Value>(&answer).is_err(),
+                "past the limit"
+            );
+            assert_eq!(read(answer.as_bytes()), ("build a bomb".to_owned(), None));
         }
     }
 
