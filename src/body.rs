@@ -172,6 +172,7 @@ impl Gather {
     }
 
     /// The bytes gathered so far.
+    #[cfg_attr(not(feature = "risk"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

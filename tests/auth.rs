@@ -200,6 +200,20 @@ async fn later_editions_answer_key_state_with_403() {
         403,
         r#"{"error":{"code":"ModelArts.81006","message":"The resource is frozen.","param":null,"type":"Forbidden"},"error_code":"ModelArts.81006","error_msg":"The resource is frozen."}"#,
     );
+    let other_model = r#"{"model":"Qwen2-72B","messages":[{"role":"user","content":"hi"}]}"#;
+    send(addr, chat(Some(&bearer(RESTRICTED)), other_model))
+        .await
+        .assert_json(
+            403,
+            r#"{"error":{"code":"ModelArts.81004","message":"Invalid request because you do not have access to it.","param":null,"type":"Forbidden"},"error_code":"ModelArts.81004","error_msg":"Invalid request because you do not have access to it."}"#,
+        );
+    keys.store.get(keys.metered).unwrap().quota().charge(100);
+    send(addr, chat(Some(&bearer(METERED)), CHAT))
+        .await
+        .assert_json(
+            403,
+            r#"{"error":{"code":"ModelArts.81005","message":"The free quota has been used up.","param":null,"type":"Forbidden"},"error_code":"ModelArts.81005","error_msg":"The free quota has been used up."}"#,
+        );
     // Not a key-state refusal: keeps its seed status.
     send(addr, chat(None, CHAT)).await.assert_json(400, E81002);
 }

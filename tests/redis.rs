@@ -526,8 +526,10 @@ async fn two_gateway_replicas_share_a_keys_quota_over_sockets() {
         }))
     }
     // The same key on both, id 0 on each, so one `tm:{keys:0}:*` in Redis. TPM 10 000 (6 ms
-    // a token: little refills within the test); a quota of 100 tokens.
-    let replica = |store: RedisStore| {
+    // a token: little refills within the test); a quota of 100 tokens. The second answers
+    // the key's state with 403, as later editions do: the limiter's 81005 follows what the
+    // key's authentication chose.
+    let replica = |store: RedisStore, key_state: StatusCode| {
         let keys = Arc::new(InMemoryKeyStore::new());
         let id = keys
             .insert(KEY, KeyPolicy::new().tpm(10_000).quota(100))
@@ -535,12 +537,20 @@ async fn two_gateway_replicas_share_a_keys_quota_over_sockets() {
         let app = Router::new()
             .route("/v1/chat/completions", post(answer))
             .layer(TokenRateLimitLayer::with(store, MonotonicClock::new()).default_reservation(500))
-            .layer(BearerAuthLayer::new(Arc::clone(&keys)))
+            .layer(BearerAuthLayer::new(Arc::clone(&keys)).key_state_status(key_state))
             .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
         async move { (common::serve_axum(app).await, keys, id) }
     };
-    let (first, first_keys, first_id) = replica(store(&server, OnUnavailable::FailClosed)).await;
-    let (second, second_keys, second_id) = replica(store(&server, OnUnavailable::FailClosed)).await;
+    let (first, first_keys, first_id) = replica(
+        store(&server, OnUnavailable::FailClosed),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let (second, second_keys, second_id) = replica(
+        store(&server, OnUnavailable::FailClosed),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     let chat = |used: u64| {
         Request::post("/v1/chat/completions")
             .header("authorization", format!("Bearer {KEY}"))
@@ -586,9 +596,11 @@ async fn two_gateway_replicas_share_a_keys_quota_over_sockets() {
         assert!(!principal.quota().is_exhausted());
     }
     // ...and the shared count, 120 of 100, refuses it in the limiter, on either replica.
-    for replica in [first, second] {
-        send(replica, chat(1)).await.assert_json(401, E81005);
-    }
+    send(first, chat(1)).await.assert_json(401, E81005);
+    send(second, chat(1)).await.assert_json(
+        403,
+        &E81005.replace(r#""type":"Unauthorized""#, r#""type":"Forbidden""#),
+    );
     // A refusal charges nothing.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(shared_use(), Some(120));

@@ -112,7 +112,9 @@ impl<K: KeyStore + ?Sized> BearerAuthLayer<K> {
     }
 
     /// The status of 81004, 81005 and 81006: `401` as the seed has it (default), or `403` as
-    /// later editions of MaaS answer. The body's `type` word follows the status.
+    /// later editions of MaaS answer. The body's `type` word follows the status, and the
+    /// [`Principal`] carries it to `TokenRateLimit`, whose 81005 for a quota shared in Redis
+    /// answers the same.
     pub fn key_state_status(mut self, status: StatusCode) -> Self {
         self.config.key_state_status = status;
         self
@@ -278,7 +280,9 @@ fn admit(parts: &mut Parts, principal: Principal, config: Config) {
     if !config.keep_authorization {
         parts.headers.remove(AUTHORIZATION);
     }
-    parts.extensions.insert(principal);
+    parts
+        .extensions
+        .insert(principal.with_key_state_status(config.key_state_status));
 }
 
 /// `error` with its status: the configured one for the key-state rows.

@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use http::StatusCode;
+
 /// A key's identity in the store: a dense integer, never derived from the key itself.
 ///
 /// Limiters key their per-key state by it; logs may show it.
@@ -251,7 +253,7 @@ impl Quota {
 /// }
 /// ```
 #[derive(Clone)]
-pub struct Principal(Arc<KeyRecord>);
+pub struct Principal(Arc<KeyRecord>, StatusCode);
 
 #[derive(Debug)]
 pub(crate) struct KeyRecord {
@@ -262,7 +264,22 @@ pub(crate) struct KeyRecord {
 
 impl Principal {
     pub(crate) fn new(record: Arc<KeyRecord>) -> Self {
-        Self(record)
+        Self(record, StatusCode::UNAUTHORIZED)
+    }
+
+    /// The same caller, whose key-state refusals (81004, 81005, 81006) answer with `status`:
+    /// what [`BearerAuthLayer::key_state_status`](super::BearerAuthLayer::key_state_status)
+    /// chose, so that a layer after it that refuses the key's state (a shared quota found used
+    /// up) answers as it would.
+    pub(crate) fn with_key_state_status(mut self, status: StatusCode) -> Self {
+        self.1 = status;
+        self
+    }
+
+    /// The status of this caller's key-state refusals.
+    #[cfg_attr(not(feature = "limit"), allow(dead_code))]
+    pub(crate) fn key_state_status(&self) -> StatusCode {
+        self.1
     }
 
     /// The key's id.

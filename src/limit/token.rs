@@ -505,9 +505,11 @@ fn settle_outcome<St: RateStore, C: Clock>(
             refused(response)
         }
         Outcome::QuotaExhausted => {
-            let error = MaasError::QuotaExhausted;
-            let status = error.status();
-            refused(refuse(LAYER, error, status, extensions))
+            // A key-state refusal: its status is the one the key's authentication chose.
+            let status = extensions
+                .get::<Principal>()
+                .map_or(StatusCode::UNAUTHORIZED, Principal::key_state_status);
+            refused(refuse(LAYER, MaasError::QuotaExhausted, status, extensions))
         }
         // The store cannot decide and fails closed: the request is not served, and nothing of
         // the cause is shown.
