@@ -61,6 +61,17 @@ async fn backend(headers: HeaderMap) -> Response {
                 "x".repeat(2 * 1024 * 1024)
             )))])))
             .unwrap(),
+        Some("sse-big-first") => {
+            let event = |text: &str| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n");
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::new(frames(vec![
+                    Ok(leak(event(&"x".repeat(70 * 1024)))),
+                    Ok(leak(event(&say))),
+                    Ok(b"data: [DONE]\n\n"),
+                ])))
+                .unwrap()
+        }
         Some("sse-empty") => Response::builder()
             .header("content-type", "text/event-stream")
             .body(axum::body::Body::new(frames(vec![
@@ -73,6 +84,13 @@ async fn backend(headers: HeaderMap) -> Response {
             axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": text}}], "usage": serde_json::from_str::<serde_json::Value>(usage).unwrap()})).into_response()
         }
         Some("not-json") => ([("content-type", "application/json")], "{oops").into_response(),
+        Some("broken") => Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::new(frames(vec![
+                Ok(br#"{"choices":[{"message":"#),
+                Err("the backend went away"),
+            ])))
+            .unwrap(),
         Some("deep-usage") => {
             let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
             let text = serde_json::to_string(&say).unwrap();
@@ -276,25 +294,24 @@ async fn streams_are_checked_in_windows_and_a_split_term_is_caught() {
         .header("x-split", "15")
         .body(body_of("hi"))
         .unwrap();
+    let event = |text: &str| {
+        format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}],\"usage\":{{\"prompt_tokens\":10,\"completion_tokens\":30,\"total_tokens\":40}}}}\n\n"
+        )
+    };
     let (status, _, body) = send_lossy(addr, req).await;
     assert_eq!(status, 200);
-    assert!(body.ends_with(b"data: [DONE]\n\n"));
-    assert!(!String::from_utf8_lossy(&body).contains("ModelArts.81011"));
+    let clean = event("ok, to build") + &event(" a b") + "data: [DONE]\n\n";
+    assert_eq!(String::from_utf8_lossy(&body), clean);
 
     let (status, _, body) = send_lossy(addr, req2).await;
     assert_eq!(status, 200);
-    let text = String::from_utf8_lossy(&body);
-    // The first half went out; the event that completed the term did not.
-    assert!(
-        text.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"ok, to build a \"}}]"),
-        "{text}"
-    );
-    assert!(!text.contains("\"bomb\""), "{text}");
-    assert!(text.ends_with(r#"data: {"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"}}
-
-data: [DONE]
-
-"#), "{text}");
+    // The first half went out; the event that completed the term did not, and the stream ends
+    // with the refusal as an SSE error event, then `[DONE]`.
+    let refused = event("ok, to build a ")
+        + r#"data: {"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"}}"#
+        + "\n\ndata: [DONE]\n\n";
+    assert_eq!(String::from_utf8_lossy(&body), refused);
 }
 
 #[tokio::test]
@@ -519,15 +536,11 @@ async fn a_remote_classifier_judges_streams_too() {
         .unwrap();
     let (status, _, body) = send_lossy(addr, req).await;
     assert_eq!(status, 200);
-    let text = String::from_utf8_lossy(&body);
-    assert!(
-        text.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"fine \"}}]"),
-        "{text}"
-    );
-    assert!(
-        text.contains("ModelArts.81011") && text.ends_with("data: [DONE]\n\n"),
-        "{text}"
-    );
+    let expected = r#"data: {"choices":[{"delta":{"content":"fine "}}],"usage":{"prompt_tokens":10,"completion_tokens":30,"total_tokens":40}}"#.to_owned()
+        + "\n\n"
+        + r#"data: {"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"}}"#
+        + "\n\ndata: [DONE]\n\n";
+    assert_eq!(String::from_utf8_lossy(&body), expected);
 }
 
 #[test]
@@ -580,14 +593,35 @@ async fn streams_never_hold_without_bound() {
     };
     // A line of 2 MiB with no end cannot be checked: refused, or passed whole, by policy.
     let (_, _, body) = send_lossy(closed, req("sse-longline")).await;
-    let text = String::from_utf8_lossy(&body);
-    assert!(
-        text.contains("ModelArts.81011") && body.len() < 4096,
-        "{} bytes",
-        body.len()
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        r#"data: {"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"}}"#.to_owned()
+            + "\n\ndata: [DONE]\n\n"
     );
     let (_, _, body) = send_lossy(open, req("sse-longline")).await;
-    assert!(body.len() > 2 * 1024 * 1024);
+    let line = format!(
+        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    assert!(body == line.as_bytes(), "{} bytes", body.len());
+    // An event too large to hold whole goes out before its blank line; a refusal after it
+    // first ends that event, so that the error event is an event of its own.
+    let reply = chat("x")
+        .header("x-mode", "sse-big-first")
+        .header("x-say", "build a bomb")
+        .body(body_of("hi"))
+        .unwrap();
+    let (_, _, body) = send_lossy(closed, reply).await;
+    let expected = format!(
+        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+        "x".repeat(70 * 1024)
+    ) + r#"data: {"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"}}"#
+        + "\n\ndata: [DONE]\n\n";
+    assert!(
+        body == expected.as_bytes(),
+        "{:?}",
+        String::from_utf8_lossy(&body[70 * 1024..])
+    );
     // Events without text are released in bounded batches, and all of them arrive.
     let (_, _, body) = send_lossy(closed, req("sse-empty")).await;
     assert_eq!(
@@ -655,4 +689,64 @@ async fn a_held_answer_of_one_frame_is_passed_on_as_that_frame() {
         }
         assert!(body.frame().await.is_none());
     }
+}
+
+/// The filter's own refusals, when no validator read the body before it: a body over its
+/// bound is 413 APIG.0201 (declared or found while reading), a body the client broke off is
+/// FastAPI's 400, and an answer the backend broke off while it was held is 502.
+#[tokio::test]
+async fn the_filters_own_refusals_have_their_whole_bodies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let addr = serve(ContentRiskFilterLayer::new(terms()).body_limit(64), false).await;
+    let apig = |code: &str, message: &str| {
+        format!(r#"{{"error_msg":"{message}","error_code":"{code}","request_id":"{FIXED_ID}"}}"#)
+    };
+    let too_large = apig("APIG.0201", "Request entity too large.");
+    // Declared too large: refused before a byte is read.
+    send(addr, chat("x").body(body_of(&"a".repeat(100))).unwrap())
+        .await
+        .assert_json(413, &too_large);
+    // Chunked, found too large while read.
+    let chunked = chat("x")
+        .body(axum::body::Body::new(frames(vec![
+            Ok(br#"{"model":"m","messages":[{"role":"user","#),
+            Ok(br#""content":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}]}"#),
+        ])))
+        .unwrap();
+    send(addr, chunked).await.assert_json(413, &too_large);
+
+    // The backend broke off the answer the filter held.
+    send(
+        addr,
+        chat("x")
+            .header("x-mode", "broken")
+            .body(body_of("hi"))
+            .unwrap(),
+    )
+    .await
+    .assert_json(502, &apig("APIG.0201", "Backend unavailable."));
+
+    // The client broke off its body: 10 of the 40 bytes it declared, then the end of its side.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\nx-request-id: {FIXED_ID}\r\ncontent-length: 40\r\n\r\n{{\"model\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+        .await
+        .expect("an answer, not a hang")
+        .unwrap();
+    let body = r#"{"detail":"There was an error parsing the body"}"#;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with(&format!("\r\n\r\n{body}")), "{answer}");
+    assert!(
+        answer.contains(&format!("\r\ncontent-length: {}\r\n", body.len())),
+        "{answer}"
+    );
 }

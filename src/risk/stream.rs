@@ -42,6 +42,9 @@ pin_project! {
         held_text: String,
         tail: String,
         out: VecDeque<Bytes>,
+        // What ends the event the client has been sent part of: nothing after a blank line, a
+        // blank line after an event's lines, a line end and a blank line after a line cut off.
+        open_event: &'static [u8],
         pending: Option<Pending<Cl>>,
         finished: bool,
         closed: bool,
@@ -61,11 +64,17 @@ impl<R, Cl: Classifier> RiskStream<R, Cl> {
             held_text: String::new(),
             tail: String::new(),
             out: VecDeque::new(),
+            open_event: b"",
             pending: None,
             finished: false,
             closed: false,
         }
     }
+}
+
+/// Whether an SSE line is the blank line that ends an event.
+fn is_blank(line: &[u8]) -> bool {
+    matches!(line, b"\n" | b"\r\n")
 }
 
 /// The delta text of one SSE line, if it is a `data:` line with generated text.
@@ -136,10 +145,15 @@ where
                     if let Some(text) = delta_text(&line) {
                         this.held_text.push_str(&text);
                     }
+                    // Windows end with an event: what passes is whole events, so that an error
+                    // event after them is an event of its own.
+                    let ends_event = is_blank(&line);
                     *this.held_bytes += line.len();
                     this.held.push(line);
                     let window = this.shared.config.stream.map_or(0, |w| w.window);
-                    if this.held_text.chars().count() >= window || *this.held_bytes >= MAX_HELD {
+                    if ends_event && this.held_text.chars().count() >= window
+                        || *this.held_bytes >= MAX_HELD
+                    {
                         check(&mut state_of(&mut this));
                     }
                 }
@@ -191,6 +205,7 @@ struct StreamState<'a, Cl: Classifier> {
     held_text: &'a mut String,
     tail: &'a mut String,
     out: &'a mut VecDeque<Bytes>,
+    open_event: &'a mut &'static [u8],
     pending: &'a mut Option<Pending<Cl>>,
     closed: &'a mut bool,
 }
@@ -204,6 +219,7 @@ fn state_of<'a, R, Cl: Classifier>(this: &'a mut RiskStreamProj<'_, R, Cl>) -> S
         held_text: this.held_text,
         tail: this.tail,
         out: this.out,
+        open_event: this.open_event,
         pending: this.pending,
         closed: this.closed,
     }
@@ -230,6 +246,15 @@ fn settle<Cl: Classifier>(state: &mut StreamState<'_, Cl>, verdict: Verdict) {
             *state.tail = passed.chars().skip(keep).collect();
             state.held_text.clear();
             *state.held_bytes = 0;
+            if let Some(last) = state.held.last() {
+                *state.open_event = if is_blank(last) {
+                    b""
+                } else if last.ends_with(b"\n") {
+                    b"\n"
+                } else {
+                    b"\n\n"
+                };
+            }
             state.out.extend(state.held.drain(..));
         }
         Verdict::Block { category } => {
@@ -238,7 +263,9 @@ fn settle<Cl: Classifier>(state: &mut StreamState<'_, Cl>, verdict: Verdict) {
             state.held_text.clear();
             state.ctx.log(Side::Output, &category);
             let body = MaasError::SensitiveContent.render(Dialect::OpenAi, &state.ctx.request_id());
-            let mut event = Vec::with_capacity(body.len() + 10);
+            let mut event = Vec::with_capacity(body.len() + 12);
+            // The event the client has begun is ended, without what was withheld.
+            event.extend_from_slice(state.open_event);
             event.extend_from_slice(b"data: ");
             event.extend_from_slice(&body);
             event.extend_from_slice(b"\n\n");
