@@ -1028,3 +1028,72 @@ async fn the_bare_mock_answers_as_the_gateways_mock_does() {
         assert_eq!(answer(send(busy, request()).await), expected);
     }
 }
+
+/// The mock's streams, whole: MaaS style (a cumulative usage in every chunk unless
+/// `include_usage` is false) and OpenAI style (one last chunk with empty `choices` and the
+/// usage, when `include_usage` asks), each word a chunk, the last with its finish reason.
+#[tokio::test]
+async fn the_mock_streams_as_maas_and_as_openai_do() {
+    let maas = catalogue_gateway("").await;
+    let openai = catalogue_gateway("mock_stream_style = \"openai\"").await;
+    let request = |include_usage: Option<bool>| {
+        let mut body = serde_json::json!({"model": "mock-model", "stream": true, "max_tokens": 2, "messages": [{"role": "user", "content": "alpha beta gamma"}]});
+        if let Some(include) = include_usage {
+            body["stream_options"] = serde_json::json!({"include_usage": include});
+        }
+        let body = body.to_string();
+        common::post("/v1/chat/completions", &body)
+            .header("authorization", "Bearer sk-open-000000000000000000000000")
+            .header("x-request-id", FIXED_ID)
+            .body(full(body))
+            .unwrap()
+    };
+    let chunk = |created: &str, choice: &str, usage: &str| {
+        format!(
+            r#"data: {{"choices":[{choice}],"created":{created},"id":"chatcmpl-{FIXED_ID}","model":"mock-model","object":"chat.completion.chunk"{usage}}}"#
+        ) + "\n\n"
+    };
+    let first = r#"{"delta":{"content":"alpha "},"finish_reason":null,"index":0}"#;
+    let last = r#"{"delta":{"content":"beta"},"finish_reason":"length","index":0}"#;
+    // The mock counts the prompt's words: three.
+    let usage = |n: u32| {
+        format!(
+            r#","usage":{{"completion_tokens":{n},"prompt_tokens":3,"total_tokens":{}}}"#,
+            3 + n
+        )
+    };
+    for (gw, include_usage, with_usage, usage_chunk) in [
+        (maas, None, true, false),
+        (maas, Some(true), true, false),
+        (maas, Some(false), false, false),
+        (openai, None, false, false),
+        (openai, Some(true), false, true),
+    ] {
+        let reply = send(gw, request(include_usage)).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+        let text = reply.text();
+        // The one thing that varies: the second the answer was made.
+        let created = text
+            .split(r#""created":"#)
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_default()
+            .to_owned();
+        let mut expected = chunk(
+            &created,
+            first,
+            &if with_usage { usage(1) } else { String::new() },
+        );
+        expected += &chunk(
+            &created,
+            last,
+            &if with_usage { usage(2) } else { String::new() },
+        );
+        if usage_chunk {
+            expected += &chunk(&created, "", &usage(2));
+        }
+        expected += "data: [DONE]\n\n";
+        assert_eq!(text, expected, "{include_usage:?}");
+    }
+}

@@ -192,6 +192,29 @@ async fn context_length_in_every_wording() {
             400,
         ),
     );
+    // At the context exactly: refused too (vLLM's `>=`), and one token under it passes.
+    // 16356 ASCII bytes = 4089 tokens, + 7 = 4096.
+    let reply = post_json(
+        addr,
+        "/v1/chat/completions",
+        &chat(&"a".repeat(16356), None),
+    )
+    .await;
+    reply.assert_json(
+        400,
+        &backend(
+            "This model's maximum context length is 4096 tokens. However, you requested 4096 tokens in the messages, Please reduce the length of the messages.",
+            "BadRequestError",
+            400,
+        ),
+    );
+    let reply = post_json(
+        addr,
+        "/v1/chat/completions",
+        &chat(&"a".repeat(16352), None),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
     // Completions default max_tokens to 16; token-id prompts count one token per id.
     let ids: Vec<u32> = (0..4081).collect();
     let body = serde_json::json!({"model": "DeepSeek-V3", "prompt": ids}).to_string();
