@@ -462,7 +462,13 @@ async fn every_refusal_of_the_seed_with_its_whole_body() {
         "r".repeat(70_000)
     );
     let reply = call(addr, "POST", BASE, Some(TOKEN), &huge).await;
-    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    reply.assert_json(
+        413,
+        &format!(
+            r#"{{"error_msg":"Request entity too large.","error_code":"APIG.0201","request_id":"{}"}}"#,
+            reply.request_id()
+        ),
+    );
     // A wrong method: 405 with `allow`.
     let reply = call(addr, "PATCH", &format!("{BASE}/x"), Some(TOKEN), "").await;
     reply.assert_json(405, r#"{"detail":"Method Not Allowed"}"#);
@@ -842,4 +848,52 @@ async fn an_inner_limiter_failing_closed_gives_the_keys_slot_back() {
     let ok = send(addr, chat(false)).await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(ok.header("x-ratelimit-remaining-requests"), Some("9"));
+}
+
+/// Mounted as a catch-all (a fallback, or hyper's service), the API answers a path that is
+/// none of its own as the gateway answers an unknown API: APIG.0101.
+#[tokio::test]
+async fn a_path_that_is_not_the_apis_is_apig_0101() {
+    use tower::Layer;
+
+    let api = ManagementApi::new(InMemoryRegistry::new(), access(), services());
+    let addr = common::serve_hyper(
+        ErrorEnvelopeLayer::new()
+            .trust_incoming_request_id(true)
+            .layer(api),
+    )
+    .await;
+    for path in [
+        "/v2/other",
+        "/v1//maas/services/custom-endpoint/endpoint",
+        &format!("{BASE}/one/two"),
+    ] {
+        let request = Request::get(path)
+            .header("x-auth-token", TOKEN)
+            .header("x-request-id", FIXED_ID)
+            .body(full(""))
+            .unwrap();
+        send(addr, request).await.assert_json(
+            404,
+            &format!(r#"{{"error_msg":"The API does not exist or has not been published in the environment","error_code":"APIG.0101","request_id":"{FIXED_ID}"}}"#),
+        );
+    }
+}
+
+/// An account given no quota may have 10 endpoints, MaaS's default; the 11th is 6297.
+#[tokio::test]
+async fn an_account_has_ten_endpoints_by_default() {
+    let addr = serve_api(InMemoryRegistry::new()).await;
+    let base = "/v1/p-beta/maas/services/custom-endpoint/endpoint";
+    let make = async |n: usize| {
+        let body = json!({"endpoint_name": format!("e{n}"), "infer_service_id": "svc-deepseek"});
+        call(addr, "POST", base, Some(OTHER_TOKEN), &body.to_string()).await
+    };
+    for n in 0..10 {
+        assert_eq!(make(n).await.status, StatusCode::OK, "endpoint {n}");
+    }
+    make(10).await.assert_json(
+        400,
+        &error_body("ModelArts.6297", "Custom endpoint number exceed quota"),
+    );
 }

@@ -375,7 +375,7 @@ async fn every_inference_catalogue_row_through_the_gateway() {
                 reply.text()
             );
             // Refusals before a stream starts are plain JSON, never SSE.
-            assert_eq!(reply.text(), expected, "{path} stream={stream}");
+            reply.assert_json(status, &expected);
         }
     }
     // 81103: a key whose 30-token bucket the mock's reported usage (25 of 30) has nearly used.
@@ -396,13 +396,13 @@ async fn every_inference_catalogue_row_through_the_gateway() {
             request("POST", "/v1/chat/completions", tiny, &chat("hello", stream)),
         )
         .await;
-        assert_eq!(
-            reply.text(),
-            dual(
+        reply.assert_json(
+            429,
+            &dual(
                 "ModelArts.81103",
                 "Too many requests. exceeded rate limit is 30 tokens per minute.",
-                "TooManyRequests"
-            )
+                "TooManyRequests",
+            ),
         );
     }
     // 81101: the second request of a key at one request per minute.
@@ -421,13 +421,13 @@ async fn every_inference_catalogue_row_through_the_gateway() {
         request("POST", "/v1/chat/completions", slow, &chat("a", true)),
     )
     .await;
-    assert_eq!(
-        reply.text(),
-        dual(
+    reply.assert_json(
+        429,
+        &dual(
             "ModelArts.81101",
             "Too many requests, exceeded rate limit is 1 times per minute.",
-            "TooManyRequests"
-        )
+            "TooManyRequests",
+        ),
     );
     // 81011 on output: the mock decodes a phrase the request did not contain.
     let reply = send(
@@ -440,12 +440,9 @@ async fn every_inference_catalogue_row_through_the_gateway() {
         ),
     )
     .await;
-    assert_eq!(
-        (reply.status.as_u16(), reply.text().to_owned()),
-        (
-            403,
-            dual("ModelArts.81011", "May contain senstive.....", "Forbidden")
-        )
+    reply.assert_json(
+        403,
+        &dual("ModelArts.81011", "May contain senstive.....", "Forbidden"),
     );
     // 81109: another key's video task (401, as the seed gives it for video tasks).
     let created = send(
@@ -502,19 +499,18 @@ async fn ip_limit_and_backend_dialect_rows() {
         ),
     )
     .await;
-    assert_eq!(
-        reply.text(),
-        r#"{"object":"error","message":"The model `gpt-4` does not exist.","type":"NotFoundError","param":null,"code":404}"#
+    reply.assert_json(
+        404,
+        r#"{"object":"error","message":"The model `gpt-4` does not exist.","type":"NotFoundError","param":null,"code":404}"#,
     );
     send(gw, request("GET", "/health", None, "")).await;
     let reply = send(gw, request("GET", "/health", None, "")).await;
-    assert_eq!(reply.status, 429);
-    assert_eq!(
-        reply.text(),
-        apig(
+    reply.assert_json(
+        429,
+        &apig(
             "APIG.0308",
-            "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute"
-        )
+            "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute",
+        ),
     );
 }
 
@@ -804,7 +800,13 @@ async fn a_configuration_file_without_the_section_has_no_management_api() {
             .unwrap(),
     )
     .await;
-    assert_eq!(reply.status, 404);
+    reply.assert_json(
+        404,
+        &format!(
+            r#"{{"error_msg":"The API does not exist or has not been published in the environment","error_code":"APIG.0101","request_id":"{}"}}"#,
+            reply.request_id()
+        ),
+    );
 }
 
 /// A file without `[[keys]]` has no keys: the demo keys, which anyone can read in the README,

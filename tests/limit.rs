@@ -358,6 +358,38 @@ async fn ip_limit_answers_apig_0308_per_client_behind_trusted_proxies() {
     assert_eq!(send(addr, from("203.0.113.1")).await.status, 200);
 }
 
+/// The message's numbers and unit come from the policy: 3 a second is `limit:3,time:1 second`.
+#[tokio::test]
+async fn ip_limit_per_second_names_its_second() {
+    let clock = ManualClock::new();
+    let layer = IpRateLimitLayer::with_clock(3, ThrottleWindow::Second, clock.clone())
+        .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    let app = Router::new()
+        .route("/v1/chat/completions", post(|| async { "ok" }))
+        .layer(layer)
+        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+    let addr = common::serve_axum_with_peer(app).await;
+    let request = || {
+        common::post("/v1/chat/completions", "{}")
+            .header("x-request-id", FIXED_ID)
+            .body(full("{}"))
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(send(addr, request()).await.status, 200);
+    }
+    let reply = send(addr, request()).await;
+    reply.assert_json(
+        429,
+        &format!(
+            r#"{{"error_msg":"The throttling threshold has been reached: policy ip over ratelimit,limit:3,time:1 second","error_code":"APIG.0308","request_id":"{FIXED_ID}"}}"#
+        ),
+    );
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(send(addr, request()).await.status, 200);
+}
+
 #[tokio::test]
 async fn a_spray_of_addresses_stays_within_the_cap() {
     use tower::{Layer, ServiceExt};

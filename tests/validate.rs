@@ -350,6 +350,56 @@ async fn bodies_are_bounded_whether_declared_chunked_or_http2() {
     assert_eq!((reply.status.as_u16(), reply.text()), (200, "accepted"));
 }
 
+/// By default a body may be 12 MiB, APIG's bound: exactly that much is read and judged, one
+/// byte more is refused. (The byte over is sent in process: a server that refuses before
+/// reading cannot be relied on to take 12 MiB from a client over a socket first.)
+#[tokio::test]
+async fn the_default_bound_is_apigs_12_mib() {
+    use tower::ServiceExt;
+
+    let limit = 12 * 1024 * 1024;
+    assert_eq!(tower_maas::DEFAULT_BODY_LIMIT, limit);
+    let body = |len: usize| {
+        let head = r#"{"model":"m","messages":[],"user":""#;
+        let padding = len - head.len() - 2;
+        format!(r#"{head}{}"}}"#, "a".repeat(padding))
+    };
+    let at_limit = body(limit);
+    assert_eq!(at_limit.len(), limit);
+    // A handler that reads nothing: axum's own extractors stop at 2 MiB.
+    let accepting = || {
+        Router::new()
+            .route("/v1/chat/completions", post(|| async { "accepted" }))
+            .layer(RequestSchemaValidatorLayer::new())
+    };
+    let addr = serve_axum(accepting()).await;
+    let reply = post_json(addr, "/v1/chat/completions", &at_limit).await;
+    assert_eq!((reply.status.as_u16(), reply.text()), (200, "accepted"));
+
+    let over = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header("x-request-id", common::FIXED_ID)
+        .body(axum::body::Body::from(body(limit + 1)))
+        .unwrap();
+    let reply = accepting()
+        .layer(tower_maas::ErrorEnvelopeLayer::new().trust_incoming_request_id(true))
+        .oneshot(over)
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 413);
+    let text = http_body_util::BodyExt::collect(reply.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"error_msg":"Request entity too large.","error_code":"APIG.0201","request_id":"{}"}}"#,
+            common::FIXED_ID
+        )
+    );
+}
+
 #[tokio::test]
 async fn works_alone_in_a_bare_hyper_server() {
     let service = tower::service_fn(|req: Request<MaasBody<Incoming>>| async move {
