@@ -324,17 +324,23 @@ async fn keys_without_limits_pass_untouched() {
 const APIG_0308: &str =
     "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute";
 
+/// An answer of `ok` behind `layer`, which reads the peer's address from the connection.
+async fn serve_ip_limited(layer: IpRateLimitLayer<ManualClock>) -> SocketAddr {
+    let app = Router::new()
+        .route("/v1/chat/completions", post(|| async { "ok" }))
+        .layer(layer.peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+    common::serve_axum_with_peer(app).await
+}
+
 #[tokio::test]
 async fn ip_limit_answers_apig_0308_per_client_behind_trusted_proxies() {
     let clock = ManualClock::new();
-    let layer = IpRateLimitLayer::with_clock(2, ThrottleWindow::Minute, clock.clone())
-        .trusted_proxies(TrustedProxies::new(["127.0.0.1"]).unwrap())
-        .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
-    let app = Router::new()
-        .route("/v1/chat/completions", post(|| async { "ok" }))
-        .layer(layer)
-        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
-    let addr = common::serve_axum_with_peer(app).await;
+    let addr = serve_ip_limited(
+        IpRateLimitLayer::with_clock(2, ThrottleWindow::Minute, clock.clone())
+            .trusted_proxies(TrustedProxies::new(["127.0.0.1"]).unwrap()),
+    )
+    .await;
     let from = |client: &str| {
         common::post("/v1/chat/completions", "{}")
             .header("x-forwarded-for", format!("6.6.6.6, {client}"))
@@ -362,13 +368,12 @@ async fn ip_limit_answers_apig_0308_per_client_behind_trusted_proxies() {
 #[tokio::test]
 async fn ip_limit_per_second_names_its_second() {
     let clock = ManualClock::new();
-    let layer = IpRateLimitLayer::with_clock(3, ThrottleWindow::Second, clock.clone())
-        .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
-    let app = Router::new()
-        .route("/v1/chat/completions", post(|| async { "ok" }))
-        .layer(layer)
-        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
-    let addr = common::serve_axum_with_peer(app).await;
+    let addr = serve_ip_limited(IpRateLimitLayer::with_clock(
+        3,
+        ThrottleWindow::Second,
+        clock.clone(),
+    ))
+    .await;
     let request = || {
         common::post("/v1/chat/completions", "{}")
             .header("x-request-id", FIXED_ID)
