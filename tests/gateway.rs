@@ -3,7 +3,7 @@
 
 mod common;
 mod gateway_app;
-use gateway_app::{app, log, log_format, log_writer, mock, proxy};
+use gateway_app::{app, idle, log, log_format, log_writer, mock, proxy, serve};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -1098,4 +1098,93 @@ async fn the_mock_streams_as_maas_and_as_openai_do() {
         expected += "data: [DONE]\n\n";
         assert_eq!(text, expected, "{include_usage:?}");
     }
+}
+
+/// The gateway as the binary serves it (`serve.rs`), with clients given `client_timeout`.
+async fn served(
+    config: &str,
+    client_timeout: Duration,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let config = app::parse_config(config).unwrap();
+    let app = app::router(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::serve(listener, app, client_timeout, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop, server)
+}
+
+/// Writes `sent` and then nothing, and reads what comes back until the server closes.
+async fn stall_after(addr: SocketAddr, sent: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(sent.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server gave up on the client")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A client that stops while sending its head loses its connection, and one that stops in
+/// its body is answered as FastAPI answers a body it cannot read, instead of either holding
+/// its connection and what it sent for as long as it likes.
+#[tokio::test]
+async fn a_client_that_stalls_is_given_up_on() {
+    let config = format!("trust_request_id = true\n[[keys]]\nkey = \"{KEY}\"\n");
+    let (addr, _stop, _server) = served(&config, Duration::from_millis(200)).await;
+    let answer = stall_after(addr, "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n").await;
+    assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\nx-request-id: {FIXED_ID}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"model\":"
+    );
+    let answer = stall_after(addr, &head).await;
+    let body = r#"{"detail":"There was an error parsing the body"}"#;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with(&format!("\r\n\r\n{body}")), "{answer}");
+}
+
+/// On the stop signal the gateway takes no new connection, and a request in flight is
+/// answered before it exits.
+#[tokio::test]
+async fn a_stop_lets_requests_in_flight_finish() {
+    let slow = tower::service_fn(|_: Request<Incoming>| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#))
+                .unwrap(),
+        )
+    });
+    let upstream = common::serve_hyper(slow).await;
+    let config = format!(
+        "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
+    );
+    let (addr, stop, server) = served(&config, Duration::from_secs(5)).await;
+    let in_flight = tokio::spawn(send(addr, chat("up", "hello")));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let reply = in_flight.await.unwrap();
+    reply.assert_json(
+        200,
+        r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+    );
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server exits once its requests are done")
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

@@ -86,6 +86,9 @@ pub(crate) struct Config {
     pub(crate) validation: Validation,
     pub(crate) body_limit: usize,
     pub(crate) upstream_timeout_ms: u64,
+    /// How long a client may take to send its request head, and then each next piece of its
+    /// body (`serve.rs`).
+    pub(crate) client_timeout_ms: u64,
     pub(crate) mock_stream_style: StreamStyle,
     pub(crate) log_requests: bool,
     pub(crate) ip_limit: Option<IpLimit>,
@@ -353,6 +356,7 @@ impl Default for Config {
             validation: Validation::Gateway,
             body_limit: tower_maas::DEFAULT_BODY_LIMIT,
             upstream_timeout_ms: 60_000,
+            client_timeout_ms: 30_000,
             mock_stream_style: StreamStyle::Maas,
             log_requests: true,
             ip_limit: Some(IpLimit {

@@ -14,11 +14,13 @@
 //! routes.
 
 mod app;
+mod idle;
 mod log;
 mod log_format;
 mod log_writer;
 mod mock;
 mod proxy;
+mod serve;
 
 /// The gateway allocates per request (bodies, headers, parsed JSON); mimalloc's thread-local
 /// free lists halve what glibc's allocator costs here (measured with `perf`: malloc and free
@@ -26,8 +28,6 @@ mod proxy;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use axum::ServiceExt;
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use tower::util::Either;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -111,22 +111,8 @@ async fn main() {
         );
         println!("  then call it with \"model\":\"my-endpoint\"");
     }
-    // Responses that cross the layers may leave in more than one write; without TCP_NODELAY
-    // Nagle's algorithm holds the later ones back until the client acknowledges the first.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {err}");
-        }
-    });
-    axum::serve(
-        listener,
-        ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(
-            app,
-        ),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .expect("server error");
+    let client_timeout = std::time::Duration::from_millis(config.client_timeout_ms);
+    serve::serve(listener, app, client_timeout, shutdown()).await;
 }
 
 /// SIGINT or SIGTERM: stop accepting, let requests in flight finish.

@@ -1,8 +1,6 @@
 //! Forwarding to an OpenAI-compatible upstream (vLLM, SGLang, llama.cpp, Ollama's `/v1`).
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Uri};
-use http_body::{Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use pin_project_lite::pin_project;
-use tower_maas::{BackendTimeout, BoxError, Dialect, MaasError, RequestId};
+use tower_maas::{BackendTimeout, Dialect, MaasError, RequestId};
+
+use crate::idle::IdleTimeout;
 
 /// A pooled client for the upstreams.
 pub(crate) type UpstreamClient = Client<HttpConnector, http_body_util::Full<Bytes>>;
@@ -132,7 +130,8 @@ pub(crate) async fn forward(
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(IdleTimeout::new(body, timeout)))
+            let body = IdleTimeout::new(body, timeout, || Box::new(BackendTimeout));
+            Response::from_parts(parts, Body::new(body))
         }
     }
 }
@@ -143,59 +142,4 @@ fn rename_model(body: &[u8], model: &str) -> Option<Bytes> {
         serde_json::from_slice(body).ok()?;
     value.insert("model".to_owned(), model.into());
     serde_json::to_vec(&value).ok().map(Bytes::from)
-}
-
-pin_project! {
-    /// An upstream's answer that fails with [`BackendTimeout`] when no frame comes for `idle`.
-    /// The client's own patience is no bound: a stalled upstream would hold the request, the
-    /// answer held for the content check and the key's token reservation until the client
-    /// gives up.
-    struct IdleTimeout<B> {
-        #[pin]
-        body: B,
-        #[pin]
-        deadline: tokio::time::Sleep,
-        idle: Duration,
-    }
-}
-
-impl<B> IdleTimeout<B> {
-    fn new(body: B, idle: Duration) -> Self {
-        Self {
-            body,
-            deadline: tokio::time::sleep(idle),
-            idle,
-        }
-    }
-}
-
-impl<B> http_body::Body for IdleTimeout<B>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
-            let next = tokio::time::Instant::now() + *this.idle;
-            this.deadline.as_mut().reset(next);
-            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
-        }
-        ready!(this.deadline.poll(cx));
-        Poll::Ready(Some(Err(Box::new(BackendTimeout))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
 }
