@@ -14,11 +14,15 @@ pin_project! {
     /// and a client's request are both bounded so: whoever waits on a stalled peer holds its
     /// request, what was buffered of it and the key's token reservation for as long as the
     /// stall lasts.
+    ///
+    /// The clock starts when the body first has nothing to give, and restarts when it has
+    /// given something since: a body that is always ready, as most requests are by the time
+    /// they are read, never touches the timer.
     pub(crate) struct IdleTimeout<B> {
         #[pin]
         body: B,
-        #[pin]
-        deadline: tokio::time::Sleep,
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+        gave: bool,
         idle: Duration,
         error: fn() -> BoxError,
     }
@@ -28,7 +32,8 @@ impl<B> IdleTimeout<B> {
     pub(crate) fn new(body: B, idle: Duration, error: fn() -> BoxError) -> Self {
         Self {
             body,
-            deadline: tokio::time::sleep(idle),
+            deadline: None,
+            gave: false,
             idle,
             error,
         }
@@ -47,13 +52,22 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(frame) = this.body.poll_frame(cx) {
-            let next = tokio::time::Instant::now() + *this.idle;
-            this.deadline.as_mut().reset(next);
+            *this.gave = true;
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
-        ready!(this.deadline.poll(cx));
+        let idle = *this.idle;
+        let deadline = match this.deadline {
+            Some(deadline) if *this.gave => {
+                deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                deadline
+            }
+            Some(deadline) => deadline,
+            None => this.deadline.insert(Box::pin(tokio::time::sleep(idle))),
+        };
+        *this.gave = false;
+        ready!(deadline.as_mut().poll(cx));
         Poll::Ready(Some(Err((this.error)())))
     }
 
