@@ -156,6 +156,24 @@ async fn answers_are_proxied_with_the_upstreams_model_name_and_without_the_key()
     );
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["model"], "Qwen/Qwen2.5-7B-Instruct");
+
+    // Nested deeper than a `serde_json::Value` can hold, and still renamed, the rest as sent.
+    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+    let sent = format!(
+        r#"{{"model":"up","messages":[{{"role":"user","content":"hello"}}],"chat_template_kwargs":{{"x":{deep}}}}}"#
+    );
+    let request = common::post("/v1/chat/completions", &sent)
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(full(sent.clone()))
+        .unwrap();
+    assert_eq!(send(gw, request).await.status, 200);
+    let (_, body) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!(
+            r#"{{"chat_template_kwargs":{{"x":{deep}}},"messages":[{{"role":"user","content":"hello"}}],"model":"Qwen/Qwen2.5-7B-Instruct"}}"#
+        )
+    );
 }
 
 /// What belongs to the client's connection stays there: the headers its `Connection` names and

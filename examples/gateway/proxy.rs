@@ -136,10 +136,16 @@ pub(crate) async fn forward(
     }
 }
 
-/// The body with its top-level `model` set to the upstream's name.
+/// The body with its top-level `model` set to the upstream's name. The other values are kept
+/// as raw text, skipped without recursion: the validator admits bodies nested 512 deep, past
+/// the 128 levels a `serde_json::Value` can take, and such a body must not reach the upstream
+/// under the gateway's name for the model.
 fn rename_model(body: &[u8], model: &str) -> Option<Bytes> {
-    let mut value: serde_json::Map<String, serde_json::Value> =
+    let mut fields: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_slice(body).ok()?;
-    value.insert("model".to_owned(), model.into());
-    serde_json::to_vec(&value).ok().map(Bytes::from)
+    fields.insert(
+        "model".to_owned(),
+        serde_json::value::to_raw_value(model).ok()?,
+    );
+    serde_json::to_vec(&fields).ok().map(Bytes::from)
 }
