@@ -648,8 +648,11 @@ async fn the_example_gateway_selects_redis_from_its_configuration() {
         int(redis_cmd(&server, &["EXISTS", "tm:{keys:0}:rate"]).unwrap()),
         1
     );
-    let bad: app::Config = toml::from_str(&text.replace("\"closed\"", "\"sideways\"")).unwrap();
-    assert!(app::router(&bad).is_err());
+    let bad = app::parse_config(&text.replace("\"closed\"", "\"sideways\"")).unwrap_err();
+    assert!(
+        bad.ends_with("unknown variant `sideways`, expected `closed` or `open`"),
+        "{bad}"
+    );
 }
 
 /// An answer that comes after the timeout is an admission nobody uses: given back at once, so
