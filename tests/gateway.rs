@@ -174,6 +174,27 @@ async fn answers_are_proxied_with_the_upstreams_model_name_and_without_the_key()
             r#"{{"chat_template_kwargs":{{"x":{deep}}},"messages":[{{"role":"user","content":"hello"}}],"model":"Qwen/Qwen2.5-7B-Instruct"}}"#
         )
     );
+
+    // A body the validator takes but serde_json cannot (Python's NaN, a byte-order mark)
+    // cannot be renamed: 81001, and the upstream sees nothing.
+    for sent in [
+        r#"{"model":"up","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":NaN}}"#
+            .to_owned(),
+        format!(
+            "\u{feff}{}",
+            r#"{"model":"up","messages":[{"role":"user","content":"hi"}]}"#
+        ),
+    ] {
+        let request = common::post("/v1/chat/completions", &sent)
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(full(sent.clone()))
+            .unwrap();
+        send(gw, request).await.assert_json(
+            400,
+            &dual("ModelArts.81001", "Invalid request body.", "BadRequest"),
+        );
+        assert!(seen.lock().unwrap().take().is_none(), "{sent}");
+    }
 }
 
 /// What belongs to the client's connection stays there: the headers its `Connection` names and
@@ -193,13 +214,20 @@ async fn the_proxy_keeps_hop_by_hop_headers_and_adds_the_client_to_x_forwarded_f
     ] {
         request.headers_mut().insert(name, value.parse().unwrap());
     }
+    // A second line of the list.
+    request
+        .headers_mut()
+        .append("x-forwarded-for", "198.51.100.2".parse().unwrap());
     assert_eq!(send(gw, request).await.status, 200);
     let (headers, _) = seen.lock().unwrap().take().unwrap();
     for gone in ["x-private", "proxy-connection", "authorization"] {
         assert!(!headers.contains_key(gone), "{gone} reached the upstream");
     }
     assert_eq!(headers["x-kept"], "end to end");
-    assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(
+        headers["x-forwarded-for"],
+        "203.0.113.7, 198.51.100.2, 127.0.0.1"
+    );
     // A client that sent none is the whole chain.
     assert_eq!(send(gw, chat("up", "hello")).await.status, 200);
     let (headers, _) = seen.lock().unwrap().take().unwrap();
@@ -860,8 +888,16 @@ async fn a_configuration_file_without_keys_has_none_of_the_demo_keys() {
 fn a_configuration_error_says_where_and_never_quotes_a_key() {
     let cases = [
         (
-            "dialect = \"xml\"\n",
-            "line 1, column 11: unknown variant `xml`, expected one of `dual`, `flat`, `openai`",
+            "dialect = \"sk-live-Secret0000\"\n",
+            "line 1, column 11: unknown variant `…`, expected one of `dual`, `flat`, `openai`",
+        ),
+        (
+            "sk-live-Secret0000 = 1\n",
+            "line 1, column 1: unknown field `…`, expected one of `listen`, `dialect`, `trust_request_id`, `validation`, `body_limit`, `upstream_timeout_ms`, `client_timeout_ms`, `shutdown_grace_ms`, `mock_stream_style`, `log_requests`, `ip_limit`, `keys`, `models`, `risk`, `management`, `redis`",
+        ),
+        (
+            "[[keys]]\nrpm = \"a\\\"Secret\\\" b\"\n",
+            "line 2, column 7: invalid type: string \"…\", expected u64",
         ),
         (
             "[[keys]]\nkey = sk-live-Secret0000\n",
@@ -873,13 +909,21 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         ),
         (
             "[[models]]\nname = \"m\"\ncontext_length = 8\naccess = \"nobody\"\n",
-            "line 4, column 10: unknown variant `nobody`, expected one of `maas`, `none`, `token`",
+            "line 4, column 10: unknown variant `…`, expected one of `maas`, `none`, `token`",
         ),
     ];
     for (text, expected) in cases {
         let error = app::parse_config(text).unwrap_err();
         assert_eq!(error, expected, "{text}");
         assert!(!error.contains("Secret"), "{error}");
+    }
+    // A zero deadline would fail nearly every request: refused, not taken for "none".
+    for (text, expected) in [
+        ("client_timeout_ms = 0", "client_timeout_ms: at least 1"),
+        ("upstream_timeout_ms = 0", "upstream_timeout_ms: at least 1"),
+    ] {
+        let config = app::parse_config(text).unwrap();
+        assert_eq!(app::router(&config).err().as_deref(), Some(expected));
     }
 }
 
@@ -903,6 +947,14 @@ fn a_configuration_shows_no_secret_in_debug() {
     let shown = format!("{config:?}");
     assert!(!shown.contains("Secret"), "{shown}");
     assert!(shown.contains("team-a") && shown.contains("redis://admin:…@127.0.0.1:6379/0"));
+    let socket =
+        app::parse_config("[redis]\nurl = \"redis+unix:///run/redis.sock?pass=Secret0000\"\n")
+            .unwrap();
+    let shown = format!("{socket:?}");
+    assert!(
+        shown.contains(r#"url: "redis+unix:///run/redis.sock""#),
+        "{shown}"
+    );
 }
 
 /// The request log, as the binary sets it up (its line format, its batching writer): one line
@@ -1132,7 +1184,11 @@ async fn served(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve(listener, app, client_timeout, async move {
+    let deadlines = serve::Deadlines {
+        client: client_timeout,
+        grace: Duration::from_secs(5),
+    };
+    let server = tokio::spawn(serve::serve(listener, app, deadlines, async move {
         let _ = stopped.await;
     }));
     (addr, stop, server)
@@ -1159,8 +1215,15 @@ async fn stall_after(addr: SocketAddr, sent: &str) -> String {
 async fn a_client_that_stalls_is_given_up_on() {
     let config = format!("trust_request_id = true\n[[keys]]\nkey = \"{KEY}\"\n");
     let (addr, _stop, _server) = served(&config, Duration::from_millis(200)).await;
-    let answer = stall_after(addr, "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n").await;
-    assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+    // Nothing at all, half of HTTP/2's preface, half of a head: the connection is closed,
+    // nothing written.
+    for sent in [
+        "",
+        "PRI * HTTP/2",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n",
+    ] {
+        assert_eq!(stall_after(addr, sent).await, "", "{sent:?}");
+    }
 
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\nx-request-id: {FIXED_ID}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"model\":"
@@ -1178,22 +1241,29 @@ async fn a_client_that_stalls_is_given_up_on() {
 /// answered before it exits.
 #[tokio::test]
 async fn a_stop_lets_requests_in_flight_finish() {
-    let slow = tower::service_fn(|_: Request<Incoming>| async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok::<_, Infallible>(
+    // The upstream says when the request has reached it, then answers a little later.
+    let (arrived, arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let slow = tower::service_fn(move |_: Request<Incoming>| {
+        let arrived = arrived.clone();
+        async move {
+            let _ = arrived.send(());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, Infallible>(
             Response::builder()
                 .header("content-type", "application/json")
                 .body(axum::body::Body::from(r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#))
                 .unwrap(),
         )
+        }
     });
     let upstream = common::serve_hyper(slow).await;
     let config = format!(
         "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
     );
     let (addr, stop, server) = served(&config, Duration::from_secs(5)).await;
+    let mut arrival = arrival;
     let in_flight = tokio::spawn(send(addr, chat("up", "hello")));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    arrival.recv().await.unwrap();
     stop.send(()).unwrap();
     let reply = in_flight.await.unwrap();
     reply.assert_json(
@@ -1205,4 +1275,46 @@ async fn a_stop_lets_requests_in_flight_finish() {
         .expect("the server exits once its requests are done")
         .unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// The idle clock restarts with every piece: pieces 0.7 of the deadline apart, three and a
+/// half deadlines in all, all pass; after the last, the body fails one deadline later. (On
+/// tokio's paused clock, so that the times are exact.)
+#[tokio::test(start_paused = true)]
+async fn an_idle_deadline_restarts_with_every_piece() {
+    struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Channel {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|piece| piece.map(|piece| Ok(http_body::Frame::data(piece))))
+        }
+    }
+
+    let (pieces, received) = tokio::sync::mpsc::channel(1);
+    let idle = Duration::from_secs(10);
+    let mut body = idle::IdleTimeout::new(Channel(received), idle, || "stalled".into());
+    let sender = tokio::spawn(async move {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            pieces.send(Bytes::from_static(b"x")).await.unwrap();
+        }
+        std::future::pending::<()>().await;
+    });
+    let start = tokio::time::Instant::now();
+    for _ in 0..5 {
+        let piece = body.frame().await.unwrap().unwrap();
+        assert_eq!(piece.into_data().unwrap(), "x");
+    }
+    let stalled = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(stalled.to_string(), "stalled");
+    assert_eq!(start.elapsed(), Duration::from_secs(35 + 10));
+    sender.abort();
 }

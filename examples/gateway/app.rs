@@ -58,19 +58,43 @@ pub(crate) fn parse_config(text: &str) -> Result<Config, String> {
             let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
             format!("line {line}, column {column}: ")
         });
-        format!("{at}{}", without_strings(error.message().trim_end()))
+        format!("{at}{}", redacted(error.message().trim_end()))
     })
 }
 
-/// A message with the text of every quoted string replaced by `…`: serde quotes the value it
-/// could not take (`invalid type: string "…", expected u64`), which may be a key.
-fn without_strings(message: &str) -> String {
+/// A message without the value it complains of, which may be a key: every quoted string
+/// (`invalid type: string "…", expected u64`, escapes and all) and the first name in
+/// backticks (`unknown variant `…``, `unknown field `…``) become `…`. The names after it are
+/// the ones the file may use, and stay.
+fn redacted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    for (i, piece) in message.split('"').enumerate() {
-        if i > 0 {
-            out.push('"');
+    let mut chars = message.chars();
+    let mut first_name = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push_str("\"…\"");
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '`' if first_name => {
+                first_name = false;
+                out.push_str("`…`");
+                for c in chars.by_ref() {
+                    if c == '`' {
+                        break;
+                    }
+                }
+            }
+            _ => out.push(c),
         }
-        out.push_str(if i % 2 == 1 { "…" } else { piece });
     }
     out
 }
@@ -89,6 +113,8 @@ pub(crate) struct Config {
     /// How long a client may take to send its request head, and then each next piece of its
     /// body (`serve.rs`).
     pub(crate) client_timeout_ms: u64,
+    /// How long requests in flight may keep a stopping gateway (SIGINT, SIGTERM) from exiting.
+    pub(crate) shutdown_grace_ms: u64,
     pub(crate) mock_stream_style: StreamStyle,
     pub(crate) log_requests: bool,
     pub(crate) ip_limit: Option<IpLimit>,
@@ -128,8 +154,10 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// `redis://user:secret@host/0` as `redis://user:…@host/0`.
+/// `redis://user:secret@host/0` as `redis://user:…@host/0`; a query (a Unix socket's
+/// `?pass=`) is not shown.
 fn without_password(url: &str) -> Cow<'_, str> {
+    let url = url.split('?').next().unwrap_or(url);
     let Some((scheme, rest)) = url.split_once("://") else {
         return Cow::Borrowed(url);
     };
@@ -357,6 +385,7 @@ impl Default for Config {
             body_limit: tower_maas::DEFAULT_BODY_LIMIT,
             upstream_timeout_ms: 60_000,
             client_timeout_ms: 30_000,
+            shutdown_grace_ms: 30_000,
             mock_stream_style: StreamStyle::Maas,
             log_requests: true,
             ip_limit: Some(IpLimit {
@@ -493,6 +522,15 @@ const MAX_TASKS: usize = 10_000;
 
 /// The gateway: every layer in the MaaS order around the routes.
 pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
+    // A zero deadline would fail nearly every request, not disable the deadline.
+    for (name, millis) in [
+        ("upstream_timeout_ms", config.upstream_timeout_ms),
+        ("client_timeout_ms", config.client_timeout_ms),
+    ] {
+        if millis == 0 {
+            return Err(format!("{name}: at least 1"));
+        }
+    }
     let dialect = Dialect::from(config.dialect);
     let validation = ValidationDialect::from(config.validation);
 
@@ -653,7 +691,7 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
 type Outer = ErrorEnvelope<Log<IpRateLimit<Router>>>;
 
 /// The whole gateway as one service: the outer layers around the routes, giving axum's body
-/// type, so that `axum::serve` serves it as it would a `Router`. Wrapping it in a `Router`
+/// type, so that `serve.rs` (or `axum::serve`) serves it as it would a `Router`. Wrapping it in a `Router`
 /// instead (`fallback_service`) would route every request twice and clone a boxed service for
 /// it.
 pub(crate) type Gateway = MapResponse<Outer, fn(<Outer as Service<Request>>::Response) -> Response>;

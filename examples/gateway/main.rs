@@ -111,8 +111,11 @@ async fn main() {
         );
         println!("  then call it with \"model\":\"my-endpoint\"");
     }
-    let client_timeout = std::time::Duration::from_millis(config.client_timeout_ms);
-    serve::serve(listener, app, client_timeout, shutdown()).await;
+    let deadlines = serve::Deadlines {
+        client: std::time::Duration::from_millis(config.client_timeout_ms),
+        grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
+    };
+    serve::serve(listener, app, deadlines, shutdown()).await;
 }
 
 /// SIGINT or SIGTERM: stop accepting, let requests in flight finish.

@@ -76,10 +76,17 @@ fn add_forwarded_for(parts: &mut http::request::Parts) {
         return;
     };
     let peer = peer.ip().to_string();
-    let chain = match parts.headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(earlier)) if !earlier.trim().is_empty() => format!("{earlier}, {peer}"),
-        _ => peer,
-    };
+    // Every line the client sent, in order, as one list (RFC 9110 5.3).
+    let mut chain = String::new();
+    for earlier in parts.headers.get_all(X_FORWARDED_FOR) {
+        if let Ok(earlier) = earlier.to_str() {
+            if !earlier.trim().is_empty() {
+                chain.push_str(earlier.trim());
+                chain.push_str(", ");
+            }
+        }
+    }
+    chain.push_str(&peer);
     if let Ok(chain) = HeaderValue::try_from(chain) {
         parts.headers.insert(X_FORWARDED_FOR, chain);
     }
@@ -103,7 +110,13 @@ pub(crate) async fn forward(
 ) -> Response {
     let refuse = |error: MaasError| error.to_response(Dialect::Dual, &id).into_response();
     let body = match rename {
-        Some(model) => rename_model(&body, model).unwrap_or(body),
+        // The validator takes bodies serde_json does not (NaN, a BOM, UTF-16): such a body
+        // cannot be renamed, and must not reach the upstream under the gateway's name for the
+        // model. 81001 is the gateway's answer to a body it cannot parse.
+        Some(model) => match rename_model(&body, model) {
+            Some(renamed) => renamed,
+            None => return refuse(MaasError::InvalidRequestBody),
+        },
         None => body,
     };
     let path = parts

@@ -160,19 +160,31 @@ impl std::fmt::Debug for RedisStoreBuilder {
     }
 }
 
-/// `redis://user:secret@host/0` as `redis://user:redacted@host/0`; a URL Redis cannot read is
-/// not shown at all.
+/// `redis://user:secret@host/0` as `redis://user:redacted@host/0`, and a Unix socket's
+/// `?pass=secret` as `?pass=redacted`; a URL Redis cannot read is not shown at all.
 fn without_password(url: &str) -> String {
-    match redis::parse_redis_url(url) {
-        Some(mut parsed) => {
-            if parsed.password().is_some() {
-                // Only fails for URLs that cannot have a password, which this one has.
-                let _ = parsed.set_password(Some("redacted"));
-            }
-            parsed.to_string()
-        }
-        None => "(not a Redis URL)".to_owned(),
+    let Some(mut parsed) = redis::parse_redis_url(url) else {
+        return "(not a Redis URL)".to_owned();
+    };
+    if parsed.password().is_some() {
+        // Only fails for URLs that cannot have a password, which this one has.
+        let _ = parsed.set_password(Some("redacted"));
     }
+    if parsed.query_pairs().any(|(name, _)| name == "pass") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if name == "pass" {
+                    "redacted".into()
+                } else {
+                    value
+                };
+                (name.into_owned(), value.into_owned())
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 impl RedisStore {
@@ -417,5 +429,10 @@ mod tests {
         );
         let unreadable = shown("Secret0000");
         assert!(!unreadable.contains("Secret"), "{unreadable}");
+        let socket = shown("redis+unix:///run/redis.sock?db=1&pass=Secret0000");
+        assert!(
+            socket.contains(r#"url: "redis+unix:///run/redis.sock?db=1&pass=redacted""#),
+            "{socket}"
+        );
     }
 }

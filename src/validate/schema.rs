@@ -864,3 +864,47 @@ fn bound_error<'a>(
         ctx: Some((key, ctx)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::json::loads;
+
+    /// A list of `int | str` items: an item that is neither fails both members, two errors; a
+    /// string passes the second member after the first failed, and the first's error is taken
+    /// back.
+    fn errors_of(items: &str) -> (bool, Errors<'static>) {
+        let ty: &'static Ty = Box::leak(Box::new(Ty::list(Ty::union([Ty::Int, Ty::Str]))));
+        let value: &'static Json = Box::leak(Box::new(loads(items.as_bytes()).unwrap()));
+        let mut errors = Errors::default();
+        let passed = validate(ty, value, &mut Vec::new(), &mut errors);
+        (passed, errors)
+    }
+
+    #[test]
+    fn past_the_bound_errors_are_counted_and_unions_still_judged() {
+        // 600 bad items: 1200 errors, the last 200 only counted. Items past the bound still
+        // fail their union: counted errors are errors.
+        let bad = vec!["{}"; 600].join(",");
+        let (passed, errors) = errors_of(&format!("[{bad}]"));
+        assert!(!passed);
+        assert_eq!((errors.kept.len(), errors.len()), (MAX_ERRORS, 1200));
+
+        // A string after them passes its union's second member: the first member's error,
+        // counted past the bound, is taken back with it.
+        let (passed, errors) = errors_of(&format!("[{bad},\"ok\"]"));
+        assert!(!passed);
+        assert_eq!((errors.kept.len(), errors.len()), (MAX_ERRORS, 1200));
+
+        // Taking back below the bound frees room for the errors that follow.
+        let mut errors = errors;
+        errors.truncate(998);
+        assert_eq!((errors.kept.len(), errors.len()), (998, 998));
+        errors.push(|| errors_of("[{}]").1.kept.remove(0));
+        assert_eq!((errors.kept.len(), errors.len()), (999, 999));
+
+        // The message lists the kept ones and counts the rest.
+        let (_, errors) = errors_of(&format!("[{bad}]"));
+        assert!(errors.message().ends_with(", ... 200 more errors]"));
+    }
+}
