@@ -155,29 +155,24 @@ async fn create_get_list_update_delete_answer_whole_bodies() {
     );
     let id = created["id"].as_str().unwrap().to_owned();
 
+    // A read gives the same view, byte for byte.
     let got = call(addr, "GET", &format!("{BASE}/{id}"), Some(TOKEN), "").await;
-    assert_eq!(got.status, StatusCode::OK);
-    assert_eq!(json_of(&got), created);
+    got.assert_json(200, reply.text());
 
-    let second = json_of(
-        &create(
-            addr,
-            json!({"endpoint_name": "team-b", "infer_service_id": "svc-open"}),
-        )
-        .await,
-    );
+    let second_reply = create(
+        addr,
+        json!({"endpoint_name": "team-b", "infer_service_id": "svc-open"}),
+    )
+    .await;
+    let second = json_of(&second_reply);
     let list = call(addr, "GET", BASE, Some(TOKEN), "").await;
-    assert_eq!(list.status, StatusCode::OK);
-    assert!(
-        list.text()
-            .starts_with(r#"{"total":2,"count":"2","items":[{"id":"#),
-        "{}",
-        list.text()
-    );
-    assert!(
-        list.text().ends_with(r#"}],"quantity_limit":3}"#),
-        "{}",
-        list.text()
+    list.assert_json(
+        200,
+        &format!(
+            r#"{{"total":2,"count":"2","items":[{},{}],"quantity_limit":3}}"#,
+            reply.text(),
+            second_reply.text()
+        ),
     );
     assert_eq!(
         json_of(&list),
@@ -193,7 +188,15 @@ async fn create_get_list_update_delete_answer_whole_bodies() {
     )
     .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.text());
+    let updated_text = updated.text().to_owned();
     let updated = json_of(&updated);
+    assert_eq!(
+        updated_text,
+        format!(
+            r#"{{"id":"{id}","endpoint_name":"team-a2","status":"running","remark":"Team A (beta), 50%","rpm":null,"tpm":5000,"infer_service_id":"svc-deepseek","served_model_name":"DeepSeek-V3","created_at":{},"updated_at":{}}}"#,
+            created["created_at"], updated["updated_at"]
+        )
+    );
     assert_eq!(updated["id"], created["id"]);
     assert_eq!(updated["created_at"], created["created_at"]);
     assert_eq!(
