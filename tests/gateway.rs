@@ -509,17 +509,28 @@ async fn every_inference_catalogue_row_through_the_gateway() {
         request("GET", &format!("/v1/video/generations/{task}"), peer, ""),
     )
     .await;
-    assert_eq!(
-        (reply.status.as_u16(), reply.text().to_owned()),
-        (
-            401,
-            dual(
-                "ModelArts.81109",
-                &format!("No permission query task {task}"),
-                "Unauthorized"
-            )
-        )
+    reply.assert_json(
+        401,
+        &dual(
+            "ModelArts.81109",
+            &format!("No permission query task {task}"),
+            "Unauthorized",
+        ),
     );
+    // Another key's task under the same (trusted, client-chosen) request id is a task of its
+    // own: the first stays its creator's.
+    let again = send(
+        gw,
+        request(
+            "POST",
+            "/v1/video/generations",
+            peer,
+            r#"{"model":"v","prompt":"a dog"}"#,
+        ),
+    )
+    .await;
+    let other: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
+    assert_ne!(other["task_id"].as_str().unwrap(), task);
     assert_eq!(
         send(
             gw,

@@ -756,10 +756,11 @@ async fn list_models(State(models): State<Arc<Models>>) -> Response {
 /// Starts a (mock) video-generation task owned by the calling key.
 async fn create_task(
     State(models): State<Arc<Models>>,
-    Extension(id): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
 ) -> Response {
-    let task_id = format!("task-{id}");
+    // A fresh id, never the request's: a trusted incoming x-request-id is the client's to
+    // choose, and a repeated one would hand an existing task to another key.
+    let task_id = format!("task-{}", RequestId::generate());
     let mut tasks = models.tasks.lock().unwrap_or_else(|p| p.into_inner());
     tasks.owners.insert(task_id.clone(), principal.key_id());
     tasks.order.push_back(task_id.clone());

@@ -102,6 +102,8 @@ impl InMemoryKeyStore {
 
     /// Changes a key's policy; `false` when there is no such key. The quota's limit follows the
     /// new policy and what was used stays used.
+    ///
+    /// `change` runs while the key's entry is locked: it must not call this store.
     pub fn update(&self, id: KeyId, change: impl FnOnce(&mut KeyPolicy)) -> bool {
         let Some(digest) = self.by_id.get(&id).map(|d| *d) else {
             return false;
@@ -109,6 +111,11 @@ impl InMemoryKeyStore {
         let Some(mut record) = self.by_digest.get_mut(&digest) else {
             return false;
         };
+        // Removed, and the same key inserted again under a new id, between the two lookups:
+        // the change was for the key that is gone.
+        if record.id != id {
+            return false;
+        }
         let mut policy = record.policy.clone();
         change(&mut policy);
         record.quota.set_limit(policy.quota);

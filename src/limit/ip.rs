@@ -271,7 +271,12 @@ impl IpTable {
         if shard.tats.len() >= self.per_shard {
             return Verdict::Full;
         }
-        step(shard.tats.entry(ip).or_insert(0))
+        let verdict = step(shard.tats.entry(ip).or_insert(0));
+        // An address added after the last sweep may be free before any that sweep left: a
+        // full shard must not wait for those to sweep this one.
+        let tat = shard.tats.get(&ip).copied().unwrap_or(0);
+        shard.next_free = shard.next_free.min(tat);
+        verdict
     }
 
     fn len(&self) -> usize {
@@ -557,6 +562,44 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// A full shard sweeps as soon as anything in it is free, also what came after its last
+    /// sweep: an address that has recovered makes room at once.
+    #[test]
+    fn a_full_shard_makes_room_as_soon_as_an_address_recovers() {
+        let table = IpTable::new(SHARDS * 2);
+        let second = 1_000_000_000;
+        // One a second: an address holds its slot for a second after a request. The busy one
+        // sends ten at once and holds its slot for ten.
+        let rate = Rate::per_minute(60, 1);
+        let busy_rate = Rate::per_minute(60, 10);
+        let picks: Vec<IpAddr> = (0..u32::MAX)
+            .map(|n| IpAddr::from(std::net::Ipv4Addr::from(n)))
+            .filter(|ip| table_shard(&table, *ip) == 0)
+            .take(4)
+            .collect();
+        let [busy, first, second_ip, third] = picks[..] else {
+            unreachable!("four addresses in shard 0")
+        };
+        for _ in 0..10 {
+            assert!(matches!(table.check(busy, busy_rate, 0), Verdict::Admitted));
+        }
+        assert!(matches!(table.check(first, rate, 0), Verdict::Admitted));
+        // Full; the sweep at 1.5 s frees the first and leaves the busy one, free at 10 s.
+        assert!(matches!(
+            table.check(second_ip, rate, 3 * second / 2),
+            Verdict::Admitted
+        ));
+        // Full again, but the second address is free at 2.5 s: room at 3 s, not at 10.
+        assert!(matches!(
+            table.check(third, rate, 3 * second),
+            Verdict::Admitted
+        ));
+    }
+
+    fn table_shard(table: &IpTable, ip: IpAddr) -> usize {
+        table.hasher.hash_one(ip) as usize % SHARDS
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
