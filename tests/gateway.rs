@@ -491,18 +491,13 @@ async fn every_inference_catalogue_row_through_the_gateway() {
         &dual("ModelArts.81011", "May contain senstive.....", "Forbidden"),
     );
     // 81109: another key's video task (401, as the seed gives it for video tasks).
-    let created = send(
-        gw,
-        request(
-            "POST",
-            "/v1/video/generations",
-            open,
-            r#"{"model":"v","prompt":"a cat"}"#,
-        ),
-    )
-    .await;
-    let task: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
-    let task = task["task_id"].as_str().unwrap();
+    let create_task = async |key: Option<&str>| {
+        let body = r#"{"model":"v","prompt":"a cat"}"#;
+        let created = send(gw, request("POST", "/v1/video/generations", key, body)).await;
+        let task: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+        task["task_id"].as_str().unwrap().to_owned()
+    };
+    let task = &create_task(open).await;
     let peer = Some("sk-peer-000000000000000000000000");
     let reply = send(
         gw,
@@ -519,18 +514,7 @@ async fn every_inference_catalogue_row_through_the_gateway() {
     );
     // Another key's task under the same (trusted, client-chosen) request id is a task of its
     // own: the first stays its creator's.
-    let again = send(
-        gw,
-        request(
-            "POST",
-            "/v1/video/generations",
-            peer,
-            r#"{"model":"v","prompt":"a dog"}"#,
-        ),
-    )
-    .await;
-    let other: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
-    assert_ne!(other["task_id"].as_str().unwrap(), task);
+    assert_ne!(&create_task(peer).await, task);
     assert_eq!(
         send(
             gw,
