@@ -22,9 +22,12 @@
 //!   — corrects the reservation, charging or refunding the difference (a refund never raises
 //!   capacity above the limit). A non-2xx answer used nothing and refunds it all. A body that
 //!   ends without usage keeps its reservation; a stream that breaks (error, or the client gone)
-//!   keeps it too.
+//!   keeps it too, and so does a request dropped before its answer's head.
 //! - **Quota**: the same usage is charged to the key's [`Quota`](crate::auth::Quota), so an
-//!   exhausted key gets 81005 from `BearerAuth` on its next request.
+//!   exhausted key gets 81005 from `BearerAuth` on its next request. The quota is checked at
+//!   admission, not reserved: requests admitted together may pass it by what they use. An
+//!   answer without usage, and a request dropped before its answer, are charged their
+//!   reservation.
 //! - **Headers**, in the response head before any body byte (streams too): the OpenAI
 //!   `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` of the dimensions limited, and
 //!   `retry-after` on a 429 (seconds, rounded up). [`TokenRateLimitLayer::headers`] turns the

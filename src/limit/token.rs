@@ -554,6 +554,25 @@ pin_project! {
         #[pin]
         state: State<S, St, C, B>,
     }
+
+    // Dropped before the answer's head (a client gone, a timeout outside, a stop): the model
+    // may have generated all the same, so the admission is settled as a broken answer with
+    // nothing seen: the reservation stands and is what the quota pays. Without this the quota
+    // was never charged, and a client could leave just before a long answer to be billed
+    // nothing.
+    impl<S, St, C, B> PinnedDrop for ResponseFuture<S, St, C, B>
+    where
+        S: Service<Request<B>>,
+        St: RateStore,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            if let StateProj::Called { admitted, .. } = this.project().state.project() {
+                if let Some(admitted) = admitted.take() {
+                    admitted.settle.settle(Settled::Broken(None));
+                }
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -690,6 +709,32 @@ mod tests {
     use crate::limit::{ManualClock, MemoryStore};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
+
+    /// A request dropped before its answer's head is settled as a broken answer: the quota
+    /// pays the reservation (prompt plus `max_tokens`), and the TPM keeps it.
+    #[tokio::test]
+    async fn a_request_dropped_before_its_answer_is_charged_its_reservation() {
+        let keys = InMemoryKeyStore::new();
+        let principal = keys
+            .get(
+                keys.insert("sk-test", KeyPolicy::new().tpm(1000).quota(10_000))
+                    .unwrap(),
+            )
+            .unwrap();
+        let never = tower::service_fn(|_: Request<Full<Bytes>>| async {
+            std::future::pending::<Result<Response<Full<Bytes>>, std::convert::Infallible>>().await
+        });
+        let limiter = TokenRateLimitLayer::with(MemoryStore::new(), ManualClock::new())
+            .default_reservation(100)
+            .layer(never);
+        let mut request = Request::new(Full::new(Bytes::new()));
+        request.extensions_mut().insert(principal.clone());
+        let call = tower::ServiceExt::oneshot(limiter, request);
+        // Polled until the backend is called, then dropped.
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(10), call).await;
+        assert!(dropped.is_err());
+        assert_eq!(principal.quota().used(), 100);
+    }
 
     /// A key's limiter and an endpoint's inside it, over one answer that reports its usage: the
     /// answer is read once for the request's `UsageReport` unless both limiters correct a TPM
