@@ -408,6 +408,8 @@ async fn every_inference_catalogue_row_through_the_gateway() {
             ("GET", "/v1/video/generations/task-none", open, String::new(), 404, dual("ModelArts.81108", "Task task-none does not exist", "NotFound")),
             ("GET", "/v2/nothing", open, String::new(), 404, apig("APIG.0101", "The API does not exist or has not been published in the environment")),
             ("POST", "/v1/chat/completions", open, format!(r#"{{"model":"mock-model","messages":[],"user":"{}"}}"#, "a".repeat(5000)), 413, apig("APIG.0201", "Request entity too large.")),
+            // Read by the content filter alone, and bounded the same.
+            ("POST", "/v1/video/generations", open, format!(r#"{{"model":"v","prompt":"{}"}}"#, "a".repeat(5000)), 413, apig("APIG.0201", "Request entity too large.")),
             ("GET", "/v1/chat/completions", open, String::new(), 405, r#"{"detail":"Method Not Allowed"}"#.into()),
             ("POST", "/v1/chat/completions", open, r#"{"model":"mock-model","messages":[],"test":15}"#.into(), 400, r#"{"object":"error","message":"[{'type': 'extra_forbidden', 'loc': ('body', 'test'), 'msg': 'Extra inputs are not permitted', 'input': 15}]","type":"BadRequestError","param":null,"code":400}"#.into()),
             ("POST", "/v1/chat/completions", open, serde_json::json!({"model": "mock-model", "stream": stream, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}).to_string(), 400, r#"{"object":"error","message":"This model's maximum context length is 64 tokens. However, you requested 108 tokens (8 in the messages, 100 in the completion). Please reduce the length of the messages or completion.","type":"BadRequestError","param":null,"code":400}"#.into()),
@@ -857,6 +859,9 @@ async fn a_configuration_file_without_keys_has_none_of_the_demo_keys() {
     let config = app::parse_config("").unwrap();
     assert!(config.keys.is_empty());
     assert!(!app::Config::default().keys.is_empty());
+    // Nor a per-IP limit, as `gateway.toml` says; the zero-config start has one.
+    assert!(config.ip_limit.is_none());
+    assert!(app::Config::default().ip_limit.is_some());
     let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
     let body = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
     let reply = send(

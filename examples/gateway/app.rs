@@ -117,6 +117,9 @@ pub(crate) struct Config {
     pub(crate) shutdown_grace_ms: u64,
     pub(crate) mock_stream_style: StreamStyle,
     pub(crate) log_requests: bool,
+    /// Only the zero-config start has a per-IP limit by default: a file without the section
+    /// has none, as `gateway.toml` says.
+    #[serde(default)]
     pub(crate) ip_limit: Option<IpLimit>,
     /// Only the zero-config start has the demo keys: a file without `[[keys]]` has none, so the
     /// well-known demo keys are never left enabled by accident.
@@ -183,7 +186,7 @@ pub(crate) enum RedisDown {
     /// Refuse (500 APIG.0201).
     #[default]
     Closed,
-    /// Admit without a check.
+    /// Decide in this replica's memory until Redis is back.
     Open,
 }
 
@@ -637,7 +640,10 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
             Store::new(config.redis.as_ref(), "keys")?,
             clock.clone(),
         ));
-    let risk = ContentRiskFilterLayer::new(risk).streaming(window);
+    // Its own read (routes the validator does not read) is bounded as the validator's is.
+    let risk = ContentRiskFilterLayer::new(risk)
+        .streaming(window)
+        .body_limit(config.body_limit);
     // What the log line shows, noted only when there is a log line.
     let tag = config.log_requests.then_some(TagLayer);
     // One `route_layer` for the whole stack: axum boxes each route layer, and clones every

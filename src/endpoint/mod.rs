@@ -41,18 +41,20 @@
 //! 3. `project_id`, then `custom_endpoint_id` (percent-decoded), failing the
 //!    [security check](passes_security_check) → 400 ModelArts.6298 naming the parameter;
 //! 4. a project the token's account does not manage → 401 ModelArts.8503;
-//! 5. `PUT`/`DELETE` without an id, or an empty id → 400 ModelArts.6299; another method → 405;
+//! 5. a method the route does not take → 405 with `allow` (so `POST` on `…/endpoint/` is 405);
+//!    `PUT`/`DELETE` without an id, or with an empty one → 400 ModelArts.6299;
 //! 6. a body over 64 KiB → 413; not a JSON object, a field of the wrong type, a remark over 256
 //!    characters, an RPM/TPM that is not a positive integer → 400 ModelArts.2115;
 //! 7. `endpoint_name`, `infer_service_id`, `remark`, in that order, failing the security check
 //!    → 6298;
 //! 8. create without `endpoint_name` (absent or `null`) → ModelArts.0104;
-//! 9. a name breaking [the rule](is_valid_name) → ModelArts.6274;
+//! 9. a name breaking [the rule](is_valid_name) → ModelArts.6274; the name of a model the
+//!    gateway serves, which could never be called as an endpoint's → 6271;
 //! 10. create without `infer_service_id` → 2115; a service that is unknown, or neither mounted
 //!     to the gateway nor without authentication → ModelArts.6613;
-//! 11. the registry: unknown id (or another project's) → 6291, name used before (or the name
-//!     of a model the gateway serves, which could never be called) → 6271, the account's quota
-//!     of live endpoints reached, or its 1000 names over its lifetime used → 6297.
+//! 11. the registry: unknown id (or another project's) → 6291, name used before → 6271, the
+//!     account's quota of live endpoints reached, or its 1000 names over its lifetime used →
+//!     6297.
 //!
 //! Endpoints belong to an account for management; for inference any key that may call the
 //! endpoint's name (every key, unless restricted to some models) may use it, and its calls

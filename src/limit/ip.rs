@@ -307,7 +307,8 @@ struct IpShared<C> {
 /// Layer that applies [`IpRateLimit`].
 ///
 /// `limit` requests per window per client IP, all of them allowed at once (APIG's policy is a
-/// count per window). The table of addresses holds at most
+/// count per window). An IPv6 client's budget is its /64's: one subscriber's network holds 2^64
+/// addresses a single client could rotate through. The table of addresses holds at most
 /// [`capacity`](IpRateLimitLayer::capacity) entries (default 1 000 000); addresses whose window
 /// has passed are evicted as the table grows. **When it is full of addresses active within
 /// their window, a request from a new address is refused with APIG.0308** (fail closed): a

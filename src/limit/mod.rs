@@ -11,8 +11,9 @@
 //! - **RPM** → 429 ModelArts.81101. GCRA with a burst of `rpm / 30` by default ([`Burst`]), so
 //!   MaaS's smoothing holds: with RPM = N, more than about N/30 requests in one second are
 //!   refused, and over any minute at most N + burst are admitted.
-//! - **TPM** → 429 ModelArts.81103. Before forwarding, `prompt tokens + max_tokens` (or
-//!   [`default_max_tokens`](TokenRateLimitLayer::default_max_tokens)) are reserved from a bucket
+//! - **TPM** → 429 ModelArts.81103. Before forwarding, `prompt tokens + max_tokens` (or, for
+//!   chat, [`default_max_tokens`](TokenRateLimitLayer::default_max_tokens); completions default
+//!   to vLLM's 16) are reserved from a bucket
 //!   that holds a minute's tokens; a reservation larger than the bucket can never fit and is
 //!   refused with a 400 (`ModelArts.81103`, `Too many tokens requested: …`), not an endless 429.
 //!   Requests and tokens are decided together: when the tokens are refused, the request slot is

@@ -141,7 +141,9 @@ impl<St: RateStore, C: Clock> TokenRateLimitLayer<St, C> {
         self.config(|c| c.burst = burst)
     }
 
-    /// Tokens reserved for the completion when a request gives no `max_tokens` (default 1024).
+    /// Tokens reserved for the completion when a request gives no `max_tokens` (default 1024):
+    /// chat and embeddings. A completion without one reserves vLLM's own default, 16, which
+    /// the validator's [`ParsedRequest`](crate::validate::ParsedRequest) gives.
     pub fn default_max_tokens(self, tokens: u64) -> Self {
         self.config(|c| c.default_max_tokens = tokens)
     }
