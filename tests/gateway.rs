@@ -1318,3 +1318,42 @@ async fn an_idle_deadline_restarts_with_every_piece() {
     assert_eq!(start.elapsed(), Duration::from_secs(35 + 10));
     sender.abort();
 }
+
+/// Listing the models and asking after a task generate nothing: they cost no tokens, neither
+/// against a small TPM nor against the key's quota.
+#[tokio::test]
+async fn reading_models_and_tasks_costs_no_tokens() {
+    let config = app::parse_config(&format!(
+        "trust_request_id = true\n[[keys]]\nkey = \"{KEY}\"\ntpm = 30\nquota = 5000\n"
+    ))
+    .unwrap();
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let get = |path: &str| {
+        Request::get(path)
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("x-request-id", FIXED_ID)
+            .body(full(""))
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let reply = send(gw, get("/v1/models")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        send(gw, get("/v1/video/generations/task-none"))
+            .await
+            .assert_json(
+                404,
+                &dual(
+                    "ModelArts.81108",
+                    "Task task-none does not exist",
+                    "NotFound",
+                ),
+            );
+    }
+    // The whole TPM is still there: a request of 30 tokens passes.
+    let body = serde_json::json!({"model": "mock-model", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let request = common::post("/v1/chat/completions", &body)
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(full(body))
+        .unwrap();
+    assert_eq!(send(gw, request).await.status, 200);
+}

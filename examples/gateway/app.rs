@@ -620,16 +620,28 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     }
     // Read from memory, updated every millisecond: half the cost of a limiter check.
     let clock = CoarseClock::new();
+    let models = Arc::new(models);
     let api = Router::new()
         .route("/v1/chat/completions", post(infer))
         .route("/v1/completions", post(infer))
         .route("/v1/embeddings", post(infer))
-        .route("/v1/models", get(list_models))
         .route("/v1/video/generations", post(create_task))
+        .with_state(Arc::clone(&models));
+    let auth = BearerAuthLayer::new(keys).body_limit(config.body_limit);
+    // Reading the model list or a task generates nothing: the key alone, no token limiter,
+    // which would reserve (and, with no usage in the answer, charge the quota) a default
+    // reservation for each, and refuse a key whose TPM is below it.
+    let reads = Router::new()
+        .route("/v1/models", get(list_models))
         .route("/v1/video/generations/{task_id}", get(query_task))
-        .with_state(Arc::new(models));
+        .with_state(models)
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(auth.clone())
+                .option_layer(config.log_requests.then_some(TagLayer)),
+        );
     let front = tower::ServiceBuilder::new()
-        .layer(BearerAuthLayer::new(keys).body_limit(config.body_limit))
+        .layer(auth)
         .layer(
             RequestSchemaValidatorLayer::new()
                 .models(catalog)
@@ -662,7 +674,8 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     };
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
-        .merge(api);
+        .merge(api)
+        .merge(reads);
     if let Some(api) = management {
         // Authorised by management tokens, not API keys: outside BearerAuth.
         for route in MANAGEMENT_ROUTES {
