@@ -12,8 +12,8 @@
 //!   MaaS's smoothing holds: with RPM = N, more than about N/30 requests in one second are
 //!   refused, and over any minute at most N + burst are admitted.
 //! - **TPM** → 429 ModelArts.81103. Before forwarding, `prompt tokens + max_tokens` (or, for
-//!   chat, [`default_max_tokens`](TokenRateLimitLayer::default_max_tokens); completions default
-//!   to vLLM's 16) are reserved from a bucket
+//!   chat and embeddings, [`default_max_tokens`](TokenRateLimitLayer::default_max_tokens);
+//!   completions default to vLLM's 16) are reserved from a bucket
 //!   that holds a minute's tokens; a reservation larger than the bucket can never fit and is
 //!   refused with a 400 (`ModelArts.81103`, `Too many tokens requested: …`), not an endless 429.
 //!   Requests and tokens are decided together: when the tokens are refused, the request slot is
@@ -27,8 +27,9 @@
 //! - **Quota**: the same usage is charged to the key's [`Quota`](crate::auth::Quota), so an
 //!   exhausted key gets 81005 from `BearerAuth` on its next request. The quota is checked at
 //!   admission, not reserved: requests admitted together may pass it by what they use. An
-//!   answer without usage, and a request dropped before its answer, are charged their
-//!   reservation.
+//!   answer without usage is charged its reservation; a request dropped before its answer
+//!   (the client gone, a timeout outside) keeps its reservation in the TPM and costs the quota
+//!   nothing, as no answer reached anyone.
 //! - **Headers**, in the response head before any body byte (streams too): the OpenAI
 //!   `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` of the dimensions limited, and
 //!   `retry-after` on a 429 (seconds, rounded up). [`TokenRateLimitLayer::headers`] turns the

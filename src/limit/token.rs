@@ -556,25 +556,6 @@ pin_project! {
         #[pin]
         state: State<S, St, C, B>,
     }
-
-    // Dropped before the answer's head (a client gone, a timeout outside, a stop): the model
-    // may have generated all the same, so the admission is settled as a broken answer with
-    // nothing seen: the reservation stands and is what the quota pays. Without this the quota
-    // was never charged, and a client could leave just before a long answer to be billed
-    // nothing.
-    impl<S, St, C, B> PinnedDrop for ResponseFuture<S, St, C, B>
-    where
-        S: Service<Request<B>>,
-        St: RateStore,
-    {
-        fn drop(this: Pin<&mut Self>) {
-            if let StateProj::Called { admitted, .. } = this.project().state.project() {
-                if let Some(admitted) = admitted.take() {
-                    admitted.settle.settle(Settled::Broken(None));
-                }
-            }
-        }
-    }
 }
 
 pin_project! {
@@ -712,10 +693,11 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    /// A request dropped before its answer's head is settled as a broken answer: the quota
-    /// pays the reservation (prompt plus `max_tokens`), and the TPM keeps it.
+    /// A request dropped before its answer's head is never settled: its reservation stands in
+    /// the TPM until the bucket refills (the model may have worked, or not yet been reached),
+    /// and the quota, with no answer to bill, pays nothing.
     #[tokio::test]
-    async fn a_request_dropped_before_its_answer_is_charged_its_reservation() {
+    async fn a_request_dropped_before_its_answer_keeps_its_reservation_only() {
         let keys = InMemoryKeyStore::new();
         let principal = keys
             .get(
@@ -727,15 +709,23 @@ mod tests {
             std::future::pending::<Result<Response<Full<Bytes>>, std::convert::Infallible>>().await
         });
         let limiter = TokenRateLimitLayer::with(MemoryStore::new(), ManualClock::new())
-            .default_reservation(100)
+            .default_reservation(600)
             .layer(never);
-        let mut request = Request::new(Full::new(Bytes::new()));
-        request.extensions_mut().insert(principal.clone());
-        let call = tower::ServiceExt::oneshot(limiter, request);
+        let request = || {
+            let mut request = Request::new(Full::new(Bytes::new()));
+            request.extensions_mut().insert(principal.clone());
+            request
+        };
         // Polled until the backend is called, then dropped.
+        let call = tower::ServiceExt::oneshot(limiter.clone(), request());
         let dropped = tokio::time::timeout(std::time::Duration::from_millis(10), call).await;
         assert!(dropped.is_err());
-        assert_eq!(principal.quota().used(), 100);
+        assert_eq!(principal.quota().used(), 0);
+        // 600 of the 1000 still held: another 600 does not fit (on a clock that stands still).
+        let refused = tower::ServiceExt::oneshot(limiter, request())
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 
     /// A key's limiter and an endpoint's inside it, over one answer that reports its usage: the
