@@ -911,6 +911,11 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
             "[[models]]\nname = \"m\"\ncontext_length = 8\naccess = \"nobody\"\n",
             "line 4, column 10: unknown variant `…`, expected one of `maas`, `none`, `token`",
         ),
+        // What is missing is the file's own business: named.
+        (
+            "[[models]]\nname = \"m\"\n",
+            "line 1, column 1: missing field `context_length`",
+        ),
     ];
     for (text, expected) in cases {
         let error = app::parse_config(text).unwrap_err();
@@ -921,6 +926,10 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
     for (text, expected) in [
         ("client_timeout_ms = 0", "client_timeout_ms: at least 1"),
         ("upstream_timeout_ms = 0", "upstream_timeout_ms: at least 1"),
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:1/\"\ntimeout_ms = 0",
+            "redis.timeout_ms: at least 1",
+        ),
     ] {
         let config = app::parse_config(text).unwrap();
         assert_eq!(app::router(&config).err().as_deref(), Some(expected));
@@ -951,6 +960,10 @@ fn a_configuration_shows_no_secret_in_debug() {
         app::parse_config("[redis]\nurl = \"redis+unix:///run/redis.sock?pass=Secret0000\"\n")
             .unwrap();
     let shown = format!("{socket:?}");
+    // A password with a `?` of its own is still all hidden.
+    let odd = app::parse_config("[redis]\nurl = \"redis://:Sec?ret0000@h:6379\"\n").unwrap();
+    let odd = format!("{odd:?}");
+    assert!(odd.contains(r#"url: "redis://:…@h:6379""#), "{odd}");
     assert!(
         shown.contains(r#"url: "redis+unix:///run/redis.sock""#),
         "{shown}"
@@ -1179,15 +1192,27 @@ async fn served(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
+    let deadlines = serve::Deadlines {
+        client: client_timeout,
+        grace: Duration::from_secs(5),
+    };
+    served_until(config, deadlines).await
+}
+
+/// [`served`], with both deadlines chosen.
+async fn served_until(
+    config: &str,
+    deadlines: serve::Deadlines,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let config = app::parse_config(config).unwrap();
     let app = app::router(&config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let deadlines = serve::Deadlines {
-        client: client_timeout,
-        grace: Duration::from_secs(5),
-    };
     let server = tokio::spawn(serve::serve(listener, app, deadlines, async move {
         let _ = stopped.await;
     }));
@@ -1356,4 +1381,31 @@ async fn reading_models_and_tasks_costs_no_tokens() {
         .body(full(body))
         .unwrap();
     assert_eq!(send(gw, request).await.status, 200);
+}
+
+/// A request that would not finish does not keep a stopping gateway forever: past the grace
+/// period it exits all the same.
+#[tokio::test]
+async fn a_stop_waits_no_longer_than_its_grace() {
+    let (arrived, mut arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let stuck = tower::service_fn(move |_: Request<Incoming>| {
+        let _ = arrived.send(());
+        std::future::pending::<Result<Response<axum::body::Body>, Infallible>>()
+    });
+    let upstream = common::serve_hyper(stuck).await;
+    let config = format!(
+        "upstream_timeout_ms = 60000\n[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
+    );
+    let deadlines = serve::Deadlines {
+        client: Duration::from_secs(5),
+        grace: Duration::from_millis(200),
+    };
+    let (addr, stop, server) = served_until(&config, deadlines).await;
+    let _in_flight = tokio::spawn(send_lossy(addr, chat("up", "hello")));
+    arrival.recv().await.unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server exits after its grace")
+        .unwrap();
 }

@@ -1,6 +1,5 @@
 //! The gateway's configuration and its stack of layers.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -63,14 +62,15 @@ pub(crate) fn parse_config(text: &str) -> Result<Config, String> {
 }
 
 /// A message without the value it complains of, which may be a key: every quoted string
-/// (`invalid type: string "…", expected u64`, escapes and all) and the first name in
-/// backticks (`unknown variant `…``, `unknown field `…``) become `…`. The names after it are
-/// the ones the file may use, and stay.
+/// (`invalid type: string "…", expected u64`, escapes and all), and the name in backticks
+/// after `unknown variant`, `unknown field` or `duplicate key`, become `…`. The names the file
+/// may use (`expected one of …`, `missing field …`) stay.
 fn redacted(message: &str) -> String {
+    const QUOTING: [&str; 3] = ["unknown variant ", "unknown field ", "duplicate key "];
     let mut out = String::with_capacity(message.len());
     let mut chars = message.chars();
-    let mut first_name = true;
     while let Some(c) = chars.next() {
+        let first_name = QUOTING.iter().any(|before| out.ends_with(before));
         match c {
             '"' => {
                 out.push_str("\"…\"");
@@ -85,7 +85,6 @@ fn redacted(message: &str) -> String {
                 }
             }
             '`' if first_name => {
-                first_name = false;
                 out.push_str("`…`");
                 for c in chars.by_ref() {
                     if c == '`' {
@@ -110,8 +109,8 @@ pub(crate) struct Config {
     pub(crate) validation: Validation,
     pub(crate) body_limit: usize,
     pub(crate) upstream_timeout_ms: u64,
-    /// How long a client may take to send its request head, and then each next piece of its
-    /// body (`serve.rs`).
+    /// How long a client may take: from connecting to its first request's head, for each later
+    /// head, and between two pieces of a body (`serve.rs`).
     pub(crate) client_timeout_ms: u64,
     /// How long requests in flight may keep a stopping gateway (SIGINT, SIGTERM) from exiting.
     pub(crate) shutdown_grace_ms: u64,
@@ -158,20 +157,20 @@ impl fmt::Debug for RedisConfig {
 }
 
 /// `redis://user:secret@host/0` as `redis://user:…@host/0`; a query (a Unix socket's
-/// `?pass=`) is not shown.
-fn without_password(url: &str) -> Cow<'_, str> {
-    let url = url.split('?').next().unwrap_or(url);
+/// `?pass=`) is not shown. The user information ends at the last `@`, wherever a password's
+/// own `?` or `/` would put a query or a path.
+fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Cow::Borrowed(url);
+        return "(not a URL)".to_owned();
     };
-    let authority = rest.split('/').next().unwrap_or(rest);
-    match authority.rsplit_once('@') {
-        Some((userinfo, _)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            let host = &rest[userinfo.len()..];
-            Cow::Owned(format!("{scheme}://{user}:…{host}"))
-        }
-        _ => Cow::Borrowed(url),
+    let (user, place) = match rest.rsplit_once('@') {
+        Some((userinfo, place)) => (userinfo.split(':').next(), place),
+        None => (None, rest),
+    };
+    let place = place.split('?').next().unwrap_or(place);
+    match user {
+        Some(user) => format!("{scheme}://{user}:…@{place}"),
+        None => format!("{scheme}://{place}"),
     }
 }
 
@@ -529,6 +528,10 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     for (name, millis) in [
         ("upstream_timeout_ms", config.upstream_timeout_ms),
         ("client_timeout_ms", config.client_timeout_ms),
+        (
+            "redis.timeout_ms",
+            config.redis.as_ref().map_or(1, |redis| redis.timeout_ms),
+        ),
     ] {
         if millis == 0 {
             return Err(format!("{name}: at least 1"));

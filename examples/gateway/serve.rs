@@ -4,9 +4,10 @@
 //! `axum::serve` would do, but it gives hyper no timer: a client could then hold a connection
 //! open forever by sending nothing, or its request head one byte at a time, or stop in the
 //! middle of its body while the layers that read it hold what came. Here a client has
-//! `client` time to begin its first request, to send each head (hyper's `header_read_timeout`)
-//! and then each next piece of its body; an HTTP/2 client must answer pings as often. Past
-//! that the connection is closed, or the body fails and the layer reading it refuses it as a
+//! `client` time from connecting to send its first request head, then to send each later head
+//! (hyper's `header_read_timeout`, which also ends an idle HTTP/1 keep-alive connection) and
+//! each next piece of a body; an HTTP/2 client must answer pings as often. Past that the
+//! connection is closed, or the body fails and the layer reading it refuses it as a
 //! body it cannot read (FastAPI's `{"detail":"There was an error parsing the body"}`, or
 //! 81001 when `BearerAuth` reads it for a key limited to some models). On the stop signal,
 //! requests in flight have `grace` to finish.
@@ -33,7 +34,8 @@ use crate::idle::IdleTimeout;
 /// stopping.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Deadlines {
-    /// To begin the first request, to send a head, and between two pieces of a body.
+    /// From connecting to the first request's whole head, for each later head, and between two
+    /// pieces of a body.
     pub(crate) client: Duration,
     /// From the stop signal to the last connection closed.
     pub(crate) grace: Duration,
