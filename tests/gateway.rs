@@ -1409,3 +1409,58 @@ async fn a_stop_waits_no_longer_than_its_grace() {
         .expect("the server exits after its grace")
         .unwrap();
 }
+
+/// An HTTP/2 connection left idle is closed after the client deadline, although its client
+/// answers the server's pings; a request in flight is not idleness.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let (addr, _stop, _server) = served("", Duration::from_millis(200)).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let health = Request::get(format!("http://{addr}/health"))
+        .body(full(""))
+        .unwrap();
+    let answer = sender.send_request(health).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the idle connection was closed")
+        .unwrap()
+        .unwrap();
+}
+
+/// A request waiting longer than the client deadline for its answer is not an idle
+/// connection: the answer comes.
+#[tokio::test]
+async fn a_slow_answer_is_not_idleness() {
+    let slow = tower::service_fn(|_: Request<Incoming>| async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        Ok::<_, Infallible>(Response::new(axum::body::Body::from(
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+        )))
+    });
+    let upstream = common::serve_hyper(slow).await;
+    let config = format!(
+        "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
+    );
+    let (addr, _stop, _server) = served(&config, Duration::from_millis(200)).await;
+    // One connection: the slow answer, then another request on it, which an idle shutdown
+    // during the wait would have refused.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for _ in 0..2 {
+        let answer = sender.send_request(chat("up", "hello")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.into_body().collect().await.unwrap();
+    }
+}

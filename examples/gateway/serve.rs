@@ -5,8 +5,9 @@
 //! open forever by sending nothing, or its request head one byte at a time, or stop in the
 //! middle of its body while the layers that read it hold what came. Here a client has
 //! `client` time from connecting to send its first request head, then to send each later head
-//! (hyper's `header_read_timeout`, which also ends an idle HTTP/1 keep-alive connection) and
-//! each next piece of a body; an HTTP/2 client must answer pings as often. Past that the
+//! (hyper's `header_read_timeout`) and each next piece of a body; an HTTP/2 client must answer
+//! pings as often, and a connection idle for as long (no request waiting for its answer, none
+//! begun) is shut down gracefully, HTTP/2 too, whose pings would keep it. Past that the
 //! connection is closed, or the body fails and the layer reading it refuses it as a
 //! body it cannot read (FastAPI's `{"detail":"There was an error parsing the body"}`, or
 //! 81001 when `BearerAuth` reads it for a key limited to some models). On the stop signal,
@@ -16,14 +17,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_maas::BoxError;
@@ -70,7 +71,9 @@ pub(crate) async fn serve<S>(
         .timer(TokioTimer::new())
         .keep_alive_interval(client_timeout)
         .keep_alive_timeout(client_timeout);
-    let graceful = GracefulShutdown::new();
+    // Each connection's task holds a sender: when all are gone, so are the connections.
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
+    let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
     let mut stop = pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -92,45 +95,104 @@ pub(crate) async fn serve<S>(
             tracing::debug!("cannot set TCP_NODELAY: {err}");
         }
         let app = app.clone();
-        let asked = Arc::new(AtomicBool::new(false));
-        let first_request = Arc::clone(&asked);
+        let activity = Arc::new(Activity::default());
+        let requests = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            first_request.store(true, Ordering::Relaxed);
+            let working = Working::enter(&requests);
             let mut request = request.map(|body| {
                 axum::body::Body::new(IdleTimeout::new(body, client_timeout, client_stalled))
             });
             request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request)
+            let answer = app.clone().oneshot(request);
+            async move {
+                let _working = working;
+                answer.await
+            }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let stop_seen = stop_seen.clone();
+        let alive = alive.clone();
         tokio::spawn(async move {
-            let mut connection = pin!(connection);
-            // hyper's head timer starts only once it knows the protocol: a client that sends
-            // nothing, or half of HTTP/2's preface, is bounded here.
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = tokio::time::sleep(client_timeout) => {
-                    if !asked.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    connection.await
-                }
-            };
-            if let Err(err) = result {
+            let _alive = alive;
+            if let Err(err) = watch(connection, &activity, client_timeout, stop_seen).await {
                 tracing::debug!("connection: {err}");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(deadlines.grace, graceful.shutdown())
+    let _ = stopping.send(true);
+    drop(alive);
+    if tokio::time::timeout(deadlines.grace, all_gone.recv())
         .await
         .is_err()
     {
         tracing::warn!("stopping with connections still open after the grace period");
     }
+}
+
+/// What a connection's requests are doing, for its idle check.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Requests begun on it, ever.
+    begun: AtomicUsize,
+    /// Requests waiting for their answer's head.
+    waiting: AtomicUsize,
+}
+
+/// A request waiting for its answer's head, from the service's call until its future ends.
+struct Working(Arc<Activity>);
+
+impl Working {
+    fn enter(activity: &Arc<Activity>) -> Self {
+        activity.begun.fetch_add(1, Ordering::Relaxed);
+        activity.waiting.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Drives a connection to its end: dropped when no request has begun within `client` of
+/// connecting (hyper's head timer starts only once it knows the protocol, so a client that
+/// sends nothing, or half of HTTP/2's preface, is bounded here), shut down gracefully when it
+/// has been idle, no request waiting and none begun, for a whole `client` period (an HTTP/2
+/// client that answers pings would otherwise keep it forever), and at the stop.
+async fn watch<C>(
+    connection: C,
+    activity: &Activity,
+    client: Duration,
+    mut stop_seen: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    let mut connection = pin!(connection);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + client, client);
+    let mut begun_before = 0;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            _ = stop_seen.changed() => break,
+            _ = ticks.tick() => {
+                let begun = activity.begun.load(Ordering::Relaxed);
+                if begun == 0 {
+                    return Ok(());
+                }
+                if begun == begun_before && activity.waiting.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
+                begun_before = begun;
+            }
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// A client that sent nothing of its body for too long.
