@@ -100,6 +100,23 @@ impl http_body::Body for Stalled {
     }
 }
 
+/// A body fed through a channel: each piece as it is sent, its end when the sender goes.
+struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Channel {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|piece| piece.map(|piece| Ok(http_body::Frame::data(piece))))
+    }
+}
+
 async fn gateway(upstream: SocketAddr) -> SocketAddr {
     let config: app::Config = toml::from_str(&format!(
         r#"
@@ -1307,22 +1324,6 @@ async fn a_stop_lets_requests_in_flight_finish() {
 /// tokio's paused clock, so that the times are exact.)
 #[tokio::test(start_paused = true)]
 async fn an_idle_deadline_restarts_with_every_piece() {
-    struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
-
-    impl http_body::Body for Channel {
-        type Data = Bytes;
-        type Error = Infallible;
-
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-            self.0
-                .poll_recv(cx)
-                .map(|piece| piece.map(|piece| Ok(http_body::Frame::data(piece))))
-        }
-    }
-
     let (pieces, received) = tokio::sync::mpsc::channel(1);
     let idle = Duration::from_secs(10);
     let mut body = idle::IdleTimeout::new(Channel(received), idle, || "stalled".into());
@@ -1411,10 +1412,10 @@ async fn a_stop_waits_no_longer_than_its_grace() {
 }
 
 /// An HTTP/2 connection left idle is closed after the client deadline, although its client
-/// answers the server's pings; a request in flight is not idleness.
+/// answers the server's pings.
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed() {
-    let (addr, _stop, _server) = served("", Duration::from_millis(200)).await;
+    let (addr, _stop, _server) = served("", Duration::from_secs(1)).await;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -1435,32 +1436,56 @@ async fn an_idle_http2_connection_is_closed() {
         .unwrap();
 }
 
-/// A request waiting longer than the client deadline for its answer is not an idle
-/// connection: the answer comes.
+/// Answers that take longer than the client deadline are no idleness, whether the head is
+/// slow or a stream lasts: the connection takes the next request after each.
 #[tokio::test]
-async fn a_slow_answer_is_not_idleness() {
-    let slow = tower::service_fn(|_: Request<Incoming>| async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        Ok::<_, Infallible>(Response::new(axum::body::Body::from(
-            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
-        )))
+async fn a_slow_answer_or_a_long_stream_is_not_idleness() {
+    const USAGE: &str = r#""usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}"#;
+    let slow = tower::service_fn(|request: Request<Incoming>| async move {
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        if !String::from_utf8_lossy(&body).contains("stream") {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let answer = format!(r#"{{"choices":[],{USAGE}}}"#);
+            return Ok::<_, Infallible>(Response::new(axum::body::Body::from(answer)));
+        }
+        // Four events half a second apart.
+        let (events, received) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let event = format!("data: {{\"choices\":[],{USAGE}}}\n\n");
+                events.send(Bytes::from(event)).await.unwrap();
+            }
+        });
+        Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::new(Channel(received)))
+            .unwrap())
     });
     let upstream = common::serve_hyper(slow).await;
     let config = format!(
-        "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
+        "upstream_timeout_ms = 5000\n[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
     );
-    let (addr, _stop, _server) = served(&config, Duration::from_millis(200)).await;
-    // One connection: the slow answer, then another request on it, which an idle shutdown
-    // during the wait would have refused.
+    let (addr, _stop, _server) = served(&config, Duration::from_secs(1)).await;
+    // One connection, each request begun as the answer before it ends: an idle shutdown
+    // during a wait or a stream would have refused the next one.
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(connection);
-    for _ in 0..2 {
-        let answer = sender.send_request(chat("up", "hello")).await.unwrap();
-        assert_eq!(answer.status(), 200);
+    for content in ["slow", "a stream", "slow"] {
+        let mut request = chat("up", content);
+        if content == "a stream" {
+            *request.body_mut() = full(
+                serde_json::json!({"model": "up", "stream": true, "messages": [{"role": "user", "content": content}]})
+                    .to_string(),
+            );
+            request.headers_mut().remove("content-length");
+        }
+        let answer = sender.send_request(request).await.unwrap();
+        assert_eq!(answer.status(), 200, "{content}");
         answer.into_body().collect().await.unwrap();
     }
 }

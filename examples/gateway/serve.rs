@@ -6,8 +6,8 @@
 //! middle of its body while the layers that read it hold what came. Here a client has
 //! `client` time from connecting to send its first request head, then to send each later head
 //! (hyper's `header_read_timeout`) and each next piece of a body; an HTTP/2 client must answer
-//! pings as often, and a connection idle for as long (no request waiting for its answer, none
-//! begun) is shut down gracefully, HTTP/2 too, whose pings would keep it. Past that the
+//! pings as often, and a connection idle for one to two such periods (no request begun, no
+//! answer still going) is shut down gracefully, HTTP/2 too, whose pings would keep it. Past that the
 //! connection is closed, or the body fails and the layer reading it refuses it as a
 //! body it cannot read (FastAPI's `{"detail":"There was an error parsing the body"}`, or
 //! 81001 when `BearerAuth` reads it for a key limited to some models). On the stop signal,
@@ -15,16 +15,21 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
+use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_maas::BoxError;
@@ -98,15 +103,16 @@ pub(crate) async fn serve<S>(
         let activity = Arc::new(Activity::default());
         let requests = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let working = Working::enter(&requests);
+            let busy = Busy::enter(&requests);
             let mut request = request.map(|body| {
                 axum::body::Body::new(IdleTimeout::new(body, client_timeout, client_stalled))
             });
             request.extensions_mut().insert(ConnectInfo(peer));
             let answer = app.clone().oneshot(request);
+            // Busy until the answer's body has ended: a long stream is no idleness.
             async move {
-                let _working = working;
-                answer.await
+                let answer = answer.await?;
+                Ok::<_, Infallible>(answer.map(|body| Answer { body, _busy: busy }))
             }
         });
         let connection = builder
@@ -135,34 +141,67 @@ pub(crate) async fn serve<S>(
 /// What a connection's requests are doing, for its idle check.
 #[derive(Debug, Default)]
 struct Activity {
-    /// Requests begun on it, ever.
-    begun: AtomicUsize,
-    /// Requests waiting for their answer's head.
-    waiting: AtomicUsize,
+    /// A request has begun on it, ever.
+    asked: AtomicBool,
+    /// A request has begun or an answer ended since the last check.
+    stirred: AtomicBool,
+    /// Requests whose answer has not ended.
+    busy: AtomicUsize,
 }
 
-/// A request waiting for its answer's head, from the service's call until its future ends.
-struct Working(Arc<Activity>);
+/// A request from the service's call until its answer's body ends (or is dropped).
+struct Busy(Arc<Activity>);
 
-impl Working {
+impl Busy {
     fn enter(activity: &Arc<Activity>) -> Self {
-        activity.begun.fetch_add(1, Ordering::Relaxed);
-        activity.waiting.fetch_add(1, Ordering::Relaxed);
+        activity.asked.store(true, Ordering::Relaxed);
+        activity.stirred.store(true, Ordering::Relaxed);
+        activity.busy.fetch_add(1, Ordering::Relaxed);
         Self(Arc::clone(activity))
     }
 }
 
-impl Drop for Working {
+impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.stirred.store(true, Ordering::Relaxed);
+    }
+}
+
+pin_project! {
+    /// An answer's body, holding its request [`Busy`] until it ends.
+    struct Answer {
+        #[pin]
+        body: axum::body::Body,
+        _busy: Busy,
+    }
+}
+
+impl http_body::Body for Answer {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
 /// Drives a connection to its end: dropped when no request has begun within `client` of
 /// connecting (hyper's head timer starts only once it knows the protocol, so a client that
-/// sends nothing, or half of HTTP/2's preface, is bounded here), shut down gracefully when it
-/// has been idle, no request waiting and none begun, for a whole `client` period (an HTTP/2
-/// client that answers pings would otherwise keep it forever), and at the stop.
+/// sends nothing, or half of HTTP/2's preface, is bounded here); shut down gracefully once a
+/// whole `client` period has passed with no request begun, none busy and no answer ended (an
+/// HTTP/2 client that answers pings would otherwise keep it forever), and at the stop.
 async fn watch<C>(
     connection: C,
     activity: &Activity,
@@ -174,20 +213,20 @@ where
 {
     let mut connection = pin!(connection);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + client, client);
-    let mut begun_before = 0;
+    // A late check counts a whole period from when it runs, not a burst of catch-up checks.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             result = connection.as_mut() => return result,
             _ = stop_seen.changed() => break,
             _ = ticks.tick() => {
-                let begun = activity.begun.load(Ordering::Relaxed);
-                if begun == 0 {
+                if !activity.asked.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                if begun == begun_before && activity.waiting.load(Ordering::Relaxed) == 0 {
+                let stirred = activity.stirred.swap(false, Ordering::Relaxed);
+                if !stirred && activity.busy.load(Ordering::Relaxed) == 0 {
                     break;
                 }
-                begun_before = begun;
             }
         }
     }
