@@ -147,23 +147,33 @@ pin_project! {
 pub(crate) struct Gather {
     first: Option<Bytes>,
     more: Option<BytesMut>,
-    len: usize,
+    /// The length the body announced (its size hint's lower bound, bounded by the caller): the
+    /// buffer for more frames is made that large at once, not grown copy by copy.
+    expected: usize,
 }
 
 #[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 impl Gather {
+    /// A gatherer for a body that announced `expected` bytes (at least).
+    pub(crate) fn expecting(expected: usize) -> Self {
+        Self {
+            expected,
+            ..Self::default()
+        }
+    }
+
     /// Adds the next frame's bytes.
     #[inline]
     pub(crate) fn push(&mut self, chunk: Bytes) {
         if chunk.is_empty() {
             return;
         }
-        self.len += chunk.len();
         match (self.more.as_mut(), self.first.take()) {
             (Some(more), _) => more.extend_from_slice(&chunk),
             (None, None) => self.first = Some(chunk),
             (None, Some(first)) => {
-                let mut more = BytesMut::with_capacity(first.len() + chunk.len());
+                let mut more =
+                    BytesMut::with_capacity(self.expected.max(first.len() + chunk.len()));
                 more.extend_from_slice(&first);
                 more.extend_from_slice(&chunk);
                 self.more = Some(more);
@@ -172,15 +182,17 @@ impl Gather {
     }
 
     /// The bytes gathered so far.
-    #[cfg_attr(not(feature = "risk"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "risk", feature = "limit")), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        match (&self.more, &self.first) {
+            (Some(more), _) => more.len(),
+            (None, first) => first.as_ref().map_or(0, Bytes::len),
+        }
     }
 
     /// Everything gathered, as one `Bytes`; the gatherer is left empty.
     #[inline]
     pub(crate) fn take(&mut self) -> Bytes {
-        self.len = 0;
         match (self.first.take(), self.more.take()) {
             (_, Some(more)) => more.freeze(),
             (first, None) => first.unwrap_or_default(),
@@ -218,12 +230,14 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    if body.size_hint().lower() > limit as u64 {
+    let announced = body.size_hint().lower();
+    if announced > limit as u64 {
         return Err(BufferError::TooLarge);
     }
     Ok(LimitedCollect {
         body: Limited::new(body, limit),
-        gathered: Gather::default(),
+        // Within the limit, so it fits a usize.
+        gathered: Gather::expecting(announced as usize),
     })
 }
 

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde::Deserialize;
 
+use crate::body::Gather;
 use crate::model::Usage;
 
 /// The most of a JSON response kept to read its usage, and the longest SSE line; past them the
@@ -135,8 +136,9 @@ impl Settle for Report {
 /// How to read usage: buffer a JSON document, or scan SSE lines.
 enum Reader {
     Json {
-        chunks: Vec<Bytes>,
-        len: usize,
+        held: Gather,
+        /// Past [`MAX_OBSERVED`]: no longer held, and not read.
+        over: bool,
     },
     Sse {
         line: Vec<u8>,
@@ -170,8 +172,8 @@ impl Meter {
             }
         } else {
             Reader::Json {
-                chunks: Vec::new(),
-                len: 0,
+                held: Gather::default(),
+                over: false,
             }
         };
         Self {
@@ -182,12 +184,14 @@ impl Meter {
 
     fn observe(&mut self, data: &Bytes) {
         match &mut self.reader {
-            Reader::Json { chunks, len } => {
-                *len += data.len();
-                if *len <= MAX_OBSERVED {
-                    chunks.push(data.clone());
-                } else {
-                    chunks.clear();
+            Reader::Json { held, over } => {
+                if *over {
+                    return;
+                }
+                held.push(data.clone());
+                if held.len() > MAX_OBSERVED {
+                    held.take();
+                    *over = true;
                 }
             }
             Reader::Sse {
@@ -237,10 +241,7 @@ impl Meter {
         }
         let used = match &mut self.reader {
             // An answer in one frame, as most are, is read where it lies.
-            Reader::Json { chunks, len } if *len <= MAX_OBSERVED => match chunks.as_slice() {
-                [one] => usage_of(one),
-                chunks => usage_of(&chunks.concat()),
-            },
+            Reader::Json { held, over: false } => usage_of(&held.take()),
             Reader::Json { .. } => None,
             Reader::Sse { line, last, .. } => {
                 // A last event without its newline still counts.

@@ -546,11 +546,15 @@ where
                     let response = ready!(future.poll(cx))?;
                     match route_output(response, this.shared, this.ctx) {
                         Routed::Done(response) => return Poll::Ready(Ok(response)),
-                        Routed::Hold(parts, body) => State::Holding {
-                            body: Some(Box::pin(body)),
-                            held: Gather::default(),
-                            parts: Some(parts),
-                        },
+                        Routed::Hold(parts, body) => {
+                            let limit = this.shared.config.output_limit as u64;
+                            let announced = body.size_hint().lower().min(limit);
+                            State::Holding {
+                                held: Gather::expecting(announced as usize),
+                                body: Some(Box::pin(body)),
+                                parts: Some(parts),
+                            }
+                        }
                     }
                 }
                 StateProj::Holding { body, held, parts } => {
@@ -585,11 +589,12 @@ where
                             // The backend broke off mid-answer, or stalled past a deadline
                             // the body keeps (a proxy's idle timeout).
                             let _ = parts.take();
-                            let (error, status) = if is_timeout(&*err.into()) {
-                                (MaasError::BackendTimeout, StatusCode::GATEWAY_TIMEOUT)
+                            let error = if is_timeout(&*err.into()) {
+                                MaasError::BackendTimeout
                             } else {
-                                (MaasError::BackendUnavailable, StatusCode::BAD_GATEWAY)
+                                MaasError::BackendUnavailable
                             };
+                            let status = error.status();
                             return Poll::Ready(Ok(refuse(
                                 "ContentRiskFilter",
                                 error,
