@@ -241,9 +241,13 @@ impl IpTable {
         }
     }
 
+    /// The shard an address is kept in.
+    fn shard_of(&self, ip: IpAddr) -> usize {
+        self.hasher.hash_one(ip) as usize % SHARDS
+    }
+
     fn check(&self, ip: IpAddr, rate: Rate, now: Nanos) -> Verdict {
-        let shard = self.hasher.hash_one(ip) as usize % SHARDS;
-        let mut shard = self.shards[shard]
+        let mut shard = self.shards[self.shard_of(ip)]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let step = |tat: &mut Nanos| {
@@ -271,11 +275,12 @@ impl IpTable {
         if shard.tats.len() >= self.per_shard {
             return Verdict::Full;
         }
-        let verdict = step(shard.tats.entry(ip).or_insert(0));
+        let shard = &mut *shard;
+        let tat = shard.tats.entry(ip).or_insert(0);
+        let verdict = step(tat);
         // An address added after the last sweep may be free before any that sweep left: a
         // full shard must not wait for those to sweep this one.
-        let tat = shard.tats.get(&ip).copied().unwrap_or(0);
-        shard.next_free = shard.next_free.min(tat);
+        shard.next_free = shard.next_free.min(*tat);
         verdict
     }
 
@@ -577,7 +582,7 @@ mod tests {
         let busy_rate = Rate::per_minute(60, 10);
         let picks: Vec<IpAddr> = (0..u32::MAX)
             .map(|n| IpAddr::from(std::net::Ipv4Addr::from(n)))
-            .filter(|ip| table_shard(&table, *ip) == 0)
+            .filter(|ip| table.shard_of(*ip) == 0)
             .take(4)
             .collect();
         let [busy, first, second_ip, third] = picks[..] else {
@@ -597,10 +602,6 @@ mod tests {
             table.check(third, rate, 3 * second),
             Verdict::Admitted
         ));
-    }
-
-    fn table_shard(table: &IpTable, ip: IpAddr) -> usize {
-        table.hasher.hash_one(ip) as usize % SHARDS
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
