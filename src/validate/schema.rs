@@ -338,16 +338,36 @@ pub const MESSAGE_LIMIT: usize = 1 << 20;
 
 /// The errors of one body in pydantic's order: the first [`MAX_ERRORS`] kept, the rest only
 /// counted, so that a union still knows that a member failed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Errors<'a> {
     kept: Vec<PyError<'a>>,
     more: usize,
+    /// How many are kept: [`MAX_ERRORS`], or none when only pass or fail is asked.
+    keep: usize,
+}
+
+impl Default for Errors<'_> {
+    fn default() -> Self {
+        Self {
+            kept: Vec::new(),
+            more: 0,
+            keep: MAX_ERRORS,
+        }
+    }
 }
 
 impl<'a> Errors<'a> {
+    /// Errors counted, none built: for a check that only asks whether a value passes.
+    fn counted() -> Self {
+        Self {
+            keep: 0,
+            ..Self::default()
+        }
+    }
+
     /// Adds an error, made only when it is kept.
     fn push(&mut self, error: impl FnOnce() -> PyError<'a>) {
-        if self.kept.len() < MAX_ERRORS {
+        if self.kept.len() < self.keep {
             self.kept.push(error());
         } else {
             self.more += 1;
@@ -527,10 +547,10 @@ fn validate_model<'a>(
     }
 }
 
-/// Whether `value` passes `ty`; errors are only counted, so a passing scalar costs no
-/// allocation.
+/// Whether `value` passes `ty`; errors are only counted, never built, so neither a passing
+/// scalar nor a failing union member costs an allocation.
 pub(super) fn accepts(ty: &Ty, value: &Json) -> bool {
-    validate(ty, value, &mut Vec::new(), &mut Errors::default())
+    validate(ty, value, &mut Vec::new(), &mut Errors::counted())
 }
 
 /// Validates one value; returns whether it passed.
