@@ -234,6 +234,16 @@ pub enum MaasError {
 }
 
 impl MaasError {
+    /// Whether this is a refusal for the key's state (81004, 81005, 81006), whose status later
+    /// editions of MaaS moved from 401 to 403.
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
+    pub(crate) fn is_key_state(&self) -> bool {
+        matches!(
+            self,
+            Self::ModelNotEnabled | Self::QuotaExhausted | Self::ResourceFrozen
+        )
+    }
+
     /// The HTTP status of this row as the seed gives it.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -287,11 +287,10 @@ fn admit(parts: &mut Parts, principal: Principal, config: Config) {
 
 /// `error` with its status: the configured one for the key-state rows.
 fn refusal(error: MaasError, config: Config) -> Refusal {
-    let status = match error {
-        MaasError::ModelNotEnabled | MaasError::QuotaExhausted | MaasError::ResourceFrozen => {
-            config.key_state_status
-        }
-        _ => error.status(),
+    let status = if error.is_key_state() {
+        config.key_state_status
+    } else {
+        error.status()
     };
     (error, status)
 }

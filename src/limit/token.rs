@@ -508,10 +508,11 @@ fn settle_outcome<St: RateStore, C: Clock>(
         }
         Outcome::QuotaExhausted => {
             // A key-state refusal: its status is the one the key's authentication chose.
+            let error = MaasError::QuotaExhausted;
             let status = extensions
                 .get::<Principal>()
-                .map_or(StatusCode::UNAUTHORIZED, Principal::key_state_status);
-            refused(refuse(LAYER, MaasError::QuotaExhausted, status, extensions))
+                .map_or(error.status(), Principal::key_state_status);
+            refused(refuse(LAYER, error, status, extensions))
         }
         // The store cannot decide and fails closed: the request is not served, and nothing of
         // the cause is shown.
