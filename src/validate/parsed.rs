@@ -138,12 +138,18 @@ enum RoleAt {
     Other { start: usize, end: usize },
 }
 
-/// A role the chat schema names, kept without a copy.
+/// A role OpenAI's chat API names, kept without a copy: the chat schema's four
+/// (`openai::ROLES`) and the two a custom route's schema may take.
 fn known_role(role: &str) -> Option<&'static str> {
-    super::openai::ROLES
-        .iter()
-        .copied()
-        .find(|&known| known == role)
+    Some(match role {
+        "user" => "user",
+        "assistant" => "assistant",
+        "system" => "system",
+        "tool" => "tool",
+        "developer" => "developer",
+        "function" => "function",
+        _ => return None,
+    })
 }
 
 impl Marks {
