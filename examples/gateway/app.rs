@@ -466,7 +466,7 @@ impl Store {
                 .on_unavailable(policy)
                 .build()
                 .map(Self::Redis)
-                .map_err(|e| format!("redis.url: {e}"))
+                .map_err(|e| format!("redis: {e}"))
         }
         #[cfg(not(feature = "redis"))]
         {
@@ -528,10 +528,6 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     for (name, millis) in [
         ("upstream_timeout_ms", config.upstream_timeout_ms),
         ("client_timeout_ms", config.client_timeout_ms),
-        (
-            "redis.timeout_ms",
-            config.redis.as_ref().map_or(1, |redis| redis.timeout_ms),
-        ),
     ] {
         if millis == 0 {
             return Err(format!("{name}: at least 1"));

@@ -273,8 +273,15 @@ impl RedisStoreBuilder {
     }
 
     /// The store. It connects on first use, so a gateway starts while Redis is down; only a
-    /// malformed URL, or a namespace with braces (they would break the hash tag), is an error. Call it inside a Tokio runtime.
+    /// malformed URL, a namespace with braces (they would break the hash tag) or a zero
+    /// timeout (every decision would time out) is an error. Call it inside a Tokio runtime.
     pub fn build(self) -> RedisResult<RedisStore> {
+        if self.timeout.is_zero() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a RedisStore timeout must be more than zero",
+            )));
+        }
         if self.namespace.contains(['{', '}']) {
             // Braces would move the hash tag, and the two keys of one limit across slots.
             return Err(redis::RedisError::from((
@@ -430,6 +437,17 @@ mod tests {
         let unreadable = shown("Secret0000");
         assert!(!unreadable.contains("Secret"), "{unreadable}");
         let socket = shown("redis+unix:///run/redis.sock?db=1&pass=Secret0000");
+        // A zero timeout would time every decision out: refused when built.
+        let zero = RedisStore::builder("redis://127.0.0.1:6379/")
+            .timeout(Duration::ZERO)
+            .build()
+            .err()
+            .map(|err| err.to_string());
+        assert!(
+            zero.as_deref()
+                .is_some_and(|err| err.contains("a RedisStore timeout must be more than zero")),
+            "{zero:?}"
+        );
         assert!(
             socket.contains(r#"url: "redis+unix:///run/redis.sock?db=1&pass=redacted""#),
             "{socket}"
