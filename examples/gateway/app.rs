@@ -134,43 +134,40 @@ pub(crate) struct Config {
     pub(crate) redis: Option<RedisConfig>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct RedisConfig {
-    pub(crate) url: String,
+    pub(crate) url: RedisUrl,
     #[serde(default = "redis_timeout")]
     pub(crate) timeout_ms: u64,
     #[serde(default)]
     pub(crate) on_unavailable: RedisDown,
 }
 
-/// Without the URL's password.
-impl fmt::Debug for RedisConfig {
+/// A plaintext key or token from the file: shown by `Debug` as `…`.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &without_password(&self.url))
-            .field("timeout_ms", &self.timeout_ms)
-            .field("on_unavailable", &self.on_unavailable)
-            .finish()
+        f.write_str("\"…\"")
     }
 }
 
-/// `redis://user:secret@host/0` as `redis://user:…@host/0`; a query (a Unix socket's
-/// `?pass=`) is not shown. The user information ends at the last `@`, wherever a password's
-/// own `?` or `/` would put a query or a path.
-fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".to_owned();
-    };
-    let (user, place) = match rest.rsplit_once('@') {
-        Some((userinfo, place)) => (userinfo.split(':').next(), place),
-        None => (None, rest),
-    };
-    let place = place.split('?').next().unwrap_or(place);
-    match user {
-        Some(user) => format!("{scheme}://{user}:…@{place}"),
-        None => format!("{scheme}://{place}"),
+/// Redis's URL: shown by `Debug` as the store's builder shows it, without its password.
+#[derive(Deserialize)]
+#[serde(transparent)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct RedisUrl(pub(crate) String);
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[cfg(feature = "redis")]
+        return fmt::Debug::fmt(&tower_maas::limit::RedisStore::builder(self.0.as_str()), f);
+        #[cfg(not(feature = "redis"))]
+        f.write_str("\"…\"")
     }
 }
 
@@ -198,11 +195,11 @@ pub(crate) struct ManagementConfig {
     pub(crate) accounts: Vec<AccountConfig>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AccountConfig {
     pub(crate) name: String,
-    pub(crate) token: Option<String>,
+    pub(crate) token: Option<Secret>,
     pub(crate) token_digest: Option<String>,
     pub(crate) projects: Option<Vec<String>>,
     pub(crate) endpoint_quota: Option<usize>,
@@ -216,35 +213,6 @@ pub(crate) struct IpLimit {
     pub(crate) window: IpWindow,
     #[serde(default)]
     pub(crate) trusted_proxies: Vec<String>,
-}
-
-/// Without the plaintext key.
-impl fmt::Debug for KeyConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyConfig")
-            .field("key", &self.key.as_ref().map(|_| "…"))
-            .field("digest", &self.digest)
-            .field("label", &self.label)
-            .field("frozen", &self.frozen)
-            .field("models", &self.models)
-            .field("rpm", &self.rpm)
-            .field("tpm", &self.tpm)
-            .field("quota", &self.quota)
-            .finish()
-    }
-}
-
-/// Without the plaintext token.
-impl fmt::Debug for AccountConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountConfig")
-            .field("name", &self.name)
-            .field("token", &self.token.as_ref().map(|_| "…"))
-            .field("token_digest", &self.token_digest)
-            .field("projects", &self.projects)
-            .field("endpoint_quota", &self.endpoint_quota)
-            .finish()
-    }
 }
 
 /// The per-IP limit's window.
@@ -303,10 +271,10 @@ impl From<Validation> for ValidationDialect {
     }
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyConfig {
-    pub(crate) key: Option<String>,
+    pub(crate) key: Option<Secret>,
     pub(crate) digest: Option<String>,
     pub(crate) label: Option<String>,
     #[serde(default)]
@@ -375,7 +343,7 @@ pub(crate) struct RiskConfig {
 impl Default for Config {
     fn default() -> Self {
         let key = |key: &str, label: &str| KeyConfig {
-            key: Some(key.to_owned()),
+            key: Some(Secret(key.to_owned())),
             label: Some(label.to_owned()),
             ..KeyConfig::default()
         };
@@ -430,7 +398,7 @@ impl Default for Config {
                 registry_file: None,
                 accounts: vec![AccountConfig {
                     name: "demo".to_owned(),
-                    token: Some(DEMO_MANAGEMENT_TOKEN.to_owned()),
+                    token: Some(Secret(DEMO_MANAGEMENT_TOKEN.to_owned())),
                     projects: Some(vec![DEMO_PROJECT.to_owned()]),
                     ..AccountConfig::default()
                 }],
@@ -460,7 +428,7 @@ impl Store {
                 RedisDown::Closed => OnUnavailable::FailClosed,
                 RedisDown::Open => OnUnavailable::FailOpen,
             };
-            RedisStore::builder(redis.url.as_str())
+            RedisStore::builder(redis.url.0.as_str())
                 .namespace(namespace)
                 .timeout(Duration::from_millis(redis.timeout_ms))
                 .on_unavailable(policy)
@@ -552,7 +520,7 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         policy.tpm = key.tpm;
         policy.quota = key.quota;
         let digest = match (&key.key, &key.digest) {
-            (Some(key), None) => KeyDigest::of(key),
+            (Some(key), None) => KeyDigest::of(&key.0),
             (None, Some(digest)) => digest
                 .parse()
                 .map_err(|e| format!("keys[{i}].digest: {e}"))?,
@@ -745,7 +713,7 @@ fn management(
             grant = grant.endpoint_quota(quota);
         }
         access = match (&account.token, &account.token_digest) {
-            (Some(token), None) => access.token(token, grant),
+            (Some(token), None) => access.token(&token.0, grant),
             (None, Some(digest)) => access.token_digest(
                 digest
                     .parse::<KeyDigest>()
