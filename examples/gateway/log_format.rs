@@ -62,9 +62,15 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let ansi = writer.has_ansi_escapes();
+        thread_local! {
+            /// This thread's line, kept between events: no allocation per line.
+            static LINE: Cell<String> = const { Cell::new(String::new()) };
+        }
         // The line is put together here and handed over in one write: each of its forty-odd
         // pieces would otherwise be a call through `Writer`'s `dyn Write`.
-        let mut line = String::with_capacity(LINE_CAPACITY);
+        let mut line = LINE.take();
+        line.clear();
+        line.reserve(LINE_CAPACITY);
         if ansi {
             line.push_str(DIM);
         }
@@ -102,11 +108,14 @@ where
         event.record(&mut fields);
         fields.result?;
         line.push('\n');
-        writer.write_str(&line)
+        let written = writer.write_str(&line);
+        LINE.set(line);
+        written
     }
 }
 
-/// Room for the request line with its usual fields, so that it is not grown while written.
+/// Room for the request line with its usual fields, so that it is not grown while written (the
+/// first time on each thread).
 const LINE_CAPACITY: usize = 384;
 
 fn styled(out: &mut String, ansi: bool, style: &str, text: &str) {
