@@ -531,18 +531,12 @@ async fn no_key_or_prefix_of_one_leaks() {
 /// arrive are a complete, allowed request, it is refused 81001 and never reaches the service.
 #[tokio::test]
 async fn a_body_cut_short_is_refused_not_taken_for_empty() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let keys = keys();
     let addr = serve_axum(app(BearerAuthLayer::new(keys.store.clone()))).await;
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {RESTRICTED}\r\ncontent-length: 100\r\n\r\n{{\"model\":\"DeepSeek-V3\"}}"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let response = common::raw_http1(addr, &head, true).await;
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
     assert_eq!(body, E81001);

@@ -120,7 +120,7 @@ impl http_body::Body for Channel {
 async fn gateway(upstream: SocketAddr) -> SocketAddr {
     let config: app::Config = toml::from_str(&format!(
         r#"
-        upstream_timeout_ms = 300
+        upstream_timeout_ms = 2000
         trust_request_id = true
         [[keys]]
         key = "{KEY}"
@@ -597,7 +597,7 @@ async fn no_log_line_when_the_log_is_off() {
     let (captured, flush, _guard) = capture_log();
     for log_requests in [false, true] {
         let config: app::Config = toml::from_str(&format!(
-            "log_requests = {log_requests}\n[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"mock-model\"\ncontext_length = 4096\n"
+            "log_requests = {log_requests}\n[[keys]]\nkey = \"{KEY}\"\nlabel = \"log-{log_requests}\"\n[[models]]\nname = \"mock-model\"\ncontext_length = 4096\n"
         ))
         .unwrap();
         let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
@@ -615,6 +615,8 @@ async fn no_log_line_when_the_log_is_off() {
     let text = captured.text();
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.contains(" INFO request request_id="), "{text}");
+    // The line is the gateway's that logs.
+    assert!(text.contains(r#" key="log-true" "#), "{text}");
 }
 
 /// A HEAD answer has the head a GET would have and no body, refusals included: over HTTP/2 a
@@ -1241,16 +1243,7 @@ async fn served_until(
 
 /// Writes `sent` and then nothing, and reads what comes back until the server closes.
 async fn stall_after(addr: SocketAddr, sent: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(sent.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
-        .await
-        .expect("the server gave up on the client")
-        .ok();
-    String::from_utf8_lossy(&answer).into_owned()
+    common::raw_http1(addr, sent, false).await
 }
 
 /// A client that stops while sending its head loses its connection, and one that stops in
@@ -1274,7 +1267,7 @@ async fn a_client_that_stalls_is_given_up_on() {
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\nx-request-id: {FIXED_ID}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"model\":"
     );
     let answer = stall_after(addr, &head).await;
-    let body = r#"{"detail":"There was an error parsing the body"}"#;
+    let body = common::UNPARSABLE;
     assert!(
         answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
         "{answer}"
@@ -1286,13 +1279,15 @@ async fn a_client_that_stalls_is_given_up_on() {
 /// answered before it exits.
 #[tokio::test]
 async fn a_stop_lets_requests_in_flight_finish() {
-    // The upstream says when the request has reached it, then answers a little later.
+    // The upstream says when the request has reached it, then answers when the test says.
     let (arrived, arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (release, released) = tokio::sync::watch::channel(false);
     let slow = tower::service_fn(move |_: Request<Incoming>| {
         let arrived = arrived.clone();
+        let mut released = released.clone();
         async move {
             let _ = arrived.send(());
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = released.wait_for(|go| *go).await;
             Ok::<_, Infallible>(
             Response::builder()
                 .header("content-type", "application/json")
@@ -1310,6 +1305,11 @@ async fn a_stop_lets_requests_in_flight_finish() {
     let in_flight = tokio::spawn(send(addr, chat("up", "hello")));
     arrival.recv().await.unwrap();
     stop.send(()).unwrap();
+    // Stopped: no new connection, and the server waits for the request in flight.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(!server.is_finished(), "the server left a request in flight");
+    release.send(true).unwrap();
     let reply = in_flight.await.unwrap();
     reply.assert_json(
         200,
@@ -1353,17 +1353,11 @@ async fn an_idle_deadline_restarts_with_every_piece() {
 #[tokio::test]
 async fn reading_models_and_tasks_costs_no_tokens() {
     let config = app::parse_config(&format!(
-        "trust_request_id = true\n[[keys]]\nkey = \"{KEY}\"\ntpm = 30\nquota = 5000\n"
+        "trust_request_id = true\n[[keys]]\nkey = \"{KEY}\"\ntpm = 30\nquota = 30\n"
     ))
     .unwrap();
     let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
-    let get = |path: &str| {
-        Request::get(path)
-            .header("authorization", format!("Bearer {KEY}"))
-            .header("x-request-id", FIXED_ID)
-            .body(full(""))
-            .unwrap()
-    };
+    let get = |path: &str| request("GET", path, Some(KEY), "");
     for _ in 0..3 {
         let reply = send(gw, get("/v1/models")).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -1378,8 +1372,9 @@ async fn reading_models_and_tasks_costs_no_tokens() {
                 ),
             );
     }
-    // The whole TPM is still there: a request of 30 tokens passes.
-    let body = serde_json::json!({"model": "mock-model", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    // The whole TPM is still there, and the quota untouched: a request of 30 tokens (8 of
+    // prompt by the estimate, 22 to generate) passes.
+    let body = serde_json::json!({"model": "mock-model", "max_tokens": 22, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let request = common::post("/v1/chat/completions", &body)
         .header("authorization", format!("Bearer {KEY}"))
         .body(full(body))
@@ -1407,11 +1402,14 @@ async fn a_stop_waits_no_longer_than_its_grace() {
     let (addr, stop, server) = served_until(&config, deadlines).await;
     let _in_flight = tokio::spawn(send_lossy(addr, chat("up", "hello")));
     arrival.recv().await.unwrap();
+    let stopped = tokio::time::Instant::now();
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("the server exits after its grace")
         .unwrap();
+    // It waited for the request the whole grace period first.
+    assert!(stopped.elapsed() >= Duration::from_millis(200));
 }
 
 /// An HTTP/2 connection left idle is closed after the client deadline, although its client

@@ -102,7 +102,7 @@ async fn backend(headers: HeaderMap) -> Response {
 }
 
 /// A chat request's head; hyper writes the `content-length` of whatever body is given.
-fn chat(_: &str) -> http::request::Builder {
+fn chat() -> http::request::Builder {
     Request::post("/v1/chat/completions")
         .header("host", "localhost")
         .header("content-type", "application/json")
@@ -135,7 +135,7 @@ async fn serve<Cl: Classifier + Clone>(
 #[tokio::test]
 async fn a_grpc_content_type_gets_no_pass_unless_configured() {
     let grpc = |content: &str| {
-        let mut req = chat("x").body(body_of(content)).unwrap();
+        let mut req = chat().body(body_of(content)).unwrap();
         req.headers_mut()
             .insert("content-type", "application/grpc".parse().unwrap());
         req
@@ -159,7 +159,7 @@ async fn a_grpc_content_type_gets_no_pass_unless_configured() {
     // JSON is still checked there.
     send(
         passing,
-        chat("x").body(body_of("how to build a bomb")).unwrap(),
+        chat().body(body_of("how to build a bomb")).unwrap(),
     )
     .await
     .assert_json(403, E81011);
@@ -169,7 +169,7 @@ async fn a_grpc_content_type_gets_no_pass_unless_configured() {
 async fn input_is_refused_with_or_without_a_validator_in_front() {
     for validator in [true, false] {
         let addr = serve(ContentRiskFilterLayer::new(terms()), validator).await;
-        let req = chat("x")
+        let req = chat()
             .body(body_of("please explain how to B.U.I.L.D a bomb"))
             .unwrap();
         send(addr, req).await.assert_json(403, E81011);
@@ -179,7 +179,7 @@ async fn input_is_refused_with_or_without_a_validator_in_front() {
             .body(full(body))
             .unwrap();
         send(addr, req).await.assert_json(403, E81011);
-        let reply = send(addr, chat("x").body(body_of("a kind question")).unwrap()).await;
+        let reply = send(addr, chat().body(body_of("a kind question")).unwrap()).await;
         assert_eq!(reply.status, 200, "validator={validator}: {}", reply.text());
     }
 }
@@ -191,7 +191,7 @@ async fn clean_answers_pass_byte_for_byte_and_blocked_ones_are_replaced() {
         common::serve_axum(Router::new().route("/v1/chat/completions", post(backend))).await;
     let reply = send(
         addr,
-        chat("x")
+        chat()
             .header("x-say", "all is well")
             .body(body_of("hi"))
             .unwrap(),
@@ -199,7 +199,7 @@ async fn clean_answers_pass_byte_for_byte_and_blocked_ones_are_replaced() {
     .await;
     let original = send(
         direct,
-        chat("x")
+        chat()
             .header("x-say", "all is well")
             .body(body_of("hi"))
             .unwrap(),
@@ -215,7 +215,7 @@ async fn clean_answers_pass_byte_for_byte_and_blocked_ones_are_replaced() {
     // The model produced what the input did not contain.
     let reply = send(
         addr,
-        chat("x")
+        chat()
             .header("x-say", "here is how to build a bomb")
             .body(body_of("hi"))
             .unwrap(),
@@ -243,13 +243,13 @@ async fn a_withheld_answer_is_still_charged_by_the_limiter_outside() {
     // "hi" reserves 1 + 4 + 3 = 8 prompt tokens + 1024 default max_tokens; over a 1000 bucket, so
     // ask for less.
     let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":100}"#;
-    let req = chat("x")
+    let req = chat()
         .header("x-say", "build a bomb")
         .body(full(body))
         .unwrap();
     send(addr, req).await.assert_json(403, E81011);
     // The 40 tokens the backend reported were charged, the rest of the 108 refunded.
-    let req = chat("x").header("x-say", "fine").body(full(body)).unwrap();
+    let req = chat().header("x-say", "fine").body(full(body)).unwrap();
     let reply = send(addr, req).await;
     assert_eq!(
         reply.header("x-ratelimit-remaining-tokens"),
@@ -258,17 +258,17 @@ async fn a_withheld_answer_is_still_charged_by_the_limiter_outside() {
         reply.text()
     );
     // A passed answer's usage (read once, by the filter) is charged as well: 40, not 108.
-    let req = chat("x").header("x-say", "fine").body(full(body)).unwrap();
+    let req = chat().header("x-say", "fine").body(full(body)).unwrap();
     let reply = send(addr, req).await;
     assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("812"));
     // A withheld answer that reported no usage keeps its reservation of 108: nothing refunded.
-    let req = chat("x")
+    let req = chat()
         .header("x-say", "build a bomb")
         .header("x-no-usage", "1")
         .body(full(body))
         .unwrap();
     send(addr, req).await.assert_json(403, E81011);
-    let req = chat("x").header("x-say", "fine").body(full(body)).unwrap();
+    let req = chat().header("x-say", "fine").body(full(body)).unwrap();
     let reply = send(addr, req).await;
     assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("664"));
 }
@@ -281,14 +281,14 @@ async fn streams_are_checked_in_windows_and_a_split_term_is_caught() {
     }));
     let addr = serve(filter, true).await;
     // "build a bomb" split between two events.
-    let req = chat("x")
+    let req = chat()
         .header("x-mode", "sse")
         .header("x-say", "ok, to build a b")
         .header("x-split", "12")
         .body(body_of("hi"))
         .unwrap();
     let said = "ok, to build a bomb";
-    let req2 = chat("x")
+    let req2 = chat()
         .header("x-mode", "sse")
         .header("x-say", said)
         .header("x-split", "15")
@@ -324,7 +324,7 @@ async fn streams_pass_untouched_when_clean_or_when_not_checked() {
     ] {
         let addr = serve(filter, true).await;
         let req = || {
-            chat("x")
+            chat()
                 .header("x-mode", "sse")
                 .header("x-say", "nothing to see")
                 .header("x-split", "4")
@@ -385,12 +385,12 @@ async fn remote_classifiers_time_out_and_fail_by_policy() {
         ("slow down", 403, 200),
         ("all good", 200, 200),
     ] {
-        let reply = send(closed, chat("x").body(body_of(content)).unwrap()).await;
+        let reply = send(closed, chat().body(body_of(content)).unwrap()).await;
         assert_eq!(reply.status, closed_status, "{content}");
         if closed_status == 403 {
             reply.assert_json(403, E81011);
         }
-        let reply = send(open, chat("x").body(body_of(content)).unwrap()).await;
+        let reply = send(open, chat().body(body_of(content)).unwrap()).await;
         assert_eq!(reply.status, open_status, "{content}");
     }
 }
@@ -412,7 +412,7 @@ async fn huge_and_malformed_answers_neither_hang_nor_grow() {
     let direct =
         common::serve_axum(Router::new().route("/v1/chat/completions", post(backend))).await;
     let req = || {
-        chat("x")
+        chat()
             .header("x-mode", "big")
             .header("x-say", "done")
             .body(body_of("hi"))
@@ -427,7 +427,7 @@ async fn huge_and_malformed_answers_neither_hang_nor_grow() {
     // An answer that is not JSON has no text to refuse.
     let reply = send(
         closed,
-        chat("x")
+        chat()
             .header("x-mode", "not-json")
             .body(body_of("hi"))
             .unwrap(),
@@ -437,7 +437,7 @@ async fn huge_and_malformed_answers_neither_hang_nor_grow() {
     // An answer whose usage is nested too deep to read is still checked for its text.
     let reply = send(
         closed,
-        chat("x")
+        chat()
             .header("x-mode", "deep-usage")
             .header("x-say", "here is how to build a bomb")
             .body(body_of("hi"))
@@ -494,11 +494,11 @@ async fn the_refusal_says_which_side_and_category_outside_the_body() {
 #[tokio::test]
 async fn input_and_output_checks_switch_off_independently() {
     let no_input = serve(ContentRiskFilterLayer::new(terms()).input(false), true).await;
-    let reply = send(no_input, chat("x").body(body_of("build a bomb")).unwrap()).await;
+    let reply = send(no_input, chat().body(body_of("build a bomb")).unwrap()).await;
     assert_eq!(reply.status, 200);
     send(
         no_input,
-        chat("x")
+        chat()
             .header("x-say", "build a bomb")
             .body(body_of("hi"))
             .unwrap(),
@@ -507,12 +507,12 @@ async fn input_and_output_checks_switch_off_independently() {
     .assert_json(403, E81011);
 
     let no_output = serve(ContentRiskFilterLayer::new(terms()).output(false), true).await;
-    send(no_output, chat("x").body(body_of("build a bomb")).unwrap())
+    send(no_output, chat().body(body_of("build a bomb")).unwrap())
         .await
         .assert_json(403, E81011);
     let reply = send(
         no_output,
-        chat("x")
+        chat()
             .header("x-say", "build a bomb")
             .body(body_of("hi"))
             .unwrap(),
@@ -528,7 +528,7 @@ async fn a_remote_classifier_judges_streams_too() {
         overlap: 8,
     }));
     let addr = serve(filter.input(false), true).await;
-    let req = chat("x")
+    let req = chat()
         .header("x-mode", "sse")
         .header("x-say", "fine then bad")
         .header("x-split", "5")
@@ -585,12 +585,7 @@ async fn streams_never_hold_without_bound() {
         true,
     )
     .await;
-    let req = |mode: &str| {
-        chat("x")
-            .header("x-mode", mode)
-            .body(body_of("hi"))
-            .unwrap()
-    };
+    let req = |mode: &str| chat().header("x-mode", mode).body(body_of("hi")).unwrap();
     // A line of 2 MiB with no end cannot be checked: refused, or passed whole, by policy.
     let (_, _, body) = send_lossy(closed, req("sse-longline")).await;
     assert_eq!(
@@ -606,7 +601,7 @@ async fn streams_never_hold_without_bound() {
     assert!(body == line.as_bytes(), "{} bytes", body.len());
     // An event too large to hold whole goes out before its blank line; a refusal after it
     // first ends that event, so that the error event is an event of its own.
-    let reply = chat("x")
+    let reply = chat()
         .header("x-mode", "sse-big-first")
         .header("x-say", "build a bomb")
         .body(body_of("hi"))
@@ -643,9 +638,9 @@ async fn no_text_asks_no_classifier() {
         }
     }
     let addr = serve(ContentRiskFilterLayer::new(Down).output(false), false).await;
-    let reply = send(addr, chat("x").body(full("not json at all")).unwrap()).await;
+    let reply = send(addr, chat().body(full("not json at all")).unwrap()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    send(addr, chat("x").body(body_of("any text")).unwrap())
+    send(addr, chat().body(body_of("any text")).unwrap())
         .await
         .assert_json(403, E81011);
 }
@@ -673,7 +668,7 @@ async fn a_held_answer_of_one_frame_is_passed_on_as_that_frame() {
             },
         ));
         let response = filter
-            .oneshot(chat("x").body(body_of("hi")).unwrap())
+            .oneshot(chat().body(body_of("hi")).unwrap())
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
@@ -696,19 +691,17 @@ async fn a_held_answer_of_one_frame_is_passed_on_as_that_frame() {
 /// FastAPI's 400, and an answer the backend broke off while it was held is 502.
 #[tokio::test]
 async fn the_filters_own_refusals_have_their_whole_bodies() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let addr = serve(ContentRiskFilterLayer::new(terms()).body_limit(64), false).await;
     let apig = |code: &str, message: &str| {
         format!(r#"{{"error_msg":"{message}","error_code":"{code}","request_id":"{FIXED_ID}"}}"#)
     };
     let too_large = apig("APIG.0201", "Request entity too large.");
     // Declared too large: refused before a byte is read.
-    send(addr, chat("x").body(body_of(&"a".repeat(100))).unwrap())
+    send(addr, chat().body(body_of(&"a".repeat(100))).unwrap())
         .await
         .assert_json(413, &too_large);
     // Chunked, found too large while read.
-    let chunked = chat("x")
+    let chunked = chat()
         .body(axum::body::Body::new(frames(vec![
             Ok(br#"{"model":"m","messages":[{"role":"user","#),
             Ok(br#""content":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}]}"#),
@@ -719,7 +712,7 @@ async fn the_filters_own_refusals_have_their_whole_bodies() {
     // The backend broke off the answer the filter held.
     send(
         addr,
-        chat("x")
+        chat()
             .header("x-mode", "broken")
             .body(body_of("hi"))
             .unwrap(),
@@ -728,18 +721,11 @@ async fn the_filters_own_refusals_have_their_whole_bodies() {
     .assert_json(502, &apig("APIG.0201", "Backend unavailable."));
 
     // The client broke off its body: 10 of the 40 bytes it declared, then the end of its side.
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\nx-request-id: {FIXED_ID}\r\ncontent-length: 40\r\n\r\n{{\"model\":"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
-        .await
-        .expect("an answer, not a hang")
-        .unwrap();
-    let body = r#"{"detail":"There was an error parsing the body"}"#;
+    let answer = common::raw_http1(addr, &head, true).await;
+    let body = common::UNPARSABLE;
     assert!(
         answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
         "{answer}"

@@ -182,32 +182,20 @@ async fn context_length_in_every_wording() {
         200
     );
     // No max_tokens: only a prompt at or over the context is refused, in vLLM's other wording.
-    // 3272 "abcd " = 16360 bytes = 4090 tokens, + 7 = 4097.
-    let reply = post_json(addr, "/v1/chat/completions", &chat(&words(3272), None)).await;
-    reply.assert_json(
-        400,
-        &backend(
-            "This model's maximum context length is 4096 tokens. However, you requested 4097 tokens in the messages, Please reduce the length of the messages.",
-            "BadRequestError",
+    // 3272 "abcd " = 16360 bytes = 4090 tokens, + 7 = 4097; at the context exactly, refused
+    // too (vLLM's `>=`): 16356 ASCII bytes = 4089 tokens, + 7 = 4096.
+    for (prompt, tokens) in [(words(3272), 4097), ("a".repeat(16356), 4096)] {
+        let reply = post_json(addr, "/v1/chat/completions", &chat(&prompt, None)).await;
+        reply.assert_json(
             400,
-        ),
-    );
-    // At the context exactly: refused too (vLLM's `>=`), and one token under it passes.
-    // 16356 ASCII bytes = 4089 tokens, + 7 = 4096.
-    let reply = post_json(
-        addr,
-        "/v1/chat/completions",
-        &chat(&"a".repeat(16356), None),
-    )
-    .await;
-    reply.assert_json(
-        400,
-        &backend(
-            "This model's maximum context length is 4096 tokens. However, you requested 4096 tokens in the messages, Please reduce the length of the messages.",
-            "BadRequestError",
-            400,
-        ),
-    );
+            &backend(
+                &format!("This model's maximum context length is 4096 tokens. However, you requested {tokens} tokens in the messages, Please reduce the length of the messages."),
+                "BadRequestError",
+                400,
+            ),
+        );
+    }
+    // One token under it passes.
     let reply = post_json(
         addr,
         "/v1/chat/completions",
@@ -428,26 +416,21 @@ async fn works_alone_in_a_bare_hyper_server() {
 
 #[tokio::test]
 async fn a_body_cut_short_is_not_taken_for_a_shorter_body() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = serve_axum(app(RequestSchemaValidatorLayer::new())).await;
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let complete = r#"{"model":"m","messages":[]}"#;
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100\r\n\r\n{complete}"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let response = common::raw_http1(addr, &head, true).await;
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
-    assert_eq!(body, r#"{"detail":"There was an error parsing the body"}"#);
+    assert_eq!(body, common::UNPARSABLE);
 }
 
 #[tokio::test]
 async fn deep_nesting_and_huge_integers_are_refused_without_a_crash() {
     let addr = serve_axum(app(RequestSchemaValidatorLayer::new())).await;
-    let detail = r#"{"detail":"There was an error parsing the body"}"#;
+    let detail = common::UNPARSABLE;
     let deep = format!(
         r#"{{"model":"m","messages":[],"chat_template_kwargs":{{"a":{}1{}}}}}"#,
         "[".repeat(100_000),
@@ -545,17 +528,11 @@ async fn a_body_of_countless_errors_gets_a_bounded_message() {
     let keys: Vec<String> = (0..600)
         .map(|i| format!("{i:04}{}", "k".repeat(4000)))
         .collect();
-    let mut message = String::from("[");
-    for (i, key) in keys.iter().enumerate() {
-        if i > 0 {
-            message.push_str(", ");
-        }
-        if message.len() >= 1 << 20 {
-            message.push_str(&format!("... {} more errors]", keys.len() - i));
-            break;
-        }
-        message.push_str(&error(key));
-    }
+    // 253 errors of about 4.1 kB: the 253rd is the one that takes the message past 1 MiB.
+    let written: Vec<String> = keys[..253].iter().map(|k| error(k)).collect();
+    assert!(written[..252].join(", ").len() < 1 << 20);
+    assert!(written.join(", ").len() >= 1 << 20);
+    let message = format!("[{}, ... 347 more errors]", written.join(", "));
     assert!(message.ends_with(" more errors]") && message.len() < (1 << 20) + 8192);
     let reply = post_json(addr, "/v1/chat/completions", &body(&keys)).await;
     assert_refused(reply, message);

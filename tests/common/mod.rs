@@ -18,6 +18,31 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request id the tests trust the envelope to keep, so whole APIG bodies are known.
 pub const FIXED_ID: &str = "0123456789abcdef0123456789abcdef";
 
+/// FastAPI's answer to a body it cannot read.
+pub const UNPARSABLE: &str = r#"{"detail":"There was an error parsing the body"}"#;
+
+/// Writes `sent` as it is on a new connection, then ends the client's side when `close` says
+/// so, and reads what comes back until the server closes: at most 5 s, so that a server that
+/// waits for more fails the test rather than hangs it. A connection reset ends the reading.
+pub async fn raw_http1(addr: SocketAddr, sent: &str, close: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(sent.as_bytes()).await.unwrap();
+    if close {
+        stream.shutdown().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answered or closed within 5 s")
+    .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Serves an axum router on 127.0.0.1 and an ephemeral port.
 pub async fn serve_axum(app: axum::Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
