@@ -912,7 +912,7 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         ),
         (
             "sk-live-Secret0000 = 1\n",
-            "line 1, column 1: unknown field `…`, expected one of `listen`, `dialect`, `trust_request_id`, `validation`, `body_limit`, `upstream_timeout_ms`, `client_timeout_ms`, `shutdown_grace_ms`, `mock_stream_style`, `log_requests`, `ip_limit`, `keys`, `models`, `risk`, `management`, `redis`",
+            "line 1, column 1: unknown field `…`, expected one of `listen`, `dialect`, `trust_request_id`, `validation`, `body_limit`, `upstream_timeout_ms`, `client_timeout_ms`, `shutdown_grace_ms`, `max_connections`, `mock_stream_style`, `log_requests`, `ip_limit`, `keys`, `models`, `risk`, `management`, `redis`",
         ),
         (
             "[[keys]]\nrpm = \"a\\\"Secret\\\" b\"\n",
@@ -945,6 +945,8 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
     for (text, expected) in [
         ("client_timeout_ms = 0", "client_timeout_ms: at least 1"),
         ("upstream_timeout_ms = 0", "upstream_timeout_ms: at least 1"),
+        // And no room for a connection would serve nothing.
+        ("max_connections = 0", "max_connections: at least 1"),
         (
             "[redis]\nurl = \"redis://127.0.0.1:1/\"\ntimeout_ms = 0",
             "redis: a RedisStore timeout must be more than zero - InvalidClientConfig",
@@ -1214,17 +1216,18 @@ async fn served(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let deadlines = serve::Deadlines {
+    let bounds = serve::Bounds {
         client: client_timeout,
         grace: Duration::from_secs(5),
+        connections: 100,
     };
-    served_until(config, deadlines).await
+    served_until(config, bounds).await
 }
 
-/// [`served`], with both deadlines chosen.
+/// [`served`], with every bound chosen.
 async fn served_until(
     config: &str,
-    deadlines: serve::Deadlines,
+    bounds: serve::Bounds,
 ) -> (
     SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -1235,7 +1238,7 @@ async fn served_until(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve(listener, app, deadlines, async move {
+    let server = tokio::spawn(serve::serve(listener, app, bounds, async move {
         let _ = stopped.await;
     }));
     (addr, stop, server)
@@ -1395,11 +1398,12 @@ async fn a_stop_waits_no_longer_than_its_grace() {
     let config = format!(
         "upstream_timeout_ms = 60000\n[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
     );
-    let deadlines = serve::Deadlines {
+    let bounds = serve::Bounds {
         client: Duration::from_secs(5),
         grace: Duration::from_millis(200),
+        connections: 100,
     };
-    let (addr, stop, server) = served_until(&config, deadlines).await;
+    let (addr, stop, server) = served_until(&config, bounds).await;
     let _in_flight = tokio::spawn(send_lossy(addr, chat("up", "hello")));
     arrival.recv().await.unwrap();
     let stopped = tokio::time::Instant::now();
@@ -1489,4 +1493,129 @@ async fn a_slow_answer_or_a_long_stream_is_not_idleness() {
         assert_eq!(answer.status(), 200, "{content}");
         answer.into_body().collect().await.unwrap();
     }
+}
+
+/// Sends `()` when dropped: tells a test that what holds it was let go.
+struct DropSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        if let Some(signal) = self.0.take() {
+            let _ = signal.send(());
+        }
+    }
+}
+
+/// A stream that is always ready with one more event, for ever.
+struct Endless {
+    event: Bytes,
+    _dropped: DropSignal,
+}
+
+impl http_body::Body for Endless {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.event.clone()))))
+    }
+}
+
+/// A client that stops reading its answer loses its connection once a write has waited the
+/// client deadline, and the upstream's answer is let go with it, instead of both being held
+/// for as long as the client stays connected.
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_connection_and_the_upstream_is_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (dropped, upstream_let_go) = tokio::sync::oneshot::channel();
+    let dropped = Arc::new(Mutex::new(Some(dropped)));
+    let content = "x".repeat(16 << 10);
+    let event = Bytes::from(format!(
+        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{content}\"}}}}],\"usage\":null}}\n\n"
+    ));
+    let endless = tower::service_fn(move |_: Request<Incoming>| {
+        let signal = DropSignal(dropped.lock().unwrap().take());
+        let event = event.clone();
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(Endless {
+                        event,
+                        _dropped: signal,
+                    })
+                    .unwrap(),
+            )
+        }
+    });
+    let upstream = common::serve_hyper(endless).await;
+    let config = format!(
+        "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
+    );
+    let (addr, _stop, _server) = served(&config, Duration::from_millis(300)).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket.connect(addr).await.unwrap();
+    let body = r#"{"model":"up","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    // Nothing read: the gateway's writes block once the sockets' buffers are full.
+    tokio::time::timeout(Duration::from_secs(20), upstream_let_go)
+        .await
+        .expect("the upstream's answer was let go")
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the client's connection was closed");
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+}
+
+/// Past `connections` connections, a new one waits, unserved, until one closes.
+#[tokio::test]
+async fn a_connection_past_the_cap_waits_for_one_to_close() {
+    let bounds = serve::Bounds {
+        client: Duration::from_secs(5),
+        grace: Duration::from_secs(5),
+        connections: 1,
+    };
+    let (addr, _stop, _server) = served_until("", bounds).await;
+    let health = || {
+        Request::get("/health")
+            .header("host", "x")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let connect = || async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        (sender, tokio::spawn(connection))
+    };
+
+    let (mut first, first_connection) = connect().await;
+    assert_eq!(first.send_request(health()).await.unwrap().status(), 200);
+    // The first stays open; the second is taken into the listener's backlog, not served.
+    let (mut second, _second_connection) = connect().await;
+    let waiting = tokio::spawn(async move { second.send_request(health()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "served past the cap");
+
+    drop(first);
+    first_connection.abort();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once the first closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status(), 200);
 }

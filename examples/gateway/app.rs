@@ -114,6 +114,8 @@ pub(crate) struct Config {
     pub(crate) client_timeout_ms: u64,
     /// How long requests in flight may keep a stopping gateway (SIGINT, SIGTERM) from exiting.
     pub(crate) shutdown_grace_ms: u64,
+    /// Connections served at once; more wait in the listener's backlog (`serve.rs`).
+    pub(crate) max_connections: usize,
     pub(crate) mock_stream_style: StreamStyle,
     pub(crate) log_requests: bool,
     /// Only the zero-config start has a per-IP limit by default: a file without the section
@@ -356,6 +358,7 @@ impl Default for Config {
             upstream_timeout_ms: 60_000,
             client_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
+            max_connections: 10_000,
             mock_stream_style: StreamStyle::Maas,
             log_requests: true,
             ip_limit: Some(IpLimit {
@@ -500,6 +503,10 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         if millis == 0 {
             return Err(format!("{name}: at least 1"));
         }
+    }
+    // No room for any connection would serve nothing, for ever.
+    if config.max_connections == 0 {
+        return Err("max_connections: at least 1".to_owned());
     }
     let dialect = Dialect::from(config.dialect);
     let validation = ValidationDialect::from(config.validation);

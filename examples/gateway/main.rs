@@ -111,11 +111,12 @@ async fn main() {
         );
         println!("  then call it with \"model\":\"my-endpoint\"");
     }
-    let deadlines = serve::Deadlines {
+    let bounds = serve::Bounds {
         client: std::time::Duration::from_millis(config.client_timeout_ms),
         grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
+        connections: config.max_connections,
     };
-    serve::serve(listener, app, deadlines, shutdown()).await;
+    serve::serve(listener, app, bounds, shutdown()).await;
 }
 
 /// SIGINT or SIGTERM: stop accepting, let requests in flight finish.

@@ -1,5 +1,5 @@
-//! Serving the gateway on a listener: each connection's client bounded in time, and a graceful
-//! stop.
+//! Serving the gateway on a listener: connections bounded in number, each connection's client
+//! bounded in time, and a graceful stop.
 //!
 //! `axum::serve` would do, but it gives hyper no timer: a client could then hold a connection
 //! open forever by sending nothing, or its request head one byte at a time, or stop in the
@@ -10,8 +10,15 @@
 //! answer still going) is shut down gracefully, HTTP/2 too, whose pings would keep it. Past that the
 //! connection is closed, or the body fails and the layer reading it refuses it as a
 //! body it cannot read (FastAPI's `{"detail":"There was an error parsing the body"}`, or
-//! 81001 when `BearerAuth` reads it for a key limited to some models). On the stop signal,
-//! requests in flight have `grace` to finish.
+//! 81001 when `BearerAuth` reads it for a key limited to some models). A client that takes no
+//! byte of its answer for `client` loses its connection, and the answer's upstream is let go.
+//! At most `connections` connections are served at once; past that, new ones wait in the
+//! listener's backlog until one closes. On the stop signal, requests in flight have `grace` to
+//! finish.
+//!
+//! An HTTP/2 client can still stall a stream it keeps its connection alive for, by granting
+//! it no window: hyper bounds what waits for it (the stream's send buffer) and the streams per
+//! connection, and `connections` the rest.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,26 +41,28 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_maas::BoxError;
 
-use crate::idle::IdleTimeout;
+use crate::idle::{IdleTimeout, SendDeadline};
 
-/// How long a client may keep the gateway waiting, and requests in flight may keep it from
-/// stopping.
+/// How many clients the gateway serves at once, how long each may keep it waiting, and how
+/// long requests in flight may keep it from stopping.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Deadlines {
-    /// From connecting to the first request's whole head, for each later head, and between two
-    /// pieces of a body.
+pub(crate) struct Bounds {
+    /// From connecting to the first request's whole head, for each later head, between two
+    /// pieces of a body, and for each write of an answer to be taken.
     pub(crate) client: Duration,
     /// From the stop signal to the last connection closed.
     pub(crate) grace: Duration,
+    /// Connections served at once.
+    pub(crate) connections: usize,
 }
 
 /// Serves `app` on `listener` until `stop` completes, then stops accepting and waits, at most
-/// `deadlines.grace`, for the connections' requests in flight to finish. Each request carries
+/// `bounds.grace`, for the connections' requests in flight to finish. Each request carries
 /// its peer's address as `ConnectInfo<SocketAddr>`, as `axum::serve` gives it.
 pub(crate) async fn serve<S>(
     listener: TcpListener,
     app: S,
-    deadlines: Deadlines,
+    bounds: Bounds,
     stop: impl Future<Output = ()>,
 ) where
     S: tower::Service<
@@ -65,7 +74,7 @@ pub(crate) async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let client_timeout = deadlines.client;
+    let client_timeout = bounds.client;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -79,8 +88,18 @@ pub(crate) async fn serve<S>(
     // Each connection's task holds a sender: when all are gone, so are the connections.
     let (stopping, stop_seen) = tokio::sync::watch::channel(false);
     let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
+    // Each connection's task holds a permit: a connection is accepted only with one in hand.
+    let room = Arc::new(tokio::sync::Semaphore::new(bounds.connections));
     let mut stop = pin!(stop);
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&room).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -116,12 +135,16 @@ pub(crate) async fn serve<S>(
             }
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(
+                TokioIo::new(SendDeadline::new(stream, client_timeout)),
+                service,
+            )
             .into_owned();
         let stop_seen = stop_seen.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
             let _alive = alive;
+            let _permit = permit;
             if let Err(err) = watch(connection, &activity, client_timeout, stop_seen).await {
                 tracing::debug!("connection: {err}");
             }
@@ -130,7 +153,7 @@ pub(crate) async fn serve<S>(
     drop(listener);
     let _ = stopping.send(true);
     drop(alive);
-    if tokio::time::timeout(deadlines.grace, all_gone.recv())
+    if tokio::time::timeout(bounds.grace, all_gone.recv())
         .await
         .is_err()
     {
