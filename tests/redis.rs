@@ -175,6 +175,40 @@ fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Redis answers nothing for `seconds` (`DEBUG SLEEP`), from a thread of its own: join it to
+/// know Redis is back.
+fn sleep_redis(server: &RedisServer, seconds: &'static str) -> std::thread::JoinHandle<()> {
+    let url = server.url();
+    std::thread::spawn(move || {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(seconds)
+            .exec(&mut conn)
+            .unwrap();
+    })
+}
+
+/// The model of the stack tests: a JSON answer that reports the `x-usage` tokens.
+async fn reports_usage(headers: http::HeaderMap) -> axum::Json<serde_json::Value> {
+    let used: u64 = headers["x-usage"].to_str().unwrap().parse().unwrap();
+    axum::Json(serde_json::json!({
+        "choices": [],
+        "usage": {"prompt_tokens": used / 2, "completion_tokens": used - used / 2, "total_tokens": used},
+    }))
+}
+
+/// A chat request with `key`, whose answer reports `used` tokens.
+fn using(key: &str, used: u64) -> Request<http_body_util::Full<bytes::Bytes>> {
+    Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .header("x-request-id", FIXED_ID)
+        .header("x-usage", used.to_string())
+        .body(full("{}"))
+        .unwrap()
+}
+
 /// Polls until `done` holds (reconciliation runs in the background), at most 3 s.
 async fn eventually(mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -517,14 +551,6 @@ async fn two_gateway_replicas_share_a_keys_quota_over_sockets() {
     };
     const KEY: &str = "sk-RedisQuotaKey000000000000000";
     const E81005: &str = r#"{"error":{"code":"ModelArts.81005","message":"The free quota has been used up.","param":null,"type":"Unauthorized"},"error_code":"ModelArts.81005","error_msg":"The free quota has been used up."}"#;
-    /// The model: a JSON answer that reports the `x-usage` tokens.
-    async fn answer(headers: http::HeaderMap) -> axum::Json<serde_json::Value> {
-        let used: u64 = headers["x-usage"].to_str().unwrap().parse().unwrap();
-        axum::Json(serde_json::json!({
-            "choices": [],
-            "usage": {"prompt_tokens": used / 2, "completion_tokens": used - used / 2, "total_tokens": used},
-        }))
-    }
     // The same key on both, id 0 on each, so one `tm:{keys:0}:*` in Redis. TPM 10 000 (6 ms
     // a token: little refills within the test); a quota of 100 tokens. The second answers
     // the key's state with 403, as later editions do: the limiter's 81005 follows what the
@@ -535,7 +561,7 @@ async fn two_gateway_replicas_share_a_keys_quota_over_sockets() {
             .insert(KEY, KeyPolicy::new().tpm(10_000).quota(100))
             .unwrap();
         let app = Router::new()
-            .route("/v1/chat/completions", post(answer))
+            .route("/v1/chat/completions", post(reports_usage))
             .layer(TokenRateLimitLayer::with(store, MonotonicClock::new()).default_reservation(500))
             .layer(BearerAuthLayer::new(Arc::clone(&keys)).key_state_status(key_state))
             .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
@@ -551,15 +577,7 @@ async fn two_gateway_replicas_share_a_keys_quota_over_sockets() {
         StatusCode::FORBIDDEN,
     )
     .await;
-    let chat = |used: u64| {
-        Request::post("/v1/chat/completions")
-            .header("authorization", format!("Bearer {KEY}"))
-            .header("content-type", "application/json")
-            .header("x-request-id", FIXED_ID)
-            .header("x-usage", used.to_string())
-            .body(full("{}"))
-            .unwrap()
-    };
+    let chat = |used: u64| using(KEY, used);
     let shared_use = || -> Option<i64> {
         redis::from_redis_value(redis_cmd(&server, &["GET", "tm:{keys:0}:quota"]).unwrap()).unwrap()
     };
@@ -672,15 +690,7 @@ async fn a_late_admission_is_given_back() {
     // Load the script while Redis is quick.
     decide(&impatient, ask(61, Some(rate), None, 0)).await;
     // Redis stops answering for 400 ms: the decision times out, then runs, and admits.
-    let url = server.url();
-    let sleeper = std::thread::spawn(move || {
-        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-        redis::cmd("DEBUG")
-            .arg("SLEEP")
-            .arg("0.4")
-            .exec(&mut conn)
-            .unwrap();
-    });
+    let sleeper = sleep_redis(&server, "0.4");
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         decide(&impatient, ask(62, Some(rate), Some(tokens), 400)).await,
@@ -695,4 +705,55 @@ async fn a_late_admission_is_given_back() {
         )
     })
     .await;
+}
+
+/// Failing open, each admission is reconciled where it was decided. One decided by Redis is
+/// not charged to this replica's memory, and one decided in memory while Redis was slow is not
+/// refunded to Redis, which never held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_open_reconciles_each_admission_where_it_was_decided() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    const CHARGED: &str = "sk-RedisFailOpenCharged00000000";
+    const REFUNDED: &str = "sk-RedisFailOpenRefunded0000000";
+    const E81103: &str = r#"{"error":{"code":"ModelArts.81103","message":"Too many requests. exceeded rate limit is 1000 tokens per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81103","error_msg":"Too many requests. exceeded rate limit is 1000 tokens per minute."}"#;
+    // TPM 1000 (60 ms a token: about 17 come back a second), 600 reserved a request: two
+    // reservations never fit together.
+    let keys = Arc::new(InMemoryKeyStore::new());
+    for key in [CHARGED, REFUNDED] {
+        keys.insert(key, KeyPolicy::new().tpm(1000)).unwrap();
+    }
+    let store = RedisStore::builder(server.url())
+        .timeout(Duration::from_millis(100))
+        .on_unavailable(OnUnavailable::FailOpen)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/v1/chat/completions", post(reports_usage))
+        .layer(TokenRateLimitLayer::with(store, MonotonicClock::new()).default_reservation(600))
+        .layer(BearerAuthLayer::new(keys))
+        .layer(ErrorEnvelopeLayer::new().trust_incoming_request_id(true));
+    let gateway = common::serve_axum(app).await;
+    let status = async |key: &str, used: u64| send(gateway, using(key, used)).await.status;
+
+    // Decided by Redis: one key uses 1100 (charged 500 more than its 600), the other its 600.
+    assert_eq!(status(CHARGED, 1100).await, StatusCode::OK);
+    assert_eq!(status(REFUNDED, 600).await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Redis stops answering for 600 ms: both keys are decided in this replica's memory.
+    let sleeper = sleep_redis(&server, "0.6");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The memory was never charged for the first key's 1100: its 600 fit.
+    assert_eq!(status(CHARGED, 600).await, StatusCode::OK);
+    // This one uses nothing: its 600 go back to the memory that held them.
+    assert_eq!(status(REFUNDED, 0).await, StatusCode::OK);
+    sleeper.join().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Redis still holds the second key's first 600: another 600 do not fit.
+    send(gateway, using(REFUNDED, 600))
+        .await
+        .assert_json(429, E81103);
 }

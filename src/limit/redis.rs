@@ -91,6 +91,8 @@ pub enum OnUnavailable {
     FailClosed,
     /// Decide in this replica's memory: requests keep flowing, and while Redis is down each
     /// replica applies the whole limit on its own (the limit times the replicas, at worst).
+    /// Each admission is reconciled where it was decided: one decided in memory never
+    /// touches Redis, and one decided by Redis never touches the memory.
     FailOpen,
 }
 
@@ -385,6 +387,9 @@ impl RateStore for RedisStore {
                 // Failing closed: there is no memory to decide in.
                 None => Outcome::Unavailable,
                 Some(fallback) => match fallback.acquire(ask) {
+                    Acquired::Now(Outcome::Admitted(snapshot)) => {
+                        Outcome::Admitted(snapshot.by_fallback())
+                    }
                     Acquired::Now(outcome) => outcome,
                     Acquired::Later(_) => Outcome::Unavailable,
                 },
@@ -395,9 +400,12 @@ impl RateStore for RedisStore {
     /// One `EVALSHA` of the settle script for the whole reconciliation, in the background;
     /// none when there is nothing to change.
     fn reconcile(&self, settled: Reconcile) {
-        // Only a replica failing open decides in memory, so only it keeps that memory in step.
-        if let Some(fallback) = &self.inner.fallback {
-            fallback.reconcile(settled);
+        // Each admission is reconciled where it was decided, and only there.
+        if settled.fallback {
+            if let Some(fallback) = &self.inner.fallback {
+                fallback.reconcile(settled);
+            }
+            return;
         }
         let (tokens, delta) = match settled.tokens {
             Some(rate) if settled.used != settled.reserved => (

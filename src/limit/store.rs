@@ -41,6 +41,7 @@ pub struct Snapshot {
     now: Nanos,
     requests: Option<(Rate, Nanos)>,
     tokens: Option<(Rate, Nanos)>,
+    fallback: bool,
 }
 
 impl Snapshot {
@@ -74,6 +75,26 @@ impl Snapshot {
     pub fn tokens(&self) -> Option<(u64, Nanos)> {
         self.tokens
             .map(|(rate, tat)| gcra::remaining(rate, tat, self.now))
+    }
+
+    /// Marks the state as its store's fallback's: a server store failing open decided in
+    /// memory, so the admission's reconciliation goes there ([`Reconcile::fallback`]).
+    ///
+    /// ```
+    /// use tower_maas::limit::Snapshot;
+    ///
+    /// assert!(!Snapshot::at(0).decided_by_fallback());
+    /// assert!(Snapshot::at(0).by_fallback().decided_by_fallback());
+    /// ```
+    #[must_use]
+    pub fn by_fallback(mut self) -> Self {
+        self.fallback = true;
+        self
+    }
+
+    /// The state is the fallback's (see [`by_fallback`](Self::by_fallback)).
+    pub fn decided_by_fallback(&self) -> bool {
+        self.fallback
     }
 }
 
@@ -174,6 +195,10 @@ pub struct Reconcile {
     pub release: Option<Rate>,
     /// Tokens to charge to the key's quota, when the key has one; may be 0.
     pub quota: Option<u64>,
+    /// The admission was its store's fallback's ([`Snapshot::decided_by_fallback`]): a server
+    /// store failing open reconciles it in that memory alone, never on the server, which did
+    /// not hold it (and may have given back an admission that came too late already).
+    pub fallback: bool,
     /// When, by the limiter's clock.
     pub now: Nanos,
 }
@@ -196,6 +221,7 @@ impl Reconcile {
             used: 0,
             release: None,
             quota: None,
+            fallback: false,
             now,
         }
     }

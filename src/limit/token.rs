@@ -249,6 +249,8 @@ struct Settlement<St, C> {
     tokens: Option<Rate>,
     reserved: u64,
     quota: Option<Arc<Quota>>,
+    /// Decided by the store's fallback: reconciled there (see [`Reconcile::fallback`]).
+    fallback: bool,
     /// Who else wants to know what the answer used (see [`UsageReport`]).
     report: Option<UsageReport>,
 }
@@ -290,6 +292,7 @@ impl<St: RateStore, C: Clock> Settle for Settlement<St, C> {
         }
         settled.release = release;
         settled.quota = quota;
+        settled.fallback = self.fallback;
         self.shared.store.reconcile(settled);
     }
 }
@@ -474,6 +477,7 @@ fn settle_outcome<St: RateStore, C: Clock>(
                 tokens: ask.acquire.tokens,
                 reserved: ask.acquire.reserve,
                 quota: ask.quota,
+                fallback: snapshot.decided_by_fallback(),
                 report,
             });
             Decided::Admitted(Admitted {
