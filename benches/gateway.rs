@@ -7,6 +7,8 @@
 //! # deterministic counts (bare, quiet: no log line, gateway), each less its 0-iteration run:
 //! BIN=$(cargo bench --bench gateway --no-run 2>&1 | sed -n 's/.*Executable benches\/gateway.rs (\(.*\))/\1/p')
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null $BIN count gateway 20000 2>&1 | grep refs
+//! # two threads serving at once, through one gateway or through a gateway each (time a request):
+//! $BIN contend shared 200000; $BIN contend separate 200000
 //! ```
 
 #[path = "../tests/gateway_app/mod.rs"]
@@ -137,8 +139,40 @@ where
     }
 }
 
+/// Two threads serving `n` requests each, through clones of one gateway (`shared`: one key
+/// store, one limiter, the same `Arc`s) or through a gateway each: what the state the cores
+/// share costs a request, the bare mock's router having none.
+fn contend(shared: bool, n: usize) {
+    let one = gateway(false);
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let mut router = if shared { one.clone() } else { gateway(false) };
+            scope.spawn(move || {
+                serve(&mut router);
+                for _ in 0..n {
+                    std::hint::black_box(serve(&mut router));
+                }
+            });
+        }
+    });
+    let each = start.elapsed().as_nanos() / n as u128;
+    let how = if shared {
+        "one gateway"
+    } else {
+        "a gateway each"
+    };
+    println!("two threads, {how}: {each} ns a request on each");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, contending, how, n, ..] = args.as_slice() {
+        if contending == "contend" {
+            contend(how == "shared", n.parse().unwrap_or(100_000));
+            return;
+        }
+    }
     if let [_, count, variant, n, ..] = args.as_slice() {
         if count == "count" {
             let n: usize = n.parse().unwrap_or(0);

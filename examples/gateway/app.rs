@@ -1,21 +1,25 @@
 //! The gateway's configuration and its stack of layers.
 
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Extension, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, post_service};
 use bytes::Bytes;
+use futures_util::future::Either;
+use http::Method;
 use serde::Deserialize;
 use serde_json::json;
 use tower::Service;
-use tower::util::MapResponse;
+use tower::util::{BoxCloneSyncService, MapResponse};
 use tower_maas::auth::{
     BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy, KeyState, Principal,
 };
@@ -632,8 +636,6 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         .body_limit(config.body_limit);
     // What the log line shows, noted only when there is a log line.
     let tag = config.log_requests.then_some(TagLayer);
-    // One `route_layer` for the whole stack: axum boxes each route layer, and clones every
-    // box for every request (`clone_box` was 2 % of the gateway's CPU under load with six).
     // Two stacks rather than `option_layer`: its `Either` needs one response type on both
     // sides, and the limiter changes the body's.
     let api = if management.is_some() {
@@ -642,14 +644,27 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         let endpoint_limit =
             TokenRateLimitLayer::with(Store::new(config.redis.as_ref(), "endpoints")?, clock)
                 .scope(LimitScope::Endpoint);
-        api.route_layer(front.layer(endpoint_limit).layer(risk).option_layer(tag))
+        BoxCloneSyncService::new(MapResponse::new(
+            front
+                .layer(endpoint_limit)
+                .layer(risk)
+                .option_layer(tag)
+                .service(api),
+            into_axum,
+        ))
     } else {
-        api.route_layer(front.layer(risk).option_layer(tag))
+        BoxCloneSyncService::new(MapResponse::new(
+            front.layer(risk).option_layer(tag).service(api),
+            into_axum,
+        ))
     };
-    let mut app = Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .merge(api)
-        .merge(reads);
+    // The inference routes are the router's too, for its 405 (and `allow`) to other methods;
+    // `Routes` takes their POSTs before the router sees them.
+    let mut rest = Router::new().route("/health", get(|| async { "ok" }));
+    for path in INFERENCE_ROUTES {
+        rest = rest.route(path, post_service(api.clone()));
+    }
+    let mut app = rest.merge(reads);
     if let Some(api) = management {
         // Authorised by management tokens, not API keys: outside BearerAuth.
         for route in MANAGEMENT_ROUTES {
@@ -677,11 +692,52 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         )
         .layer(LogLayer::new(config.log_requests))
         .layer(ip_limit)
-        .service(app);
+        .service(Routes { api, rest: app });
     Ok(MapResponse::new(outer, into_axum))
 }
 
-type Outer = ErrorEnvelope<Log<IpRateLimit<Router>>>;
+type Outer = ErrorEnvelope<Log<IpRateLimit<Routes>>>;
+
+/// The paths a model answers, each behind every layer.
+const INFERENCE_ROUTES: [&str; 4] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/video/generations",
+];
+
+/// The routes: a `POST` to an inference route goes to the layers around the model (`api`),
+/// called in place; every other request to the router (health, model list, tasks, the
+/// management API, 404 and 405). Inside the router (`route_layer`), the boxed layers would be
+/// cloned for every request, every `Arc` in them counted up and down again: counts that two
+/// cores serving at once pass back and forth (`benches/gateway.rs`, `contend`).
+#[derive(Clone)]
+pub(crate) struct Routes {
+    api: BoxCloneSyncService<Request, Response, Infallible>,
+    rest: Router,
+}
+
+impl Service<Request> for Routes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<
+        <BoxCloneSyncService<Request, Response, Infallible> as Service<Request>>::Future,
+        <Router as Service<Request>>::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        ready!(self.api.poll_ready(cx))?;
+        Service::<Request>::poll_ready(&mut self.rest, cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.method() == Method::POST && INFERENCE_ROUTES.contains(&request.uri().path()) {
+            Either::Left(self.api.call(request))
+        } else {
+            Either::Right(self.rest.call(request))
+        }
+    }
+}
 
 /// The whole gateway as one service: the outer layers around the routes, giving axum's body
 /// type, so that `serve.rs` (or `axum::serve`) serves it as it would a `Router`. Wrapping it in a `Router`

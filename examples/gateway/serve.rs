@@ -20,17 +20,19 @@
 //! it no window: hyper bounds what waits for it (the stream's send buffer) and the streams per
 //! connection, and `connections` the rest.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
+use futures_util::future::Either;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -39,6 +41,7 @@ use hyper_util::server::graceful::GracefulConnection;
 use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tower::util::Oneshot;
 use tower_maas::BoxError;
 
 use crate::idle::{IdleTimeout, SendDeadline};
@@ -118,7 +121,8 @@ pub(crate) async fn serve<S>(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {err}");
         }
-        let app = app.clone();
+        // The connection's own copy, called in place (see `call_in_place`).
+        let app = RefCell::new(app.clone());
         let activity = Arc::new(Activity::default());
         let requests = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -127,7 +131,7 @@ pub(crate) async fn serve<S>(
                 axum::body::Body::new(IdleTimeout::new(body, client_timeout, client_stalled))
             });
             request.extensions_mut().insert(ConnectInfo(peer));
-            let answer = app.clone().oneshot(request);
+            let answer = call_in_place(&app, request);
             // Busy until the answer's body has ended: a long stream is no idleness.
             async move {
                 let answer = answer.await?;
@@ -158,6 +162,22 @@ pub(crate) async fn serve<S>(
         .is_err()
     {
         tracing::warn!("stopping with connections still open after the grace period");
+    }
+}
+
+/// Calls a connection's service in place when it is ready at once, as the gateway always is:
+/// a clone for every request would count every `Arc` in its layers up and down again, counts
+/// that the cores serving at once pass back and forth. One that is not ready is cloned and
+/// waited on, as `oneshot` does.
+fn call_in_place<S, R>(app: &RefCell<S>, request: R) -> Either<S::Future, Oneshot<S, R>>
+where
+    S: tower::Service<R> + Clone,
+{
+    let mut app = app.borrow_mut();
+    match app.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => Either::Left(app.call(request)),
+        // An error comes out of the clone's own readiness, as it would have.
+        Poll::Ready(Err(_)) | Poll::Pending => Either::Right(app.clone().oneshot(request)),
     }
 }
 
