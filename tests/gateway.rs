@@ -1416,19 +1416,33 @@ async fn a_stop_waits_no_longer_than_its_grace() {
     assert!(stopped.elapsed() >= Duration::from_millis(200));
 }
 
-/// An HTTP/2 connection left idle is closed after the client deadline, although its client
-/// answers the server's pings.
-#[tokio::test]
-async fn an_idle_http2_connection_is_closed() {
-    let (addr, _stop, _server) = served("", Duration::from_secs(1)).await;
+/// An HTTP/2 client connection to `addr` (prior knowledge), driven by a task of its own.
+async fn http2_client<B>(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+    let (sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),
     )
     .await
     .unwrap();
-    let connection = tokio::spawn(connection);
+    (sender, tokio::spawn(connection))
+}
+
+/// An HTTP/2 connection left idle is closed after the client deadline, although its client
+/// answers the server's pings.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let (addr, _stop, _server) = served("", Duration::from_secs(1)).await;
+    let (mut sender, connection) = http2_client(addr).await;
     let health = Request::get(format!("http://{addr}/health"))
         .body(full(""))
         .unwrap();
@@ -1524,13 +1538,8 @@ impl http_body::Body for Endless {
     }
 }
 
-/// A client that stops reading its answer loses its connection once a write has waited the
-/// client deadline, and the upstream's answer is let go with it, instead of both being held
-/// for as long as the client stays connected.
-#[tokio::test]
-async fn a_client_that_stops_reading_loses_its_connection_and_the_upstream_is_let_go() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+/// An upstream that streams for ever, and the signal that its answer was let go.
+async fn endless_upstream() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) {
     let (dropped, upstream_let_go) = tokio::sync::oneshot::channel();
     let dropped = Arc::new(Mutex::new(Some(dropped)));
     let content = "x".repeat(16 << 10);
@@ -1552,11 +1561,32 @@ async fn a_client_that_stops_reading_loses_its_connection_and_the_upstream_is_le
             )
         }
     });
-    let upstream = common::serve_hyper(endless).await;
+    (common::serve_hyper(endless).await, upstream_let_go)
+}
+
+/// The gateway in front of `upstream` as model `up`, with clients given 300 ms.
+async fn served_before(
+    upstream: SocketAddr,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let config = format!(
         "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
     );
-    let (addr, _stop, _server) = served(&config, Duration::from_millis(300)).await;
+    served(&config, Duration::from_millis(300)).await
+}
+
+/// A client that stops reading its answer loses its connection once a write has waited the
+/// client deadline, and the upstream's answer is let go with it, instead of both being held
+/// for as long as the client stays connected.
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_connection_and_the_upstream_is_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (upstream, upstream_let_go) = endless_upstream().await;
+    let (addr, _stop, _server) = served_before(upstream).await;
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -1618,4 +1648,28 @@ async fn a_connection_past_the_cap_waits_for_one_to_close() {
         .unwrap()
         .unwrap();
     assert_eq!(answer.status(), 200);
+}
+
+/// An HTTP/2 client that grants its stream no more window (it reads nothing of the answer,
+/// yet answers pings and keeps its connection) loses the connection after a client deadline
+/// or two in which it took nothing, and the upstream's answer is let go.
+#[tokio::test]
+async fn an_http2_client_that_takes_nothing_loses_its_connection() {
+    let (upstream, upstream_let_go) = endless_upstream().await;
+    let (addr, _stop, _server) = served_before(upstream).await;
+    let (mut sender, _connection) = http2_client(addr).await;
+    let body = r#"{"model":"up","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let request = Request::post("http://gateway/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(full(body))
+        .unwrap();
+    let answer = sender.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    // The answer's body is held, never read: no window goes back to the gateway.
+    tokio::time::timeout(Duration::from_secs(20), upstream_let_go)
+        .await
+        .expect("the upstream's answer was let go")
+        .unwrap();
+    drop(answer);
 }

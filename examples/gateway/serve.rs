@@ -11,14 +11,14 @@
 //! connection is closed, or the body fails and the layer reading it refuses it as a
 //! body it cannot read (FastAPI's `{"detail":"There was an error parsing the body"}`, or
 //! 81001 when `BearerAuth` reads it for a key limited to some models). A client that takes no
-//! byte of its answer for `client` loses its connection, and the answer's upstream is let go.
-//! At most `connections` connections are served at once; past that, new ones wait in the
-//! listener's backlog until one closes. On the stop signal, requests in flight have `grace` to
-//! finish.
+//! byte of its answers for `client` (a write that waits so long; HTTP/2: no window granted)
+//! loses its connection, and the answers' upstreams are let go. At most `connections`
+//! connections are served at once; past that, new ones wait in the listener's backlog until
+//! one closes. On the stop signal, requests in flight have `grace` to finish.
 //!
-//! An HTTP/2 client can still stall a stream it keeps its connection alive for, by granting
-//! it no window: hyper bounds what waits for it (the stream's send buffer) and the streams per
-//! connection, and `connections` the rest.
+//! An HTTP/2 client can still stall one stream while it takes another's answer: the check is
+//! per connection. hyper bounds what waits for it (the stream's send buffer) and the streams
+//! per connection, and `connections` the rest.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -135,7 +135,7 @@ pub(crate) async fn serve<S>(
             // Busy until the answer's body has ended: a long stream is no idleness.
             async move {
                 let answer = answer.await?;
-                Ok::<_, Infallible>(answer.map(|body| Answer { body, _busy: busy }))
+                Ok::<_, Infallible>(answer.map(|body| Answer { body, busy }))
             }
         });
         let connection = builder
@@ -190,24 +190,53 @@ struct Activity {
     stirred: AtomicBool,
     /// Requests whose answer has not ended.
     busy: AtomicUsize,
+    /// Answers that gave a piece which the connection has not come back for since: while the
+    /// client takes none of it (HTTP/2 grants no window, HTTP/1 reads nothing), none is asked
+    /// for the next.
+    owing: AtomicUsize,
+    /// An answer was asked for a piece since the last check.
+    taken: AtomicBool,
 }
 
 /// A request from the service's call until its answer's body ends (or is dropped).
-struct Busy(Arc<Activity>);
+struct Busy {
+    activity: Arc<Activity>,
+    /// Its answer is among those [`Activity::owing`].
+    owing: bool,
+}
 
 impl Busy {
     fn enter(activity: &Arc<Activity>) -> Self {
         activity.asked.store(true, Ordering::Relaxed);
         activity.stirred.store(true, Ordering::Relaxed);
         activity.busy.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(activity))
+        Self {
+            activity: Arc::clone(activity),
+            owing: false,
+        }
+    }
+
+    /// The answer was asked for a piece, and `gave` one.
+    fn asked(&mut self, gave: bool) {
+        self.activity.taken.store(true, Ordering::Relaxed);
+        if gave != self.owing {
+            self.owing = gave;
+            if gave {
+                self.activity.owing.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.activity.owing.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
-        self.0.stirred.store(true, Ordering::Relaxed);
+        if self.owing {
+            self.activity.owing.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.activity.busy.fetch_sub(1, Ordering::Relaxed);
+        self.activity.stirred.store(true, Ordering::Relaxed);
     }
 }
 
@@ -216,7 +245,7 @@ pin_project! {
     struct Answer {
         #[pin]
         body: axum::body::Body,
-        _busy: Busy,
+        busy: Busy,
     }
 }
 
@@ -228,7 +257,10 @@ impl http_body::Body for Answer {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        this.busy.asked(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -244,7 +276,10 @@ impl http_body::Body for Answer {
 /// connecting (hyper's head timer starts only once it knows the protocol, so a client that
 /// sends nothing, or half of HTTP/2's preface, is bounded here); shut down gracefully once a
 /// whole `client` period has passed with no request begun, none busy and no answer ended (an
-/// HTTP/2 client that answers pings would otherwise keep it forever), and at the stop.
+/// HTTP/2 client that answers pings would otherwise keep it forever), and at the stop. Dropped
+/// too once a whole period has passed in which an answer had a piece ready and the connection
+/// took nothing of any answer: an HTTP/2 client that grants no window stalls its streams
+/// without blocking a single write.
 async fn watch<C>(
     connection: C,
     activity: &Activity,
@@ -264,6 +299,11 @@ where
             _ = stop_seen.changed() => break,
             _ = ticks.tick() => {
                 if !activity.asked.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let taken = activity.taken.swap(false, Ordering::Relaxed);
+                if !taken && activity.owing.load(Ordering::Relaxed) > 0 {
+                    tracing::debug!("connection: the client took nothing of its answers");
                     return Ok(());
                 }
                 let stirred = activity.stirred.swap(false, Ordering::Relaxed);
