@@ -1386,13 +1386,20 @@ async fn reading_models_and_tasks_costs_no_tokens() {
 }
 
 /// A request that would not finish does not keep a stopping gateway forever: past the grace
-/// period it exits all the same.
+/// period it exits all the same, and drops that request first (while the runtime runs, so
+/// that what it holds, a limiter's settlement, is let go on it).
 #[tokio::test]
 async fn a_stop_waits_no_longer_than_its_grace() {
     let (arrived, mut arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (dropped, upstream_let_go) = tokio::sync::oneshot::channel();
+    let dropped = Arc::new(Mutex::new(Some(dropped)));
     let stuck = tower::service_fn(move |_: Request<Incoming>| {
         let _ = arrived.send(());
-        std::future::pending::<Result<Response<axum::body::Body>, Infallible>>()
+        let signal = DropSignal(dropped.lock().unwrap().take());
+        async move {
+            let _signal = signal;
+            std::future::pending::<Result<Response<axum::body::Body>, Infallible>>().await
+        }
     });
     let upstream = common::serve_hyper(stuck).await;
     let config = format!(
@@ -1412,8 +1419,16 @@ async fn a_stop_waits_no_longer_than_its_grace() {
         .await
         .expect("the server exits after its grace")
         .unwrap();
-    // It waited for the request the whole grace period first.
-    assert!(stopped.elapsed() >= Duration::from_millis(200));
+    // It waited for the request the whole grace period first, then dropped it at once rather
+    // than waiting (a second) for it to go.
+    let took = stopped.elapsed();
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    // The request was dropped, and with it the gateway's call to the upstream.
+    tokio::time::timeout(Duration::from_secs(2), upstream_let_go)
+        .await
+        .expect("the request in flight was dropped")
+        .unwrap();
 }
 
 /// An HTTP/2 client connection to `addr` (prior knowledge), driven by a task of its own.

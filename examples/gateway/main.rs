@@ -117,6 +117,11 @@ async fn main() {
         connections: config.max_connections,
     };
     serve::serve(listener, app, bounds, shutdown()).await;
+    if let Some(redis) = &config.redis {
+        // The last answers' reconciliations are on their way to Redis, each bounded by this
+        // timeout: they get it, rather than being dropped with the runtime.
+        tokio::time::sleep(std::time::Duration::from_millis(redis.timeout_ms)).await;
+    }
 }
 
 /// SIGINT or SIGTERM: stop accepting, let requests in flight finish.

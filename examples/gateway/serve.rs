@@ -89,7 +89,7 @@ pub(crate) async fn serve<S>(
         .keep_alive_interval(client_timeout)
         .keep_alive_timeout(client_timeout);
     // Each connection's task holds a sender: when all are gone, so are the connections.
-    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
+    let (stopping, stop_seen) = tokio::sync::watch::channel(Phase::Serving);
     let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
     // Each connection's task holds a permit: a connection is accepted only with one in hand.
     let room = Arc::new(tokio::sync::Semaphore::new(bounds.connections));
@@ -155,13 +155,17 @@ pub(crate) async fn serve<S>(
         });
     }
     drop(listener);
-    let _ = stopping.send(true);
+    let _ = stopping.send(Phase::Stopping);
     drop(alive);
     if tokio::time::timeout(bounds.grace, all_gone.recv())
         .await
         .is_err()
     {
-        tracing::warn!("stopping with connections still open after the grace period");
+        tracing::warn!("grace period over: dropping the requests still in flight");
+        // Dropped here, while the runtime still runs, what they hold is let go on it: a
+        // limiter's settlement is sent, not lost with the runtime.
+        let _ = stopping.send(Phase::Abandoning);
+        let _ = tokio::time::timeout(ABANDON_WAIT, all_gone.recv()).await;
     }
 }
 
@@ -180,6 +184,19 @@ where
         Poll::Ready(Err(_)) | Poll::Pending => Either::Right(app.clone().oneshot(request)),
     }
 }
+
+/// Where a stop has got to, as the connections see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Requests in flight may finish; no new one is taken.
+    Stopping,
+    /// The grace period is over: connections are dropped with whatever they still hold.
+    Abandoning,
+}
+
+/// How long connections told to drop everything get to do it.
+const ABANDON_WAIT: Duration = Duration::from_secs(1);
 
 /// What a connection's requests are doing, for its idle check.
 #[derive(Debug, Default)]
@@ -284,7 +301,7 @@ async fn watch<C>(
     connection: C,
     activity: &Activity,
     client: Duration,
-    mut stop_seen: tokio::sync::watch::Receiver<bool>,
+    mut stop_seen: tokio::sync::watch::Receiver<Phase>,
 ) -> Result<(), C::Error>
 where
     C: GracefulConnection,
@@ -314,7 +331,10 @@ where
         }
     }
     connection.as_mut().graceful_shutdown();
-    connection.await
+    tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stop_seen.wait_for(|phase| *phase == Phase::Abandoning) => Ok(()),
+    }
 }
 
 /// A client that sent nothing of its body for too long.
