@@ -175,18 +175,31 @@ fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Redis answers nothing for `seconds` (`DEBUG SLEEP`), from a thread of its own: join it to
-/// know Redis is back.
+/// Redis answers nothing for `seconds` (`DEBUG SLEEP`), from a thread of its own, and has
+/// begun sleeping when this returns: join the thread to know Redis is back.
 fn sleep_redis(server: &RedisServer, seconds: &'static str) -> std::thread::JoinHandle<()> {
     let url = server.url();
-    std::thread::spawn(move || {
+    let sleeper = std::thread::spawn(move || {
         let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
         redis::cmd("DEBUG")
             .arg("SLEEP")
             .arg(seconds)
             .exec(&mut conn)
             .unwrap();
-    })
+    });
+    // A PING left unanswered for 20 ms: the server is asleep.
+    let client = redis::Client::open(server.url()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = client.get_connection().unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        if redis::cmd("PING").query::<String>(&mut conn).is_err() {
+            return sleeper;
+        }
+        assert!(Instant::now() < deadline, "redis did not go to sleep");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The model of the stack tests: a JSON answer that reports the `x-usage` tokens.
@@ -691,7 +704,6 @@ async fn a_late_admission_is_given_back() {
     decide(&impatient, ask(61, Some(rate), None, 0)).await;
     // Redis stops answering for 400 ms: the decision times out, then runs, and admits.
     let sleeper = sleep_redis(&server, "0.4");
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         decide(&impatient, ask(62, Some(rate), Some(tokens), 400)).await,
         Outcome::Unavailable
@@ -707,9 +719,10 @@ async fn a_late_admission_is_given_back() {
     .await;
 }
 
-/// Failing open, each admission is reconciled where it was decided. One decided by Redis is
-/// not charged to this replica's memory, and one decided in memory while Redis was slow is not
-/// refunded to Redis, which never held it.
+/// Failing open, each admission's rate state is reconciled where it was decided. One decided
+/// by Redis is not charged to this replica's memory, and one decided in memory while Redis was
+/// slow is not refunded to Redis, which never held it. The tokens used go to the key's shared
+/// quota in Redis either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_open_reconciles_each_admission_where_it_was_decided() {
     let Some(server) = RedisServer::start() else {
@@ -720,10 +733,14 @@ async fn failing_open_reconciles_each_admission_where_it_was_decided() {
     const E81103: &str = r#"{"error":{"code":"ModelArts.81103","message":"Too many requests. exceeded rate limit is 1000 tokens per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81103","error_msg":"Too many requests. exceeded rate limit is 1000 tokens per minute."}"#;
     // TPM 1000 (60 ms a token: about 17 come back a second), 600 reserved a request: two
     // reservations never fit together.
+    // Ids 0 and 1; the first has a quota (never reached here), kept in Redis.
     let keys = Arc::new(InMemoryKeyStore::new());
-    for key in [CHARGED, REFUNDED] {
-        keys.insert(key, KeyPolicy::new().tpm(1000)).unwrap();
-    }
+    keys.insert(CHARGED, KeyPolicy::new().tpm(1000).quota(1_000_000))
+        .unwrap();
+    keys.insert(REFUNDED, KeyPolicy::new().tpm(1000)).unwrap();
+    let shared_use = || -> Option<i64> {
+        redis::from_redis_value(redis_cmd(&server, &["GET", "tm:{keys:0}:quota"]).unwrap()).unwrap()
+    };
     let store = RedisStore::builder(server.url())
         .timeout(Duration::from_millis(100))
         .on_unavailable(OnUnavailable::FailOpen)
@@ -740,11 +757,11 @@ async fn failing_open_reconciles_each_admission_where_it_was_decided() {
     // Decided by Redis: one key uses 1100 (charged 500 more than its 600), the other its 600.
     assert_eq!(status(CHARGED, 1100).await, StatusCode::OK);
     assert_eq!(status(REFUNDED, 600).await, StatusCode::OK);
+    eventually(async || shared_use() == Some(1100)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Redis stops answering for 600 ms: both keys are decided in this replica's memory.
     let sleeper = sleep_redis(&server, "0.6");
-    tokio::time::sleep(Duration::from_millis(50)).await;
     // The memory was never charged for the first key's 1100: its 600 fit.
     assert_eq!(status(CHARGED, 600).await, StatusCode::OK);
     // This one uses nothing: its 600 go back to the memory that held them.
@@ -756,4 +773,6 @@ async fn failing_open_reconciles_each_admission_where_it_was_decided() {
     send(gateway, using(REFUNDED, 600))
         .await
         .assert_json(429, E81103);
+    // The 600 the memory admitted were charged to the shared quota.
+    eventually(async || shared_use() == Some(1700)).await;
 }

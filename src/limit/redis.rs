@@ -91,8 +91,9 @@ pub enum OnUnavailable {
     FailClosed,
     /// Decide in this replica's memory: requests keep flowing, and while Redis is down each
     /// replica applies the whole limit on its own (the limit times the replicas, at worst).
-    /// Each admission is reconciled where it was decided: one decided in memory never
-    /// touches Redis, and one decided by Redis never touches the memory.
+    /// Each admission's rate state is reconciled where it was decided: one decided in memory
+    /// never touches Redis's, and one decided by Redis never touches the memory. The tokens
+    /// used are charged to a shared quota in Redis either way.
     FailOpen,
 }
 
@@ -400,10 +401,15 @@ impl RateStore for RedisStore {
     /// One `EVALSHA` of the settle script for the whole reconciliation, in the background;
     /// none when there is nothing to change.
     fn reconcile(&self, settled: Reconcile) {
-        // Each admission is reconciled where it was decided, and only there.
+        let spent = settled.quota.unwrap_or(0);
+        // The rate state is reconciled where the admission was decided, and only there; the
+        // quota counts tokens used, whoever admitted them, and is kept in Redis alone.
         if settled.fallback {
             if let Some(fallback) = &self.inner.fallback {
                 fallback.reconcile(settled);
+            }
+            if spent > 0 {
+                self.inner.settle(settled.key, 0, 0, 0, spent);
             }
             return;
         }
@@ -415,7 +421,6 @@ impl RateStore for RedisStore {
             _ => (0, 0),
         };
         let release = settled.release.map_or(0, |rate| rate.per_unit());
-        let spent = settled.quota.unwrap_or(0);
         if release == 0 && tokens == 0 && spent == 0 {
             return;
         }
