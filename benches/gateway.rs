@@ -144,10 +144,13 @@ where
 /// share costs a request, the bare mock's router having none.
 fn contend(shared: bool, n: usize) {
     let one = gateway(false);
+    let routers = [
+        one.clone(),
+        if shared { one.clone() } else { gateway(false) },
+    ];
     let start = std::time::Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..2 {
-            let mut router = if shared { one.clone() } else { gateway(false) };
+        for mut router in routers {
             scope.spawn(move || {
                 serve(&mut router);
                 for _ in 0..n {

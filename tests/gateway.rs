@@ -1688,3 +1688,66 @@ async fn an_http2_client_that_takes_nothing_loses_its_connection() {
         .unwrap();
     drop(answer);
 }
+
+/// A client that pauses between reads, each pause shorter than the client deadline, keeps its
+/// connection over many deadlines: on HTTP/1, where each read of all that has come lets the
+/// gateway's writes through in time (a reader slower than the sockets' buffers drain is taken
+/// for one that stopped, as nginx's `send_timeout` takes it), and on HTTP/2, with a window
+/// small enough that each read grants more in time.
+#[tokio::test]
+async fn a_slow_but_steady_reader_keeps_its_connection() {
+    use futures_util::FutureExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let body = r#"{"model":"up","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    // HTTP/1: all that has come, every 100 ms, for five deadlines of 300 ms.
+    let (upstream, mut upstream_let_go) = endless_upstream().await;
+    let (addr, _stop, _server) = served_before(upstream).await;
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut piece = vec![0; 64 << 10];
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut read = client.read(&mut piece).await.unwrap();
+        assert!(read > 0, "the connection was closed");
+        while read > 0 {
+            read = client.try_read(&mut piece).unwrap_or(0);
+        }
+    }
+    assert!(upstream_let_go.try_recv().is_err(), "HTTP/1: let go");
+
+    // HTTP/2: a 64 KiB window (granted back once half of it is read), all that has come every
+    // 100 ms.
+    let (upstream, mut upstream_let_go) = endless_upstream().await;
+    let (addr, _stop, _server) = served_before(upstream).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::post("http://gateway/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(full(body))
+        .unwrap();
+    let answer = sender.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut answer = answer.into_body();
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let frame = answer.frame().await.expect("the stream went on");
+        assert!(frame.unwrap().is_data());
+        while let Some(frame) = answer.frame().now_or_never() {
+            assert!(frame.expect("the stream went on").unwrap().is_data());
+        }
+    }
+    assert!(upstream_let_go.try_recv().is_err(), "HTTP/2: let go");
+}

@@ -707,7 +707,7 @@ const INFERENCE_ROUTES: [&str; 4] = [
 ];
 
 /// The routes: a `POST` to an inference route goes to the layers around the model (`api`),
-/// called in place; every other request to the router (health, model list, tasks, the
+/// called in place; every other request goes to the router (health, model list, tasks, the
 /// management API, 404 and 405). Inside the router (`route_layer`), the boxed layers would be
 /// cloned for every request, every `Arc` in them counted up and down again: counts that two
 /// cores serving at once pass back and forth (`benches/gateway.rs`, `contend`).

@@ -119,8 +119,12 @@ async fn main() {
     serve::serve(listener, app, bounds, shutdown()).await;
     if let Some(redis) = &config.redis {
         // The last answers' reconciliations are on their way to Redis, each bounded by this
-        // timeout: they get it, rather than being dropped with the runtime.
-        tokio::time::sleep(std::time::Duration::from_millis(redis.timeout_ms)).await;
+        // timeout (an HTTP/2 stream's task may send its own a moment after its connection has
+        // gone): they get twice that, rather than being dropped with the runtime.
+        tokio::time::sleep(std::time::Duration::from_millis(
+            redis.timeout_ms.saturating_mul(2),
+        ))
+        .await;
     }
 }
 

@@ -10,9 +10,11 @@
 //! answer still going) is shut down gracefully, HTTP/2 too, whose pings would keep it. Past that the
 //! connection is closed, or the body fails and the layer reading it refuses it as a
 //! body it cannot read (FastAPI's `{"detail":"There was an error parsing the body"}`, or
-//! 81001 when `BearerAuth` reads it for a key limited to some models). A client that takes no
-//! byte of its answers for `client` (a write that waits so long; HTTP/2: no window granted)
-//! loses its connection, and the answers' upstreams are let go. At most `connections`
+//! 81001 when `BearerAuth` reads it for a key limited to some models). A client that takes
+//! nothing of its answers loses its connection, and the answers' upstreams are let go: over
+//! HTTP/1 once a write has waited `client`; over HTTP/2, which grants window only once half of
+//! it is read (2 MiB for hyper's client), after one to two periods in which an answer was
+//! ready and the client took nothing. At most `connections`
 //! connections are served at once; past that, new ones wait in the listener's backlog until
 //! one closes. On the stop signal, requests in flight have `grace` to finish.
 //!
@@ -92,7 +94,9 @@ pub(crate) async fn serve<S>(
     let (stopping, stop_seen) = tokio::sync::watch::channel(Phase::Serving);
     let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
     // Each connection's task holds a permit: a connection is accepted only with one in hand.
-    let room = Arc::new(tokio::sync::Semaphore::new(bounds.connections));
+    let room = Arc::new(tokio::sync::Semaphore::new(
+        bounds.connections.min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let mut stop = pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -126,7 +130,9 @@ pub(crate) async fn serve<S>(
         let activity = Arc::new(Activity::default());
         let requests = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let busy = Busy::enter(&requests);
+            // Over HTTP/1 a client that takes nothing blocks a write (`SendDeadline`); over
+            // HTTP/2 it grants no window, which blocks nothing: its answers are watched.
+            let busy = Busy::enter(&requests, request.version() == http::Version::HTTP_2);
             let mut request = request.map(|body| {
                 axum::body::Body::new(IdleTimeout::new(body, client_timeout, client_stalled))
             });
@@ -207,41 +213,50 @@ struct Activity {
     stirred: AtomicBool,
     /// Requests whose answer has not ended.
     busy: AtomicUsize,
-    /// Answers that gave a piece which the connection has not come back for since: while the
-    /// client takes none of it (HTTP/2 grants no window, HTTP/1 reads nothing), none is asked
-    /// for the next.
+    /// HTTP/2 answers that gave a piece which the connection has not come back for since:
+    /// while the client grants no window, none is asked for the next.
     owing: AtomicUsize,
-    /// An answer was asked for a piece since the last check.
+    /// An HTTP/2 answer was asked for a piece since the last check.
     taken: AtomicBool,
 }
 
 /// A request from the service's call until its answer's body ends (or is dropped).
 struct Busy {
     activity: Arc<Activity>,
+    /// Its answer is watched for a client that takes nothing of it.
+    watched: bool,
     /// Its answer is among those [`Activity::owing`].
     owing: bool,
 }
 
 impl Busy {
-    fn enter(activity: &Arc<Activity>) -> Self {
+    fn enter(activity: &Arc<Activity>, watched: bool) -> Self {
         activity.asked.store(true, Ordering::Relaxed);
         activity.stirred.store(true, Ordering::Relaxed);
         activity.busy.fetch_add(1, Ordering::Relaxed);
         Self {
             activity: Arc::clone(activity),
+            watched,
             owing: false,
         }
     }
 
     /// The answer was asked for a piece, and `gave` one.
     fn asked(&mut self, gave: bool) {
-        self.activity.taken.store(true, Ordering::Relaxed);
+        if !self.watched {
+            return;
+        }
+        // Stored only when it changes: the line is shared with the connection's other streams.
+        if !self.activity.taken.load(Ordering::Relaxed) {
+            self.activity.taken.store(true, Ordering::Relaxed);
+        }
         if gave != self.owing {
             self.owing = gave;
+            // Release: a check that sees this count sees the `taken` above (see `watch`).
             if gave {
-                self.activity.owing.fetch_add(1, Ordering::Relaxed);
+                self.activity.owing.fetch_add(1, Ordering::Release);
             } else {
-                self.activity.owing.fetch_sub(1, Ordering::Relaxed);
+                self.activity.owing.fetch_sub(1, Ordering::Release);
             }
         }
     }
@@ -294,8 +309,8 @@ impl http_body::Body for Answer {
 /// sends nothing, or half of HTTP/2's preface, is bounded here); shut down gracefully once a
 /// whole `client` period has passed with no request begun, none busy and no answer ended (an
 /// HTTP/2 client that answers pings would otherwise keep it forever), and at the stop. Dropped
-/// too once a whole period has passed in which an answer had a piece ready and the connection
-/// took nothing of any answer: an HTTP/2 client that grants no window stalls its streams
+/// too once a whole period has passed in which an HTTP/2 answer had a piece ready and the
+/// connection took nothing of any answer: a client that grants no window stalls its streams
 /// without blocking a single write.
 async fn watch<C>(
     connection: C,
@@ -318,8 +333,11 @@ where
                 if !activity.asked.load(Ordering::Relaxed) {
                     return Ok(());
                 }
+                // The count first: an answer that became owing after the last check was
+                // asked, and that shows in `taken` (Acquire pairs with `Busy::asked`).
+                let owing = activity.owing.load(Ordering::Acquire);
                 let taken = activity.taken.swap(false, Ordering::Relaxed);
-                if !taken && activity.owing.load(Ordering::Relaxed) > 0 {
+                if owing > 0 && !taken {
                     tracing::debug!("connection: the client took nothing of its answers");
                     return Ok(());
                 }
