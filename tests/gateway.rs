@@ -1431,9 +1431,11 @@ async fn a_stop_waits_no_longer_than_its_grace() {
         .unwrap();
 }
 
-/// An HTTP/2 client connection to `addr` (prior knowledge), driven by a task of its own.
+/// An HTTP/2 client connection to `addr` (prior knowledge), driven by a task of its own; its
+/// windows `window` bytes when given (hyper's own otherwise).
 async fn http2_client<B>(
     addr: SocketAddr,
+    window: Option<u32>,
 ) -> (
     hyper::client::conn::http2::SendRequest<B>,
     tokio::task::JoinHandle<hyper::Result<()>>,
@@ -1443,21 +1445,38 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
+    let mut builder =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Some(window) = window {
+        builder
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window);
+    }
+    let (sender, connection) = builder
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
     (sender, tokio::spawn(connection))
 }
+
+/// A streamed chat for model `up`, as an HTTP/2 client sends it.
+fn streamed_chat() -> Request<http_body_util::Full<Bytes>> {
+    Request::post("http://gateway/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(full(STREAMED_CHAT))
+        .unwrap()
+}
+
+const STREAMED_CHAT: &str =
+    r#"{"model":"up","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 
 /// An HTTP/2 connection left idle is closed after the client deadline, although its client
 /// answers the server's pings.
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed() {
     let (addr, _stop, _server) = served("", Duration::from_secs(1)).await;
-    let (mut sender, connection) = http2_client(addr).await;
+    let (mut sender, connection) = http2_client(addr, None).await;
     let health = Request::get(format!("http://{addr}/health"))
         .body(full(""))
         .unwrap();
@@ -1606,7 +1625,7 @@ async fn a_client_that_stops_reading_loses_its_connection_and_the_upstream_is_le
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut client = socket.connect(addr).await.unwrap();
-    let body = r#"{"model":"up","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let body = STREAMED_CHAT;
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
@@ -1672,14 +1691,8 @@ async fn a_connection_past_the_cap_waits_for_one_to_close() {
 async fn an_http2_client_that_takes_nothing_loses_its_connection() {
     let (upstream, upstream_let_go) = endless_upstream().await;
     let (addr, _stop, _server) = served_before(upstream).await;
-    let (mut sender, _connection) = http2_client(addr).await;
-    let body = r#"{"model":"up","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let request = Request::post("http://gateway/v1/chat/completions")
-        .header("authorization", format!("Bearer {KEY}"))
-        .header("content-type", "application/json")
-        .body(full(body))
-        .unwrap();
-    let answer = sender.send_request(request).await.unwrap();
+    let (mut sender, _connection) = http2_client(addr, None).await;
+    let answer = sender.send_request(streamed_chat()).await.unwrap();
     assert_eq!(answer.status(), 200);
     // The answer's body is held, never read: no window goes back to the gateway.
     tokio::time::timeout(Duration::from_secs(20), upstream_let_go)
@@ -1699,7 +1712,7 @@ async fn a_slow_but_steady_reader_keeps_its_connection() {
     use futures_util::FutureExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let body = r#"{"model":"up","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let body = STREAMED_CHAT;
     // HTTP/1: all that has come, every 100 ms, for five deadlines of 300 ms.
     let (upstream, mut upstream_let_go) = endless_upstream().await;
     let (addr, _stop, _server) = served_before(upstream).await;
@@ -1724,21 +1737,8 @@ async fn a_slow_but_steady_reader_keeps_its_connection() {
     // 100 ms.
     let (upstream, mut upstream_let_go) = endless_upstream().await;
     let (addr, _stop, _server) = served_before(upstream).await;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .initial_stream_window_size(65_535)
-            .initial_connection_window_size(65_535)
-            .handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = Request::post("http://gateway/v1/chat/completions")
-        .header("authorization", format!("Bearer {KEY}"))
-        .header("content-type", "application/json")
-        .body(full(body))
-        .unwrap();
-    let answer = sender.send_request(request).await.unwrap();
+    let (mut sender, _connection) = http2_client(addr, Some(65_535)).await;
+    let answer = sender.send_request(streamed_chat()).await.unwrap();
     assert_eq!(answer.status(), 200);
     let mut answer = answer.into_body();
     for _ in 0..15 {
