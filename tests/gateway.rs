@@ -1598,9 +1598,10 @@ async fn endless_upstream() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) 
     (common::serve_hyper(endless).await, upstream_let_go)
 }
 
-/// The gateway in front of `upstream` as model `up`, with clients given 300 ms.
+/// The gateway in front of `upstream` as model `up`, with clients given `client_timeout`.
 async fn served_before(
     upstream: SocketAddr,
+    client_timeout: Duration,
 ) -> (
     SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -1609,7 +1610,7 @@ async fn served_before(
     let config = format!(
         "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
     );
-    served(&config, Duration::from_millis(300)).await
+    served(&config, client_timeout).await
 }
 
 /// A client that stops reading its answer loses its connection once a write has waited the
@@ -1620,7 +1621,7 @@ async fn a_client_that_stops_reading_loses_its_connection_and_the_upstream_is_le
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (upstream, upstream_let_go) = endless_upstream().await;
-    let (addr, _stop, _server) = served_before(upstream).await;
+    let (addr, _stop, _server) = served_before(upstream, Duration::from_millis(300)).await;
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -1690,7 +1691,7 @@ async fn a_connection_past_the_cap_waits_for_one_to_close() {
 #[tokio::test]
 async fn an_http2_client_that_takes_nothing_loses_its_connection() {
     let (upstream, upstream_let_go) = endless_upstream().await;
-    let (addr, _stop, _server) = served_before(upstream).await;
+    let (addr, _stop, _server) = served_before(upstream, Duration::from_millis(300)).await;
     let (mut sender, _connection) = http2_client(addr, None).await;
     let answer = sender.send_request(streamed_chat()).await.unwrap();
     assert_eq!(answer.status(), 200);
@@ -1713,9 +1714,9 @@ async fn a_slow_but_steady_reader_keeps_its_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let body = STREAMED_CHAT;
-    // HTTP/1: all that has come, every 100 ms, for five deadlines of 300 ms.
+    // HTTP/1: all that has come, every 50 ms, for three deadlines of 500 ms.
     let (upstream, mut upstream_let_go) = endless_upstream().await;
-    let (addr, _stop, _server) = served_before(upstream).await;
+    let (addr, _stop, _server) = served_before(upstream, Duration::from_millis(500)).await;
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -1723,8 +1724,8 @@ async fn a_slow_but_steady_reader_keeps_its_connection() {
     );
     client.write_all(request.as_bytes()).await.unwrap();
     let mut piece = vec![0; 64 << 10];
-    for _ in 0..15 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let mut read = client.read(&mut piece).await.unwrap();
         assert!(read > 0, "the connection was closed");
         while read > 0 {
@@ -1734,15 +1735,15 @@ async fn a_slow_but_steady_reader_keeps_its_connection() {
     assert!(upstream_let_go.try_recv().is_err(), "HTTP/1: let go");
 
     // HTTP/2: a 64 KiB window (granted back once half of it is read), all that has come every
-    // 100 ms.
+    // 50 ms, as long.
     let (upstream, mut upstream_let_go) = endless_upstream().await;
-    let (addr, _stop, _server) = served_before(upstream).await;
+    let (addr, _stop, _server) = served_before(upstream, Duration::from_millis(500)).await;
     let (mut sender, _connection) = http2_client(addr, Some(65_535)).await;
     let answer = sender.send_request(streamed_chat()).await.unwrap();
     assert_eq!(answer.status(), 200);
     let mut answer = answer.into_body();
-    for _ in 0..15 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let frame = answer.frame().await.expect("the stream went on");
         assert!(frame.unwrap().is_data());
         while let Some(frame) = answer.frame().now_or_never() {
