@@ -947,6 +947,15 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         ("upstream_timeout_ms = 0", "upstream_timeout_ms: at least 1"),
         // And no room for a connection would serve nothing.
         ("max_connections = 0", "max_connections: at least 1"),
+        // A deadline far enough off would overflow the clock of every connection.
+        (
+            "client_timeout_ms = 18446744073709551615",
+            "client_timeout_ms: at most 86400000 (a day)",
+        ),
+        (
+            "upstream_timeout_ms = 86400001",
+            "upstream_timeout_ms: at most 86400000 (a day)",
+        ),
         (
             "[redis]\nurl = \"redis://127.0.0.1:1/\"\ntimeout_ms = 0",
             "redis: a RedisStore timeout must be more than zero - InvalidClientConfig",

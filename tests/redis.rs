@@ -179,6 +179,10 @@ fn command_calls(server: &RedisServer) -> Vec<(String, u64)> {
 /// begun sleeping when this returns: join the thread to know Redis is back.
 fn sleep_redis(server: &RedisServer, seconds: &'static str) -> std::thread::JoinHandle<()> {
     let url = server.url();
+    let mut probe = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let sleeper = std::thread::spawn(move || {
         let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
         redis::cmd("DEBUG")
@@ -187,19 +191,17 @@ fn sleep_redis(server: &RedisServer, seconds: &'static str) -> std::thread::Join
             .exec(&mut conn)
             .unwrap();
     });
-    // A PING left unanswered for 20 ms: the server is asleep.
-    let client = redis::Client::open(server.url()).unwrap();
+    // A PING left unanswered for 20 ms: the server is asleep. The probe connected first, while
+    // the server answered (connecting sends a command of its own, and would wait it out).
+    probe
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut conn = client.get_connection().unwrap();
-        conn.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        if redis::cmd("PING").query::<String>(&mut conn).is_err() {
-            return sleeper;
-        }
+    while redis::cmd("PING").query::<String>(&mut probe).is_ok() {
         assert!(Instant::now() < deadline, "redis did not go to sleep");
         std::thread::sleep(Duration::from_millis(5));
     }
+    sleeper
 }
 
 /// The model of the stack tests: a JSON answer that reports the `x-usage` tokens.

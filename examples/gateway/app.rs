@@ -497,15 +497,22 @@ struct Tasks {
 
 const MAX_TASKS: usize = 10_000;
 
+/// The longest client or upstream deadline: a day.
+const MAX_DEADLINE_MS: u64 = 86_400_000;
+
 /// The gateway: every layer in the MaaS order around the routes.
 pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
-    // A zero deadline would fail nearly every request, not disable the deadline.
+    // A zero deadline would fail nearly every request, not disable the deadline; one past a
+    // day is no deadline a client or upstream needs, and far enough would overflow the clock.
     for (name, millis) in [
         ("upstream_timeout_ms", config.upstream_timeout_ms),
         ("client_timeout_ms", config.client_timeout_ms),
     ] {
         if millis == 0 {
             return Err(format!("{name}: at least 1"));
+        }
+        if millis > MAX_DEADLINE_MS {
+            return Err(format!("{name}: at most {MAX_DEADLINE_MS} (a day)"));
         }
     }
     // No room for any connection would serve nothing, for ever.

@@ -252,7 +252,7 @@ impl Busy {
         }
         if gave != self.owing {
             self.owing = gave;
-            // Release: a check that sees this count sees the `taken` above (see `watch`).
+            // Release: a check that sees this count sees `taken` set (see `watch`).
             if gave {
                 self.activity.owing.fetch_add(1, Ordering::Release);
             } else {

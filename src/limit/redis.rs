@@ -93,7 +93,8 @@ pub enum OnUnavailable {
     /// replica applies the whole limit on its own (the limit times the replicas, at worst).
     /// Each admission's rate state is reconciled where it was decided: one decided in memory
     /// never touches Redis's, and one decided by Redis never touches the memory. The tokens
-    /// used are charged to a shared quota in Redis either way.
+    /// used are sent to a shared quota in Redis either way, where they count if Redis takes
+    /// them within the call's timeout (a reconciliation sent while Redis is down is lost).
     FailOpen,
 }
 

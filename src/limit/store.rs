@@ -198,7 +198,7 @@ pub struct Reconcile {
     /// The admission was its store's fallback's ([`Snapshot::decided_by_fallback`]): a server
     /// store failing open reconciles its rate state in that memory alone, never on the
     /// server, which did not hold it (and may have given back an admission that came too late
-    /// already). A quota, which counts the tokens used, is charged on the server all the same.
+    /// already). A quota, which counts the tokens used, is sent to the server all the same.
     pub fallback: bool,
     /// When, by the limiter's clock.
     pub now: Nanos,
