@@ -1761,3 +1761,76 @@ async fn a_slow_but_steady_reader_keeps_its_connection() {
     }
     assert!(upstream_let_go.try_recv().is_err(), "HTTP/2: let go");
 }
+
+/// An HTTP/2 frame: its 9-byte head, then `payload`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Header fields as HPACK literals without indexing (no table, no Huffman).
+fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0);
+        block.push(u8::try_from(name.len()).unwrap());
+        block.extend_from_slice(name.as_bytes());
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+/// An HTTP/2 client whose peer has gone (it sends a request, then never reads, never answers a
+/// ping) loses its connection to the gateway's pings, although its request is still waiting on
+/// the upstream; and the upstream's request is let go.
+#[tokio::test]
+async fn an_http2_client_that_answers_no_ping_loses_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (dropped, upstream_let_go) = tokio::sync::oneshot::channel();
+    let dropped = Arc::new(Mutex::new(Some(dropped)));
+    let stuck = tower::service_fn(move |_: Request<Incoming>| {
+        let signal = DropSignal(dropped.lock().unwrap().take());
+        async move {
+            let _signal = signal;
+            std::future::pending::<Result<Response<axum::body::Body>, Infallible>>().await
+        }
+    });
+    let upstream = common::serve_hyper(stuck).await;
+    let config = format!(
+        "upstream_timeout_ms = 60000\n[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
+    );
+    let (addr, _stop, _server) = served(&config, Duration::from_millis(300)).await;
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let authorization = format!("Bearer {KEY}");
+    let length = STREAMED_CHAT.len().to_string();
+    let head = hpack(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "gateway"),
+        ("authorization", &authorization),
+        ("content-type", "application/json"),
+        ("content-length", &length),
+    ]);
+    let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    sent.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    sent.extend(h2_frame(0x4, 0x1, 0, &[])); // SETTINGS ACK, for the server's
+    sent.extend(h2_frame(0x1, 0x4, 1, &head)); // HEADERS, END_HEADERS
+    sent.extend(h2_frame(0x0, 0x1, 1, STREAMED_CHAT.as_bytes())); // DATA, END_STREAM
+    client.write_all(&sent).await.unwrap();
+    // Nothing more: no ping is answered. The gateway pings every 300 ms and waits 300 ms.
+    tokio::time::timeout(Duration::from_secs(5), upstream_let_go)
+        .await
+        .expect("the upstream's request was let go")
+        .unwrap();
+    let mut frames = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut frames)).await;
+    assert!(read.is_ok(), "the connection was closed");
+    // What came before the close: the server's settings and its pings, no answer.
+    assert!(frames.len() >= 9 && frames[3] == 0x4, "{frames:?}");
+}
