@@ -1394,12 +1394,14 @@ async fn reading_models_and_tasks_costs_no_tokens() {
     assert_eq!(send(gw, request).await.status, 200);
 }
 
-/// A request that would not finish does not keep a stopping gateway forever: past the grace
-/// period it exits all the same, and drops that request first (while the runtime runs, so
-/// that what it holds, a limiter's settlement, is let go on it).
-#[tokio::test]
-async fn a_stop_waits_no_longer_than_its_grace() {
-    let (arrived, mut arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
+/// An upstream that never answers, and a gateway configuration that waits on it for a minute
+/// as model `up`; the upstream tells of each request's arrival, and of the first one let go.
+async fn stuck_upstream() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (arrived, arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
     let (dropped, upstream_let_go) = tokio::sync::oneshot::channel();
     let dropped = Arc::new(Mutex::new(Some(dropped)));
     let stuck = tower::service_fn(move |_: Request<Incoming>| {
@@ -1414,6 +1416,15 @@ async fn a_stop_waits_no_longer_than_its_grace() {
     let config = format!(
         "upstream_timeout_ms = 60000\n[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
     );
+    (config, arrival, upstream_let_go)
+}
+
+/// A request that would not finish does not keep a stopping gateway forever: past the grace
+/// period it exits all the same, and drops that request first (while the runtime runs, so
+/// that what it holds, a limiter's settlement, is let go on it).
+#[tokio::test]
+async fn a_stop_waits_no_longer_than_its_grace() {
+    let (config, mut arrival, upstream_let_go) = stuck_upstream().await;
     let bounds = serve::Bounds {
         client: Duration::from_secs(5),
         grace: Duration::from_millis(200),
@@ -1791,19 +1802,7 @@ fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
 async fn an_http2_client_that_answers_no_ping_loses_its_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let (dropped, upstream_let_go) = tokio::sync::oneshot::channel();
-    let dropped = Arc::new(Mutex::new(Some(dropped)));
-    let stuck = tower::service_fn(move |_: Request<Incoming>| {
-        let signal = DropSignal(dropped.lock().unwrap().take());
-        async move {
-            let _signal = signal;
-            std::future::pending::<Result<Response<axum::body::Body>, Infallible>>().await
-        }
-    });
-    let upstream = common::serve_hyper(stuck).await;
-    let config = format!(
-        "upstream_timeout_ms = 60000\n[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"up\"\ncontext_length = 4096\nupstream = \"http://{upstream}\"\n"
-    );
+    let (config, _arrival, upstream_let_go) = stuck_upstream().await;
     let (addr, _stop, _server) = served(&config, Duration::from_millis(300)).await;
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     let authorization = format!("Bearer {KEY}");
