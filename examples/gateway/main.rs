@@ -92,6 +92,8 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // The port the system chose, for `--listen 127.0.0.1:0`.
+    let listen = listener.local_addr().unwrap_or(listen);
     println!("tower-maas gateway listening on http://{listen}");
     if config_file.is_none() && bare.is_none() {
         println!("demo API key: {DEMO_KEY}");
