@@ -947,19 +947,6 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         ("upstream_timeout_ms = 0", "upstream_timeout_ms: at least 1"),
         // And no room for a connection would serve nothing.
         ("max_connections = 0", "max_connections: at least 1"),
-        // A limit of 0 would admit a request a minute, and say 0 when it refused.
-        (
-            "[[keys]]\nkey = \"sk-a\"\nrpm = 0",
-            "keys[0].rpm: at least 1 (leave it out for no limit)",
-        ),
-        (
-            "[[keys]]\nkey = \"sk-a\"\ntpm = 0",
-            "keys[0].tpm: at least 1 (leave it out for no limit)",
-        ),
-        (
-            "ip_limit = { limit = 0, window = \"minute\" }",
-            "ip_limit.limit: at least 1 (leave the section out for no per-IP limit)",
-        ),
         // A deadline far enough off would overflow the clock of every connection.
         (
             "client_timeout_ms = 18446744073709551615",

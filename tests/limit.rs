@@ -395,6 +395,29 @@ async fn ip_limit_per_second_names_its_second() {
     assert_eq!(send(addr, request()).await.status, 200);
 }
 
+/// A per-IP limit of 0 admits nothing, not one request a window.
+#[tokio::test]
+async fn an_ip_limit_of_zero_admits_nothing() {
+    let addr = serve_ip_limited(IpRateLimitLayer::with_clock(
+        0,
+        ThrottleWindow::Second,
+        ManualClock::new(),
+    ))
+    .await;
+    let request = common::post("/v1/chat/completions", "{}")
+        .header("x-request-id", FIXED_ID)
+        .body(full("{}"))
+        .unwrap();
+    let reply = send(addr, request).await;
+    reply.assert_json(
+        429,
+        &format!(
+            r#"{{"error_msg":"The throttling threshold has been reached: policy ip over ratelimit,limit:0,time:1 second","error_code":"APIG.0308","request_id":"{FIXED_ID}"}}"#
+        ),
+    );
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}
+
 #[tokio::test]
 async fn a_spray_of_addresses_stays_within_the_cap() {
     use tower::{Layer, ServiceExt};
@@ -624,4 +647,27 @@ async fn usage_is_reported_to_whoever_asks() {
     }
     // Refused by the limiter (a reservation over the bucket): the model was never asked.
     assert_eq!(reported(chat(5000, "json", 30)).await, None);
+}
+
+/// A limit of 0 admits nothing, and its refusals say 0: the rate's least (one request a minute,
+/// a one-token bucket) is not taken for it.
+#[tokio::test]
+async fn a_limit_of_zero_admits_nothing() {
+    let gw = gateway(KeyPolicy::new().rpm(0), |l| l).await;
+    let reply = send(gw.addr, chat(10, "json", 10)).await;
+    reply.assert_json(
+        429,
+        r#"{"error":{"code":"ModelArts.81101","message":"Too many requests, exceeded rate limit is 0 times per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81101","error_msg":"Too many requests, exceeded rate limit is 0 times per minute."}"#,
+    );
+    assert_eq!(reply.header("retry-after"), Some("60"));
+    assert_eq!(reply.header("x-ratelimit-limit-requests"), Some("0"));
+    assert_eq!(reply.header("x-ratelimit-remaining-requests"), Some("0"));
+
+    let gw = gateway(KeyPolicy::new().tpm(0), |l| l).await;
+    // A small reservation: the prompt's 8 tokens and 1 to generate.
+    let reply = send(gw.addr, chat(1, "json", 0)).await;
+    reply.assert_json(
+        400,
+        r#"{"error":{"code":"ModelArts.81103","message":"Too many tokens requested: 9 tokens can never fit the rate limit of 0 tokens per minute.","param":null,"type":"BadRequest"},"error_code":"ModelArts.81103","error_msg":"Too many tokens requested: 9 tokens can never fit the rate limit of 0 tokens per minute."}"#,
+    );
 }

@@ -534,15 +534,6 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         if let Some(models) = &key.models {
             policy = policy.models(models.iter().map(String::as_str));
         }
-        // A limit of 0 would admit one request a minute (the limiter's least) while its
-        // refusals said 0: not what anyone writing 0 means.
-        for (name, limit) in [("rpm", key.rpm), ("tpm", key.tpm)] {
-            if limit == Some(0) {
-                return Err(format!(
-                    "keys[{i}].{name}: at least 1 (leave it out for no limit)"
-                ));
-            }
-        }
         policy.rpm = key.rpm;
         policy.tpm = key.tpm;
         policy.quota = key.quota;
@@ -689,11 +680,6 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     }
     let ip_limit = match &config.ip_limit {
         None => IpRateLimitLayer::disabled(),
-        Some(ip) if ip.limit == 0 => {
-            return Err(
-                "ip_limit.limit: at least 1 (leave the section out for no per-IP limit)".to_owned(),
-            );
-        }
         Some(ip) => {
             let trusted = TrustedProxies::new(&ip.trusted_proxies)
                 .map_err(|e| format!("ip_limit.trusted_proxies: {e}"))?;

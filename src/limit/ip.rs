@@ -332,7 +332,8 @@ pub struct IpRateLimitLayer<C = MonotonicClock> {
 }
 
 impl IpRateLimitLayer {
-    /// `limit` requests per `window` per client IP, on the system clock.
+    /// `limit` requests per `window` per client IP, on the system clock; a `limit` of 0 admits
+    /// no request that has a client address.
     pub fn new(limit: u64, window: ThrottleWindow) -> Self {
         Self::with_clock(limit, window, MonotonicClock::new())
     }
@@ -471,6 +472,11 @@ where
         let Some(peer) = (shared.peer_addr)(req.extensions()) else {
             return IpResponseFuture::called(self.inner.call(req));
         };
+        // A limit of 0 admits nothing: the rate's least would admit one request a window.
+        if shared.limit == 0 {
+            let window = shared.rate.capacity();
+            return IpResponseFuture::refused(throttled(shared, window, req.extensions()));
+        }
         let ip = bucket(client_ip(peer, req.headers(), &shared.trusted));
         let now = shared.clock.now();
         let refused = match shared.table.check(ip, shared.rate, now) {

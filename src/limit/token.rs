@@ -332,6 +332,11 @@ where
                 },
             };
         };
+        if let Some(outcome) = zero_limit(&ask) {
+            return ResponseFuture {
+                state: self.decided(outcome, ask, req),
+            };
+        }
         let state = match self.shared.store.acquire(ask.acquire) {
             Acquired::Now(outcome) => self.decided(outcome, ask, req),
             Acquired::Later(pending) => {
@@ -348,6 +353,26 @@ where
             }
         };
         ResponseFuture { state }
+    }
+}
+
+/// The refusal of a limit of 0, which admits nothing: a rate's least is one a window, so the
+/// store would admit one request a minute, or a reservation of a token, and refusals would
+/// then name a limit of 0.
+fn zero_limit(ask: &Ask) -> Option<Outcome> {
+    match ask.limits {
+        (Some(0), _) => {
+            let minute = 60_000_000_000;
+            let now = ask.acquire.now;
+            let requests = ask.acquire.requests?;
+            Some(Outcome::Refused {
+                exceeded: Exceeded::Requests,
+                wait: minute,
+                snapshot: Snapshot::at(now).with_requests(requests, now + minute),
+            })
+        }
+        (_, Some(0)) => Some(Outcome::Oversized),
+        _ => None,
     }
 }
 
@@ -697,6 +722,31 @@ mod tests {
     use crate::limit::{ManualClock, MemoryStore};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
+
+    /// A TPM of 0 refuses even a reservation of one token, which the rate's least (a one-token
+    /// bucket) would admit.
+    #[test]
+    fn a_tpm_of_zero_refuses_the_smallest_reservation() {
+        let ask = |tpm: u64| Ask {
+            acquire: Acquire {
+                key: LimitKey(1),
+                requests: None,
+                tokens: Some(Rate::per_minute(tpm, tpm)),
+                reserve: 1,
+                now: 0,
+                quota: None,
+            },
+            limits: (None, Some(tpm)),
+            quota: None,
+        };
+        assert_eq!(zero_limit(&ask(0)), Some(Outcome::Oversized));
+        assert_eq!(zero_limit(&ask(1)), None);
+        let store = MemoryStore::new();
+        let Acquired::Now(outcome) = store.acquire(ask(0).acquire) else {
+            panic!("memory decides at once");
+        };
+        assert!(matches!(outcome, Outcome::Admitted(_)), "{outcome:?}");
+    }
 
     /// A request dropped before its answer's head is never settled: its reservation stands in
     /// the TPM until the bucket refills (the model may have worked, or not yet been reached),
