@@ -945,8 +945,12 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
     for (text, expected) in [
         ("client_timeout_ms = 0", "client_timeout_ms: at least 1"),
         ("upstream_timeout_ms = 0", "upstream_timeout_ms: at least 1"),
-        // And no room for a connection would serve nothing.
+        // And no room for a connection would serve nothing, nor a per-IP limit of 0.
         ("max_connections = 0", "max_connections: at least 1"),
+        (
+            "ip_limit = { limit = 0, window = \"minute\" }",
+            "ip_limit.limit: at least 1 (leave the section out for no per-IP limit)",
+        ),
         // A deadline far enough off would overflow the clock of every connection.
         (
             "client_timeout_ms = 18446744073709551615",
@@ -1786,6 +1790,8 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
     let mut block = Vec::new();
     for (name, value) in fields {
+        // A length of 127 or more takes more than one byte.
+        assert!(name.len() < 127 && value.len() < 127);
         block.push(0);
         block.push(u8::try_from(name.len()).unwrap());
         block.extend_from_slice(name.as_bytes());
@@ -1802,7 +1808,7 @@ fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
 async fn an_http2_client_that_answers_no_ping_loses_its_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let (config, _arrival, upstream_let_go) = stuck_upstream().await;
+    let (config, mut arrival, upstream_let_go) = stuck_upstream().await;
     let (addr, _stop, _server) = served(&config, Duration::from_millis(300)).await;
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     let authorization = format!("Bearer {KEY}");
@@ -1822,6 +1828,7 @@ async fn an_http2_client_that_answers_no_ping_loses_its_connection() {
     sent.extend(h2_frame(0x1, 0x4, 1, &head)); // HEADERS, END_HEADERS
     sent.extend(h2_frame(0x0, 0x1, 1, STREAMED_CHAT.as_bytes())); // DATA, END_STREAM
     client.write_all(&sent).await.unwrap();
+    arrival.recv().await.unwrap();
     // Nothing more: no ping is answered. The gateway pings every 300 ms and waits 300 ms.
     tokio::time::timeout(Duration::from_secs(5), upstream_let_go)
         .await
@@ -1830,6 +1837,16 @@ async fn an_http2_client_that_answers_no_ping_loses_its_connection() {
     let mut frames = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut frames)).await;
     assert!(read.is_ok(), "the connection was closed");
-    // What came before the close: the server's settings and its pings, no answer.
+    // What came before the close: the server's settings first, and a ping among the frames.
     assert!(frames.len() >= 9 && frames[3] == 0x4, "{frames:?}");
+    let mut kinds = Vec::new();
+    let mut at = 0;
+    while at + 9 <= frames.len() {
+        let len = usize::from(frames[at]) << 16
+            | usize::from(frames[at + 1]) << 8
+            | usize::from(frames[at + 2]);
+        kinds.push(frames[at + 3]);
+        at += 9 + len;
+    }
+    assert!(kinds.contains(&0x6), "no PING among {kinds:?}");
 }

@@ -680,6 +680,13 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     }
     let ip_limit = match &config.ip_limit {
         None => IpRateLimitLayer::disabled(),
+        // It stands in front of every route, health and the management API too: a limit of 0
+        // would serve nothing, for ever.
+        Some(ip) if ip.limit == 0 => {
+            return Err(
+                "ip_limit.limit: at least 1 (leave the section out for no per-IP limit)".to_owned(),
+            );
+        }
         Some(ip) => {
             let trusted = TrustedProxies::new(&ip.trusted_proxies)
                 .map_err(|e| format!("ip_limit.trusted_proxies: {e}"))?;

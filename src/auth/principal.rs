@@ -100,9 +100,11 @@ pub struct KeyPolicy {
     pub state: KeyState,
     /// The models the key may call.
     pub models: ModelAccess,
-    /// Requests per minute; `None` for no limit, 0 for none at all (81101 for every request).
+    /// Requests per minute; `None` for no limit, 0 for none at all (429 81101 for every
+    /// request, with no `retry-after`: no wait cures it).
     pub rpm: Option<u64>,
-    /// Tokens per minute; `None` for no limit, 0 for none at all (81103 for every request).
+    /// Tokens per minute; `None` for no limit, 0 for none at all (400 81103, "can never fit",
+    /// for every request).
     pub tpm: Option<u64>,
     /// Total tokens the key may use; `None` for no quota.
     pub quota: Option<u64>,

@@ -472,10 +472,10 @@ where
         let Some(peer) = (shared.peer_addr)(req.extensions()) else {
             return IpResponseFuture::called(self.inner.call(req));
         };
-        // A limit of 0 admits nothing: the rate's least would admit one request a window.
+        // A limit of 0 admits nothing: the rate's least would admit one request a window. No
+        // wait cures it, so no `retry-after` names one.
         if shared.limit == 0 {
-            let window = shared.rate.capacity();
-            return IpResponseFuture::refused(throttled(shared, window, req.extensions()));
+            return IpResponseFuture::refused(throttled(shared, None, req.extensions()));
         }
         let ip = bucket(client_ip(peer, req.headers(), &shared.trusted));
         let now = shared.clock.now();
@@ -487,7 +487,9 @@ where
         };
         match refused {
             None => IpResponseFuture::called(self.inner.call(req)),
-            Some(wait) => IpResponseFuture::refused(throttled(shared, wait, req.extensions())),
+            Some(wait) => {
+                IpResponseFuture::refused(throttled(shared, Some(wait), req.extensions()))
+            }
         }
     }
 }
@@ -549,7 +551,7 @@ where
 
 fn throttled<C>(
     shared: &IpShared<C>,
-    wait: Nanos,
+    wait: Option<Nanos>,
     extensions: &http::Extensions,
 ) -> Response<Full<Bytes>> {
     let error = MaasError::IpThrottled {
@@ -562,9 +564,11 @@ fn throttled<C>(
         StatusCode::TOO_MANY_REQUESTS,
         extensions,
     );
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, headers::retry_after(wait));
+    if let Some(wait) = wait {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, headers::retry_after(wait));
+    }
     response
 }
 

@@ -358,19 +358,14 @@ where
 
 /// The refusal of a limit of 0, which admits nothing: a rate's least is one a window, so the
 /// store would admit one request a minute, or a reservation of a token, and refusals would
-/// then name a limit of 0.
+/// then name a limit of 0. No wait cures it (see [`settle_outcome`]).
 fn zero_limit(ask: &Ask) -> Option<Outcome> {
     match ask.limits {
-        (Some(0), _) => {
-            let minute = 60_000_000_000;
-            let now = ask.acquire.now;
-            let requests = ask.acquire.requests?;
-            Some(Outcome::Refused {
-                exceeded: Exceeded::Requests,
-                wait: minute,
-                snapshot: Snapshot::at(now).with_requests(requests, now + minute),
-            })
-        }
+        (Some(0), _) => Some(Outcome::Refused {
+            exceeded: Exceeded::Requests,
+            wait: 0,
+            snapshot: Snapshot::at(ask.acquire.now),
+        }),
         (_, Some(0)) => Some(Outcome::Oversized),
         _ => None,
     }
@@ -527,6 +522,11 @@ fn settle_outcome<St: RateStore, C: Clock>(
                 },
             };
             let mut response = refuse(LAYER, error, StatusCode::TOO_MANY_REQUESTS, extensions);
+            // A limit of 0 (see `zero_limit`) admits nothing however long the client waits: no
+            // header names a time to come back.
+            if ask.limits.0 == Some(0) {
+                return refused(response);
+            }
             if config.headers {
                 headers::write(response.headers_mut(), ask.limits, &snapshot);
             }
