@@ -24,14 +24,24 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// `limit` units per minute, `burst` of them at once (at least one).
+    /// `limit` units per minute, `burst` of them at once (at least one; none for a `limit` of
+    /// 0).
     pub fn per_minute(limit: u64, burst: u64) -> Self {
         Self::per(limit, MINUTE, burst)
     }
 
-    /// `limit` units per `window` nanoseconds, `burst` of them at once (at least one).
+    /// `limit` units per `window` nanoseconds, `burst` of them at once (at least one). A
+    /// `limit` of 0 admits nothing: it has no capacity, so every unit waits for ever and a
+    /// request of any units can never fit.
     pub fn per(limit: u64, window: Nanos, burst: u64) -> Self {
-        let limit = limit.max(1);
+        if limit == 0 {
+            return Self {
+                per_unit: window.max(1),
+                capacity: 0,
+                limit: 0,
+                burst: 0,
+            };
+        }
         let per_unit = (window / limit).max(1);
         let burst = burst.max(1);
         let (capacity, burst) = match per_unit.checked_mul(burst) {
@@ -124,6 +134,20 @@ pub(crate) fn remaining(rate: Rate, tat: Nanos, now: Nanos) -> (u64, Nanos) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A limit of 0 admits nothing, where taken as the least rate (one a window) it admitted
+    /// one unit a window; a request of any units can never fit.
+    #[test]
+    fn a_limit_of_zero_admits_nothing() {
+        let rate = Rate::per_minute(0, 5);
+        assert_eq!((rate.limit(), rate.burst(), rate.capacity()), (0, 0, 0));
+        let cell = AtomicU64::new(0);
+        assert!(matches!(acquire(&cell, rate, 1, 0), Gcra::Refused { .. }));
+        assert!(matches!(
+            acquire(&cell, rate, 1, 10 * MINUTE),
+            Gcra::Refused { .. }
+        ));
+    }
 
     #[test]
     fn a_burst_then_the_rate() {

@@ -472,11 +472,6 @@ where
         let Some(peer) = (shared.peer_addr)(req.extensions()) else {
             return IpResponseFuture::called(self.inner.call(req));
         };
-        // A limit of 0 admits nothing: the rate's least would admit one request a window. No
-        // wait cures it, so no `retry-after` names one.
-        if shared.limit == 0 {
-            return IpResponseFuture::refused(throttled(shared, None, req.extensions()));
-        }
         let ip = bucket(client_ip(peer, req.headers(), &shared.trusted));
         let now = shared.clock.now();
         let refused = match shared.table.check(ip, shared.rate, now) {
@@ -487,9 +482,7 @@ where
         };
         match refused {
             None => IpResponseFuture::called(self.inner.call(req)),
-            Some(wait) => {
-                IpResponseFuture::refused(throttled(shared, Some(wait), req.extensions()))
-            }
+            Some(wait) => IpResponseFuture::refused(throttled(shared, wait, req.extensions())),
         }
     }
 }
@@ -551,7 +544,7 @@ where
 
 fn throttled<C>(
     shared: &IpShared<C>,
-    wait: Option<Nanos>,
+    wait: Nanos,
     extensions: &http::Extensions,
 ) -> Response<Full<Bytes>> {
     let error = MaasError::IpThrottled {
@@ -564,7 +557,8 @@ fn throttled<C>(
         StatusCode::TOO_MANY_REQUESTS,
         extensions,
     );
-    if let Some(wait) = wait {
+    // A limit of 0 admits nothing however long the client waits ([`Rate::per`]).
+    if shared.limit > 0 {
         response
             .headers_mut()
             .insert(RETRY_AFTER, headers::retry_after(wait));

@@ -427,3 +427,38 @@ impl RateStore for MemoryStore {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TPM of 0 refuses even a reservation of one token, and an RPM of 0 the first request:
+    /// taken as the least rate (one a minute), each admitted one.
+    #[test]
+    fn a_limit_of_zero_admits_nothing() {
+        let store = MemoryStore::new();
+        let ask = |requests, tokens| Acquire {
+            key: LimitKey(1),
+            requests,
+            tokens,
+            reserve: 1,
+            now: 0,
+            quota: None,
+        };
+        let decided = |ask| match store.acquire(ask) {
+            Acquired::Now(outcome) => outcome,
+            Acquired::Later(_) => unreachable!("memory decides at once"),
+        };
+        assert_eq!(
+            decided(ask(None, Some(Rate::per_minute(0, 0)))),
+            Outcome::Oversized
+        );
+        assert!(matches!(
+            decided(ask(Some(Rate::per_minute(0, 1)), None)),
+            Outcome::Refused {
+                exceeded: Exceeded::Requests,
+                ..
+            }
+        ));
+    }
+}

@@ -332,11 +332,6 @@ where
                 },
             };
         };
-        if let Some(outcome) = zero_limit(&ask) {
-            return ResponseFuture {
-                state: self.decided(outcome, ask, req),
-            };
-        }
         let state = match self.shared.store.acquire(ask.acquire) {
             Acquired::Now(outcome) => self.decided(outcome, ask, req),
             Acquired::Later(pending) => {
@@ -353,21 +348,6 @@ where
             }
         };
         ResponseFuture { state }
-    }
-}
-
-/// The refusal of a limit of 0, which admits nothing: a rate's least is one a window, so the
-/// store would admit one request a minute, or a reservation of a token, and refusals would
-/// then name a limit of 0. No wait cures it (see [`settle_outcome`]).
-fn zero_limit(ask: &Ask) -> Option<Outcome> {
-    match ask.limits {
-        (Some(0), _) => Some(Outcome::Refused {
-            exceeded: Exceeded::Requests,
-            wait: 0,
-            snapshot: Snapshot::at(ask.acquire.now),
-        }),
-        (_, Some(0)) => Some(Outcome::Oversized),
-        _ => None,
     }
 }
 
@@ -522,9 +502,13 @@ fn settle_outcome<St: RateStore, C: Clock>(
                 },
             };
             let mut response = refuse(LAYER, error, StatusCode::TOO_MANY_REQUESTS, extensions);
-            // A limit of 0 (see `zero_limit`) admits nothing however long the client waits: no
+            // A limit of 0 admits nothing however long the client waits ([`Rate::per`]): no
             // header names a time to come back.
-            if ask.limits.0 == Some(0) {
+            let limit = match exceeded {
+                Exceeded::Requests => ask.limits.0,
+                Exceeded::Tokens => ask.limits.1,
+            };
+            if limit == Some(0) {
                 return refused(response);
             }
             if config.headers {
@@ -722,31 +706,6 @@ mod tests {
     use crate::limit::{ManualClock, MemoryStore};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
-
-    /// A TPM of 0 refuses even a reservation of one token, which the rate's least (a one-token
-    /// bucket) would admit.
-    #[test]
-    fn a_tpm_of_zero_refuses_the_smallest_reservation() {
-        let ask = |tpm: u64| Ask {
-            acquire: Acquire {
-                key: LimitKey(1),
-                requests: None,
-                tokens: Some(Rate::per_minute(tpm, tpm)),
-                reserve: 1,
-                now: 0,
-                quota: None,
-            },
-            limits: (None, Some(tpm)),
-            quota: None,
-        };
-        assert_eq!(zero_limit(&ask(0)), Some(Outcome::Oversized));
-        assert_eq!(zero_limit(&ask(1)), None);
-        let store = MemoryStore::new();
-        let Acquired::Now(outcome) = store.acquire(ask(0).acquire) else {
-            panic!("memory decides at once");
-        };
-        assert!(matches!(outcome, Outcome::Admitted(_)), "{outcome:?}");
-    }
 
     /// A request dropped before its answer's head is never settled: its reservation stands in
     /// the TPM until the bucket refills (the model may have worked, or not yet been reached),
