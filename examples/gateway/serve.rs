@@ -57,7 +57,7 @@ pub(crate) struct Bounds {
     pub(crate) client: Duration,
     /// From the stop signal to the last connection closed.
     pub(crate) grace: Duration,
-    /// Connections served at once.
+    /// Connections served at once (at most `u32::MAX`).
     pub(crate) connections: usize,
 }
 
@@ -90,13 +90,12 @@ pub(crate) async fn serve<S>(
         .timer(TokioTimer::new())
         .keep_alive_interval(client_timeout)
         .keep_alive_timeout(client_timeout);
-    // Each connection's task holds a sender: when all are gone, so are the connections.
     let (stopping, stop_seen) = tokio::sync::watch::channel(Phase::Serving);
-    let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
-    // Each connection's task holds a permit: a connection is accepted only with one in hand.
-    let room = Arc::new(tokio::sync::Semaphore::new(
-        bounds.connections.min(tokio::sync::Semaphore::MAX_PERMITS),
-    ));
+    // Each connection's task holds a permit: a connection is accepted only with one in hand,
+    // and all the permits back is all the connections gone.
+    let connections = u32::try_from(bounds.connections).unwrap_or(u32::MAX);
+    let room = Arc::new(tokio::sync::Semaphore::new(connections as usize));
+    let all_gone = || room.acquire_many(connections);
     let mut stop = pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -151,9 +150,7 @@ pub(crate) async fn serve<S>(
             )
             .into_owned();
         let stop_seen = stop_seen.clone();
-        let alive = alive.clone();
         tokio::spawn(async move {
-            let _alive = alive;
             let _permit = permit;
             if let Err(err) = watch(connection, &activity, client_timeout, stop_seen).await {
                 tracing::debug!("connection: {err}");
@@ -162,8 +159,7 @@ pub(crate) async fn serve<S>(
     }
     drop(listener);
     let _ = stopping.send(Phase::Stopping);
-    drop(alive);
-    if tokio::time::timeout(bounds.grace, all_gone.recv())
+    if tokio::time::timeout(bounds.grace, all_gone())
         .await
         .is_err()
     {
@@ -171,7 +167,7 @@ pub(crate) async fn serve<S>(
         // Dropped here, while the runtime still runs, what they hold is let go on it: a
         // limiter's settlement is sent, not lost with the runtime.
         let _ = stopping.send(Phase::Abandoning);
-        let _ = tokio::time::timeout(ABANDON_WAIT, all_gone.recv()).await;
+        let _ = tokio::time::timeout(ABANDON_WAIT, all_gone()).await;
     }
 }
 
