@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{FIXED_ID, frames, full, send, send_lossy};
+use futures_util::stream::{self, Stream, StreamExt};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -48,7 +49,7 @@ async fn upstream() -> (SocketAddr, Seen) {
                 };
                 Response::builder()
                     .header("content-type", kind)
-                    .body(axum::body::Body::new(Stalled(Some(first))))
+                    .body(axum::body::Body::new(stalled(first)))
                     .unwrap()
             } else if text.contains("slow") {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -80,41 +81,25 @@ async fn upstream() -> (SocketAddr, Seen) {
     (common::serve_hyper(service).await, seen)
 }
 
+/// A body of the pieces `pieces` gives.
+fn body_of(
+    pieces: impl Stream<Item = Bytes> + Send + Unpin + 'static,
+) -> impl http_body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static {
+    http_body_util::StreamBody::new(pieces.map(|piece| Ok(http_body::Frame::data(piece))))
+}
+
 /// A body that gives its first piece and then nothing, ever: a stalled upstream.
-struct Stalled(Option<&'static [u8]>);
-
-impl http_body::Body for Stalled {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        match self.0.take() {
-            Some(first) => {
-                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(first)))))
-            }
-            None => std::task::Poll::Pending,
-        }
-    }
+fn stalled(
+    first: &'static [u8],
+) -> impl http_body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static {
+    body_of(stream::once(std::future::ready(Bytes::from_static(first))).chain(stream::pending()))
 }
 
 /// A body fed through a channel: each piece as it is sent, its end when the sender goes.
-struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl http_body::Body for Channel {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|piece| piece.map(|piece| Ok(http_body::Frame::data(piece))))
-    }
+fn channel(
+    mut received: tokio::sync::mpsc::Receiver<Bytes>,
+) -> impl http_body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static {
+    body_of(stream::poll_fn(move |cx| received.poll_recv(cx)))
 }
 
 async fn gateway(upstream: SocketAddr) -> SocketAddr {
@@ -1345,7 +1330,7 @@ async fn a_stop_lets_requests_in_flight_finish() {
 async fn an_idle_deadline_restarts_with_every_piece() {
     let (pieces, received) = tokio::sync::mpsc::channel(1);
     let idle = Duration::from_secs(10);
-    let mut body = idle::IdleTimeout::new(Channel(received), idle, || "stalled".into());
+    let mut body = idle::IdleTimeout::new(channel(received), idle, || "stalled".into());
     let sender = tokio::spawn(async move {
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(7)).await;
@@ -1536,7 +1521,7 @@ async fn a_slow_answer_or_a_long_stream_is_not_idleness() {
         });
         Ok(Response::builder()
             .header("content-type", "text/event-stream")
-            .body(axum::body::Body::new(Channel(received)))
+            .body(axum::body::Body::new(channel(received)))
             .unwrap())
     });
     let upstream = common::serve_hyper(slow).await;
@@ -1578,24 +1563,6 @@ impl Drop for DropSignal {
     }
 }
 
-/// A stream that is always ready with one more event, for ever.
-struct Endless {
-    event: Bytes,
-    _dropped: DropSignal,
-}
-
-impl http_body::Body for Endless {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.event.clone()))))
-    }
-}
-
 /// An upstream that streams for ever, and the signal that its answer was let go.
 async fn endless_upstream() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) {
     let (dropped, upstream_let_go) = tokio::sync::oneshot::channel();
@@ -1607,14 +1574,16 @@ async fn endless_upstream() -> (SocketAddr, tokio::sync::oneshot::Receiver<()>) 
     let endless = tower::service_fn(move |_: Request<Incoming>| {
         let signal = DropSignal(dropped.lock().unwrap().take());
         let event = event.clone();
+        // Always ready with one more event, for ever; the signal goes with the body.
+        let events = stream::repeat_with(move || {
+            let _held = &signal;
+            event.clone()
+        });
         async move {
             Ok::<_, Infallible>(
                 Response::builder()
                     .header("content-type", "text/event-stream")
-                    .body(Endless {
-                        event,
-                        _dropped: signal,
-                    })
+                    .body(body_of(events))
                     .unwrap(),
             )
         }
