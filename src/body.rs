@@ -154,10 +154,12 @@ pub(crate) struct Gather {
 
 #[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 impl Gather {
-    /// A gatherer for a body that announced `expected` bytes (at least).
-    pub(crate) fn expecting(expected: usize) -> Self {
+    /// A gatherer for `body`, sized by the least it announced, at most `limit` bytes.
+    pub(crate) fn for_body(body: &impl Body, limit: usize) -> Self {
+        let announced = body.size_hint().lower();
         Self {
-            expected,
+            // At most `limit`, so it fits a usize.
+            expected: announced.min(limit as u64) as usize,
             ..Self::default()
         }
     }
@@ -230,14 +232,12 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let announced = body.size_hint().lower();
-    if announced > limit as u64 {
+    if body.size_hint().lower() > limit as u64 {
         return Err(BufferError::TooLarge);
     }
     Ok(LimitedCollect {
+        gathered: Gather::for_body(&body, limit),
         body: Limited::new(body, limit),
-        // Within the limit, so it fits a usize.
-        gathered: Gather::expecting(announced as usize),
     })
 }
 

@@ -1,7 +1,6 @@
 //! `ContentRiskFilter`: the layer.
 
 use crate::buffered::take_readied;
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -546,15 +545,11 @@ where
                     let response = ready!(future.poll(cx))?;
                     match route_output(response, this.shared, this.ctx) {
                         Routed::Done(response) => return Poll::Ready(Ok(response)),
-                        Routed::Hold(parts, body) => {
-                            let limit = this.shared.config.output_limit as u64;
-                            let announced = body.size_hint().lower().min(limit);
-                            State::Holding {
-                                held: Gather::expecting(announced as usize),
-                                body: Some(Box::pin(body)),
-                                parts: Some(parts),
-                            }
-                        }
+                        Routed::Hold(parts, body) => State::Holding {
+                            held: Gather::for_body(&body, this.shared.config.output_limit),
+                            body: Some(Box::pin(body)),
+                            parts: Some(parts),
+                        },
                     }
                 }
                 StateProj::Holding { body, held, parts } => {
@@ -573,7 +568,7 @@ where
                             }
                             // Too large to hold: it cannot be checked.
                             let parts = parts.take().expect("polled after completion");
-                            let held = vec![held.take()];
+                            let held = held.take();
                             return Poll::Ready(Ok(match this.shared.config.failure {
                                 OnFailure::Block => this
                                     .ctx
@@ -721,7 +716,7 @@ pin_project! {
     {
         Inner { #[pin] body: R },
         Full { #[pin] body: Full<Bytes> },
-        Prefix { held: VecDeque<Bytes>, rest: Pin<Box<R>> },
+        Prefix { held: Option<Bytes>, rest: Pin<Box<R>> },
         Stream { body: Pin<Box<RiskStream<R, Cl>>> },
     }
 }
@@ -740,10 +735,10 @@ impl<R, Cl: Classifier> RiskBody<R, Cl> {
     }
 
     /// What was held, then the rest of the answer as it comes.
-    fn prefix(held: Vec<Bytes>, rest: Pin<Box<R>>) -> Self {
+    fn prefix(held: Bytes, rest: Pin<Box<R>>) -> Self {
         Self {
             kind: Kind::Prefix {
-                held: held.into(),
+                held: Some(held),
                 rest,
             },
         }
@@ -779,7 +774,7 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
-            KindProj::Prefix { held, rest } => match held.pop_front() {
+            KindProj::Prefix { held, rest } => match held.take() {
                 Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 None => rest.as_mut().poll_frame(cx),
             },
@@ -791,7 +786,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Full { body } => body.is_end_stream(),
-            Kind::Prefix { held, rest } => held.is_empty() && rest.is_end_stream(),
+            Kind::Prefix { held, rest } => held.is_none() && rest.is_end_stream(),
             Kind::Stream { body } => body.is_end_stream(),
         }
     }
@@ -801,7 +796,7 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Full { body } => body.size_hint(),
             Kind::Prefix { held, rest } => {
-                let held: u64 = held.iter().map(|b| b.len() as u64).sum();
+                let held = held.as_ref().map_or(0, |held| held.len() as u64);
                 let rest = rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(held + rest.lower());
