@@ -606,12 +606,16 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     // Read from memory, updated every millisecond: half the cost of a limiter check.
     let clock = CoarseClock::new();
     let models = Arc::new(models);
-    let api = Router::new()
-        .route("/v1/chat/completions", post(infer))
-        .route("/v1/completions", post(infer))
-        .route("/v1/embeddings", post(infer))
-        .route("/v1/video/generations", post(create_task))
-        .with_state(Arc::clone(&models));
+    let mut api = Router::new();
+    for path in INFERENCE_ROUTES {
+        let handler = if path == VIDEO_TASKS {
+            post(create_task)
+        } else {
+            post(infer)
+        };
+        api = api.route(path, handler);
+    }
+    let api = api.with_state(Arc::clone(&models));
     let auth = BearerAuthLayer::new(keys).body_limit(config.body_limit);
     // Reading the model list or a task generates nothing: the key alone, no token limiter,
     // which would reserve (and, with no usage in the answer, charge the quota) a default
@@ -712,13 +716,16 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
 
 type Outer = ErrorEnvelope<Log<IpRateLimit<Routes>>>;
 
-/// The paths a model answers, each behind every layer.
+/// The paths a model answers, each behind every layer: the video tasks' creation, and the
+/// others answered by `infer`.
 const INFERENCE_ROUTES: [&str; 4] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
-    "/v1/video/generations",
+    VIDEO_TASKS,
 ];
+
+const VIDEO_TASKS: &str = "/v1/video/generations";
 
 /// The routes: a `POST` to an inference route goes to the layers around the model (`api`),
 /// called in place; every other request goes to the router (health, model list, tasks, the

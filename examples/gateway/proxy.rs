@@ -1,5 +1,6 @@
 //! Forwarding to an OpenAI-compatible upstream (vLLM, SGLang, llama.cpp, Ollama's `/v1`).
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ fn add_forwarded_for(parts: &mut http::request::Parts) {
     let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
         return;
     };
-    let peer = peer.ip().to_string();
+    let peer = peer.ip();
     // Every line the client sent, in order, as one list (RFC 9110 5.3).
     let mut chain = String::new();
     for earlier in parts.headers.get_all(X_FORWARDED_FOR) {
@@ -86,7 +87,8 @@ fn add_forwarded_for(parts: &mut http::request::Parts) {
             }
         }
     }
-    chain.push_str(&peer);
+    // Writing into a `String` does not fail.
+    let _ = write!(chain, "{peer}");
     if let Ok(chain) = HeaderValue::try_from(chain) {
         parts.headers.insert(X_FORWARDED_FOR, chain);
     }
