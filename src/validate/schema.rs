@@ -324,7 +324,31 @@ pub(crate) struct PyError<'a> {
 /// written out.
 ///
 /// ```
-/// assert_eq!(tower_maas::validate::MAX_ERRORS, 1000);
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use http_body_util::{BodyExt, Full};
+/// use tower::{Layer, ServiceExt};
+/// use tower_maas::validate::{RequestSchemaValidatorLayer, MAX_ERRORS};
+///
+/// let model = tower::service_fn(|_: http::Request<_>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::new())))
+/// });
+/// // Two bad values more than are listed: each is an error.
+/// let bias: serde_json::Map<_, _> = (0..MAX_ERRORS + 2)
+///     .map(|i| (format!("{i:04}"), "x".into()))
+///     .collect();
+/// let body = serde_json::json!({"model": "m", "messages": [], "logit_bias": bias});
+/// let request = http::Request::post("/v1/chat/completions")
+///     .header("content-type", "application/json")
+///     .body(Full::new(bytes::Bytes::from(body.to_string())))
+///     .unwrap();
+/// let answer = RequestSchemaValidatorLayer::new().layer(model).oneshot(request).await.unwrap();
+/// let answer = answer.into_body().collect().await.unwrap().to_bytes();
+/// let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+/// let message = answer["message"].as_str().unwrap();
+/// assert!(message.ends_with(", ... 2 more errors]"));
+/// assert_eq!(message.matches("'float_parsing'").count(), MAX_ERRORS);
+/// # }
 /// ```
 pub const MAX_ERRORS: usize = 1000;
 
@@ -332,7 +356,31 @@ pub const MAX_ERRORS: usize = 1000;
 /// written whole, so a message may pass the limit by one error's length.
 ///
 /// ```
-/// assert_eq!(tower_maas::validate::MESSAGE_LIMIT, 1 << 20);
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use http_body_util::{BodyExt, Full};
+/// use tower::{Layer, ServiceExt};
+/// use tower_maas::validate::{RequestSchemaValidatorLayer, MESSAGE_LIMIT};
+///
+/// let model = tower::service_fn(|_: http::Request<_>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::new())))
+/// });
+/// // 600 bad values under keys of 4 kB: about 2.4 MB of errors, written out.
+/// let bias: serde_json::Map<_, _> = (0..600)
+///     .map(|i| (format!("{i:04}{}", "k".repeat(4000)), "x".into()))
+///     .collect();
+/// let body = serde_json::json!({"model": "m", "messages": [], "logit_bias": bias});
+/// let request = http::Request::post("/v1/chat/completions")
+///     .header("content-type", "application/json")
+///     .body(Full::new(bytes::Bytes::from(body.to_string())))
+///     .unwrap();
+/// let answer = RequestSchemaValidatorLayer::new().layer(model).oneshot(request).await.unwrap();
+/// let answer = answer.into_body().collect().await.unwrap().to_bytes();
+/// let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+/// let message = answer["message"].as_str().unwrap();
+/// assert!(message.ends_with(" more errors]"));
+/// assert!(message.len() > MESSAGE_LIMIT && message.len() < MESSAGE_LIMIT + 8192);
+/// # }
 /// ```
 pub const MESSAGE_LIMIT: usize = 1 << 20;
 
