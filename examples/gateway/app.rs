@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Extension, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, post_service};
+use axum::routing::{get, post_service};
 use bytes::Bytes;
 use futures_util::future::Either;
 use http::Method;
@@ -606,16 +606,9 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     // Read from memory, updated every millisecond: half the cost of a limiter check.
     let clock = CoarseClock::new();
     let models = Arc::new(models);
-    let mut api = Router::new();
-    for path in INFERENCE_ROUTES {
-        let handler = if path == VIDEO_TASKS {
-            post(create_task)
-        } else {
-            post(infer)
-        };
-        api = api.route(path, handler);
-    }
-    let api = api.with_state(Arc::clone(&models));
+    let api = Answer {
+        models: Arc::clone(&models),
+    };
     let auth = BearerAuthLayer::new(keys).body_limit(config.body_limit);
     // Reading the model list or a task generates nothing: the key alone, no token limiter,
     // which would reserve (and, with no usage in the answer, charge the quota) a default
@@ -824,10 +817,13 @@ async fn list_models(State(models): State<Arc<Models>>) -> Response {
 }
 
 /// Starts a (mock) video-generation task owned by the calling key.
-async fn create_task(
-    State(models): State<Arc<Models>>,
-    Extension(principal): Extension<Principal>,
-) -> Response {
+fn create_task(models: &Models, principal: Option<&Principal>, id: RequestId) -> Response {
+    let Some(principal) = principal else {
+        // BearerAuth stands in front of every inference route: a stack without it is a bug.
+        return MaasError::Internal
+            .to_response(Dialect::Dual, &id)
+            .into_response();
+    };
     // A fresh id, never the request's: a trusted incoming x-request-id is the client's to
     // choose, and a repeated one would hand an existing task to another key.
     let task_id = format!("task-{}", RequestId::generate());
@@ -872,35 +868,69 @@ async fn query_task(
     }
 }
 
-/// An inference request: to the builtin mock, or forwarded to the model's upstream.
-async fn infer(State(models): State<Arc<Models>>, request: axum::extract::Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let id = parts
-        .extensions
-        .get::<RequestId>()
-        .copied()
-        .unwrap_or_else(RequestId::generate);
-    let Some(parsed) = parts.extensions.get::<Arc<ParsedRequest>>().cloned() else {
-        return MaasError::InvalidRequestBody
-            .to_response(Dialect::Dual, &id)
-            .into_response();
-    };
-    // A custom endpoint's name stands for its model.
-    let route = parts.extensions.get::<EndpointRoute>().cloned();
-    let model = route.as_ref().map(EndpointRoute::model).or(parsed.model());
-    match model.and_then(|m| models.upstreams.get(m)) {
-        None => mock::answer(id, &parsed, models.style),
-        Some(upstream) => {
-            let rename = upstream
-                .model
-                .as_deref()
-                .or(route.as_ref().map(EndpointRoute::model));
-            let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
+/// The inference routes' innermost service, behind every layer: the builtin mock, a video
+/// task, or the model's upstream. Called directly, not through a `Router`: `Routes` has
+/// matched the path already, and a router would route again and count the shared `Models` up
+/// and down three times a request (its state, the handler's and the extractor's), counts two
+/// cores serving at once pass back and forth. The mock answers without a future of its own.
+#[derive(Clone)]
+struct Answer {
+    models: Arc<Models>,
+}
+
+impl<B> Service<http::Request<B>> for Answer
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<
+        std::future::Ready<Result<Response, Infallible>>,
+        std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let answered = |response| Either::Left(std::future::ready(Ok(response)));
+        let (parts, body) = request.into_parts();
+        let id = parts
+            .extensions
+            .get::<RequestId>()
+            .copied()
+            .unwrap_or_else(RequestId::generate);
+        if parts.uri.path() == VIDEO_TASKS {
+            return answered(create_task(&self.models, parts.extensions.get(), id));
+        }
+        let Some(parsed) = parts.extensions.get::<Arc<ParsedRequest>>() else {
+            return answered(
+                MaasError::InvalidRequestBody
+                    .to_response(Dialect::Dual, &id)
+                    .into_response(),
+            );
+        };
+        // A custom endpoint's name stands for its model.
+        let route = parts.extensions.get::<EndpointRoute>();
+        let model = route.map(EndpointRoute::model).or(parsed.model());
+        let Some(upstream) = model.and_then(|m| self.models.upstreams.get(m)) else {
+            return answered(mock::answer(id, parsed, self.models.style));
+        };
+        let rename = upstream
+            .model
+            .clone()
+            .or(route.map(|route| route.model().to_owned()));
+        let models = Arc::clone(&self.models);
+        let upstream = upstream.clone();
+        Either::Right(Box::pin(async move {
+            let body: Bytes = match axum::body::to_bytes(Body::new(body), usize::MAX).await {
                 Ok(body) => body,
                 Err(_) => {
-                    return MaasError::UnparsableBody
+                    return Ok(MaasError::UnparsableBody
                         .to_response(Dialect::Dual, &id)
-                        .into_response();
+                        .into_response());
                 }
             };
             let client = if upstream.http2 {
@@ -908,7 +938,16 @@ async fn infer(State(models): State<Arc<Models>>, request: axum::extract::Reques
             } else {
                 &models.client
             };
-            proxy::forward(client, upstream, rename, models.timeout, id, parts, body).await
-        }
+            Ok(proxy::forward(
+                client,
+                &upstream,
+                rename.as_deref(),
+                models.timeout,
+                id,
+                parts,
+                body,
+            )
+            .await)
+        }))
     }
 }
