@@ -255,9 +255,9 @@ impl Quota {
 /// }
 /// ```
 #[derive(Clone)]
-pub struct Principal(Arc<KeyRecord>, StatusCode);
+pub struct Principal(pub(crate) Arc<KeyRecord>, StatusCode);
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct KeyRecord {
     pub(crate) id: KeyId,
     pub(crate) policy: KeyPolicy,

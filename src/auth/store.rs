@@ -1,5 +1,7 @@
 //! Where keys live: the [`KeyStore`] trait and the in-memory store of digests.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,17 +58,57 @@ impl std::error::Error for DuplicateKey {}
 /// assert!(store.remove(id));
 /// assert!(store.get(id).is_none());
 /// ```
-#[derive(Default)]
+///
+/// A thread that authenticates keeps its own copies of the records of the keys it saw lately
+/// (up to [`InMemoryKeyStore::THREAD_CACHE`] of one store), checked against the store's count of
+/// changes on every request: two cores authenticating one key write nothing they share (no
+/// lock, no reference count), and a change is seen by the next request all the same.
 pub struct InMemoryKeyStore {
     by_digest: DashMap<KeyDigest, Arc<KeyRecord>>,
     by_id: DashMap<KeyId, KeyDigest>,
     next_id: AtomicU64,
+    /// Tells this store's records from other stores' in the threads' caches.
+    store: u64,
+    /// Moves on every change to a key: a thread's copies are of an older store once it has.
+    changes: AtomicU64,
+}
+
+/// The stores made so far, for each store's number.
+static STORES: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's copies of the records of the keys it authenticated lately, all of one store as it
+/// was at one count of changes.
+#[derive(Default)]
+struct ThreadCache {
+    store: u64,
+    changes: u64,
+    records: HashMap<KeyDigest, Arc<KeyRecord>>,
+}
+
+thread_local! {
+    static THREAD_CACHE: RefCell<ThreadCache> = RefCell::default();
 }
 
 impl InMemoryKeyStore {
+    /// The most keys a thread keeps copies of: past it the copies are dropped and made again
+    /// as requests come, so a thread's memory stays bounded whatever the number of keys.
+    pub const THREAD_CACHE: usize = 1024;
+
     /// An empty store.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            by_digest: DashMap::new(),
+            by_id: DashMap::new(),
+            next_id: AtomicU64::new(0),
+            // Numbered from 1: 0 is a new thread cache's, which holds no store's copies.
+            store: STORES.fetch_add(1, Ordering::Relaxed) + 1,
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// After the map has changed: the threads' copies are of the store before it.
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     /// Adds a plaintext key; only its digest is kept.
@@ -88,6 +130,7 @@ impl InMemoryKeyStore {
                 let quota = Arc::new(Quota::new(policy.quota));
                 slot.insert(Arc::new(KeyRecord { id, policy, quota }));
                 self.by_id.insert(id, digest);
+                self.changed();
                 Ok(id)
             }
         }
@@ -124,6 +167,8 @@ impl InMemoryKeyStore {
             policy,
             quota: Arc::clone(&record.quota),
         });
+        drop(record);
+        self.changed();
         true
     }
 
@@ -139,10 +184,14 @@ impl InMemoryKeyStore {
 
     /// Removes a key: its requests get 81003.
     pub fn remove(&self, id: KeyId) -> bool {
-        match self.by_id.remove(&id) {
+        let removed = match self.by_id.remove(&id) {
             Some((_, digest)) => self.by_digest.remove(&digest).is_some(),
             None => false,
+        };
+        if removed {
+            self.changed();
         }
+        removed
     }
 
     /// How many keys are stored.
@@ -158,8 +207,41 @@ impl InMemoryKeyStore {
 
 impl KeyStore for InMemoryKeyStore {
     fn authenticate(&self, key: PresentedKey<'_>) -> Option<Principal> {
-        let record = self.by_digest.get(&key.digest())?;
-        Some(Principal::new(Arc::clone(&record)))
+        let digest = key.digest();
+        // Acquire: a change made before this request began is seen, with what it wrote.
+        let changes = self.changes.load(Ordering::Acquire);
+        THREAD_CACHE
+            .try_with(|cache| {
+                let mut cache = cache.borrow_mut();
+                if cache.store != self.store || cache.changes != changes {
+                    cache.records.clear();
+                    cache.store = self.store;
+                    cache.changes = changes;
+                }
+                if let Some(record) = cache.records.get(&digest) {
+                    return Some(Principal::new(Arc::clone(record)));
+                }
+                // Unknown keys are not kept: a client cannot fill the cache with them.
+                let shared = self.by_digest.get(&digest)?;
+                let copy = Arc::new(KeyRecord::clone(&shared));
+                drop(shared);
+                if cache.records.len() >= Self::THREAD_CACHE {
+                    cache.records.clear();
+                }
+                cache.records.insert(digest, Arc::clone(&copy));
+                Some(Principal::new(copy))
+            })
+            // A thread being torn down has no cache left: the shared record.
+            .unwrap_or_else(|_| {
+                let record = self.by_digest.get(&digest)?;
+                Some(Principal::new(Arc::clone(&record)))
+            })
+    }
+}
+
+impl Default for InMemoryKeyStore {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -168,5 +250,94 @@ impl fmt::Debug for InMemoryKeyStore {
         f.debug_struct("InMemoryKeyStore")
             .field("keys", &self.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticate(store: &InMemoryKeyStore, key: &str) -> Option<Principal> {
+        store.authenticate(PresentedKey::new(key.as_bytes()))
+    }
+
+    fn cached_here() -> usize {
+        THREAD_CACHE.with(|cache| cache.borrow().records.len())
+    }
+
+    /// A thread's requests share its copy of the record; another thread has its own, so the two
+    /// count no reference in common. The quota stays the key's one.
+    #[test]
+    fn each_thread_has_its_own_copy_of_a_record_and_shares_the_quota() {
+        let store = Arc::new(InMemoryKeyStore::new());
+        store.insert("sk-one", KeyPolicy::new().quota(100)).unwrap();
+        let first = authenticate(&store, "sk-one").unwrap();
+        let again = authenticate(&store, "sk-one").unwrap();
+        assert!(Arc::ptr_eq(&first.0, &again.0));
+        let elsewhere = std::thread::spawn({
+            let store = Arc::clone(&store);
+            move || authenticate(&store, "sk-one").unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(!Arc::ptr_eq(&first.0, &elsewhere.0));
+        elsewhere.quota().charge(30);
+        assert_eq!(first.quota().used(), 30);
+    }
+
+    /// The same key in two stores, used in turn on one thread: each store answers with its own
+    /// record, never the other's copy.
+    #[test]
+    fn two_stores_on_one_thread_keep_their_records_apart() {
+        let (a, b) = (InMemoryKeyStore::new(), InMemoryKeyStore::new());
+        a.insert("sk-same", KeyPolicy::new().rpm(1)).unwrap();
+        b.insert("sk-same", KeyPolicy::new().rpm(2)).unwrap();
+        for _ in 0..3 {
+            assert_eq!(authenticate(&a, "sk-same").unwrap().policy().rpm, Some(1));
+            assert_eq!(authenticate(&b, "sk-same").unwrap().policy().rpm, Some(2));
+        }
+    }
+
+    /// Every change is seen by the next request on a thread that holds a copy.
+    #[test]
+    fn a_change_is_seen_through_a_threads_copy() {
+        let store = InMemoryKeyStore::new();
+        let id = store.insert("sk-key", KeyPolicy::new()).unwrap();
+        assert_eq!(authenticate(&store, "sk-key").unwrap().policy().rpm, None);
+        assert!(store.update(id, |policy| policy.rpm = Some(5)));
+        assert_eq!(
+            authenticate(&store, "sk-key").unwrap().policy().rpm,
+            Some(5)
+        );
+        assert!(store.freeze(id));
+        assert_eq!(
+            authenticate(&store, "sk-key").unwrap().policy().state,
+            KeyState::Frozen
+        );
+        assert!(store.remove(id));
+        assert!(authenticate(&store, "sk-key").is_none());
+    }
+
+    /// However many keys a thread sees, it keeps copies of at most `THREAD_CACHE`, and of no
+    /// unknown key.
+    #[test]
+    fn a_threads_copies_are_bounded() {
+        let store = InMemoryKeyStore::new();
+        let keys: Vec<String> = (0..InMemoryKeyStore::THREAD_CACHE + 10)
+            .map(|i| format!("sk-key-{i}"))
+            .collect();
+        for key in &keys {
+            store.insert(key, KeyPolicy::new()).unwrap();
+        }
+        for key in &keys {
+            assert!(authenticate(&store, key).is_some());
+            assert!(cached_here() <= InMemoryKeyStore::THREAD_CACHE);
+        }
+        assert!(cached_here() > 0);
+        let before = cached_here();
+        for i in 0..100 {
+            assert!(authenticate(&store, &format!("sk-unknown-{i}")).is_none());
+        }
+        assert_eq!(cached_here(), before);
     }
 }
