@@ -144,14 +144,52 @@ where
 /// share costs a request, the bare mock's router having none.
 fn contend(shared: bool, n: usize) {
     let one = gateway(false);
-    let routers = [
-        one.clone(),
-        if shared { one.clone() } else { gateway(false) },
-    ];
+    let other = if shared { one.clone() } else { gateway(false) };
+    let how = if shared {
+        "one gateway"
+    } else {
+        "a gateway each"
+    };
+    two_threads(n, [one, other], || (), how);
+}
+
+/// Two threads serving `n` requests each through one gateway with its log line on, into one
+/// log writer (`shared`, as the server's workers do) or a writer each: what the log's shared
+/// writer costs a request.
+fn contend_log(shared: bool, n: usize) {
+    let (subscriber, _flush) = log_format::subscriber(std::io::sink(), false);
+    let one = tracing::Dispatch::new(subscriber);
+    let router = gateway(true);
+    let log = || {
+        let (own, flush) = log_format::subscriber(std::io::sink(), false);
+        let dispatch = if shared {
+            one.clone()
+        } else {
+            tracing::Dispatch::new(own)
+        };
+        (tracing::dispatcher::set_default(&dispatch), flush)
+    };
+    let how = if shared {
+        "one gateway, one log writer"
+    } else {
+        "one gateway, a log writer each"
+    };
+    two_threads(n, [router.clone(), router], log, how);
+}
+
+/// Serves `n` requests on each of two threads at once, each with its router and what `setup`
+/// gives it, and prints the time a request took.
+fn two_threads<S, G>(n: usize, routers: [S; 2], setup: impl Fn() -> G + Sync, how: &str)
+where
+    S: tower::Service<Request<Body>, Response = axum::response::Response, Error = Infallible>
+        + Send,
+{
     let start = std::time::Instant::now();
     std::thread::scope(|scope| {
         for mut router in routers {
+            let setup = &setup;
             scope.spawn(move || {
+                let _kept = setup();
                 serve(&mut router);
                 for _ in 0..n {
                     std::hint::black_box(serve(&mut router));
@@ -160,11 +198,6 @@ fn contend(shared: bool, n: usize) {
         }
     });
     let each = start.elapsed().as_nanos() / n as u128;
-    let how = if shared {
-        "one gateway"
-    } else {
-        "a gateway each"
-    };
     println!("two threads, {how}: {each} ns a request on each");
 }
 
@@ -172,7 +205,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let [_, contending, how, n, ..] = args.as_slice() {
         if contending == "contend" {
-            contend(how == "shared", n.parse().unwrap_or(100_000));
+            let n = n.parse().unwrap_or(100_000);
+            match how.as_str() {
+                "log-shared" => contend_log(true, n),
+                "log-separate" => contend_log(false, n),
+                how => contend(how == "shared", n),
+            }
             return;
         }
     }
