@@ -216,6 +216,37 @@ fn lines_are_written_whole_in_order_and_without_waiting_for_more() {
     assert_eq!(next, [2000; 4]);
 }
 
+/// Each thread that logs has a buffer of its own: a hundred threads that write a line each and
+/// end have every line written and leave no buffer behind once the writer looks again.
+#[test]
+fn threads_that_end_leave_their_lines_written_and_no_buffer() {
+    let captured = Captured::default();
+    let (writer, flush) = log_writer::batch_writer(captured.clone());
+    for t in 0..100 {
+        let writer = writer.clone();
+        std::thread::spawn(move || {
+            (&writer)
+                .write_all(format!("thread {t}\n").as_bytes())
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+    // The writer looks at the buffers when a line comes: ended threads' go then.
+    (&writer).write_all(b"last\n").unwrap();
+    eventually(
+        "every line written and every ended thread's buffer let go",
+        || captured.text().lines().count() == 101 && writer.threads() == 1,
+    );
+    drop(flush);
+    let mut lines: Vec<String> = captured.text().lines().map(str::to_owned).collect();
+    lines.sort();
+    let mut expected: Vec<String> = (0..100).map(|t| format!("thread {t}")).collect();
+    expected.push("last".to_owned());
+    expected.sort();
+    assert_eq!(lines, expected);
+}
+
 /// An output that holds every write until the test opens it, and says when one is waiting.
 struct Stuck {
     open: Arc<(Mutex<bool>, Condvar)>,
@@ -310,6 +341,25 @@ fn lines_that_wait_go_out_in_one_write() {
     // One `write` for the first line, then the thousand waiting lines together.
     let writes = 1 + writes.try_iter().count();
     assert!(writes <= 3, "{writes} writes for 1001 lines");
+}
+
+/// A line that comes once the last batch is taken is neither kept nor lost without a word: it
+/// is counted, as a line dropped at exit.
+#[test]
+fn a_line_after_the_last_batch_is_counted() {
+    let captured = Captured::default();
+    let (writer, flush) = log_writer::batch_writer(captured.clone());
+    (&writer).write_all(b"before\n").unwrap();
+    drop(flush);
+    (&writer).write_all(b"after\n").unwrap();
+    std::thread::spawn({
+        let writer = writer.clone();
+        move || (&writer).write_all(b"after, from a new thread\n").unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(captured.text(), "before\n");
+    assert_eq!(writer.dropped_at_exit(), 2);
 }
 
 #[test]

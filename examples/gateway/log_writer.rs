@@ -1,20 +1,30 @@
-//! Where the request log's lines go: one shared buffer that a thread of its own writes out in
-//! batches.
+//! Where the request log's lines go: a buffer per thread that a thread of its own writes out
+//! in batches.
 //!
 //! `tracing-appender`'s non-blocking writer hands every line to its thread through a channel,
 //! and that thread wakes, spins (`sched_yield`) and parks again for nearly every line: under
 //! load that was about 25 000 `sched_yield` and 13 000 `futex` calls a second, and the writer
-//! preempting the tokio workers. Here a request's line is appended to a buffer under a mutex
-//! held for a `memcpy`; only the first line of a batch wakes the writer, which then waits a
-//! moment for more before writing them all with one `write`. So a burst of lines costs one
-//! wake-up, and an idle gateway costs none.
+//! preempting the tokio workers. Here a request's line is appended to its thread's own buffer,
+//! under a lock no other request takes; only a line that finds the writer asleep wakes it,
+//! which then waits a moment for more before writing every thread's lines with one `write`.
+//! So a burst of lines costs one wake-up, an idle gateway costs none, and two cores logging at
+//! once take no lock and fill no buffer in common, only reading the writer's sleep flag: one
+//! buffer for all cost two threads logging about 0.2–0.4 µs a request more
+//! (`benches/gateway.rs contend log-shared`).
 //!
-//! A slow terminal or pipe never holds a request: while the writer is stuck, lines gather up to
-//! [`LIMIT`] bytes, and past that they are dropped and counted, and the count is written when
-//! the output moves again.
+//! Each thread's lines keep their order; a batch holds one thread's lines, then another's, so
+//! lines of different threads can come out of time order: by up to [`GATHER`], or by as long
+//! as the output was stuck. Their timestamps tell.
+//!
+//! A slow terminal or pipe never holds a request: while the writer is stuck, each thread's
+//! lines gather up to [`LIMIT`] bytes, and past that they are dropped and counted, and the
+//! count is written when the output moves again. A line that comes once the last batch is
+//! taken at exit is counted too.
 
+use std::cell::RefCell;
 use std::io::{self, Write};
 use std::mem;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -26,16 +36,17 @@ use tracing_subscriber::fmt::MakeWriter;
 /// someone watching.
 const GATHER: Duration = Duration::from_millis(10);
 
-/// The most that waits to be written while a batch is being written (which holds as much
-/// again at most); beyond it lines are dropped, and counted.
+/// The most of one thread's lines that waits to be written while a batch is being written;
+/// beyond it that thread's lines are dropped, and counted. Request lines come from the
+/// runtime's workers, one a core; other threads log rarely.
 pub(crate) const LIMIT: usize = 8 << 20;
 
 /// How long the exit waits for the last lines to be written: an output that is stuck (a pipe
 /// nobody reads) must not keep the process from exiting.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// What a batch buffer keeps of its capacity once written: a burst while the output was stuck
-/// must not hold its megabytes for ever.
+/// What a buffer keeps of its capacity once written: a burst while the output was stuck must
+/// not hold its megabytes for ever.
 const KEEP: usize = 1 << 20;
 
 /// The handle `tracing_subscriber::fmt().with_writer(..)` takes: every write is one whole
@@ -54,30 +65,155 @@ pub(crate) struct FlushOnDrop {
 
 #[derive(Debug, Default)]
 struct Shared {
-    pending: Mutex<Pending>,
+    /// This writer's number, telling its buffers from other writers' in a thread's list.
+    number: u64,
+    threads: Mutex<Threads>,
+    /// The writer waits for a first line: the line that finds it so wakes it. Read by every
+    /// line, written by the writer as it goes to sleep and wakes.
+    asleep: AtomicBool,
+    state: Mutex<State>,
     first_line: Condvar,
     closed: Condvar,
 }
 
 #[derive(Debug, Default)]
-struct Pending {
-    lines: Vec<u8>,
-    dropped: u64,
+struct Threads {
+    /// Every thread's buffer, from its first line here.
+    list: Vec<Arc<ThreadLines>>,
+    /// The last batch is taken: a thread's first line from now on is dropped, and counted.
+    stopped: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
     closing: bool,
     /// The writer thread has written its last batch.
     closed: bool,
+    /// Lines that came after the last batch was taken.
+    dropped: u64,
+}
+
+/// One thread's lines waiting to be written, behind a lock that only that thread and the
+/// writer, as it looks for lines, take.
+#[derive(Debug, Default)]
+struct ThreadLines {
+    lines: Mutex<Lines>,
+    /// The thread has ended: once its lines are written, the buffer goes.
+    ended: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    dropped: u64,
+    /// The writer has taken its last batch: lines are dropped, and counted, and the thread
+    /// forgets the buffer.
+    stopped: bool,
+}
+
+impl Lines {
+    fn waiting(&self) -> bool {
+        !self.bytes.is_empty() || self.dropped > 0
+    }
+}
+
+/// The writers made so far, for each writer's number.
+static WRITERS: AtomicU64 = AtomicU64::new(0);
+
+/// This thread's buffers, one for each writer it has written to.
+struct Mine(Vec<(u64, Arc<ThreadLines>)>);
+
+impl Drop for Mine {
+    fn drop(&mut self) {
+        for (_, lines) in &self.0 {
+            // Release: the writer that sees it sees every line before it.
+            lines.ended.store(true, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static MINE: RefCell<Mine> = const { RefCell::new(Mine(Vec::new())) };
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves at worst a partial line; the log goes on.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ThreadLines {
+    /// `false` when the writer has stopped.
+    fn append(&self, line: &[u8]) -> bool {
+        let mut lines = lock(&self.lines);
+        if lines.stopped {
+            return false;
+        }
+        if lines.bytes.len() + line.len() > LIMIT {
+            lines.dropped += 1;
+        } else {
+            lines.bytes.extend_from_slice(line);
+        }
+        true
+    }
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Pending> {
-        // A panic while holding the lock leaves at worst a partial line; the log goes on.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Waits until some thread has a line waiting, or the exit has begun (`true`).
+    fn wait_for_a_line(&self) -> bool {
+        let mut state = lock(&self.state);
+        loop {
+            if state.closing {
+                return true;
+            }
+            self.asleep.store(true, Ordering::SeqCst);
+            // Looked at after saying so, under each thread's lock: a line appended before this
+            // look is seen here, and one appended after it sees the writer asleep. The buffers
+            // of ended threads with nothing waiting go.
+            let mut waiting = false;
+            lock(&self.threads).list.retain(|thread| {
+                let ended = thread.ended.load(Ordering::Acquire);
+                let here = lock(&thread.lines).waiting();
+                waiting |= here;
+                here || !ended
+            });
+            if waiting {
+                self.asleep.store(false, Ordering::SeqCst);
+                return false;
+            }
+            state = self
+                .first_line
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Every thread's waiting lines into `batch`, and how many were dropped; the buffers of
+    /// threads that have ended go. The `last` batch leaves every buffer stopped.
+    fn collect(&self, batch: &mut Vec<u8>, last: bool) -> u64 {
+        let mut dropped = 0;
+        let mut threads = lock(&self.threads);
+        threads.stopped = last;
+        threads.list.retain(|thread| {
+            // Read before the lines: an ended thread writes nothing after it.
+            let ended = thread.ended.load(Ordering::Acquire);
+            let mut lines = lock(&thread.lines);
+            batch.extend_from_slice(&lines.bytes);
+            lines.bytes.clear();
+            lines.bytes.shrink_to(KEEP);
+            dropped += mem::take(&mut lines.dropped);
+            lines.stopped = last;
+            !ended && !last
+        });
+        dropped
     }
 }
 
 /// Starts the writer thread over `out` (stdout in the gateway, a test's sink in tests).
 pub(crate) fn batch_writer<W: Write + Send + 'static>(mut out: W) -> (BatchWriter, FlushOnDrop) {
-    let shared = Arc::<Shared>::default();
+    let shared = Arc::new(Shared {
+        number: WRITERS.fetch_add(1, Ordering::Relaxed),
+        ..Shared::default()
+    });
     let thread = thread::Builder::new()
         .name("log-writer".into())
         .spawn({
@@ -99,22 +235,12 @@ pub(crate) fn batch_writer<W: Write + Send + 'static>(mut out: W) -> (BatchWrite
 fn write_batches(shared: &Shared, out: &mut impl Write) {
     let mut batch = Vec::new();
     loop {
-        let mut pending = shared.lock();
-        while pending.lines.is_empty() && !pending.closing {
-            pending = shared
-                .first_line
-                .wait(pending)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        if !pending.closing {
-            drop(pending);
+        let mut closing = shared.wait_for_a_line();
+        if !closing {
             thread::sleep(GATHER);
-            pending = shared.lock();
+            closing = lock(&shared.state).closing;
         }
-        mem::swap(&mut pending.lines, &mut batch);
-        let dropped = mem::take(&mut pending.dropped);
-        let closing = pending.closing;
-        drop(pending);
+        let dropped = shared.collect(&mut batch, closing);
         if dropped > 0 {
             // Nowhere better to say it: the output is the thing that failed.
             let _ = writeln!(
@@ -126,25 +252,74 @@ fn write_batches(shared: &Shared, out: &mut impl Write) {
         batch.clear();
         batch.shrink_to(KEEP);
         if closing {
-            shared.lock().closed = true;
+            lock(&shared.state).closed = true;
             shared.closed.notify_all();
             return;
         }
     }
 }
 
+impl BatchWriter {
+    /// How many threads' buffers the writer holds (for tests: threads that end let theirs go).
+    #[cfg(test)]
+    pub(crate) fn threads(&self) -> usize {
+        lock(&self.shared.threads).list.len()
+    }
+
+    /// How many lines came after the last batch was taken (for tests).
+    #[cfg(test)]
+    pub(crate) fn dropped_at_exit(&self) -> u64 {
+        lock(&self.shared.state).dropped
+    }
+
+    /// Appends to this thread's own buffer, made and registered on its first line; `false`
+    /// when the writer has stopped.
+    fn append_here(&self, mine: &mut Mine, line: &[u8]) -> bool {
+        let shared = &self.shared;
+        if let Some(at) = mine.0.iter().position(|(n, _)| *n == shared.number) {
+            if mine.0[at].1.append(line) {
+                return true;
+            }
+            mine.0.swap_remove(at);
+            return false;
+        }
+        self.register(line, |lines| mine.0.push((shared.number, lines)))
+    }
+
+    /// A new buffer holding `line`, handed to `keep` once the writer holds it too; `false`
+    /// when the writer has stopped.
+    fn register(&self, line: &[u8], keep: impl FnOnce(Arc<ThreadLines>)) -> bool {
+        let lines = Arc::<ThreadLines>::default();
+        lines.append(line);
+        let mut threads = lock(&self.shared.threads);
+        if threads.stopped {
+            return false;
+        }
+        threads.list.push(Arc::clone(&lines));
+        drop(threads);
+        keep(lines);
+        true
+    }
+}
+
 impl Write for &BatchWriter {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        let mut pending = self.shared.lock();
-        if pending.closing || pending.lines.len() + line.len() > LIMIT {
-            pending.dropped += 1;
+        let shared = &*self.shared;
+        let kept = MINE
+            .try_with(|mine| self.append_here(&mut mine.borrow_mut(), line))
+            // The thread is ending and its list is gone: a buffer the writer lets go at once.
+            .unwrap_or_else(|_| {
+                self.register(line, |lines| lines.ended.store(true, Ordering::Release))
+            });
+        if !kept {
+            lock(&shared.state).dropped += 1;
             return Ok(line.len());
         }
-        let first = pending.lines.is_empty();
-        pending.lines.extend_from_slice(line);
-        drop(pending);
-        if first {
-            self.shared.first_line.notify_one();
+        // After the line, as the writer looks for lines after saying it sleeps: one of the two
+        // sees the other's.
+        if shared.asleep.load(Ordering::SeqCst) && shared.asleep.swap(false, Ordering::SeqCst) {
+            let _state = lock(&shared.state);
+            shared.first_line.notify_one();
         }
         Ok(line.len())
     }
@@ -164,15 +339,15 @@ impl<'a> MakeWriter<'a> for BatchWriter {
 
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
-        self.shared.lock().closing = true;
+        lock(&self.shared.state).closing = true;
         self.shared.first_line.notify_one();
-        let (pending, _) = self
+        let (state, _) = self
             .shared
             .closed
-            .wait_timeout_while(self.shared.lock(), CLOSE_WAIT, |p| !p.closed)
+            .wait_timeout_while(lock(&self.shared.state), CLOSE_WAIT, |s| !s.closed)
             .unwrap_or_else(PoisonError::into_inner);
-        let (closed, dropped) = (pending.closed, pending.dropped);
-        drop(pending);
+        let (closed, dropped) = (state.closed, state.dropped);
+        drop(state);
         if closed {
             if let Some(thread) = self.thread.take() {
                 let _ = thread.join();
