@@ -119,7 +119,7 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamS
         return stream(id, request, &answer, style);
     }
     whole(&Whole {
-        id: &format!("chatcmpl-{id}"),
+        id: &["chatcmpl-", id.as_str()].concat(),
         created,
         model,
         completions: request.endpoint() == Endpoint::Completions,
@@ -236,7 +236,7 @@ fn stream(
     let include_usage = request.include_usage();
     let usage = |n: usize| json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
     let event = |value: Value| Bytes::from(format!("data: {value}\n\n"));
-    let chat_id = format!("chatcmpl-{id}");
+    let chat_id = ["chatcmpl-", id.as_str()].concat();
     let mut events = VecDeque::new();
     for (i, word) in answer.iter().enumerate() {
         let text = if i + 1 < answer.len() {
