@@ -159,44 +159,66 @@ async fn answers_are_proxied_with_the_upstreams_model_name_and_without_the_key()
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["model"], "Qwen/Qwen2.5-7B-Instruct");
 
-    // Nested deeper than a `serde_json::Value` can hold, and still renamed, the rest as sent.
-    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
-    let sent = format!(
-        r#"{{"model":"up","messages":[{{"role":"user","content":"hello"}}],"chat_template_kwargs":{{"x":{deep}}}}}"#
-    );
-    let request = common::post("/v1/chat/completions", &sent)
+    // Renamed where the model lies, every other byte as sent: a byte-order mark, the order,
+    // the spacing, numbers as written.
+    let nested = format!("{}1{}", "[".repeat(50), "]".repeat(50));
+    let sent = |model: &str| {
+        format!(
+            "\u{feff}{{ \"model\" : {model},\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}],\n\"temperature\":0.50,\"chat_template_kwargs\":{{\"x\":{nested}}}}}"
+        )
+    };
+    let request = common::post("/v1/chat/completions", &sent("\"up\""))
         .header("authorization", format!("Bearer {KEY}"))
-        .body(full(sent.clone()))
+        .body(full(sent("\"up\"")))
         .unwrap();
-    assert_eq!(send(gw, request).await.status, 200);
+    let reply = send(gw, request).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
     let (_, body) = seen.lock().unwrap().take().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&body),
-        format!(
-            r#"{{"chat_template_kwargs":{{"x":{deep}}},"messages":[{{"role":"user","content":"hello"}}],"model":"Qwen/Qwen2.5-7B-Instruct"}}"#
-        )
+        sent("\"Qwen/Qwen2.5-7B-Instruct\"")
     );
 
-    // A body the validator takes but serde_json cannot (Python's NaN, a byte-order mark)
-    // cannot be renamed: 81001, and the upstream sees nothing.
-    for sent in [
-        r#"{"model":"up","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":NaN}}"#
-            .to_owned(),
-        format!(
-            "\u{feff}{}",
-            r#"{"model":"up","messages":[{"role":"user","content":"hi"}]}"#
+    // A body the validator reads the exact way is encoded again, its keys in order: its model
+    // given twice, or nested deeper than a `serde_json::Value` can hold (the rest kept as sent).
+    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+    for (sent, renamed) in [
+        (
+            r#"{"model":"x","model":"up","messages":[{"role":"user","content":"hi"}]}"#.to_owned(),
+            r#"{"messages":[{"role":"user","content":"hi"}],"model":"Qwen/Qwen2.5-7B-Instruct"}"#
+                .to_owned(),
+        ),
+        (
+            format!(
+                r#"{{"model":"up","messages":[{{"role":"user","content":"hello"}}],"chat_template_kwargs":{{"x":{deep}}}}}"#
+            ),
+            format!(
+                r#"{{"chat_template_kwargs":{{"x":{deep}}},"messages":[{{"role":"user","content":"hello"}}],"model":"Qwen/Qwen2.5-7B-Instruct"}}"#
+            ),
         ),
     ] {
         let request = common::post("/v1/chat/completions", &sent)
             .header("authorization", format!("Bearer {KEY}"))
             .body(full(sent.clone()))
             .unwrap();
-        send(gw, request).await.assert_json(
-            400,
-            &dual("ModelArts.81001", "Invalid request body.", "BadRequest"),
-        );
-        assert!(seen.lock().unwrap().take().is_none(), "{sent}");
+        assert_eq!(send(gw, request).await.status, 200);
+        let (_, body) = seen.lock().unwrap().take().unwrap();
+        assert_eq!(String::from_utf8_lossy(&body), renamed);
     }
+
+    // One the validator takes but serde_json cannot (Python's NaN) cannot be renamed: 81001,
+    // and the upstream sees nothing.
+    let sent =
+        r#"{"model":"up","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":NaN}}"#;
+    let request = common::post("/v1/chat/completions", sent)
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(full(sent.to_owned()))
+        .unwrap();
+    send(gw, request).await.assert_json(
+        400,
+        &dual("ModelArts.81001", "Invalid request body.", "BadRequest"),
+    );
+    assert!(seen.lock().unwrap().take().is_none());
 }
 
 /// What belongs to the client's connection stays there: the headers its `Connection` names and

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tower_maas::validate::ParsedRequest;
 use tower_maas::{BackendTimeout, Dialect, MaasError, RequestId};
 
 use crate::idle::IdleTimeout;
@@ -112,10 +114,17 @@ pub(crate) async fn forward(
 ) -> Response {
     let refuse = |error: MaasError| error.to_response(Dialect::Dual, &id).into_response();
     let body = match rename {
-        // The validator takes bodies serde_json does not (NaN, a BOM, UTF-16): such a body
-        // cannot be renamed, and must not reach the upstream under the gateway's name for the
-        // model. 81001 is the gateway's answer to a body it cannot parse.
-        Some(model) => match rename_model(&body, model) {
+        // The model's string replaced where it lies, every other byte as the client sent it;
+        // a body the validator read the exact way is encoded again. It takes bodies serde_json
+        // does not (NaN, UTF-16): such a body cannot be renamed, and must not reach the
+        // upstream under the gateway's name for the model. 81001 is the gateway's answer to a
+        // body it cannot parse.
+        Some(model) => match parts
+            .extensions
+            .get::<Arc<ParsedRequest>>()
+            .and_then(|parsed| parsed.body_with_model(model))
+            .or_else(|| rename_model(&body, model))
+        {
             Some(renamed) => renamed,
             None => return refuse(MaasError::InvalidRequestBody),
         },
@@ -151,10 +160,11 @@ pub(crate) async fn forward(
     }
 }
 
-/// The body with its top-level `model` set to the upstream's name. The other values are kept
-/// as raw text, skipped without recursion: the validator admits bodies nested 512 deep, past
-/// the 128 levels a `serde_json::Value` can take, and such a body must not reach the upstream
-/// under the gateway's name for the model.
+/// The body with its top-level `model` set to the upstream's name, for a body the validator
+/// read the exact way (a key given twice, say). The other values are kept as raw text, skipped
+/// without recursion: the validator admits bodies nested 512 deep, past the 128 levels a
+/// `serde_json::Value` can take, and such a body must not reach the upstream under the
+/// gateway's name for the model.
 fn rename_model(body: &[u8], model: &str) -> Option<Bytes> {
     let mut fields: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_slice(body).ok()?;

@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::ops::Range;
 
 use super::json::{Json, Parser};
 use super::schema::{Members, Schema, Ty, accepts, same};
@@ -146,6 +147,15 @@ impl<'a> Accepted<'a> {
     pub(super) fn model(&self) -> Option<Cow<'a, str>> {
         let start = self.spans[Slot::Model as usize]?;
         self.walk.read_string(start).map(|(model, _)| model)
+    }
+
+    /// Where the top-level `model` lies in `body`, quotes included, when it is a string:
+    /// `body` is the text accepted, after a byte-order mark if it had one.
+    pub(super) fn model_span(&self, body: &[u8]) -> Option<Range<usize>> {
+        let start = self.spans[Slot::Model as usize]?;
+        let (_, end) = self.walk.read_string(start)?;
+        let mark = body.len().checked_sub(self.walk.s.len())?;
+        Some(start + mark..end + mark)
     }
 
     /// `stream_options.include_usage`, decoded by the exact parser; `None` when

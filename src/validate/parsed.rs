@@ -1,6 +1,7 @@
 //! The parsed request the validator hands on to later layers and the service.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -58,7 +59,12 @@ pub struct ParsedRequest {
 #[derive(Debug)]
 enum Source {
     Tree(Json),
-    Text { bytes: Bytes, tree: OnceLock<Json> },
+    Text {
+        bytes: Bytes,
+        tree: OnceLock<Json>,
+        /// Where the top-level `model` string lies in `bytes`, quotes included.
+        model: Option<Range<usize>>,
+    },
 }
 
 /// Every text of a request, joined by newlines (as the content filter reads them), with where
@@ -508,6 +514,7 @@ impl ParsedRequest {
             chat_tokens(&texts, marks.count(), counter)
         };
         let source = Source::Text {
+            model: body.model_span(&bytes),
             bytes,
             tree: OnceLock::new(),
         };
@@ -548,8 +555,59 @@ impl ParsedRequest {
         match &self.body {
             Source::Tree(json) => json,
             // The bytes were accepted, so they decode; `Null` only keeps this free of panics.
-            Source::Text { bytes, tree } => tree.get_or_init(|| loads(bytes).unwrap_or(Json::Null)),
+            Source::Text { bytes, tree, .. } => {
+                tree.get_or_init(|| loads(bytes).unwrap_or(Json::Null))
+            }
         }
+    }
+
+    /// The body with its top-level `model` set to `name`, every other byte as the client sent
+    /// it (order, spacing, numbers as written): what a proxy sends an upstream that knows the
+    /// model by another name. `None` when the body was read the exact way rather than
+    /// accepted as it lies (a key given twice, a body not in UTF-8, ...), or has no `model`
+    /// string: encode the renamed body from [`json`](Self::json) then.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::Arc;
+    /// use http_body_util::Full;
+    /// use tower::{Layer, ServiceExt};
+    /// use tower_maas::validate::{ParsedRequest, RequestSchemaValidatorLayer};
+    ///
+    /// let upstream = tower::service_fn(|request: http::Request<_>| async move {
+    ///     let parsed = request.extensions().get::<Arc<ParsedRequest>>().unwrap();
+    ///     let body = parsed.body_with_model("Qwen/Qwen2.5-7B-Instruct").unwrap();
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+    /// });
+    /// let sent = r#"{ "messages": [], "model": "qwen", "temperature": 0.50 }"#;
+    /// let request = http::Request::post("/v1/chat/completions")
+    ///     .header("content-type", "application/json")
+    ///     .body(Full::new(bytes::Bytes::from(sent)))
+    ///     .unwrap();
+    /// let answer = RequestSchemaValidatorLayer::new().layer(upstream).oneshot(request).await;
+    /// let body = http_body_util::BodyExt::collect(answer.unwrap().into_body()).await;
+    /// assert_eq!(
+    ///     body.unwrap().to_bytes(),
+    ///     r#"{ "messages": [], "model": "Qwen/Qwen2.5-7B-Instruct", "temperature": 0.50 }"#
+    /// );
+    /// # }
+    /// ```
+    pub fn body_with_model(&self, name: &str) -> Option<Bytes> {
+        let Source::Text {
+            bytes,
+            model: Some(span),
+            ..
+        } = &self.body
+        else {
+            return None;
+        };
+        let mut renamed = Vec::with_capacity(bytes.len() + name.len());
+        renamed.extend_from_slice(&bytes[..span.start]);
+        // A `&str` always serialises.
+        serde_json::to_writer(&mut renamed, name).ok()?;
+        renamed.extend_from_slice(&bytes[span.end..]);
+        Some(renamed.into())
     }
 
     /// The model requested.
