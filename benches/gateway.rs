@@ -209,7 +209,9 @@ fn main() {
             match how.as_str() {
                 "log-shared" => contend_log(true, n),
                 "log-separate" => contend_log(false, n),
-                how => contend(how == "shared", n),
+                "shared" => contend(true, n),
+                "separate" => contend(false, n),
+                how => eprintln!("contend: {how}? shared, separate, log-shared or log-separate"),
             }
             return;
         }

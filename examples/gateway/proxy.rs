@@ -115,7 +115,8 @@ pub(crate) async fn forward(
     let refuse = |error: MaasError| error.to_response(Dialect::Dual, &id).into_response();
     let body = match rename {
         // The model's string replaced where it lies, every other byte as the client sent it;
-        // a body the validator read the exact way is encoded again. It takes bodies serde_json
+        // a body the validator read the exact way is encoded again. The bytes are the ones the
+        // validator read: no layer behind it rewrites a request's body. It takes bodies serde_json
         // does not (NaN, UTF-16): such a body cannot be renamed, and must not reach the
         // upstream under the gateway's name for the model. 81001 is the gateway's answer to a
         // body it cannot parse.

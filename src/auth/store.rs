@@ -86,7 +86,7 @@ struct ThreadCache {
 }
 
 thread_local! {
-    static THREAD_CACHE: RefCell<ThreadCache> = RefCell::default();
+    static COPIES: RefCell<ThreadCache> = RefCell::default();
 }
 
 impl InMemoryKeyStore {
@@ -210,7 +210,7 @@ impl KeyStore for InMemoryKeyStore {
         let digest = key.digest();
         // Acquire: a change made before this request began is seen, with what it wrote.
         let changes = self.changes.load(Ordering::Acquire);
-        THREAD_CACHE
+        COPIES
             .try_with(|cache| {
                 let mut cache = cache.borrow_mut();
                 if cache.store != self.store || cache.changes != changes {
@@ -262,7 +262,7 @@ mod tests {
     }
 
     fn cached_here() -> usize {
-        THREAD_CACHE.with(|cache| cache.borrow().records.len())
+        COPIES.with(|cache| cache.borrow().records.len())
     }
 
     /// A thread's requests share its copy of the record; another thread has its own, so the two
@@ -316,6 +316,40 @@ mod tests {
         );
         assert!(store.remove(id));
         assert!(authenticate(&store, "sk-key").is_none());
+    }
+
+    /// A change made on another thread, or a key removed and given again with another policy,
+    /// is seen by this thread's next request although it holds a copy.
+    #[test]
+    fn a_change_from_another_thread_is_seen_through_a_copy() {
+        let store = Arc::new(InMemoryKeyStore::new());
+        let id = store.insert("sk-key", KeyPolicy::new()).unwrap();
+        assert!(authenticate(&store, "sk-key").is_some());
+        std::thread::spawn({
+            let store = Arc::clone(&store);
+            move || assert!(store.freeze(id))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            authenticate(&store, "sk-key").unwrap().policy().state,
+            KeyState::Frozen
+        );
+        std::thread::spawn({
+            let store = Arc::clone(&store);
+            move || {
+                assert!(store.remove(id));
+                store.insert("sk-key", KeyPolicy::new().rpm(7)).unwrap()
+            }
+        })
+        .join()
+        .unwrap();
+        let again = authenticate(&store, "sk-key").unwrap();
+        assert_ne!(again.key_id(), id);
+        assert_eq!(
+            (again.policy().state, again.policy().rpm),
+            (KeyState::Active, Some(7))
+        );
     }
 
     /// However many keys a thread sees, it keeps copies of at most `THREAD_CACHE`, and of no

@@ -800,16 +800,47 @@ mod tests {
                     )));
                 };
                 prop_assert_eq!(seen(&quick), seen(&exact), "{}", text);
+                renamed_alike(&schema, endpoint, &quick, text)?;
             }
         }
         Ok(accepted)
+    }
+
+    /// A body the fast path accepted, its model renamed where it lies: still accepted, and the
+    /// same body but for the model.
+    fn renamed_alike(
+        schema: &Schema,
+        endpoint: Endpoint,
+        quick: &ParsedRequest,
+        text: &str,
+    ) -> Result<(), TestCaseError> {
+        const NAME: &str = "renamed \"m\" \u{e9}";
+        let Some(renamed) = quick.body_with_model(NAME) else {
+            prop_assert!(quick.model().is_none(), "not renamed: {}", text);
+            return Ok(());
+        };
+        let renamed = std::str::from_utf8(&renamed).unwrap();
+        let Some(again) = fast(schema, endpoint, renamed) else {
+            return Err(TestCaseError::fail(format!("renamed, refused: {renamed}")));
+        };
+        prop_assert_eq!(again.model(), Some(NAME));
+        let fields = |p: &ParsedRequest| match p.json() {
+            Json::Dict(dict) => dict
+                .iter()
+                .filter(|(key, _)| *key != "model")
+                .map(|(key, value)| (key.to_owned(), value.clone()))
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        prop_assert_eq!(fields(&again), fields(quick), "{}", renamed);
+        Ok(())
     }
 
     #[test]
     fn ordinary_bodies_take_the_fast_path() {
         let chat = r#"{"model": "DeepSeek-V3", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": [{"type": "text", "text": "你好 \ud83d\ude00\n"}], "name": "a"}, {"role": "assistant", "content": null, "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]}], "max_tokens": 20, "stream": true, "stream_options": {"include_usage": false}, "temperature": 0.7, "top_p": 1, "stop": ["\n"], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}], "tool_choice": "auto", "logit_bias": {"1": -1.5}, "seed": -3, "n": 2}"#;
         let completion = r#"{"model":"m","prompt":[[1,2,3],[4]],"max_tokens":1,"echo":true}"#;
-        let ids = r#"{"model":"m","prompt":[1,2,3]}"#;
+        let ids = r#"{"model":"\u006d","prompt":[1,2,3]}"#;
         let embedding =
             "\u{feff}{\"model\":\"m\",\"input\":[\"a\",\"b\"],\"encoding_format\":\"base64\"}";
         // Parts and tool calls are free-form objects: a key given twice counts with its last
