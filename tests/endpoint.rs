@@ -57,6 +57,27 @@ async fn serve_api<R: EndpointRegistry>(registry: R) -> SocketAddr {
     common::serve_axum(mount(api).layer(ErrorEnvelopeLayer::new())).await
 }
 
+/// [`serve_api`] until `stop` fires; the task ends once its connections have, and lets the
+/// registry go with it.
+async fn serve_api_until<R: EndpointRegistry>(
+    registry: R,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let api = ManagementApi::new(registry, access(), services());
+    let app = mount(api).layer(ErrorEnvelopeLayer::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, served)
+}
+
 async fn call(
     addr: SocketAddr,
     method: &str,
@@ -560,8 +581,9 @@ async fn of_concurrent_creates_of_one_name_exactly_one_wins() {
 async fn the_file_registry_keeps_endpoints_and_retired_names_across_a_restart() {
     let dir = scratch_dir("restart");
     let path = dir.join("endpoints.json");
-    let (kept, gone) = {
-        let addr = serve_api(FileRegistry::open(&path).unwrap()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let (kept, gone, served) = {
+        let (addr, served) = serve_api_until(FileRegistry::open(&path).unwrap(), stopped).await;
         let kept = json_of(
             &create(
                 addr,
@@ -583,8 +605,15 @@ async fn the_file_registry_keeps_endpoints_and_retired_names_across_a_restart() 
                 .status,
             StatusCode::NO_CONTENT
         );
-        (kept, gone)
+        (kept, gone, served)
     };
+    // A second gateway on the same ledger while the first runs would overwrite its changes:
+    // it cannot open it.
+    let taken = FileRegistry::open(&path).unwrap_err();
+    assert_eq!(taken.kind(), std::io::ErrorKind::WouldBlock, "{taken}");
+    // The first stops, and lets the ledger go.
+    stop.send(()).unwrap();
+    served.await.unwrap();
     // A second process: a new registry read from the file alone.
     let registry = Arc::new(FileRegistry::open(&path).unwrap());
     assert_eq!(
@@ -627,19 +656,22 @@ async fn the_file_registry_keeps_endpoints_and_retired_names_across_a_restart() 
         .collect();
     assert_eq!(keys, [0, 2]);
     assert_uuid(&fresh["id"]);
-    // No temporary file is left behind.
-    let names: Vec<_> = std::fs::read_dir(&dir)
+    // No temporary file is left behind; the lock's file stays.
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, ["endpoints.json"]);
+    names.sort();
+    assert_eq!(names, ["endpoints.json", "endpoints.json.lock"]);
 }
 
 #[tokio::test]
 async fn a_change_that_cannot_be_stored_is_not_made() {
     let dir = scratch_dir("unwritable");
-    // The registry's directory disappears: every write fails.
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
     let registry = Arc::new(FileRegistry::open(dir.join("sub").join("endpoints.json")).unwrap());
+    // The registry's directory disappears: every write fails.
+    std::fs::remove_dir_all(dir.join("sub")).unwrap();
     let addr = serve_api(Arc::clone(&registry)).await;
     let reply = create(
         addr,
@@ -662,6 +694,27 @@ async fn a_change_that_cannot_be_stored_is_not_made() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+/// One registry owns a ledger, in this process or another: a second open fails while the
+/// first lives, and succeeds once it is gone.
+#[test]
+fn a_ledger_is_opened_by_one_registry_at_a_time() {
+    let dir = scratch_dir("locked");
+    let path = dir.join("endpoints.json");
+    let first = FileRegistry::open(&path).unwrap();
+    let second = FileRegistry::open(&path).unwrap_err();
+    assert_eq!(second.kind(), std::io::ErrorKind::WouldBlock);
+    assert_eq!(
+        second.to_string(),
+        format!(
+            "{}: in use by another registry ({}.lock is locked)",
+            path.display(),
+            path.display()
+        )
+    );
+    drop(first);
+    assert!(FileRegistry::open(&path).is_ok());
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
 //! [`FileRegistry`]: endpoints that survive a restart, in one JSON file replaced atomically.
 
+use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use fs4::TryLockError;
 
 use super::ledger::Ledger;
 use super::registry::{Core, registry_over_core};
@@ -19,7 +22,10 @@ use super::registry::{Core, registry_over_core};
 /// Why a file and not an embedded database: the ledger is small (an account has ten endpoints
 /// by default) and changes only through the management API, so rewriting it whole costs
 /// microseconds plus one `fsync`, needs no dependency, and leaves a file an operator can read
-/// and back up. One process owns the file: several gateway replicas need a shared store.
+/// and back up. One registry owns the file: [`open`](Self::open) takes an exclusive lock on a
+/// file beside it (`<path>.lock`, kept after the registry is gone) for as long as the registry
+/// lives, so a second gateway pointed at the same ledger, which would overwrite the first's
+/// changes with its own, fails to start instead. Several gateway replicas need a shared store.
 ///
 /// ```no_run
 /// use tower_maas::endpoint::FileRegistry;
@@ -30,13 +36,18 @@ use super::registry::{Core, registry_over_core};
 pub struct FileRegistry {
     core: Core,
     path: PathBuf,
+    /// Held locked while the registry lives; closing it lets the lock go.
+    _lock: File,
 }
 
 impl FileRegistry {
     /// The registry stored at `path`: empty when the file does not exist yet (it is created on
-    /// the first change), an `InvalidData` error when it is not a ledger this crate wrote.
+    /// the first change), an `InvalidData` error when it is not a ledger this crate wrote, a
+    /// `WouldBlock` error while another registry, in this process or another, has it open.
+    /// The directory must exist.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
+        let lock = lock(&path)?;
         let ledger = match fs::read(&path) {
             Ok(bytes) => Ledger::from_json(&bytes).map_err(|e| {
                 io::Error::new(
@@ -50,6 +61,7 @@ impl FileRegistry {
         Ok(Self {
             core: Core::new(ledger),
             path,
+            _lock: lock,
         })
     }
 
@@ -59,9 +71,7 @@ impl FileRegistry {
     }
 
     fn persist(&self, ledger: &Ledger) -> io::Result<()> {
-        let mut temporary = self.path.clone().into_os_string();
-        temporary.push(".tmp");
-        let temporary = PathBuf::from(temporary);
+        let temporary = beside(&self.path, ".tmp");
         let mut file = File::create(&temporary)?;
         file.write_all(&ledger.to_json())?;
         file.sync_all()?;
@@ -80,6 +90,36 @@ impl FileRegistry {
             let _ = File::open(dir).and_then(|d| d.sync_all());
         }
         Ok(())
+    }
+}
+
+/// `path` with `suffix` added to its file name.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The ledger's lock file, locked for this registry alone.
+fn lock(path: &Path) -> io::Result<File> {
+    let lock_path = beside(path, ".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    // Named in full: on Rust 1.89 and later `File::try_lock` is std's own, with another error.
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{}: in use by another registry ({} is locked)",
+                path.display(),
+                lock_path.display()
+            ),
+        )),
+        Err(TryLockError::Error(e)) => Err(e),
     }
 }
 
