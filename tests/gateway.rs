@@ -978,6 +978,33 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
     }
 }
 
+/// Two gateways on one endpoint ledger would overwrite each other's changes: the second does
+/// not start while the first runs, and starts once it is gone.
+#[test]
+fn a_second_gateway_on_the_same_registry_file_does_not_start() {
+    let dir =
+        std::env::temp_dir().join(format!("tower-maas-gateway-ledger-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("endpoints.json");
+    let config = app::parse_config(&format!(
+        "[management]\nregistry_file = {:?}\n",
+        path.display().to_string()
+    ))
+    .unwrap();
+    let first = app::router(&config).unwrap();
+    assert_eq!(
+        app::router(&config).err(),
+        Some(format!(
+            "management.registry_file: {}: in use by another registry ({}.lock is locked)",
+            path.display(),
+            path.display()
+        ))
+    );
+    drop(first);
+    assert!(app::router(&config).is_ok());
+}
+
 /// A configuration's `Debug` shows no plaintext key, management token or Redis password.
 #[test]
 fn a_configuration_shows_no_secret_in_debug() {
