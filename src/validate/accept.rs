@@ -99,6 +99,13 @@ pub(super) fn accept<'a>(
     (walk.ws(end) == walk.s.len()).then_some(Accepted { walk, spans })
 }
 
+/// The top-level `model` string of an accepted body.
+pub(super) struct Model<'a> {
+    pub(super) name: Cow<'a, str>,
+    /// Where it lies in the text accepted, quotes included.
+    pub(super) at: Range<usize>,
+}
+
 /// `include_usage` in a `stream_options` object.
 pub(super) enum IncludeUsage {
     Absent,
@@ -144,18 +151,18 @@ impl<'a> Accepted<'a> {
     }
 
     /// The model, when it is a string.
-    pub(super) fn model(&self) -> Option<Cow<'a, str>> {
+    pub(super) fn model(&self) -> Option<Model<'a>> {
         let start = self.spans[Slot::Model as usize]?;
-        self.walk.read_string(start).map(|(model, _)| model)
+        let (name, end) = self.walk.read_string(start)?;
+        Some(Model {
+            name,
+            at: start..end,
+        })
     }
 
-    /// Where the top-level `model` lies in `body`, quotes included, when it is a string:
-    /// `body` is the text accepted, after a byte-order mark if it had one.
-    pub(super) fn model_span(&self, body: &[u8]) -> Option<Range<usize>> {
-        let start = self.spans[Slot::Model as usize]?;
-        let (_, end) = self.walk.read_string(start)?;
-        let mark = body.len().checked_sub(self.walk.s.len())?;
-        Some(start + mark..end + mark)
+    /// The length of the text accepted: the body after its byte-order mark, if it had one.
+    pub(super) fn text_len(&self) -> usize {
+        self.walk.s.len()
     }
 
     /// `stream_options.include_usage`, decoded by the exact parser; `None` when
@@ -767,7 +774,7 @@ mod tests {
             endpoint,
             bytes,
             &body,
-            body.model().as_deref(),
+            body.model().as_ref(),
             &EstimatingCounter,
         ))
     }

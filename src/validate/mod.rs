@@ -409,12 +409,12 @@ fn check(
         if let Some(body) = accept::accept(&route.schema, &route.slots, text) {
             // The model first, as on the exact path: a refusal counts no tokens.
             let model = body.model();
-            let found = check_model(config, model.as_deref())?;
+            let found = check_model(config, model.as_ref().map(|m| &*m.name))?;
             let parsed = ParsedRequest::from_accepted(
                 route.endpoint,
                 bytes.clone(),
                 &body,
-                model.as_deref(),
+                model.as_ref(),
                 &*config.counter,
             );
             return admit(parsed, found);

@@ -3,7 +3,7 @@
 
 use super::schema::{Schema, Ty};
 
-const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
+pub(super) const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
 const TOOL_CHOICES: &[&str] = &["none", "auto", "required"];
 
 fn stream_options() -> Ty {

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use super::accept::{Accepted, IncludeUsage, Piece, PromptItem, Slot};
+use super::accept::{Accepted, IncludeUsage, Model, Piece, PromptItem, Slot};
 use super::json::{Dict, Int, Json, loads};
 use super::schema::{as_bool, as_int};
 use super::tokens::{TOKENS_PER_MESSAGE, TokenCounter};
@@ -144,18 +144,17 @@ enum RoleAt {
     Other { start: usize, end: usize },
 }
 
-/// A role OpenAI's chat API names, kept without a copy: the chat schema's four
-/// (`openai::ROLES`) and the two a custom route's schema may take.
+/// The roles a custom route's schema may take beyond the chat schema's.
+const OTHER_ROLES: &[&str] = &["developer", "function"];
+
+/// A role OpenAI's chat API names, kept without a copy: the chat schema's four and
+/// [`OTHER_ROLES`].
 fn known_role(role: &str) -> Option<&'static str> {
-    Some(match role {
-        "user" => "user",
-        "assistant" => "assistant",
-        "system" => "system",
-        "tool" => "tool",
-        "developer" => "developer",
-        "function" => "function",
-        _ => return None,
-    })
+    super::openai::ROLES
+        .iter()
+        .chain(OTHER_ROLES)
+        .find(|known| **known == role)
+        .copied()
 }
 
 impl Marks {
@@ -455,7 +454,7 @@ impl ParsedRequest {
         endpoint: Endpoint,
         bytes: Bytes,
         body: &Accepted<'_>,
-        model: Option<&str>,
+        model: Option<&Model<'_>>,
         counter: &dyn TokenCounter,
     ) -> Self {
         let include_usage = body.include_usage();
@@ -466,7 +465,7 @@ impl ParsedRequest {
         };
         let scalars = Scalars::read(
             endpoint,
-            model,
+            model.map(|model| &*model.name),
             body.field(Slot::Stream).as_ref(),
             stream_options,
             body.field(Slot::MaxTokens).as_ref(),
@@ -514,7 +513,11 @@ impl ParsedRequest {
             chat_tokens(&texts, marks.count(), counter)
         };
         let source = Source::Text {
-            model: body.model_span(&bytes),
+            // The text accepted is the body after its byte-order mark, if it had one.
+            model: model.map(|model| {
+                let mark = bytes.len() - body.text_len();
+                model.at.start + mark..model.at.end + mark
+            }),
             bytes,
             tree: OnceLock::new(),
         };
