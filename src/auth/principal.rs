@@ -104,7 +104,7 @@ pub struct KeyPolicy {
     /// request, with no `retry-after`: no wait cures it).
     pub rpm: Option<u64>,
     /// Tokens per minute; `None` for no limit, 0 for none at all (400 81103, "can never fit",
-    /// for every request).
+    /// for every request that reserves a token).
     pub tpm: Option<u64>,
     /// Total tokens the key may use; `None` for no quota.
     pub quota: Option<u64>,
@@ -255,7 +255,7 @@ impl Quota {
 /// }
 /// ```
 #[derive(Clone)]
-pub struct Principal(pub(crate) Arc<KeyRecord>, StatusCode);
+pub struct Principal(Arc<KeyRecord>, StatusCode);
 
 #[derive(Clone, Debug)]
 pub(crate) struct KeyRecord {
@@ -267,6 +267,12 @@ pub(crate) struct KeyRecord {
 impl Principal {
     pub(crate) fn new(record: Arc<KeyRecord>) -> Self {
         Self(record, StatusCode::UNAUTHORIZED)
+    }
+
+    /// The record it holds, for tests of who shares it.
+    #[cfg(test)]
+    pub(crate) fn record(&self) -> &Arc<KeyRecord> {
+        &self.0
     }
 
     /// The same caller, whose key-state refusals (81004, 81005, 81006) answer with `status`:

@@ -60,7 +60,8 @@ impl std::error::Error for DuplicateKey {}
 /// ```
 ///
 /// A thread that authenticates keeps its own copies of the records of the keys it saw lately
-/// (up to [`InMemoryKeyStore::THREAD_CACHE`] of one store), checked against the store's count of
+/// (up to [`InMemoryKeyStore::THREAD_CACHE`] of each of the last four stores it used), checked
+/// against the store's count of
 /// changes on every request: two cores authenticating one key write nothing they share (no
 /// lock, no reference count), and a change is seen by the next request all the same.
 pub struct InMemoryKeyStore {
@@ -76,17 +77,20 @@ pub struct InMemoryKeyStore {
 /// The stores made so far, for each store's number.
 static STORES: AtomicU64 = AtomicU64::new(0);
 
-/// A thread's copies of the records of the keys it authenticated lately, all of one store as it
-/// was at one count of changes.
-#[derive(Default)]
-struct ThreadCache {
+/// A thread's copies of the records of the keys it authenticated lately in one store, as the
+/// store was at one count of changes.
+struct StoreCopies {
     store: u64,
     changes: u64,
     records: HashMap<KeyDigest, Arc<KeyRecord>>,
 }
 
+/// How many stores a thread keeps copies of: a gateway has one, or one for each of a few
+/// routes; past it the store used longest ago is forgotten.
+const STORES_PER_THREAD: usize = 4;
+
 thread_local! {
-    static COPIES: RefCell<ThreadCache> = RefCell::default();
+    static COPIES: RefCell<Vec<StoreCopies>> = const { RefCell::new(Vec::new()) };
 }
 
 impl InMemoryKeyStore {
@@ -211,11 +215,25 @@ impl KeyStore for InMemoryKeyStore {
         // Acquire: a change made before this request began is seen, with what it wrote.
         let changes = self.changes.load(Ordering::Acquire);
         COPIES
-            .try_with(|cache| {
-                let mut cache = cache.borrow_mut();
-                if cache.store != self.store || cache.changes != changes {
+            .try_with(|copies| {
+                let mut copies = copies.borrow_mut();
+                let at = match copies.iter().position(|c| c.store == self.store) {
+                    Some(at) => at,
+                    None => {
+                        if copies.len() >= STORES_PER_THREAD {
+                            copies.remove(0);
+                        }
+                        copies.push(StoreCopies {
+                            store: self.store,
+                            changes,
+                            records: HashMap::new(),
+                        });
+                        copies.len() - 1
+                    }
+                };
+                let cache = &mut copies[at];
+                if cache.changes != changes {
                     cache.records.clear();
-                    cache.store = self.store;
                     cache.changes = changes;
                 }
                 if let Some(record) = cache.records.get(&digest) {
@@ -261,8 +279,14 @@ mod tests {
         store.authenticate(PresentedKey::new(key.as_bytes()))
     }
 
-    fn cached_here() -> usize {
-        COPIES.with(|cache| cache.borrow().records.len())
+    fn cached_here(store: &InMemoryKeyStore) -> usize {
+        COPIES.with(|copies| {
+            copies
+                .borrow()
+                .iter()
+                .find(|c| c.store == store.store)
+                .map_or(0, |c| c.records.len())
+        })
     }
 
     /// A thread's requests share its copy of the record; another thread has its own, so the two
@@ -273,29 +297,32 @@ mod tests {
         store.insert("sk-one", KeyPolicy::new().quota(100)).unwrap();
         let first = authenticate(&store, "sk-one").unwrap();
         let again = authenticate(&store, "sk-one").unwrap();
-        assert!(Arc::ptr_eq(&first.0, &again.0));
+        assert!(Arc::ptr_eq(first.record(), again.record()));
         let elsewhere = std::thread::spawn({
             let store = Arc::clone(&store);
             move || authenticate(&store, "sk-one").unwrap()
         })
         .join()
         .unwrap();
-        assert!(!Arc::ptr_eq(&first.0, &elsewhere.0));
+        assert!(!Arc::ptr_eq(first.record(), elsewhere.record()));
         elsewhere.quota().charge(30);
         assert_eq!(first.quota().used(), 30);
     }
 
     /// The same key in two stores, used in turn on one thread: each store answers with its own
-    /// record, never the other's copy.
+    /// record, never the other's copy, and each keeps its copies while the other is used.
     #[test]
     fn two_stores_on_one_thread_keep_their_records_apart() {
         let (a, b) = (InMemoryKeyStore::new(), InMemoryKeyStore::new());
         a.insert("sk-same", KeyPolicy::new().rpm(1)).unwrap();
         b.insert("sk-same", KeyPolicy::new().rpm(2)).unwrap();
+        let first = authenticate(&a, "sk-same").unwrap();
         for _ in 0..3 {
             assert_eq!(authenticate(&a, "sk-same").unwrap().policy().rpm, Some(1));
             assert_eq!(authenticate(&b, "sk-same").unwrap().policy().rpm, Some(2));
         }
+        let last = authenticate(&a, "sk-same").unwrap();
+        assert!(Arc::ptr_eq(first.record(), last.record()));
     }
 
     /// Every change is seen by the next request on a thread that holds a copy.
@@ -365,13 +392,13 @@ mod tests {
         }
         for key in &keys {
             assert!(authenticate(&store, key).is_some());
-            assert!(cached_here() <= InMemoryKeyStore::THREAD_CACHE);
+            assert!(cached_here(&store) <= InMemoryKeyStore::THREAD_CACHE);
         }
-        assert!(cached_here() > 0);
-        let before = cached_here();
+        assert!(cached_here(&store) > 0);
+        let before = cached_here(&store);
         for i in 0..100 {
             assert!(authenticate(&store, &format!("sk-unknown-{i}")).is_none());
         }
-        assert_eq!(cached_here(), before);
+        assert_eq!(cached_here(&store), before);
     }
 }
