@@ -83,6 +83,10 @@ async fn backend(headers: HeaderMap) -> Response {
             let text = "word ".repeat(50_000) + &say;
             axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": text}}], "usage": serde_json::from_str::<serde_json::Value>(usage).unwrap()})).into_response()
         }
+        Some("announced-big") => Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::new(Announced { sent: false }))
+            .unwrap(),
         Some("not-json") => ([("content-type", "application/json")], "{oops").into_response(),
         Some("broken") => Response::builder()
             .header("content-type", "application/json")
@@ -393,6 +397,66 @@ async fn remote_classifiers_time_out_and_fail_by_policy() {
         let reply = send(open, chat().body(body_of(content)).unwrap()).await;
         assert_eq!(reply.status, open_status, "{content}");
     }
+}
+
+/// A JSON answer that announces a megabyte, sends its first bytes and then nothing more, as a
+/// stalled upstream does.
+struct Announced {
+    sent: bool,
+}
+
+impl http_body::Body for Announced {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if std::mem::replace(&mut self.sent, true) {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            br#"{"choices":["#,
+        )))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(1 << 20)
+    }
+}
+
+/// An answer that announces more than can be held is decided at its head, not after holding
+/// the limit's worth of it: refused at once when unchecked answers are refused, passed on at
+/// once when they are allowed.
+#[tokio::test]
+async fn an_answer_announced_too_large_to_hold_is_decided_at_once() {
+    let layer = || ContentRiskFilterLayer::new(terms()).output_limit(64 * 1024);
+    let closed = serve(layer(), true).await;
+    let open = serve(layer().on_failure(OnFailure::Allow), true).await;
+    let req = || {
+        chat()
+            .header("x-mode", "announced-big")
+            .body(body_of("hi"))
+            .unwrap()
+    };
+    tokio::time::timeout(Duration::from_secs(5), send(closed, req()))
+        .await
+        .expect("refused at once")
+        .assert_json(403, E81011);
+    let (head, _connection) = tokio::time::timeout(Duration::from_secs(5), async {
+        let stream = tokio::net::TcpStream::connect(open).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        let connection = tokio::spawn(connection);
+        (sender.send_request(req()).await.unwrap(), connection)
+    })
+    .await
+    .expect("passed on at once");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "1048576");
 }
 
 #[tokio::test]

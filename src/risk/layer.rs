@@ -693,6 +693,16 @@ where
         });
     }
     if content_type_is(response.headers(), b"application/json") {
+        // An answer that announces more than can be held is never checked: decided now, as
+        // holding the limit's worth of it would decide later.
+        if response.body().size_hint().lower() > config.output_limit as u64 {
+            return Routed::Done(match config.failure {
+                OnFailure::Block => ctx
+                    .refusal(Side::Output, Arc::from(UNAVAILABLE))
+                    .map(RiskBody::full),
+                OnFailure::Allow => response.map(RiskBody::inner),
+            });
+        }
         let (parts, body) = response.into_parts();
         return Routed::Hold(parts, body);
     }
