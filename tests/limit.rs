@@ -649,8 +649,10 @@ async fn usage_is_reported_to_whoever_asks() {
     assert_eq!(reported(chat(5000, "json", 30)).await, None);
 }
 
-/// A limit of 0 admits nothing, and its refusals say 0: the rate's least (one request a minute,
-/// a one-token bucket) is not taken for it.
+/// A limit of 0 admits nothing, and its refusals say 0: an RPM of 0 is not taken for the
+/// rate's least (one request a minute), which admitted the first request. (A TPM of 0 refuses
+/// the smallest reservation a request makes here either way; that it holds not even one token
+/// is `MemoryStore`'s own test.)
 #[tokio::test]
 async fn a_limit_of_zero_admits_nothing() {
     let gw = gateway(KeyPolicy::new().rpm(0), |l| l).await;

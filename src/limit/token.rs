@@ -496,22 +496,20 @@ fn settle_outcome<St: RateStore, C: Clock>(
             wait,
             snapshot,
         } => {
-            let error = match exceeded {
-                Exceeded::Requests => MaasError::RpmExceeded {
-                    rpm: ask.limits.0.unwrap_or_default(),
-                },
-                Exceeded::Tokens => MaasError::TpmExceeded {
-                    tpm: ask.limits.1.unwrap_or_default(),
-                },
+            let (error, limit) = match exceeded {
+                Exceeded::Requests => {
+                    let rpm = ask.limits.0.unwrap_or_default();
+                    (MaasError::RpmExceeded { rpm }, rpm)
+                }
+                Exceeded::Tokens => {
+                    let tpm = ask.limits.1.unwrap_or_default();
+                    (MaasError::TpmExceeded { tpm }, tpm)
+                }
             };
             let mut response = refuse(LAYER, error, StatusCode::TOO_MANY_REQUESTS, extensions);
             // A limit of 0 admits nothing however long the client waits ([`Rate::per`]): no
             // header names a time to come back.
-            let limit = match exceeded {
-                Exceeded::Requests => ask.limits.0,
-                Exceeded::Tokens => ask.limits.1,
-            };
-            if limit == Some(0) {
+            if limit == 0 {
                 return refused(response);
             }
             if config.headers {
