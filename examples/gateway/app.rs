@@ -162,7 +162,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Redis's URL: shown by `Debug` as the store's builder shows it, without its password.
+/// Redis's URL: shown by `Debug` without its password, as the store shows it.
 #[derive(Deserialize)]
 #[serde(transparent)]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -171,7 +171,7 @@ pub(crate) struct RedisUrl(pub(crate) String);
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         #[cfg(feature = "redis")]
-        return fmt::Debug::fmt(&tower_maas::limit::RedisStore::builder(self.0.as_str()), f);
+        return fmt::Debug::fmt(&tower_maas::limit::RedisStore::redacted_url(&self.0), f);
         #[cfg(not(feature = "redis"))]
         f.write_str("\"…\"")
     }
@@ -484,7 +484,7 @@ impl RateStore for Store {
 #[repr(align(64))]
 struct Models {
     names: Vec<String>,
-    upstreams: HashMap<String, Upstream>,
+    upstreams: HashMap<String, Arc<Upstream>>,
     client: UpstreamClient,
     client_h2: UpstreamClient,
     timeout: Duration,
@@ -518,6 +518,16 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         if millis > MAX_DEADLINE_MS {
             return Err(format!("{name}: at most {MAX_DEADLINE_MS} (a day)"));
         }
+    }
+    // The store refuses 0 itself; the exit waits twice this for the last settlements.
+    if config
+        .redis
+        .as_ref()
+        .is_some_and(|r| r.timeout_ms > MAX_DEADLINE_MS)
+    {
+        return Err(format!(
+            "redis.timeout_ms: at most {MAX_DEADLINE_MS} (a day)"
+        ));
     }
     // No room for any connection would serve nothing, for ever.
     if config.max_connections == 0 {
@@ -565,11 +575,11 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         if model.upstream != "builtin" {
             upstreams.insert(
                 model.name.clone(),
-                Upstream {
+                Arc::new(Upstream {
                     base: model.upstream.clone(),
                     model: model.upstream_model.clone(),
                     http2: model.http2,
-                },
+                }),
             );
         }
     }
@@ -922,12 +932,12 @@ where
         let Some(upstream) = model.and_then(|m| self.models.upstreams.get(m)) else {
             return answered(mock::answer(id, parsed, self.models.style));
         };
-        let rename = upstream
-            .model
-            .clone()
-            .or(route.map(|route| route.model().to_owned()));
+        // Only a custom endpoint's name is copied; the upstream's own is read where it is.
+        let endpoint_name = route
+            .filter(|_| upstream.model.is_none())
+            .map(|route| route.model().to_owned());
         let models = Arc::clone(&self.models);
-        let upstream = upstream.clone();
+        let upstream = Arc::clone(upstream);
         Either::Right(Box::pin(async move {
             let body: Bytes = match axum::body::to_bytes(Body::new(body), usize::MAX).await {
                 Ok(body) => body,
@@ -945,7 +955,7 @@ where
             Ok(proxy::forward(
                 client,
                 &upstream,
-                rename.as_deref(),
+                upstream.model.as_deref().or(endpoint_name.as_deref()),
                 models.timeout,
                 id,
                 parts,

@@ -156,7 +156,7 @@ pub struct RedisStoreBuilder {
 impl std::fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStoreBuilder")
-            .field("url", &without_password(&self.url))
+            .field("url", &RedisStore::redacted_url(&self.url))
             .field("namespace", &self.namespace)
             .field("timeout", &self.timeout)
             .field("policy", &self.policy)
@@ -164,8 +164,25 @@ impl std::fmt::Debug for RedisStoreBuilder {
     }
 }
 
-/// `redis://user:secret@host/0` as `redis://user:redacted@host/0`, and a Unix socket's
-/// `?pass=secret` as `?pass=redacted`; a URL Redis cannot read is not shown at all.
+impl RedisStore {
+    /// `url` fit to show: `redis://user:secret@host/0` as `redis://user:redacted@host/0`, a
+    /// Unix socket's `?pass=secret` as `?pass=redacted`, and a URL Redis cannot read not at
+    /// all. What the builder's `Debug` shows.
+    ///
+    /// ```
+    /// use tower_maas::limit::RedisStore;
+    ///
+    /// assert_eq!(
+    ///     RedisStore::redacted_url("redis://admin:s3cret@127.0.0.1:6379/0"),
+    ///     "redis://admin:redacted@127.0.0.1:6379/0"
+    /// );
+    /// assert_eq!(RedisStore::redacted_url("redis://:a?b@h"), "(not a Redis URL)");
+    /// ```
+    pub fn redacted_url(url: &str) -> String {
+        without_password(url)
+    }
+}
+
 fn without_password(url: &str) -> String {
     let Some(mut parsed) = redis::parse_redis_url(url) else {
         return "(not a Redis URL)".to_owned();
@@ -405,23 +422,25 @@ impl RateStore for RedisStore {
         let spent = settled.quota.unwrap_or(0);
         // The rate state is reconciled where the admission was decided, and only there; the
         // quota counts tokens used, whoever admitted them, and is kept in Redis alone.
-        if settled.fallback {
+        let (release, tokens, delta) = if settled.fallback {
             if let Some(fallback) = &self.inner.fallback {
                 fallback.reconcile(settled);
             }
-            if spent > 0 {
-                self.inner.settle(settled.key, 0, 0, 0, spent);
-            }
-            return;
-        }
-        let (tokens, delta) = match settled.tokens {
-            Some(rate) if settled.used != settled.reserved => (
-                rate.per_unit(),
-                i128::from(settled.used) - i128::from(settled.reserved),
-            ),
-            _ => (0, 0),
+            (0, 0, 0)
+        } else {
+            let (tokens, delta) = match settled.tokens {
+                Some(rate) if settled.used != settled.reserved => (
+                    rate.per_unit(),
+                    i128::from(settled.used) - i128::from(settled.reserved),
+                ),
+                _ => (0, 0),
+            };
+            (
+                settled.release.map_or(0, |rate| rate.per_unit()),
+                tokens,
+                delta,
+            )
         };
-        let release = settled.release.map_or(0, |rate| rate.per_unit());
         if release == 0 && tokens == 0 && spent == 0 {
             return;
         }
@@ -451,7 +470,15 @@ mod tests {
         let unreadable = shown("Secret0000");
         assert!(!unreadable.contains("Secret"), "{unreadable}");
         let socket = shown("redis+unix:///run/redis.sock?db=1&pass=Secret0000");
-        // A zero timeout would time every decision out: refused when built.
+        assert!(
+            socket.contains(r#"url: "redis+unix:///run/redis.sock?db=1&pass=redacted""#),
+            "{socket}"
+        );
+    }
+
+    /// A zero timeout would time every decision out: refused when built.
+    #[test]
+    fn a_zero_timeout_is_refused() {
         let zero = RedisStore::builder("redis://127.0.0.1:6379/")
             .timeout(Duration::ZERO)
             .build()
@@ -461,10 +488,6 @@ mod tests {
             zero.as_deref()
                 .is_some_and(|err| err.contains("a RedisStore timeout must be more than zero")),
             "{zero:?}"
-        );
-        assert!(
-            socket.contains(r#"url: "redis+unix:///run/redis.sock?db=1&pass=redacted""#),
-            "{socket}"
         );
     }
 }
