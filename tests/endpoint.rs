@@ -52,9 +52,14 @@ fn mount<R: EndpointRegistry>(api: ManagementApi<R>) -> Router {
 }
 
 /// The management API alone, behind the envelope, with any registry.
-async fn serve_api<R: EndpointRegistry>(registry: R) -> SocketAddr {
+/// The management API over `registry`, behind the envelope.
+fn api_app<R: EndpointRegistry>(registry: R) -> Router {
     let api = ManagementApi::new(registry, access(), services());
-    common::serve_axum(mount(api).layer(ErrorEnvelopeLayer::new())).await
+    mount(api).layer(ErrorEnvelopeLayer::new())
+}
+
+async fn serve_api<R: EndpointRegistry>(registry: R) -> SocketAddr {
+    common::serve_axum(api_app(registry)).await
 }
 
 /// [`serve_api`] until `stop` fires; the task ends once its connections have, and lets the
@@ -63,8 +68,7 @@ async fn serve_api_until<R: EndpointRegistry>(
     registry: R,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let api = ManagementApi::new(registry, access(), services());
-    let app = mount(api).layer(ErrorEnvelopeLayer::new());
+    let app = api_app(registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = tokio::spawn(async move {

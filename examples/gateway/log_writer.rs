@@ -188,8 +188,10 @@ impl Shared {
     }
 
     /// Every thread's waiting lines into `batch`, and how many were dropped; the buffers of
-    /// threads that have ended go. The `last` batch leaves every buffer stopped.
-    fn collect(&self, batch: &mut Vec<u8>, last: bool) -> u64 {
+    /// threads that have ended go. The `last` batch leaves every buffer stopped. Each thread's
+    /// lines are swapped for `spare` under its lock and copied after it, so that a thread
+    /// logging meanwhile never waits for a copy.
+    fn collect(&self, batch: &mut Vec<u8>, spare: &mut Vec<u8>, last: bool) -> u64 {
         let mut dropped = 0;
         let mut threads = lock(&self.threads);
         threads.stopped = last;
@@ -197,11 +199,13 @@ impl Shared {
             // Read before the lines: an ended thread writes nothing after it.
             let ended = thread.ended.load(Ordering::Acquire);
             let mut lines = lock(&thread.lines);
-            batch.extend_from_slice(&lines.bytes);
-            lines.bytes.clear();
-            lines.bytes.shrink_to(KEEP);
+            mem::swap(&mut lines.bytes, spare);
             dropped += mem::take(&mut lines.dropped);
             lines.stopped = last;
+            drop(lines);
+            batch.extend_from_slice(spare);
+            spare.clear();
+            spare.shrink_to(KEEP);
             !ended && !last
         });
         dropped
@@ -233,14 +237,14 @@ pub(crate) fn batch_writer<W: Write + Send + 'static>(mut out: W) -> (BatchWrite
 }
 
 fn write_batches(shared: &Shared, out: &mut impl Write) {
-    let mut batch = Vec::new();
+    let (mut batch, mut spare) = (Vec::new(), Vec::new());
     loop {
         let mut closing = shared.wait_for_a_line();
         if !closing {
             thread::sleep(GATHER);
             closing = lock(&shared.state).closing;
         }
-        let dropped = shared.collect(&mut batch, closing);
+        let dropped = shared.collect(&mut batch, &mut spare, closing);
         if dropped > 0 {
             // Nowhere better to say it: the output is the thing that failed.
             let _ = writeln!(

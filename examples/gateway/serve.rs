@@ -307,7 +307,9 @@ impl http_body::Body for Answer {
 /// HTTP/2 client that answers pings would otherwise keep it forever), and at the stop. Dropped
 /// too once a whole period has passed in which an HTTP/2 answer had a piece ready and the
 /// connection took nothing of any answer: a client that grants no window stalls its streams
-/// without blocking a single write.
+/// without blocking a single write. This rests on hyper (1.12) asking an HTTP/2 answer for a
+/// piece before it waits for window, so that a piece is ready and owed; a hyper that waited
+/// for window first would never ask, and such a client would keep its connection.
 async fn watch<C>(
     connection: C,
     activity: &Activity,
