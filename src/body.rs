@@ -192,6 +192,14 @@ impl Gather {
         }
     }
 
+    /// Where the buffer for more frames is and how large it is made, once there is one.
+    #[cfg(test)]
+    pub(crate) fn buffer(&self) -> Option<(*const u8, usize)> {
+        self.more
+            .as_ref()
+            .map(|more| (more.as_ptr(), more.capacity()))
+    }
+
     /// Everything gathered, as one `Bytes`; the gatherer is left empty.
     #[inline]
     pub(crate) fn take(&mut self) -> Bytes {

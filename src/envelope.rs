@@ -97,6 +97,16 @@ pub fn is_timeout(err: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// What a backend's error is answered with: 504 APIG.0203 for a timeout (see [`is_timeout`]),
+/// else `otherwise`.
+pub(crate) fn backend_failure(err: &(dyn StdError + 'static), otherwise: MaasError) -> MaasError {
+    if is_timeout(err) {
+        MaasError::BackendTimeout
+    } else {
+        otherwise
+    }
+}
+
 /// Layer that applies [`ErrorEnvelope`]. See the [module docs](self).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ErrorEnvelopeLayer {
@@ -289,11 +299,7 @@ where
         let mut res = match result {
             Ok(res) => envelope(res, *this.dialect, *this.grpc, this.request_id),
             Err(err) => {
-                let error = if is_timeout(&*err) {
-                    MaasError::BackendTimeout
-                } else {
-                    MaasError::Internal
-                };
+                let error = backend_failure(&*err, MaasError::Internal);
                 if *this.grpc {
                     error
                         .to_grpc_response(error.status(), this.request_id)

@@ -305,6 +305,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     St: RateStore,
     C: Clock,
+    ResBody: http_body::Body,
 {
     type Response = Response<MaasBody<UsageBody<ResBody>>>;
     type Error = S::Error;
@@ -601,6 +602,8 @@ where
     S: Service<Request<B>, Response = Response<ResBody>>,
     St: RateStore,
     C: Clock,
+    // Its announced length sizes the buffer a JSON answer's usage is read from.
+    ResBody: http_body::Body,
 {
     type Output = Result<Response<MaasBody<UsageBody<ResBody>>>, S::Error>;
 
@@ -651,7 +654,7 @@ where
 }
 
 /// Writes the headers into the response head and meters the body.
-fn finish<B>(
+fn finish<B: http_body::Body>(
     mut response: Response<B>,
     admitted: Option<Admitted>,
 ) -> Response<MaasBody<UsageBody<B>>> {
@@ -695,7 +698,10 @@ fn finish<B>(
         settle.settle(Settled::Completed(None));
         return plain(response);
     }
-    response.map(|b| MaasBody::new(UsageBody::metered(b, Meter::new(sse, settle))))
+    response.map(|b| {
+        let meter = Meter::new(&b, sse, settle);
+        MaasBody::new(UsageBody::metered(b, meter))
+    })
 }
 
 #[cfg(test)]

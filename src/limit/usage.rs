@@ -161,7 +161,9 @@ thread_local! {
 }
 
 impl Meter {
-    pub(crate) fn new(sse: bool, settle: Arc<dyn Settle>) -> Self {
+    /// The meter of `body`: SSE lines, or (`sse` false) one JSON document, held in a buffer
+    /// made as large as the body announced (up to what is read), not grown frame by frame.
+    pub(crate) fn new(body: &impl http_body::Body, sse: bool, settle: Arc<dyn Settle>) -> Self {
         #[cfg(test)]
         METERS_MADE.with(|made| made.set(made.get() + 1));
         let reader = if sse {
@@ -172,7 +174,8 @@ impl Meter {
             }
         } else {
             Reader::Json {
-                held: Gather::default(),
+                // One past the most that is read: a body announcing more is let go at that.
+                held: Gather::for_body(body, MAX_OBSERVED + 1),
                 over: false,
             }
         };
@@ -351,6 +354,62 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Ignored;
+
+    impl Settle for Ignored {
+        fn settle(&self, _: Settled) {}
+    }
+
+    /// A body that announces `announced` bytes and gives none: only its size hint is read.
+    struct Announcing(u64);
+
+    impl Body for Announcing {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(None)
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.0)
+        }
+    }
+
+    fn held(meter: &Meter) -> Option<(*const u8, usize)> {
+        match &meter.reader {
+            Reader::Json { held, .. } => held.buffer(),
+            Reader::Sse { .. } => unreachable!("a JSON meter"),
+        }
+    }
+
+    #[test]
+    fn a_json_answer_in_many_frames_is_held_in_one_buffer_of_its_announced_size() {
+        let mut meter = Meter::new(&Announcing(10_000), false, Arc::new(Ignored));
+        let frame = Bytes::from(vec![b' '; 1_000]);
+        meter.observe(&frame);
+        meter.observe(&frame);
+        let (at, capacity) = held(&meter).unwrap();
+        assert_eq!(capacity, 10_000);
+        for _ in 2..10 {
+            meter.observe(&frame);
+        }
+        // Never grown, so never moved.
+        assert_eq!(held(&meter), Some((at, capacity)));
+    }
+
+    #[test]
+    fn an_answer_announcing_more_than_is_read_gets_no_larger_buffer() {
+        let mut meter = Meter::new(&Announcing(u64::MAX), false, Arc::new(Ignored));
+        meter.observe(&Bytes::from_static(b"{"));
+        meter.observe(&Bytes::from_static(b"}"));
+        let (_, capacity) = held(&meter).unwrap();
+        assert_eq!(capacity, MAX_OBSERVED + 1);
+    }
 
     #[test]
     fn usage_from_sse_lines() {

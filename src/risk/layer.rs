@@ -25,7 +25,7 @@ use crate::body::{
     BoxError, DEFAULT_BODY_LIMIT, Gather, LimitedCollect, MaasBody, content_type_is,
     finish_buffering, set_buffered_length, start_buffering,
 };
-use crate::envelope::is_timeout;
+use crate::envelope::backend_failure;
 use crate::error::{MaasError, RenderedByEnvelope, refuse};
 use crate::model::ReportedUsage;
 use crate::request_id::RequestId;
@@ -587,11 +587,8 @@ where
                             // The backend broke off mid-answer, or stalled past a deadline
                             // the body keeps (a proxy's idle timeout).
                             let _ = parts.take();
-                            let error = if is_timeout(&*err.into()) {
-                                MaasError::BackendTimeout
-                            } else {
-                                MaasError::BackendUnavailable
-                            };
+                            let error =
+                                backend_failure(&*err.into(), MaasError::BackendUnavailable);
                             let status = error.status();
                             return Poll::Ready(Ok(refuse(
                                 "ContentRiskFilter",
