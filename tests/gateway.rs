@@ -678,18 +678,10 @@ async fn head_answers_have_no_body() {
 }
 
 /// The example binary, which `cargo test` builds next to the test binaries.
-fn gateway_binary() -> std::path::PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let profile = deps.parent().unwrap().parent().unwrap();
-    profile
-        .join("examples")
-        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX))
-}
-
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish() {
-    let binary = gateway_binary();
+    let binary = common::gateway_binary();
     assert!(
         binary.exists(),
         "{} is built by `cargo test --all-features` (or `cargo build --examples`)",

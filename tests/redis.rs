@@ -688,6 +688,89 @@ async fn the_example_gateway_selects_redis_from_its_configuration() {
     );
 }
 
+/// The example gateway told to stop (SIGTERM) with `[redis]`: it exits once its last answer's
+/// reconciliation has reached Redis, not after a fixed wait of twice the timeout (here 40 s).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let binary = common::gateway_binary();
+    assert!(
+        binary.exists(),
+        "{} is built by `cargo test`",
+        binary.display()
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = std::env::temp_dir().join(format!("tower-maas-exit-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            listen = "127.0.0.1:{port}"
+            log_requests = false
+            [[keys]]
+            key = "sk-gw-exit-0000000000000000000"
+            quota = 1000000
+            [redis]
+            url = "{}"
+            timeout_ms = 20000
+            "#,
+            server.url()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(&binary)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let reply = send(
+        addr,
+        Request::post("/v1/chat/completions")
+            .header("authorization", "Bearer sk-gw-exit-0000000000000000000")
+            .header("content-type", "application/json")
+            .body(full(body))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let used =
+        serde_json::from_slice::<serde_json::Value>(&reply.body).unwrap()["usage"]["total_tokens"]
+            .as_i64()
+            .unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exited well before twice the Redis timeout")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        int(redis_cmd(&server, &["GET", "tm:{keys:0}:quota"]).unwrap()),
+        used
+    );
+    std::fs::remove_file(&config).unwrap();
+}
+
 /// An answer that comes after the timeout is an admission nobody uses: given back at once, so
 /// a slow Redis does not drain the keys it answers for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -777,4 +860,38 @@ async fn failing_open_reconciles_each_admission_where_it_was_decided() {
         .assert_json(429, E81103);
     // The 600 the memory admitted were charged to the shared quota.
     eventually(async || shared_use() == Some(1700)).await;
+}
+
+/// `flushed` is ready at once with nothing being written, waits while a reconciliation is held
+/// up by a Redis that does not answer, and returns once it has landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_waits_for_the_writes_in_flight() {
+    use futures_util::FutureExt;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::builder(server.url())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // Both scripts loaded while Redis is quick.
+    decide(&store, ask(81, Some(Rate::per_minute(10, 10)), None, 0)).await;
+    store.reconcile(charged(LimitKey(81), 1));
+    tokio::time::timeout(Duration::from_secs(5), store.flushed())
+        .await
+        .unwrap();
+    assert_eq!(store.flushed().now_or_never(), Some(()));
+    let sleeper = sleep_redis(&server, "0.5");
+    store.reconcile(charged(LimitKey(81), 10));
+    assert_eq!(store.flushed().now_or_never(), None);
+    tokio::time::timeout(Duration::from_secs(5), store.flushed())
+        .await
+        .expect("flushed once Redis answers");
+    // No waiting for it: the write has landed.
+    assert_eq!(
+        int(redis_cmd(&server, &["GET", "tm:{keys:81}:quota"]).unwrap()),
+        11
+    );
+    assert_eq!(store.flushed().now_or_never(), Some(()));
+    sleeper.join().unwrap();
 }

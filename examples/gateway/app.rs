@@ -504,8 +504,16 @@ const MAX_TASKS: usize = 10_000;
 /// The longest client or upstream deadline: a day.
 const MAX_DEADLINE_MS: u64 = 86_400_000;
 
-/// The gateway: every layer in the MaaS order around the routes.
+/// The gateway: every layer in the MaaS order around the routes. The tests' and benches' way
+/// in; the binary takes [`gateway`], for the stores.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
+    gateway(config).map(|(gateway, _)| gateway)
+}
+
+/// The gateway, and its limiters' stores, for the exit to wait on their last writes.
+pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
+    let mut stores = Stores::default();
     // A zero deadline would fail nearly every request, not disable the deadline; one past a
     // day is no deadline a client or upstream needs, and far enough would overflow the clock.
     for (name, millis) in [
@@ -519,7 +527,7 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
             return Err(format!("{name}: at most {MAX_DEADLINE_MS} (a day)"));
         }
     }
-    // The store refuses 0 itself; the exit waits twice this for the last settlements.
+    // The store refuses 0 itself; the exit waits at most twice this for the last settlements.
     if config
         .redis
         .as_ref()
@@ -645,7 +653,7 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
                 .body_limit(config.body_limit),
         )
         .layer(TokenRateLimitLayer::with(
-            Store::new(config.redis.as_ref(), "keys")?,
+            stores.keep(Store::new(config.redis.as_ref(), "keys")?),
             clock.clone(),
         ));
     // Its own read (routes the validator does not read) is bounded as the validator's is.
@@ -659,9 +667,11 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
     let api = if management.is_some() {
         // A custom endpoint's own limits, inside the key's. Only the management API makes
         // custom endpoints, so without it this limiter would pass every request through.
-        let endpoint_limit =
-            TokenRateLimitLayer::with(Store::new(config.redis.as_ref(), "endpoints")?, clock)
-                .scope(LimitScope::Endpoint);
+        let endpoint_limit = TokenRateLimitLayer::with(
+            stores.keep(Store::new(config.redis.as_ref(), "endpoints")?),
+            clock,
+        )
+        .scope(LimitScope::Endpoint);
         BoxCloneSyncService::new(MapResponse::new(
             front
                 .layer(endpoint_limit)
@@ -718,7 +728,34 @@ pub(crate) fn router(config: &Config) -> Result<Gateway, String> {
         .layer(LogLayer::new(config.log_requests))
         .layer(ip_limit)
         .service(Routes { api, rest: app });
-    Ok(MapResponse::new(outer, into_axum))
+    Ok((MapResponse::new(outer, into_axum), stores))
+}
+
+/// The limiters' stores that write in the background: Redis's.
+#[derive(Debug, Default)]
+pub(crate) struct Stores {
+    #[cfg(feature = "redis")]
+    redis: Vec<tower_maas::limit::RedisStore>,
+}
+
+impl Stores {
+    #[cfg_attr(not(feature = "redis"), allow(clippy::unused_self))]
+    fn keep(&mut self, store: Store) -> Store {
+        #[cfg(feature = "redis")]
+        if let Store::Redis(redis) = &store {
+            self.redis.push(redis.clone());
+        }
+        store
+    }
+
+    /// Once their writes begun so far have ended: the last answers' reconciliations.
+    #[cfg_attr(not(feature = "redis"), allow(clippy::unused_self))]
+    pub(crate) async fn flushed(&self) {
+        #[cfg(feature = "redis")]
+        for store in &self.redis {
+            store.flushed().await;
+        }
+    }
 }
 
 type Outer = ErrorEnvelope<Log<IpRateLimit<Routes>>>;

@@ -68,6 +68,7 @@ async fn main() {
         },
     };
     let listen = listen.unwrap_or(config.listen);
+    let mut stores = app::Stores::default();
     let app = match bare {
         // Timed before the server starts, while it has nothing else to do.
         Some(micros) => {
@@ -77,8 +78,11 @@ async fn main() {
             }
             Either::Right(mock::bare_router(work))
         }
-        None => match app::router(&config) {
-            Ok(app) => Either::Left(app),
+        None => match app::gateway(&config) {
+            Ok((app, kept)) => {
+                stores = kept;
+                Either::Left(app)
+            }
             Err(err) => {
                 eprintln!("configuration: {err}");
                 std::process::exit(2);
@@ -122,11 +126,10 @@ async fn main() {
     if let Some(redis) = &config.redis {
         // The last answers' reconciliations are on their way to Redis, each bounded by this
         // timeout (an HTTP/2 stream's task may send its own a moment after its connection has
-        // gone): they get twice that, rather than being dropped with the runtime.
-        tokio::time::sleep(std::time::Duration::from_millis(
-            redis.timeout_ms.saturating_mul(2),
-        ))
-        .await;
+        // gone): they get until they land, at most twice that, rather than being dropped with
+        // the runtime. Nothing being written, the exit is at once.
+        let wait = std::time::Duration::from_millis(redis.timeout_ms.saturating_mul(2));
+        let _ = tokio::time::timeout(wait, stores.flushed()).await;
     }
 }
 

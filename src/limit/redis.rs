@@ -4,11 +4,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
+use tokio::sync::Notify;
 
 use super::clock::Nanos;
 use super::gcra::Rate;
@@ -141,6 +143,34 @@ struct Inner {
     /// The memory a replica failing open decides in while Redis is away; none when failing
     /// closed, which never reads it.
     fallback: Option<MemoryStore>,
+    background: Arc<Background>,
+}
+
+/// The store's tasks that outlive the requests that started them (decisions that may give an
+/// admission back, reconciliations): how many are running, and a wake-up when none is.
+#[derive(Default)]
+struct Background {
+    running: AtomicUsize,
+    none: Notify,
+}
+
+/// One background task, counted from before it is spawned until it ends or is dropped with
+/// its runtime.
+struct Running(Arc<Background>);
+
+impl Running {
+    fn start(background: &Arc<Background>) -> Self {
+        background.running.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(background))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
 }
 
 /// Builds a [`RedisStore`]: see [`RedisStore::builder`].
@@ -219,6 +249,35 @@ impl RedisStore {
             policy: OnUnavailable::FailClosed,
         }
     }
+
+    /// Waits until the writes this store has begun in the background have ended: the
+    /// reconciliations of answers that have finished, and decisions still out that may give an
+    /// admission back. Each is bounded by the store's timeout, or by the connection's response
+    /// timeout for a decision's late answer; bound the wait as well. Call it when shutting
+    /// down, before the runtime goes, so that the last answers' tokens reach Redis; at once
+    /// when nothing is being written.
+    ///
+    /// ```no_run
+    /// # async fn run(store: tower_maas::limit::RedisStore) {
+    /// use std::time::Duration;
+    ///
+    /// // The server has stopped and its requests have ended.
+    /// let _ = tokio::time::timeout(Duration::from_secs(1), store.flushed()).await;
+    /// # }
+    /// ```
+    pub async fn flushed(&self) {
+        let background = &self.inner.background;
+        loop {
+            let none = background.none.notified();
+            let mut none = std::pin::pin!(none);
+            // Listening before looking: a last task that ends in between still wakes this.
+            none.as_mut().enable();
+            if background.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            none.await;
+        }
+    }
 }
 
 impl Inner {
@@ -260,7 +319,9 @@ impl Inner {
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
         // INCRBY takes a signed 64-bit number.
         let spent = i64::try_from(spent).unwrap_or(i64::MAX);
+        let running = Running::start(&self.background);
         runtime.spawn(async move {
+            let _running = running;
             let mut call = SETTLE.prepare_invoke();
             call.key(rate)
                 .key(quota)
@@ -325,6 +386,7 @@ impl RedisStoreBuilder {
                 namespace: self.namespace,
                 timeout: self.timeout,
                 fallback: (self.policy == OnUnavailable::FailOpen).then(MemoryStore::new),
+                background: Arc::default(),
             }),
         })
     }
@@ -384,9 +446,11 @@ impl RateStore for RedisStore {
             // comes after the timeout, or after the request is gone, an admission nobody will
             // use is given back at once instead of holding a slot and tokens.
             let (answer_to, answer) = tokio::sync::oneshot::channel();
+            let running = Running::start(&inner.background);
             tokio::spawn({
                 let inner = Arc::clone(&inner);
                 async move {
+                    let _running = running;
                     let answer = inner.decide(&ask).await;
                     if let Err(Ok(answer)) = answer_to.send(answer) {
                         if answer.first() == Some(&0) {

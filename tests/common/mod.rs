@@ -305,3 +305,13 @@ pub fn is_timestamp(text: &str) -> bool {
             }
         })
 }
+
+/// The example gateway's binary, which `cargo test` builds with the examples (with the
+/// features the tests have).
+pub fn gateway_binary() -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let profile = deps.parent().unwrap().parent().unwrap();
+    profile
+        .join("examples")
+        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX))
+}
