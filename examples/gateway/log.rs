@@ -218,7 +218,9 @@ impl Line {
             prompt_tokens,
         } = self;
         let mut key_buffer = [0; 24];
+        // The message as a string, not `fmt::Arguments`: copied as it is, not formatted.
         tracing::info!(
+            message = "request",
             request_id = started.id.as_ref().map_or("", RequestId::as_str),
             method = %started.method,
             path = started.uri.path(),
@@ -230,7 +232,6 @@ impl Line {
             tokens = %Count(started.report.tokens()),
             latency_us = head.as_micros() as u64,
             duration_us = started.at.elapsed().as_micros() as u64,
-            "request"
         );
     }
 }
