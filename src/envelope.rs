@@ -3,7 +3,9 @@
 //! `ErrorEnvelope`
 //! - gives every request an [`x-request-id`](crate::REQUEST_ID) (32 lowercase hex; an incoming
 //!   valid one is kept only when [`ErrorEnvelopeLayer::trust_incoming_request_id`] says so) and
-//!   puts the [`RequestId`] in the request's extensions and the response's headers;
+//!   puts the [`RequestId`] in the request's extensions, its `x-request-id` header (replacing
+//!   the client's, so that the services inside and an upstream see the id the answer carries)
+//!   and the response's headers;
 //! - re-renders every refusal of an inner layer (a response carrying a [`MaasError`] in its
 //!   extensions) in the configured [`Dialect`], keeping its status and headers;
 //! - turns a bare `404` (no [`MaasError`], an empty body: a router's fallback) into APIG.0101 and a

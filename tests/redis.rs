@@ -688,8 +688,9 @@ async fn the_example_gateway_selects_redis_from_its_configuration() {
     );
 }
 
-/// The example gateway told to stop (SIGTERM) with `[redis]`: it exits once its last answer's
-/// reconciliation has reached Redis, not after a fixed wait of twice the timeout (here 40 s).
+/// The example gateway told to stop (SIGTERM) with `[redis]` while an answer is on its way and
+/// Redis does not answer: it exits once that answer's reconciliation has reached Redis, not
+/// before (its tokens would be lost) and not after a fixed wait of twice the timeout (40 s).
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
@@ -702,6 +703,17 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
         "{} is built by `cargo test`",
         binary.display()
     );
+    // A model that takes a second to answer, reporting 7 tokens.
+    let slow = tower::service_fn(|_: Request<hyper::body::Incoming>| async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        Ok::<_, std::convert::Infallible>(
+            http::Response::builder()
+                .header("content-type", "application/json")
+                .body(full(r#"{"choices":[],"usage":{"total_tokens":7}}"#))
+                .unwrap(),
+        )
+    });
+    let upstream = common::serve_hyper(slow).await;
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -716,7 +728,12 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
             log_requests = false
             [[keys]]
             key = "sk-gw-exit-0000000000000000000"
+            rpm = 1000
             quota = 1000000
+            [[models]]
+            name = "up"
+            context_length = 4096
+            upstream = "http://{upstream}"
             [redis]
             url = "{}"
             timeout_ms = 20000
@@ -739,26 +756,38 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let body = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
-    let reply = send(
+    let body = r#"{"model":"up","messages":[{"role":"user","content":"hi"}]}"#;
+    let in_flight = tokio::spawn(send(
         addr,
         Request::post("/v1/chat/completions")
             .header("authorization", "Bearer sk-gw-exit-0000000000000000000")
             .header("content-type", "application/json")
             .body(full(body))
             .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    let used =
-        serde_json::from_slice::<serde_json::Value>(&reply.body).unwrap()["usage"]["total_tokens"]
-            .as_i64()
-            .unwrap();
+    ));
+    // Admitted (the key's rate state is in Redis), then Redis stops answering for 3 s: the
+    // answer's reconciliation, a second later, waits for it.
+    let admitted = || int(redis_cmd(&server, &["EXISTS", "tm:{keys:0}:rate"]).unwrap()) == 1;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !admitted() {
+        assert!(Instant::now() < deadline, "not admitted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sleeper = sleep_redis(&server, "3");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().unwrap().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    // Its requests done, the gateway is still there, waiting for Redis.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before its tokens were in Redis"
+    );
+    sleeper.join().unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("exited well before twice the Redis timeout")
@@ -766,15 +795,17 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
     assert!(status.success(), "{status}");
     assert_eq!(
         int(redis_cmd(&server, &["GET", "tm:{keys:0}:quota"]).unwrap()),
-        used
+        7
     );
     std::fs::remove_file(&config).unwrap();
 }
 
 /// An answer that comes after the timeout is an admission nobody uses: given back at once, so
-/// a slow Redis does not drain the keys it answers for.
+/// a slow Redis does not drain the keys it answers for. `flushed` waits for the decision still
+/// out and its give-back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_admission_is_given_back() {
+    use futures_util::FutureExt;
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -787,21 +818,23 @@ async fn a_late_admission_is_given_back() {
     let (rate, tokens) = (Rate::per(1, 3600 * SECOND, 1), Rate::per_minute(1000, 1000));
     // Load the script while Redis is quick.
     decide(&impatient, ask(61, Some(rate), None, 0)).await;
-    // Redis stops answering for 400 ms: the decision times out, then runs, and admits.
-    let sleeper = sleep_redis(&server, "0.4");
+    // Redis stops answering for a second: the decision times out, then runs, and admits.
+    let sleeper = sleep_redis(&server, "1");
     assert_eq!(
         decide(&impatient, ask(62, Some(rate), Some(tokens), 400)).await,
         Outcome::Unavailable
     );
+    assert_eq!(impatient.flushed().now_or_never(), None);
+    tokio::time::timeout(Duration::from_secs(10), impatient.flushed())
+        .await
+        .expect("flushed once Redis answers");
     sleeper.join().unwrap();
-    // The slot and the 400 tokens came back: the whole burst and the whole bucket are there.
-    eventually(async || {
-        matches!(
-            decide(&patient, ask(62, Some(rate), Some(tokens), 1000)).await,
-            Outcome::Admitted(_)
-        )
-    })
-    .await;
+    // The slot and the 400 tokens came back: the whole burst and the whole bucket are there,
+    // with no waiting for it.
+    assert!(matches!(
+        decide(&patient, ask(62, Some(rate), Some(tokens), 1000)).await,
+        Outcome::Admitted(_)
+    ));
 }
 
 /// Failing open, each admission's rate state is reconciled where it was decided. One decided
@@ -881,7 +914,7 @@ async fn flushed_waits_for_the_writes_in_flight() {
         .await
         .unwrap();
     assert_eq!(store.flushed().now_or_never(), Some(()));
-    let sleeper = sleep_redis(&server, "0.5");
+    let sleeper = sleep_redis(&server, "2");
     store.reconcile(charged(LimitKey(81), 10));
     assert_eq!(store.flushed().now_or_never(), None);
     tokio::time::timeout(Duration::from_secs(5), store.flushed())

@@ -748,7 +748,8 @@ impl Stores {
         store
     }
 
-    /// Once their writes begun so far have ended: the last answers' reconciliations.
+    /// Once their writes begun so far have ended: the last answers' reconciliations, and
+    /// decisions still out that may give an admission back.
     #[cfg_attr(not(feature = "redis"), allow(clippy::unused_self))]
     pub(crate) async fn flushed(&self) {
         #[cfg(feature = "redis")]

@@ -124,10 +124,10 @@ async fn main() {
     };
     serve::serve(listener, app, bounds, shutdown()).await;
     if let Some(redis) = &config.redis {
-        // The last answers' reconciliations are on their way to Redis, each bounded by this
-        // timeout (an HTTP/2 stream's task may send its own a moment after its connection has
-        // gone): they get until they land, at most twice that, rather than being dropped with
-        // the runtime. Nothing being written, the exit is at once.
+        // Every answer has been dropped (`serve` waits for HTTP/2 streams' tasks too), so its
+        // reconciliation is on its way to Redis, bounded by this timeout: they get until they
+        // land, at most twice that, rather than being dropped with the runtime. Nothing being
+        // written, the exit is at once.
         let wait = std::time::Duration::from_millis(redis.timeout_ms.saturating_mul(2));
         let _ = tokio::time::timeout(wait, stores.flushed()).await;
     }

@@ -21,6 +21,10 @@
 //! An HTTP/2 client can still stall one stream while it takes another's answer: the check is
 //! per connection. hyper bounds what waits for it (the stream's send buffer) and the streams
 //! per connection, and `connections` the rest.
+//!
+//! The stop waits for hyper's own tasks as well as for the connections: an HTTP/2 stream is
+//! answered in a task of its own, which drops the answer (and so settles its limiters) a moment
+//! after its connection may have ended.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -37,11 +41,12 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower::util::Oneshot;
 use tower_maas::BoxError;
@@ -80,7 +85,8 @@ pub(crate) async fn serve<S>(
     S::Future: Send + 'static,
 {
     let client_timeout = bounds.client;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let streams = TaskTracker::new();
+    let mut builder = auto::Builder::new(Tracked(streams.clone()));
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -95,7 +101,7 @@ pub(crate) async fn serve<S>(
     // and all the permits back is all the connections gone.
     let connections = u32::try_from(bounds.connections).unwrap_or(u32::MAX);
     let room = Arc::new(tokio::sync::Semaphore::new(connections as usize));
-    let all_gone = || room.acquire_many(connections);
+    let connections_gone = || room.acquire_many(connections);
     let mut stop = pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -159,6 +165,11 @@ pub(crate) async fn serve<S>(
     }
     drop(listener);
     let _ = stopping.send(Phase::Stopping);
+    streams.close();
+    let all_gone = || async {
+        drop(connections_gone().await);
+        streams.wait().await;
+    };
     if tokio::time::timeout(bounds.grace, all_gone())
         .await
         .is_err()
@@ -168,6 +179,21 @@ pub(crate) async fn serve<S>(
         // limiter's settlement is sent, not lost with the runtime.
         let _ = stopping.send(Phase::Abandoning);
         let _ = tokio::time::timeout(ABANDON_WAIT, all_gone()).await;
+    }
+}
+
+/// Spawns hyper's own tasks (an HTTP/2 connection's streams) on the runtime, tracked, for the
+/// stop to wait for.
+#[derive(Clone)]
+struct Tracked(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for Tracked
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        self.0.spawn(task);
     }
 }
 

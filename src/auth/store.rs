@@ -94,8 +94,9 @@ thread_local! {
 }
 
 impl InMemoryKeyStore {
-    /// The most keys a thread keeps copies of: past it the copies are dropped and made again
-    /// as requests come, so a thread's memory stays bounded whatever the number of keys.
+    /// The most keys a thread keeps copies of for one store (a thread keeps them for the last
+    /// four stores it used): past it the copies are dropped and made again as requests come,
+    /// so a thread's memory stays bounded whatever the number of keys.
     pub const THREAD_CACHE: usize = 1024;
 
     /// An empty store.

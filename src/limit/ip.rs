@@ -313,12 +313,18 @@ struct IpShared<C> {
 ///
 /// `limit` requests per window per client IP, all of them allowed at once (APIG's policy is a
 /// count per window). An IPv6 client's budget is its /64's: one subscriber's network holds 2^64
-/// addresses a single client could rotate through. The table of addresses holds at most
-/// [`capacity`](IpRateLimitLayer::capacity) entries (default 1 000 000); addresses whose window
-/// has passed are evicted as the table grows. **When it is full of addresses active within
-/// their window, a request from a new address is refused with APIG.0308** (fail closed): a
-/// spray of addresses can then slow new clients down, but never gets past the limit or grows
-/// memory.
+/// addresses a single client could rotate through. The table of addresses holds about
+/// [`capacity`](IpRateLimitLayer::capacity) entries (default 1 000 000), in 64 shards of a 64th
+/// of it each; addresses whose window has passed are evicted as a shard grows. **When an
+/// address's shard is full of addresses active within their window, a request from that new
+/// address is refused with APIG.0308** (fail closed): a spray of addresses can then slow new
+/// clients down, but never gets past the limit or grows memory. Addresses are spread over the
+/// shards by a hash keyed at random, so a spray cannot aim at one shard, and fills them alike.
+///
+/// # Panics
+///
+/// The builder methods panic on a layer that has been cloned, as the clones share one table:
+/// configure the layer, then clone it.
 ///
 /// ```
 /// use tower_maas::ThrottleWindow;
@@ -379,7 +385,8 @@ impl<C: Clock> IpRateLimitLayer<C> {
         self.config(|s| s.trusted = trusted)
     }
 
-    /// The most addresses tracked at once (default 1 000 000).
+    /// The most addresses tracked at once (default 1 000 000), rounded up to a multiple of the
+    /// 64 shards (so at least 64).
     pub fn capacity(self, addresses: usize) -> Self {
         self.config(|s| s.table = IpTable::new(addresses))
     }

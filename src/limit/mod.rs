@@ -5,8 +5,9 @@
 //! # `TokenRateLimit`
 //!
 //! Needs the [`Principal`](crate::auth::Principal) that [`BearerAuth`](crate::auth::BearerAuth)
-//! puts in the request (requests without one pass untouched), and uses the validator's
-//! [`ParsedRequest`](crate::validate::ParsedRequest) when present.
+//! puts in the request (requests without one pass untouched), or, scoped to custom endpoints
+//! ([`LimitScope::Endpoint`]), the endpoint's route that the validator puts there; and uses the
+//! validator's [`ParsedRequest`](crate::validate::ParsedRequest) when present.
 //!
 //! - **RPM** → 429 ModelArts.81101. GCRA with a burst of `rpm / 30` by default ([`Burst`]), so
 //!   MaaS's smoothing holds: with RPM = N, more than about N/30 requests in one second are

@@ -119,11 +119,13 @@ pub enum OnUnavailable {
 ///   [`OnUnavailable`] policy decides. The connection is re-established in the background, so
 ///   the store recovers when Redis is back, without a restart.
 ///
-/// ```no_run
-/// # async fn run() -> redis::RedisResult<()> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> redis::RedisResult<()> {
 /// use std::time::Duration;
 /// use tower_maas::limit::{MonotonicClock, OnUnavailable, RedisStore, TokenRateLimitLayer};
 ///
+/// // Connects on first use: built while Redis is down, it decides once Redis is back.
 /// let store = RedisStore::builder("redis://127.0.0.1:6379/")
 ///     .timeout(Duration::from_millis(50))
 ///     .on_unavailable(OnUnavailable::FailOpen)
@@ -151,7 +153,7 @@ struct Inner {
 #[derive(Default)]
 struct Background {
     running: AtomicUsize,
-    none: Notify,
+    all_ended: Notify,
 }
 
 /// One background task, counted from before it is spawned until it ends or is dropped with
@@ -168,7 +170,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.none.notify_waiters();
+            self.0.all_ended.notify_waiters();
         }
     }
 }
@@ -252,30 +254,37 @@ impl RedisStore {
 
     /// Waits until the writes this store has begun in the background have ended: the
     /// reconciliations of answers that have finished, and decisions still out that may give an
-    /// admission back. Each is bounded by the store's timeout, or by the connection's response
-    /// timeout for a decision's late answer; bound the wait as well. Call it when shutting
-    /// down, before the runtime goes, so that the last answers' tokens reach Redis; at once
-    /// when nothing is being written.
+    /// admission back. A reconciliation takes at most the store's [`timeout`]; a decision's
+    /// late answer is awaited for up to ten times it (at least 2 s), and its give-back for one
+    /// more timeout. Call it when shutting down, before the runtime goes, so that the last
+    /// answers' tokens reach Redis; it returns at once when nothing is being written. Bound
+    /// the wait: a give-back cut short only leaves a slot held until the key's rate state
+    /// recovers.
     ///
-    /// ```no_run
-    /// # async fn run(store: tower_maas::limit::RedisStore) {
+    /// [`timeout`]: RedisStoreBuilder::timeout
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// use std::time::Duration;
+    /// use tower_maas::limit::RedisStore;
     ///
-    /// // The server has stopped and its requests have ended.
-    /// let _ = tokio::time::timeout(Duration::from_secs(1), store.flushed()).await;
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379/").build().unwrap();
+    /// // ... the server has stopped and its requests have ended.
+    /// let flushed = tokio::time::timeout(Duration::from_secs(1), store.flushed()).await;
+    /// assert!(flushed.is_ok(), "nothing was being written");
     /// # }
     /// ```
     pub async fn flushed(&self) {
         let background = &self.inner.background;
         loop {
-            let none = background.none.notified();
-            let mut none = std::pin::pin!(none);
-            // Listening before looking: a last task that ends in between still wakes this.
-            none.as_mut().enable();
+            // Listening before looking (a `Notified` hears `notify_waiters` from when it is
+            // made): a last task that ends in between still wakes this.
+            let all_ended = background.all_ended.notified();
             if background.running.load(Ordering::Acquire) == 0 {
                 return;
             }
-            none.await;
+            all_ended.await;
         }
     }
 }

@@ -83,6 +83,11 @@ struct Shared<St, C> {
 }
 
 /// Layer that applies [`TokenRateLimit`]. See the [module docs](super).
+///
+/// # Panics
+///
+/// The builder methods panic on a layer that has been cloned, as the clones share one state:
+/// configure the layer, then clone it.
 pub struct TokenRateLimitLayer<St = MemoryStore, C = MonotonicClock> {
     shared: Arc<Shared<St, C>>,
 }

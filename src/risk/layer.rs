@@ -92,6 +92,11 @@ pub(crate) struct Shared<Cl> {
 }
 
 /// Layer that applies [`ContentRiskFilter`]. See the [module docs](super).
+///
+/// # Panics
+///
+/// The builder methods panic on a layer that has been cloned, as the clones share one state:
+/// configure the layer, then clone it.
 pub struct ContentRiskFilterLayer<Cl> {
     shared: Arc<Shared<Cl>>,
 }
