@@ -110,6 +110,19 @@ pub(crate) fn backend_failure(err: &(dyn StdError + 'static), otherwise: MaasErr
 }
 
 /// Layer that applies [`ErrorEnvelope`]. See the [module docs](self).
+///
+/// ```
+/// use tower::ServiceBuilder;
+/// use tower_maas::{Dialect, ErrorEnvelopeLayer};
+///
+/// // Outermost, so every answer carries an x-request-id and every refusal one dialect.
+/// let stack = ServiceBuilder::new().layer(
+///     ErrorEnvelopeLayer::new()
+///         .dialect(Dialect::Dual)
+///         .trust_incoming_request_id(false),
+/// );
+/// # let _ = stack;
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ErrorEnvelopeLayer {
     config: Config,

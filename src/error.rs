@@ -59,6 +59,14 @@ pub enum Party {
 /// | backend | `{"object":"error",…}` | same | same |
 /// | framework | `{"detail":…}` | same | same |
 /// | management | `{"error_code","error_msg"}` | same | same |
+///
+/// ```
+/// use tower_maas::{Dialect, ErrorEnvelopeLayer};
+///
+/// // For OpenAI SDK clients alone: `{"error":{…}}`, APIG's refusals too.
+/// let layer = ErrorEnvelopeLayer::new().dialect(Dialect::OpenAi);
+/// # let _ = layer;
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Dialect {
@@ -98,6 +106,18 @@ impl ThrottleWindow {
 ///
 /// A refusal travels as `Ok(response)` with the `MaasError` in the response's extensions, so an
 /// outer [`ErrorEnvelope`](crate::ErrorEnvelope) can re-render it in another [`Dialect`].
+///
+/// ```
+/// use tower_maas::MaasError;
+///
+/// let error = MaasError::RpmExceeded { rpm: 60 };
+/// assert_eq!(error.status(), 429);
+/// assert_eq!(error.code(), Some("ModelArts.81101"));
+/// assert_eq!(
+///     error.message(),
+///     "Too many requests, exceeded rate limit is 60 times per minute."
+/// );
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MaasError {

@@ -93,6 +93,13 @@ fn write_hex(out: &mut [u8], v: u64) {
 }
 
 /// The error of parsing a [`RequestId`] from text that is not 32 lowercase hex digits.
+///
+/// ```
+/// use tower_maas::{InvalidRequestId, RequestId};
+///
+/// assert_eq!("ABC".parse::<RequestId>().err(), Some(InvalidRequestId));
+/// assert!("0123456789abcdef0123456789abcdef".parse::<RequestId>().is_ok());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvalidRequestId;
 

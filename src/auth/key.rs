@@ -72,6 +72,12 @@ impl fmt::Debug for KeyDigest {
 }
 
 /// The error of parsing a [`KeyDigest`] from text that is not 64 hex digits.
+///
+/// ```
+/// use tower_maas::auth::{InvalidKeyDigest, KeyDigest};
+///
+/// assert_eq!("not hex".parse::<KeyDigest>().err(), Some(InvalidKeyDigest));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvalidKeyDigest;
 

@@ -79,6 +79,18 @@ use crate::error::{MaasError, refuse};
 use crate::model::{RequestedModel, read_model};
 
 /// Layer that applies [`BearerAuth`]. See the [module docs](self).
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_maas::BearerAuthLayer;
+/// use tower_maas::auth::{InMemoryKeyStore, KeyPolicy};
+///
+/// let keys = Arc::new(InMemoryKeyStore::new());
+/// keys.insert("sk-demo", KeyPolicy::new().label("demo").rpm(60)).unwrap();
+/// // The store stays yours: keys added, frozen or removed later count from the next request.
+/// let layer = BearerAuthLayer::new(Arc::clone(&keys));
+/// # let _ = layer;
+/// ```
 pub struct BearerAuthLayer<K: ?Sized> {
     store: Arc<K>,
     config: Config,

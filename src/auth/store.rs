@@ -19,6 +19,38 @@ use super::principal::{KeyId, KeyPolicy, KeyRecord, KeyState, Principal, Quota};
 ///
 /// Implementations must compare keys by digest in constant time ([`KeyDigest`]'s `==` does)
 /// and must never log the key.
+///
+/// A [`Principal`] comes from an [`InMemoryKeyStore`], so a store of your own keeps its keys
+/// in one and decides around it; here, one that lets no key in while the service is closed:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use tower_maas::auth::{
+///     BearerAuthLayer, InMemoryKeyStore, KeyPolicy, KeyStore, PresentedKey, Principal,
+/// };
+///
+/// struct Closable {
+///     keys: InMemoryKeyStore,
+///     closed: AtomicBool,
+/// }
+///
+/// impl KeyStore for Closable {
+///     fn authenticate(&self, key: PresentedKey<'_>) -> Option<Principal> {
+///         if self.closed.load(Ordering::Relaxed) {
+///             return None;
+///         }
+///         self.keys.authenticate(key)
+///     }
+/// }
+///
+/// let keys = InMemoryKeyStore::new();
+/// keys.insert("sk-demo", KeyPolicy::new()).unwrap();
+/// let store = Arc::new(Closable { keys, closed: AtomicBool::new(false) });
+/// let layer = BearerAuthLayer::new(Arc::clone(&store));
+/// store.closed.store(true, Ordering::Relaxed); // every key is now refused with 81003
+/// # let _ = layer;
+/// ```
 pub trait KeyStore: Send + Sync + 'static {
     /// The principal of `key`, or `None` when the key is unknown.
     fn authenticate(&self, key: PresentedKey<'_>) -> Option<Principal>;
@@ -31,6 +63,14 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 }
 
 /// The error of inserting a key that is already in the store.
+///
+/// ```
+/// use tower_maas::auth::{DuplicateKey, InMemoryKeyStore, KeyPolicy};
+///
+/// let store = InMemoryKeyStore::new();
+/// let id = store.insert("sk-demo", KeyPolicy::new()).unwrap();
+/// assert_eq!(store.insert("sk-demo", KeyPolicy::new()), Err(DuplicateKey(id)));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DuplicateKey(pub KeyId);
 

@@ -27,10 +27,19 @@ use super::registry::{Core, registry_over_core};
 /// lives, so a second gateway pointed at the same ledger, which would overwrite the first's
 /// changes with its own, fails to start instead. Several gateway replicas need a shared store.
 ///
-/// ```no_run
+/// ```
 /// use tower_maas::endpoint::FileRegistry;
 ///
-/// let registry = FileRegistry::open("/var/lib/maas-gateway/endpoints.json")?;
+/// # let dir = std::env::temp_dir().join(format!("tower-maas-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// # let path = dir.join("endpoints.json");
+/// // In production, say, /var/lib/maas-gateway/endpoints.json.
+/// let registry = FileRegistry::open(&path)?;
+/// // A second registry on the same ledger is refused while the first lives.
+/// let second = FileRegistry::open(&path).err().unwrap();
+/// assert_eq!(second.kind(), std::io::ErrorKind::WouldBlock);
+/// drop(registry);
+/// # std::fs::remove_dir_all(&dir)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct FileRegistry {

@@ -13,6 +13,29 @@ pub type Nanos = u64;
 ///
 /// Read once per request. Construct it once and share it: a clock built per call (per refusal,
 /// say) turns every 429 into a system call or worse.
+///
+/// A clock of your own, here one that a test (or a simulation) sets:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tower_maas::limit::{Clock, Nanos, TokenRateLimitLayer};
+///
+/// #[derive(Clone, Default)]
+/// struct SetClock(Arc<AtomicU64>);
+///
+/// impl Clock for SetClock {
+///     fn now(&self) -> Nanos {
+///         // Starts at one: limiters take zero for "never seen".
+///         self.0.load(Ordering::Relaxed) + 1
+///     }
+/// }
+///
+/// let clock = SetClock::default();
+/// let layer = TokenRateLimitLayer::with(tower_maas::limit::MemoryStore::new(), clock.clone());
+/// clock.0.store(60_000_000_000, Ordering::Relaxed); // a minute later
+/// # let _ = layer;
+/// ```
 pub trait Clock: Send + Sync + 'static {
     /// Nanoseconds since the clock's origin.
     fn now(&self) -> Nanos;

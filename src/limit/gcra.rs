@@ -14,6 +14,17 @@ use super::clock::Nanos;
 pub(crate) const MINUTE: Nanos = 60_000_000_000;
 
 /// A rate: `per_unit` nanoseconds between units, and how many units may come at once.
+///
+/// ```
+/// use tower_maas::limit::Rate;
+///
+/// // RPM 600 with MaaS's smoothing: a burst of 600 / 30, one more every 100 ms.
+/// let rpm = Rate::per_minute(600, 600 / 30);
+/// assert_eq!(rpm.per_unit(), 100_000_000);
+/// assert_eq!(rpm.burst(), 20);
+/// // A limit of 0 admits nothing.
+/// assert_eq!(Rate::per_minute(0, 10).burst(), 0);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rate {
     per_unit: Nanos,

@@ -48,6 +48,13 @@ pub struct TrustedProxies {
 }
 
 /// The error of a network that is not `ADDR` or `ADDR/PREFIX`.
+///
+/// ```
+/// use tower_maas::limit::{InvalidNetwork, TrustedProxies};
+///
+/// let refused = TrustedProxies::new(["10.0.0.0/33"]).err();
+/// assert_eq!(refused, Some(InvalidNetwork("10.0.0.0/33".to_owned())));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidNetwork(pub String);
 

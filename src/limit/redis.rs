@@ -84,6 +84,20 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_LUA));
 
 /// What a [`RedisStore`] does when Redis does not answer within its timeout.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tower_maas::limit::{OnUnavailable, RedisStore};
+///
+/// // Each replica decides alone, in memory, while Redis is away.
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/")
+///     .on_unavailable(OnUnavailable::FailOpen)
+///     .build()
+///     .unwrap();
+/// # let _ = store;
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnUnavailable {

@@ -144,6 +144,57 @@ pub enum Acquired<F> {
 /// [`Acquired::Later`] with one round trip that decides both limits atomically. Reconciliation
 /// ([`reconcile`](RateStore::reconcile)) never waits: a server store sends it in the
 /// background, one round trip per response.
+///
+/// A store of your own, here one that counts the refusals of the store it wraps:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tower_maas::limit::{
+///     Acquire, Acquired, LimitKey, MemoryStore, MonotonicClock, Outcome, Rate, RateStore,
+///     Reconcile, TokenRateLimitLayer,
+/// };
+///
+/// #[derive(Default)]
+/// struct Counted {
+///     inner: MemoryStore,
+///     refused: AtomicU64,
+/// }
+///
+/// impl RateStore for Counted {
+///     // Decided in memory: never pending.
+///     type Pending = std::future::Ready<Outcome>;
+///
+///     fn acquire(&self, ask: Acquire) -> Acquired<Self::Pending> {
+///         let outcome = match self.inner.acquire(ask) {
+///             Acquired::Now(outcome) => outcome,
+///             Acquired::Later(ready) => ready.into_inner(),
+///         };
+///         if matches!(outcome, Outcome::Refused { .. }) {
+///             self.refused.fetch_add(1, Ordering::Relaxed);
+///         }
+///         Acquired::Now(outcome)
+///     }
+///
+///     fn reconcile(&self, settled: Reconcile) {
+///         self.inner.reconcile(settled)
+///     }
+/// }
+///
+/// let store = Counted::default();
+/// let ask = || Acquire {
+///     key: LimitKey(1),
+///     requests: Some(Rate::per_minute(1, 1)),
+///     tokens: None,
+///     reserve: 0,
+///     quota: None,
+///     now: 1,
+/// };
+/// assert!(matches!(store.acquire(ask()), Acquired::Now(Outcome::Admitted(_))));
+/// assert!(matches!(store.acquire(ask()), Acquired::Now(Outcome::Refused { .. })));
+/// assert_eq!(store.refused.load(Ordering::Relaxed), 1);
+/// let layer = TokenRateLimitLayer::with(store, MonotonicClock::new());
+/// # let _ = layer;
+/// ```
 pub trait RateStore: Send + Sync + 'static {
     /// The future of a decision that needs a round trip.
     type Pending: Future<Output = Outcome> + Send + 'static;
@@ -277,6 +328,24 @@ const SPARSE_SHARDS: usize = 16;
 /// indexing: a decision is two loads and one compare-exchange per limit, with no hashing and no
 /// lock. Larger keys live in a sharded map whose fully recovered entries are evicted a shard at
 /// a time, so its memory is bounded by the keys active in the last minute.
+///
+/// ```
+/// use tower_maas::limit::{Acquire, Acquired, LimitKey, MemoryStore, Outcome, Rate, RateStore};
+///
+/// let store = MemoryStore::new();
+/// // 1000 tokens a minute, all at once; 600 reserved now leaves 400.
+/// let ask = |reserve| Acquire {
+///     key: LimitKey(7),
+///     requests: None,
+///     tokens: Some(Rate::per_minute(1000, 1000)),
+///     reserve,
+///     quota: None,
+///     now: 1,
+/// };
+/// assert!(matches!(store.acquire(ask(600)), Acquired::Now(Outcome::Admitted(_))));
+/// assert!(matches!(store.acquire(ask(600)), Acquired::Now(Outcome::Refused { .. })));
+/// assert!(matches!(store.acquire(ask(400)), Acquired::Now(Outcome::Admitted(_))));
+/// ```
 pub struct MemoryStore {
     segments: Box<[OnceLock<Box<[Cell]>>]>,
     sparse: Box<[Mutex<Sparse>]>,

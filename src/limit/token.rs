@@ -30,6 +30,14 @@ use crate::error::{MaasError, refuse};
 const LAYER: &str = "TokenRateLimit";
 
 /// How many requests of a key's RPM may come at once.
+///
+/// ```
+/// use tower_maas::limit::{Burst, TokenRateLimitLayer};
+///
+/// // A key's whole RPM at once, as a plain per-minute count would allow.
+/// let layer = TokenRateLimitLayer::new().burst(Burst::PerMinuteOver(1));
+/// # let _ = layer;
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Burst {
@@ -83,6 +91,17 @@ struct Shared<St, C> {
 }
 
 /// Layer that applies [`TokenRateLimit`]. See the [module docs](super).
+///
+/// ```
+/// use tower_maas::limit::{Burst, TokenRateLimitLayer};
+///
+/// // Inside BearerAuth (it reads the key's RPM, TPM and quota) and the validator (the
+/// // prompt's tokens); 512 tokens reserved for a request that gives no max_tokens.
+/// let layer = TokenRateLimitLayer::new()
+///     .burst(Burst::PerMinuteOver(30))
+///     .default_max_tokens(512);
+/// # let _ = layer;
+/// ```
 ///
 /// # Panics
 ///

@@ -32,6 +32,21 @@ use crate::request_id::RequestId;
 use crate::validate::{Endpoint, EstimatingCounter, ParsedRequest, loads};
 
 /// What to do when the classifier fails or does not answer in time.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, OnFailure};
+///
+/// let terms = KeywordClassifier::builder()
+///     .term("violence", "forbidden phrase")
+///     .build()
+///     .unwrap();
+/// // A classifier that is down lets text through rather than refusing it.
+/// let layer = ContentRiskFilterLayer::new(terms)
+///     .timeout(Duration::from_millis(500))
+///     .on_failure(OnFailure::Allow);
+/// # let _ = layer;
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnFailure {
     /// Refuse with 81011 (default): nothing unchecked passes.
@@ -44,6 +59,21 @@ pub enum OnFailure {
 /// How streamed output is checked: `window` characters of generated text are held and checked
 /// together with the last `overlap` characters already passed, so a term split across events is
 /// caught. The overlap must be at least the longest term.
+///
+/// ```
+/// use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, Window};
+///
+/// let terms = KeywordClassifier::builder()
+///     .term("violence", "forbidden phrase")
+///     .build()
+///     .unwrap();
+/// // Streams checked every 128 characters, with the last 32 checked again.
+/// let layer = ContentRiskFilterLayer::new(terms).streaming(Some(Window {
+///     window: 128,
+///     overlap: 32,
+/// }));
+/// # let _ = layer;
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
     /// Characters of new text held before a check.
@@ -92,6 +122,19 @@ pub(crate) struct Shared<Cl> {
 }
 
 /// Layer that applies [`ContentRiskFilter`]. See the [module docs](super).
+///
+/// ```
+/// use tower_maas::risk::{ContentRiskFilterLayer, KeywordClassifier, Window};
+///
+/// let terms = KeywordClassifier::builder()
+///     .terms_from_text("[violence]\nforbidden phrase\n[fraud]\nwire me the money")
+///     .build()
+///     .unwrap();
+/// // Streams checked too, with an overlap as long as the longest term.
+/// let overlap = terms.longest_term();
+/// let layer = ContentRiskFilterLayer::new(terms).streaming(Some(Window { window: 256, overlap }));
+/// # let _ = layer;
+/// ```
 ///
 /// # Panics
 ///

@@ -69,9 +69,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::catalog::ModelCatalog;
-pub use self::json::{DecodeError, Dict, Int, Json, MAX_DEPTH, loads};
+pub use self::json::{DecodeError, Dict, Int, Json, MAX_DEPTH, WideStr, loads};
 pub use self::parsed::{Endpoint, Message, Messages, ParsedRequest};
-pub use self::schema::{MAX_ERRORS, MESSAGE_LIMIT, Schema, Ty};
+pub use self::schema::{Bounds, MAX_ERRORS, MESSAGE_LIMIT, Members, Schema, Ty};
 #[cfg(feature = "tiktoken")]
 pub use self::tokens::TiktokenCounter;
 pub use self::tokens::{EstimatingCounter, TokenCounter};
@@ -86,6 +86,14 @@ use crate::error::MaasError;
 use crate::model::EndpointRoute;
 
 /// Who answers for the model: the MaaS gateway (81001/81009) or the vLLM backend.
+///
+/// ```
+/// use tower_maas::validate::{RequestSchemaValidatorLayer, ValidationDialect};
+///
+/// // Answer as a bare vLLM server would, for clients written against one.
+/// let layer = RequestSchemaValidatorLayer::new().dialect(ValidationDialect::Backend);
+/// # let _ = layer;
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ValidationDialect {
@@ -97,6 +105,16 @@ pub enum ValidationDialect {
 }
 
 /// Layer that applies [`RequestSchemaValidator`]. See the [module docs](self).
+///
+/// ```
+/// use tower_maas::validate::{ModelCatalog, RequestSchemaValidatorLayer};
+///
+/// // The models served, with their context lengths: others get 81009, longer prompts 400.
+/// let layer = RequestSchemaValidatorLayer::new()
+///     .models(ModelCatalog::new().model("DeepSeek-V3", 65_536))
+///     .body_limit(1 << 20);
+/// # let _ = layer;
+/// ```
 #[derive(Clone)]
 pub struct RequestSchemaValidatorLayer {
     config: Arc<Config>,

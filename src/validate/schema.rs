@@ -1,20 +1,5 @@
-//! Request schemas, and validation that reports errors as pydantic 2.8 does in FastAPI.
-//!
-//! A [`Schema`] is a model: fields in declaration order, each with a [`Ty`], required or
-//! optional, and no extra fields allowed (vLLM's `extra="forbid"`). Validation follows
-//! pydantic's lax Python mode, which is what FastAPI applies to the result of `json.loads`:
-//! errors in field-declaration order, then one `extra_forbidden` per unknown key in body order;
-//! unions report every member's errors under the member's tag (`'str'`, `'list[str]'`).
-//!
-//! ```
-//! use tower_maas::validate::{Schema, Ty};
-//!
-//! let rerank = Schema::new("RerankRequest")
-//!     .required("model", Ty::Str)
-//!     .required("query", Ty::Str)
-//!     .required("documents", Ty::list(Ty::Str))
-//!     .optional("top_n", Ty::Int.ge(1));
-//! ```
+//! Request schemas, and validation that reports errors as pydantic 2.8 does in FastAPI: see
+//! [`Schema`].
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -172,7 +157,24 @@ impl Ty {
     }
 }
 
-/// A model: named fields in declaration order; unknown fields are refused.
+/// A model: named fields in declaration order, each with a [`Ty`], required or optional, and
+/// no extra fields allowed (vLLM's `extra="forbid"`).
+///
+/// Validation follows pydantic's lax Python mode, which is what FastAPI applies to the result
+/// of `json.loads`: errors in field-declaration order, then one `extra_forbidden` per unknown
+/// key in body order; unions report every member's errors under the member's tag (`'str'`,
+/// `'list[str]'`).
+///
+/// ```
+/// use tower_maas::validate::{Schema, Ty};
+///
+/// let rerank = Schema::new("RerankRequest")
+///     .required("model", Ty::Str)
+///     .required("query", Ty::Str)
+///     .required("documents", Ty::list(Ty::Str))
+///     .optional("top_n", Ty::Int.ge(1));
+/// # let _ = rerank;
+/// ```
 #[derive(Clone, Debug)]
 pub struct Schema {
     name: Cow<'static, str>,

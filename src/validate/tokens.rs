@@ -4,6 +4,25 @@
 ///
 /// The count decides vLLM's context-length refusal and is what the token limiter reserves, so an
 /// estimate errs on the high side.
+///
+/// A counter of your own, given to the validator:
+///
+/// ```
+/// use tower_maas::validate::{RequestSchemaValidatorLayer, TokenCounter};
+///
+/// /// A token a word, and one more for every 6 bytes of a long word.
+/// struct Words;
+///
+/// impl TokenCounter for Words {
+///     fn count(&self, text: &str) -> u64 {
+///         text.split_whitespace().map(|w| 1 + w.len() as u64 / 6).sum()
+///     }
+/// }
+///
+/// assert_eq!(Words.count("a tokenizer of sorts"), 5);
+/// let layer = RequestSchemaValidatorLayer::new().token_counter(Words);
+/// # let _ = layer;
+/// ```
 pub trait TokenCounter: Send + Sync + 'static {
     /// The number of tokens `text` encodes to.
     fn count(&self, text: &str) -> u64;
