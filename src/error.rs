@@ -590,6 +590,15 @@ impl MaasError {
 }
 
 /// A gRPC status code (`grpc-status`), as [`MaasError::grpc_code`] maps a refusal to one.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_maas::{GrpcCode, MaasError};
+///
+/// let code = MaasError::RpmExceeded { rpm: 60 }.grpc_code(StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(code, GrpcCode::ResourceExhausted);
+/// assert_eq!(code as u8, 8);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GrpcCode {

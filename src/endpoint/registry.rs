@@ -20,6 +20,26 @@ use crate::model::EndpointResolver;
 /// Calls are synchronous: the management API calls them inline. [`InMemoryRegistry`] never
 /// waits; [`FileRegistry`](super::FileRegistry) waits for one `fsync` per change, and never on
 /// a lookup.
+///
+/// ```
+/// use tower_maas::endpoint::{EndpointError, EndpointRegistry, InMemoryRegistry, NewEndpoint, Owner};
+///
+/// let registry = InMemoryRegistry::new();
+/// let owner = Owner { account: "acme".into(), project_id: "p1".to_owned(), quota: 10 };
+/// let new = NewEndpoint {
+///     endpoint_name: "team-a".to_owned(),
+///     infer_service_id: "svc-deepseek".to_owned(),
+///     served_model_name: "DeepSeek-V3".to_owned(),
+///     remark: String::new(),
+///     rpm: Some(60),
+///     tpm: None,
+/// };
+/// let created = registry.create(&owner, new.clone()).unwrap();
+/// // A name is never used twice, not even after a delete.
+/// registry.delete(&owner, &created.id).unwrap();
+/// assert!(matches!(registry.create(&owner, new), Err(EndpointError::NameUsed)));
+/// assert_eq!(registry.list(&owner), (vec![], 0));
+/// ```
 pub trait EndpointRegistry: EndpointResolver {
     /// Creates an endpoint.
     fn create(&self, owner: &Owner, new: NewEndpoint) -> Result<CustomEndpoint, EndpointError>;

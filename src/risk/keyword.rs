@@ -42,6 +42,17 @@ pub struct KeywordClassifier {
 }
 
 /// Builds a [`KeywordClassifier`].
+///
+/// ```
+/// use tower_maas::risk::KeywordClassifier;
+///
+/// let terms = KeywordClassifier::builder()
+///     .term("fraud", "wire me the money")
+///     .terms_from_text("# one term a line\n[violence]\nforbidden phrase\n")
+///     .build()
+///     .unwrap();
+/// assert_eq!(terms.longest_term(), "wire me the money".len());
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct KeywordClassifierBuilder {
     terms: Vec<(Arc<str>, String)>,

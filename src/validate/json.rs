@@ -230,6 +230,21 @@ pub enum DecodeError {
 }
 
 /// Decodes `bytes` as `json.loads(bytes)` would.
+///
+/// ```
+/// use tower_maas::validate::{DecodeError, Json, loads};
+///
+/// // Python keeps NaN, a key given twice (the last value wins) and a lone surrogate.
+/// assert!(matches!(loads(b"NaN"), Ok(Json::Float(f)) if f.is_nan()));
+/// let Json::Dict(dict) = loads(br#"{"a": 1, "a": "two"}"#).unwrap() else { panic!() };
+/// assert_eq!(dict.len(), 1);
+/// assert!(matches!(loads(br#""\ud800""#), Ok(Json::WideStr(_))));
+/// // What FastAPI reports, character position included.
+/// assert_eq!(
+///     loads(b"{\"a\": }"),
+///     Err(DecodeError::Syntax { msg: "Expecting value", pos: 6 })
+/// );
+/// ```
 pub fn loads(bytes: &[u8]) -> Result<Json, DecodeError> {
     parse(decode_text(bytes)?)
 }
