@@ -17,6 +17,8 @@
 //!   MaaS code and message; see [`MaasError::grpc_code`] for the mapping);
 //! - answers an inner `Err` that is a timeout (see [`is_timeout`]) with 504 APIG.0203 and any
 //!   other inner error with 500 APIG.0201 `Internal server error.`, nothing of the error shown;
+//! - ends an event stream whose body fails after its head went out as the live service does,
+//!   with the error as an SSE event and `data: [DONE]` (see [`EnvelopeBody`]);
 //! - answers a `HEAD` request with the head alone (`content-length` as the body would have it),
 //!   the bodies it writes included: over HTTP/2 a body would go out as DATA frames, which a
 //!   client takes for a protocol error.
@@ -50,6 +52,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{BoxError, MaasBody, content_type_is};
+pub use crate::envelope_body::EnvelopeBody;
 use crate::error::{Dialect, MaasError, RenderedByEnvelope, grpc_headers, set_json_headers};
 use crate::request_id::{REQUEST_ID, RequestId};
 
@@ -210,8 +213,9 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<MaasBody<ResBody>>;
+    type Response = Response<MaasBody<EnvelopeBody<ResBody>>>;
     type Error = Infallible;
     type Future = ResponseFuture<S::Future>;
 
@@ -301,8 +305,9 @@ where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<MaasBody<B>>, Infallible>;
+    type Output = Result<Response<MaasBody<EnvelopeBody<B>>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -407,7 +412,7 @@ fn envelope<B>(
     dialect: Dialect,
     grpc: bool,
     request_id: &RequestId,
-) -> Response<MaasBody<B>>
+) -> Response<MaasBody<EnvelopeBody<B>>>
 where
     B: Body<Data = Bytes>,
 {
@@ -423,7 +428,17 @@ where
         None => None,
     };
     let Some(error) = error else {
-        return res.map(MaasBody::new);
+        // Past its head, a stream's failure can only travel as an event.
+        let stream = !grpc
+            && res.status().is_success()
+            && content_type_is(res.headers(), b"text/event-stream");
+        return res.map(|body| {
+            MaasBody::new(if stream {
+                EnvelopeBody::event_stream(body, *request_id)
+            } else {
+                EnvelopeBody::plain(body)
+            })
+        });
     };
     // The refusing layer chose the status (and headers such as `allow` or `retry-after`); only
     // the body changes shape.

@@ -14,6 +14,7 @@ mod buffered;
 #[cfg_attr(docsrs, doc(cfg(feature = "endpoints")))]
 pub mod endpoint;
 pub mod envelope;
+mod envelope_body;
 pub mod error;
 #[cfg(feature = "validate")]
 mod json_text;

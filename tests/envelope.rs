@@ -437,3 +437,93 @@ async fn a_routes_own_404_answers_head_with_its_own_head() {
         assert_eq!(head.header("content-length"), Some(length.as_str()));
     }
 }
+
+/// An answer of `content_type` whose body gives `pieces`, a failure after them.
+fn failing_answer(
+    status: StatusCode,
+    content_type: &'static str,
+    pieces: &'static [&'static str],
+    failure: fn() -> tower_maas::BoxError,
+) -> Response<impl http_body::Body<Data = Bytes, Error = tower_maas::BoxError>> {
+    // The pieces at once, the failure a moment later: the head and the pieces go out first.
+    let frames = futures_util::stream::unfold(0, move |at| async move {
+        let frame = match pieces.get(at) {
+            Some(piece) => Ok(http_body::Frame::data(Bytes::from_static(piece.as_bytes()))),
+            None if at == pieces.len() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(failure())
+            }
+            None => return None,
+        };
+        Some((frame, at + 1))
+    });
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap()
+}
+
+/// An event stream that fails once its head is out ends as the live service ends one: what
+/// went out stays, then the error as an event in OpenAI's shape (504 APIG.0203 for a timeout,
+/// else 502 APIG.0201) and `[DONE]`, an event the client had begun ended first. Other bodies,
+/// and a stream whose status already says it failed, fail as they did.
+#[tokio::test]
+async fn a_stream_that_fails_after_its_head_ends_with_an_error_event() {
+    let timeout = || -> tower_maas::BoxError { Box::new(BackendTimeout) };
+    let reset = || -> tower_maas::BoxError { Box::new(std::io::Error::other("reset")) };
+    let service = tower::service_fn(move |req: Request<Incoming>| async move {
+        let sse = "text/event-stream; charset=utf-8";
+        let event: &'static [&'static str] = &["data: {\"a\":1}\n\n"];
+        Ok::<_, Infallible>(match req.uri().path() {
+            "/timeout" => failing_answer(StatusCode::OK, sse, event, timeout),
+            "/reset" => failing_answer(StatusCode::OK, sse, event, reset),
+            "/begun" => failing_answer(
+                StatusCode::OK,
+                sse,
+                &["data: {\"a\":1}\n\ndata: {\"a\""],
+                reset,
+            ),
+            "/json" => failing_answer(StatusCode::OK, "application/json", &["{\"a\":"], reset),
+            _ => failing_answer(StatusCode::INTERNAL_SERVER_ERROR, sse, event, reset),
+        })
+    });
+    let addr = serve_hyper(ErrorEnvelopeLayer::new().layer(service)).await;
+    let got = |path: &'static str| async move {
+        let (status, _, body) = common::send_lossy(addr, get_req(path)).await;
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    };
+    let done = "data: [DONE]\n\n";
+    let timed_out = r#"data: {"error":{"code":"APIG.0203","message":"Backend timeout","param":null,"type":"GatewayTimeout"}}"#;
+    let unavailable = r#"data: {"error":{"code":"APIG.0201","message":"Backend unavailable.","param":null,"type":"BadGateway"}}"#;
+    assert_eq!(
+        got("/timeout").await,
+        (
+            StatusCode::OK,
+            format!("data: {{\"a\":1}}\n\n{timed_out}\n\n{done}")
+        )
+    );
+    assert_eq!(
+        got("/reset").await,
+        (
+            StatusCode::OK,
+            format!("data: {{\"a\":1}}\n\n{unavailable}\n\n{done}")
+        )
+    );
+    assert_eq!(
+        got("/begun").await,
+        (
+            StatusCode::OK,
+            format!("data: {{\"a\":1}}\n\ndata: {{\"a\"\n\n{unavailable}\n\n{done}")
+        )
+    );
+    // Broken off, as the inner body was.
+    assert_eq!(got("/json").await, (StatusCode::OK, "{\"a\":".to_owned()));
+    assert_eq!(
+        got("/failed").await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "data: {\"a\":1}\n\n".to_owned()
+        )
+    );
+}

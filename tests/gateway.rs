@@ -304,8 +304,9 @@ async fn a_slow_upstream_is_504_and_an_unreachable_one_502() {
 }
 
 /// An upstream that sends its head and then stalls is timed out too (the upstream timeout
-/// bounds every wait for its next piece): a held answer is 504 APIG.0203, and a stream is
-/// broken off after what had come, rather than either waiting as long as the client does.
+/// bounds every wait for its next piece): a held answer is 504 APIG.0203, and a stream ends
+/// after what had come with APIG.0203 as an error event and `[DONE]`, rather than either
+/// waiting as long as the client does.
 #[tokio::test]
 async fn an_upstream_that_stalls_mid_answer_is_timed_out() {
     let (up, _) = upstream().await;
@@ -322,13 +323,22 @@ async fn an_upstream_that_stalls_mid_answer_is_timed_out() {
         .header("authorization", format!("Bearer {KEY}"))
         .body(full(body))
         .unwrap();
-    let (status, _, got) = tokio::time::timeout(Duration::from_secs(5), send_lossy(gw, request))
-        .await
-        .expect("the stream was broken off");
+    let (status, headers, got) =
+        tokio::time::timeout(Duration::from_secs(5), send_lossy(gw, request))
+            .await
+            .expect("the stream was ended");
     assert_eq!(status, 200);
+    assert!(tower_maas::RequestId::is_valid(
+        headers["x-request-id"].as_bytes()
+    ));
+    // What went out stays; the stream ends as MaaS ends one, with the error as an event.
     assert_eq!(
         got,
-        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"
+        concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            "data: {\"error\":{\"code\":\"APIG.0203\",\"message\":\"Backend timeout\",\"param\":null,\"type\":\"GatewayTimeout\"}}\n\n",
+            "data: [DONE]\n\n",
+        )
     );
 }
 

@@ -231,10 +231,18 @@ async fn usage_above_the_reservation_is_charged() {
 #[tokio::test]
 async fn a_broken_stream_keeps_its_reservation_and_a_refusal_returns_it() {
     let gw = gateway(KeyPolicy::new().tpm(100).quota(1000), |l| l).await;
-    // The stream reports a cumulative 20 tokens, then breaks (the client sees the break, or no
-    // response at all if the break came first).
-    let (_, _, body) = send_lossy(gw.addr, chat(82, "broken-sse", 20)).await;
-    assert!(!body.ends_with(b"[DONE]\n\n"));
+    // The stream reports a cumulative 20 tokens, then breaks: the envelope ends it with the
+    // error as an event.
+    let (status, _, body) = send_lossy(gw.addr, chat(82, "broken-sse", 20)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"a\"}}}}],\"usage\":{}}}\n\n{}\n\ndata: [DONE]\n\n",
+            r#"{"prompt_tokens":10,"completion_tokens":10,"total_tokens":20}"#,
+            r#"data: {"error":{"code":"APIG.0201","message":"Backend unavailable.","param":null,"type":"BadGateway"}}"#,
+        )
+    );
     // All 90 stay reserved (a completed stream would have come back down to 20): another 18
     // does not fit. The quota pays what was seen.
     send(gw.addr, chat(10, "json", 0))
