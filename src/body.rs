@@ -114,6 +114,27 @@ pub(crate) fn content_type_is(headers: &http::HeaderMap, prefix: &[u8]) -> bool 
         .is_some_and(|t| t.eq_ignore_ascii_case(prefix))
 }
 
+/// A body that announces `.0` bytes and gives none: only its size hint is read.
+#[cfg(test)]
+pub(crate) struct Announcing(pub(crate) u64);
+
+#[cfg(test)]
+impl Body for Announcing {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(None)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0)
+    }
+}
+
 /// The default bound on a buffered request body: 12 MiB, APIG's limit.
 pub const DEFAULT_BODY_LIMIT: usize = 12 * 1024 * 1024;
 
@@ -139,6 +160,11 @@ pin_project! {
     }
 }
 
+/// The most a gatherer sets aside on a body's word: a peer that announces megabytes and sends
+/// two bytes gets this much, not what it announced; a body past it grows as its bytes come.
+#[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
+pub(crate) const PREALLOCATED: usize = 1 << 20;
+
 /// Data frames gathered into one `Bytes`. One frame, which is what hyper gives for most
 /// requests and a backend for most JSON answers, is kept as it is, neither copied nor queued;
 /// more frames are copied into one buffer as they come.
@@ -154,12 +180,13 @@ pub(crate) struct Gather {
 
 #[cfg_attr(not(any(feature = "auth", feature = "validate")), allow(dead_code))]
 impl Gather {
-    /// A gatherer for `body`, sized by the least it announced, at most `limit` bytes.
+    /// A gatherer for `body`, sized by the least it announced, at most `limit` bytes and at
+    /// most [`PREALLOCATED`] before the bytes are there.
     pub(crate) fn for_body(body: &impl Body, limit: usize) -> Self {
         let announced = body.size_hint().lower();
         Self {
-            // At most `limit`, so it fits a usize.
-            expected: announced.min(limit as u64) as usize,
+            // At most `limit` and `PREALLOCATED`, so it fits a usize.
+            expected: announced.min(limit.min(PREALLOCATED) as u64) as usize,
             ..Self::default()
         }
     }
@@ -332,6 +359,20 @@ mod tests {
         assert_eq!(collect(vec![], 64).unwrap(), "");
         let over = vec![data("0123456789"), data("0123456789")];
         assert!(matches!(collect(over, 15), Err(BufferError::TooLarge)));
+    }
+
+    #[test]
+    fn a_gatherer_sets_aside_what_a_body_announced_up_to_a_mebibyte() {
+        let two_pieces = |announced: u64| {
+            let mut gathered = Gather::for_body(&Announcing(announced), DEFAULT_BODY_LIMIT);
+            gathered.push(Bytes::from_static(b"{"));
+            gathered.push(Bytes::from_static(b"}"));
+            gathered.buffer().unwrap().1
+        };
+        assert_eq!(two_pieces(10_000), 10_000);
+        // Twelve mebibytes announced, two bytes sent: a mebibyte set aside, not twelve.
+        assert_eq!(two_pieces(DEFAULT_BODY_LIMIT as u64), PREALLOCATED);
+        assert_eq!(two_pieces(u64::MAX), PREALLOCATED);
     }
 
     #[test]

@@ -970,10 +970,15 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
             "upstream_timeout_ms = 86400001",
             "upstream_timeout_ms: at most 86400000 (a day)",
         ),
-        // The exit waits twice Redis's timeout for the last settlements.
+        // The exit waits at most twice Redis's timeout for the last settlements.
         (
             "[redis]\nurl = \"redis://127.0.0.1:1/\"\ntimeout_ms = 86400001",
             "redis.timeout_ms: at most 86400000 (a day)",
+        ),
+        // A body limit meant as "none" would let a few clients take all the memory.
+        (
+            "body_limit = 1073741825",
+            "body_limit: at most 1073741824 (1 GiB; APIG's is 12 MiB)",
         ),
     ] {
         let config = app::parse_config(text).unwrap();
@@ -1444,6 +1449,13 @@ async fn reading_models_and_tasks_costs_no_tokens() {
                 ),
             );
     }
+    // An id that is not UTF-8 once decoded is no task either: 81108 with the id as sent.
+    send(gw, get("/v1/video/generations/%FF%FE"))
+        .await
+        .assert_json(
+            404,
+            &dual("ModelArts.81108", "Task %FF%FE does not exist", "NotFound"),
+        );
     // The whole TPM is still there, and the quota untouched: a request of 30 tokens (8 of
     // prompt by the estimate, 22 to generate) passes.
     let body = serde_json::json!({"model": "mock-model", "max_tokens": 22, "messages": [{"role": "user", "content": "hi"}]}).to_string();
@@ -1923,4 +1935,39 @@ async fn an_http2_client_that_answers_no_ping_loses_its_connection() {
         at += 9 + len;
     }
     assert!(kinds.contains(&0x6), "no PING among {kinds:?}");
+}
+
+/// The mock says at most `MAX_ANSWER_WORDS` words, whatever the prompt and `max_tokens` allow:
+/// a long context's prompt does not become a stream of tens of megabytes.
+#[tokio::test]
+async fn the_mock_answers_at_most_its_bound_in_words() {
+    let config = app::parse_config(&format!(
+        "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"long\"\ncontext_length = 100000\n"
+    ))
+    .unwrap();
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let prompt = "word ".repeat(mock::MAX_ANSWER_WORDS + 1000);
+    let request = |stream: bool| {
+        let body = serde_json::json!({"model": "long", "stream": stream, "max_tokens": 90_000, "messages": [{"role": "user", "content": prompt}]}).to_string();
+        common::post("/v1/chat/completions", &body)
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(full(body))
+            .unwrap()
+    };
+    let reply = send(gw, request(false)).await;
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(
+        (
+            &answer["usage"]["completion_tokens"],
+            &answer["choices"][0]["finish_reason"]
+        ),
+        (
+            &serde_json::json!(mock::MAX_ANSWER_WORDS),
+            &serde_json::json!("length")
+        )
+    );
+    let reply = send(gw, request(true)).await;
+    let events: Vec<&str> = reply.text().split_terminator("\n\n").collect();
+    assert_eq!(events.len(), mock::MAX_ANSWER_WORDS + 1);
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
 }

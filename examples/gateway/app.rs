@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Extension, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post_service};
@@ -504,6 +505,9 @@ const MAX_TASKS: usize = 10_000;
 /// The longest client or upstream deadline: a day.
 const MAX_DEADLINE_MS: u64 = 86_400_000;
 
+/// The largest `body_limit` taken.
+const MAX_BODY_LIMIT: usize = 1 << 30;
+
 /// The gateway: every layer in the MaaS order around the routes. The tests' and benches' way
 /// in; the binary takes [`gateway`], for the stores.
 #[cfg_attr(not(test), allow(dead_code))]
@@ -540,6 +544,13 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
     // No room for any connection would serve nothing, for ever.
     if config.max_connections == 0 {
         return Err("max_connections: at least 1".to_owned());
+    }
+    // Each request may hold this much while it is read: a bound meant as "none" would let
+    // a few clients take all the memory there is.
+    if config.body_limit > MAX_BODY_LIMIT {
+        return Err(format!(
+            "body_limit: at most {MAX_BODY_LIMIT} (1 GiB; APIG's is 12 MiB)"
+        ));
     }
     let dialect = Dialect::from(config.dialect);
     let validation = ValidationDialect::from(config.validation);
@@ -896,8 +907,15 @@ async fn query_task(
     State(models): State<Arc<Models>>,
     Extension(id): Extension<RequestId>,
     Extension(principal): Extension<Principal>,
-    Path(task_id): Path<String>,
+    task_id: Result<Path<String>, PathRejection>,
+    uri: http::Uri,
 ) -> Response {
+    // An id that is not UTF-8 once decoded names no task (ids are ASCII): unknown, as sent,
+    // rather than axum's plain-text 400.
+    let task_id = match task_id {
+        Ok(Path(task_id)) => task_id,
+        Err(_) => uri.path().rsplit('/').next().unwrap_or_default().to_owned(),
+    };
     let owner = models
         .tasks
         .lock()

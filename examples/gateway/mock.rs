@@ -18,6 +18,11 @@ use tower_maas::validate::{Endpoint, ParsedRequest};
 /// The model the builtin mock serves by default.
 pub(crate) const MOCK_MODEL: &str = "mock-model";
 
+/// The most words an answer says, whatever `max_tokens` and the prompt allow: a stream's
+/// events are made up front, about 250 bytes a word, so a prompt of a long context's words
+/// must not become tens of megabytes. Past it the answer ends with `length`.
+pub(crate) const MAX_ANSWER_WORDS: usize = 4096;
+
 /// How the mock streams: usage in every chunk (MaaS) or in one last chunk (OpenAI, when
 /// `stream_options.include_usage` asks).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -105,7 +110,10 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamS
         Cow::Owned(texts.join(" "))
     };
     let source = reply_to(&source);
-    let max_tokens = request.max_tokens().map_or(usize::MAX, |n| n as usize);
+    let max_tokens = request
+        .max_tokens()
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        .min(MAX_ANSWER_WORDS);
     let (answer, finish_reason) = reply_words(&source, max_tokens);
     let completion_tokens = answer.len();
     if request.stream() {

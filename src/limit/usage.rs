@@ -361,24 +361,7 @@ mod tests {
         fn settle(&self, _: Settled) {}
     }
 
-    /// A body that announces `announced` bytes and gives none: only its size hint is read.
-    struct Announcing(u64);
-
-    impl Body for Announcing {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(None)
-        }
-
-        fn size_hint(&self) -> SizeHint {
-            SizeHint::with_exact(self.0)
-        }
-    }
+    use crate::body::Announcing;
 
     fn held(meter: &Meter) -> Option<(*const u8, usize)> {
         match &meter.reader {
@@ -403,12 +386,12 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_announcing_more_than_is_read_gets_no_larger_buffer() {
+    fn an_answer_announcing_more_gets_no_larger_buffer_before_its_bytes_come() {
         let mut meter = Meter::new(&Announcing(u64::MAX), false, Arc::new(Ignored));
         meter.observe(&Bytes::from_static(b"{"));
         meter.observe(&Bytes::from_static(b"}"));
         let (_, capacity) = held(&meter).unwrap();
-        assert_eq!(capacity, MAX_OBSERVED + 1);
+        assert_eq!(capacity, crate::body::PREALLOCATED);
     }
 
     #[test]
