@@ -179,6 +179,9 @@ async fn tpm_reserves_refuses_and_gives_the_request_slot_back() {
     assert_eq!(reply.header("retry-after"), Some("12"));
     // The refused request did not use a request slot: still one left of the burst of two.
     assert_eq!(reply.header("x-ratelimit-remaining-requests"), Some("1"));
+    // Nor any token: 40 left, the 60 used back in 36 s.
+    assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("40"));
+    assert_eq!(reply.header("x-ratelimit-reset-tokens"), Some("36s"));
     let reply = send(gw.addr, chat(2, "json", 10)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
