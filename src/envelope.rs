@@ -317,7 +317,7 @@ where
             StateProj::Failed { err } => Err(err.take().unwrap_or_else(|| Box::new(Gone))),
         };
         let mut res = match result {
-            Ok(res) => envelope(res, *this.dialect, *this.grpc, this.request_id),
+            Ok(res) => envelope(res, *this.dialect, *this.grpc, *this.head, this.request_id),
             Err(err) => {
                 let error = backend_failure(&*err, MaasError::Internal);
                 if *this.grpc {
@@ -411,6 +411,7 @@ fn envelope<B>(
     res: Response<B>,
     dialect: Dialect,
     grpc: bool,
+    head: bool,
     request_id: &RequestId,
 ) -> Response<MaasBody<EnvelopeBody<B>>>
 where
@@ -428,17 +429,23 @@ where
         None => None,
     };
     let Some(error) = error else {
-        // Past its head, a stream's failure can only travel as an event.
+        // Past its head, a stream's failure can only travel as an event (a `HEAD` answer has
+        // no body to fail, and keeps its length).
         let stream = !grpc
+            && !head
             && res.status().is_success()
             && content_type_is(res.headers(), b"text/event-stream");
-        return res.map(|body| {
-            MaasBody::new(if stream {
-                EnvelopeBody::event_stream(body, *request_id)
-            } else {
-                EnvelopeBody::plain(body)
-            })
-        });
+        if !stream {
+            return res.map(|body| MaasBody::new(EnvelopeBody::plain(body)));
+        }
+        let (mut parts, body) = res.into_parts();
+        // A declared length (an upstream's, passed on) would cut the error event short, or
+        // turn it into a broken connection after all.
+        parts.headers.remove(CONTENT_LENGTH);
+        return Response::from_parts(
+            parts,
+            MaasBody::new(EnvelopeBody::event_stream(body, *request_id)),
+        );
     };
     // The refusing layer chose the status (and headers such as `allow` or `retry-after`); only
     // the body changes shape.

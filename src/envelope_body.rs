@@ -17,23 +17,35 @@ pin_project! {
     /// The body of an answer that [`ErrorEnvelope`](crate::ErrorEnvelope) let through: the
     /// inner body, its frames untouched.
     ///
-    /// An event stream (a 2xx `text/event-stream` answer) whose body fails after its head went
-    /// out, when its status can no longer say so, ends as the live service ends one: with the
-    /// error as an event in OpenAI's shape, `data: {"error":{…}}` (504 `APIG.0203` for a
-    /// timeout, as [`is_timeout`](crate::is_timeout) tells, else 502 `APIG.0201`
-    /// `Backend unavailable.`), then `data: [DONE]`, and a clean end: a client's SDK raises the
-    /// error instead of a broken connection. An event the client had begun is ended first. Any
-    /// other body's failure is passed on as it is.
+    /// An event stream (a 2xx `text/event-stream` answer, not to `HEAD`) whose body fails
+    /// after its head went out, when its status can no longer say so, ends as the live service
+    /// ends one: with the error as an event in OpenAI's shape, `data: {"error":{…}}` (504
+    /// `APIG.0203` for a timeout, as [`is_timeout`](crate::is_timeout) tells, else 502
+    /// `APIG.0201` `Backend unavailable.`), then `data: [DONE]`, and a clean end: a client's SDK
+    /// raises the error instead of a broken connection. The envelope sends such a stream
+    /// without a `content-length`, which the event would break. An event the client had begun
+    /// when the body failed is ended first, cut short as it is: a client reads it before the
+    /// error (an OpenAI SDK fails on its JSON), as it would have read it had the stream broken
+    /// off. Any other body's failure is passed on as it is.
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use http_body::Body;
-    /// use http_body_util::Full;
+    /// use http::{Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    /// use tower_maas::ErrorEnvelopeLayer;
     /// use tower_maas::envelope::EnvelopeBody;
+    /// use tower_maas::MaasBody;
     ///
-    /// // Made by the envelope; a body that is not an event stream reads as it is.
-    /// let body = EnvelopeBody::plain(Full::new(Bytes::from_static(b"{}")));
-    /// assert_eq!(body.size_hint().exact(), Some(2));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let service = ErrorEnvelopeLayer::new().layer(service_fn(|_: Request<Full<Bytes>>| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+    /// }));
+    /// let answer: Response<MaasBody<EnvelopeBody<Full<Bytes>>>> =
+    ///     service.oneshot(Request::new(Full::default())).await.unwrap();
+    /// assert_eq!(answer.into_body().collect().await.unwrap().to_bytes(), "{}");
+    /// # }
     /// ```
     #[derive(Debug)]
     pub struct EnvelopeBody<B> {
@@ -88,7 +100,7 @@ impl StreamEnd {
 
 impl<B> EnvelopeBody<B> {
     /// `inner` as it is, its failures too.
-    pub fn plain(inner: B) -> Self {
+    pub(crate) fn plain(inner: B) -> Self {
         Self {
             inner,
             stream: None,

@@ -438,12 +438,14 @@ async fn a_routes_own_404_answers_head_with_its_own_head() {
     }
 }
 
-/// An answer of `content_type` whose body gives `pieces`, a failure after them.
+/// An answer of `content_type` whose body gives `pieces`, a failure after them; it declares
+/// their length when `declared`.
 fn failing_answer(
     status: StatusCode,
     content_type: &'static str,
     pieces: &'static [&'static str],
     failure: fn() -> tower_maas::BoxError,
+    declared: bool,
 ) -> Response<impl http_body::Body<Data = Bytes, Error = tower_maas::BoxError>> {
     // The pieces at once, the failure a moment later: the head and the pieces go out first.
     let frames = futures_util::stream::unfold(0, move |at| async move {
@@ -457,17 +459,24 @@ fn failing_answer(
         };
         Some((frame, at + 1))
     });
-    Response::builder()
+    let mut answer = Response::builder()
         .status(status)
-        .header("content-type", content_type)
+        .header("content-type", content_type);
+    if declared {
+        // What the whole answer would have been, had the backend not failed.
+        answer = answer.header("content-length", "64");
+    }
+    answer
         .body(http_body_util::StreamBody::new(frames))
         .unwrap()
 }
 
 /// An event stream that fails once its head is out ends as the live service ends one: what
 /// went out stays, then the error as an event in OpenAI's shape (504 APIG.0203 for a timeout,
-/// else 502 APIG.0201) and `[DONE]`, an event the client had begun ended first. Other bodies,
-/// and a stream whose status already says it failed, fail as they did.
+/// else 502 APIG.0201) and `[DONE]`, an event the client had begun ended first, and the body
+/// ends cleanly, over HTTP/1.1 and HTTP/2, with no `content-length` (a declared one would cut
+/// the event short). Other bodies, and a stream whose status already says it failed, fail as
+/// they did; a `HEAD` answer keeps its head.
 #[tokio::test]
 async fn a_stream_that_fails_after_its_head_ends_with_an_error_event() {
     let timeout = || -> tower_maas::BoxError { Box::new(BackendTimeout) };
@@ -476,51 +485,68 @@ async fn a_stream_that_fails_after_its_head_ends_with_an_error_event() {
         let sse = "text/event-stream; charset=utf-8";
         let event: &'static [&'static str] = &["data: {\"a\":1}\n\n"];
         Ok::<_, Infallible>(match req.uri().path() {
-            "/timeout" => failing_answer(StatusCode::OK, sse, event, timeout),
-            "/reset" => failing_answer(StatusCode::OK, sse, event, reset),
+            "/timeout" => failing_answer(StatusCode::OK, sse, event, timeout, false),
+            "/reset" => failing_answer(StatusCode::OK, sse, event, reset, false),
+            "/declared" => failing_answer(StatusCode::OK, sse, event, reset, true),
             "/begun" => failing_answer(
                 StatusCode::OK,
                 sse,
                 &["data: {\"a\":1}\n\ndata: {\"a\""],
                 reset,
+                false,
             ),
-            "/json" => failing_answer(StatusCode::OK, "application/json", &["{\"a\":"], reset),
-            _ => failing_answer(StatusCode::INTERNAL_SERVER_ERROR, sse, event, reset),
+            "/json" => failing_answer(
+                StatusCode::OK,
+                "application/json",
+                &["{\"a\":"],
+                reset,
+                false,
+            ),
+            _ => failing_answer(StatusCode::INTERNAL_SERVER_ERROR, sse, event, reset, false),
         })
     });
     let addr = serve_hyper(ErrorEnvelopeLayer::new().layer(service)).await;
-    let got = |path: &'static str| async move {
-        let (status, _, body) = common::send_lossy(addr, get_req(path)).await;
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    };
     let done = "data: [DONE]\n\n";
     let timed_out = r#"data: {"error":{"code":"APIG.0203","message":"Backend timeout","param":null,"type":"GatewayTimeout"}}"#;
     let unavailable = r#"data: {"error":{"code":"APIG.0201","message":"Backend unavailable.","param":null,"type":"BadGateway"}}"#;
-    assert_eq!(
-        got("/timeout").await,
+    let ended = format!("data: {{\"a\":1}}\n\n{unavailable}\n\n{done}");
+    for (path, expected) in [
         (
-            StatusCode::OK,
-            format!("data: {{\"a\":1}}\n\n{timed_out}\n\n{done}")
-        )
-    );
-    assert_eq!(
-        got("/reset").await,
+            "/timeout",
+            format!("data: {{\"a\":1}}\n\n{timed_out}\n\n{done}"),
+        ),
+        ("/reset", ended.clone()),
+        ("/declared", ended.clone()),
         (
-            StatusCode::OK,
-            format!("data: {{\"a\":1}}\n\n{unavailable}\n\n{done}")
-        )
-    );
-    assert_eq!(
-        got("/begun").await,
-        (
-            StatusCode::OK,
-            format!("data: {{\"a\":1}}\n\ndata: {{\"a\"\n\n{unavailable}\n\n{done}")
-        )
-    );
+            "/begun",
+            format!("data: {{\"a\":1}}\n\ndata: {{\"a\"\n\n{unavailable}\n\n{done}"),
+        ),
+    ] {
+        // `send` and `send_h2` fail on a body that breaks off: these end cleanly.
+        for reply in [
+            send(addr, get_req(path)).await,
+            send_h2(addr, get_req(path)).await,
+        ] {
+            assert_eq!(
+                (reply.status, reply.text()),
+                (StatusCode::OK, expected.as_str()),
+                "{path}"
+            );
+            assert_eq!(reply.header("content-length"), None, "{path}");
+        }
+    }
+    // Its head alone, its length as declared.
+    let head = send(addr, Request::head("/declared").body(empty()).unwrap()).await;
+    assert_eq!((head.status, head.text()), (StatusCode::OK, ""));
+    assert_eq!(head.header("content-length"), Some("64"));
     // Broken off, as the inner body was.
-    assert_eq!(got("/json").await, (StatusCode::OK, "{\"a\":".to_owned()));
+    let lossy = |path: &'static str| async move {
+        let (status, _, body) = common::send_lossy(addr, get_req(path)).await;
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    };
+    assert_eq!(lossy("/json").await, (StatusCode::OK, "{\"a\":".to_owned()));
     assert_eq!(
-        got("/failed").await,
+        lossy("/failed").await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             "data: {\"a\":1}\n\n".to_owned()

@@ -1974,3 +1974,34 @@ async fn the_mock_answers_at_most_its_bound_in_words() {
     assert_eq!(events.len(), mock::MAX_ANSWER_WORDS + 1);
     assert_eq!(events.last(), Some(&"data: [DONE]"));
 }
+
+/// A key that makes more video tasks than its bound forgets its own oldest, not other keys'
+/// tasks (the bound for all keys together is ten times larger).
+#[tokio::test]
+async fn a_busy_key_forgets_its_own_oldest_tasks_not_others() {
+    let gw = catalogue_gateway("").await;
+    let (open, peer) = (
+        Some("sk-open-000000000000000000000000"),
+        Some("sk-peer-000000000000000000000000"),
+    );
+    let create_task = async |key: Option<&str>| {
+        let body = r#"{"model":"v","prompt":"a cat"}"#;
+        let created = send(gw, request("POST", "/v1/video/generations", key, body)).await;
+        assert_eq!(created.status, 200, "{}", created.text());
+        let task: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+        task["task_id"].as_str().unwrap().to_owned()
+    };
+    let status = async |key: Option<&str>, task: &str| {
+        let path = format!("/v1/video/generations/{task}");
+        send(gw, request("GET", &path, key, "")).await.status
+    };
+    let others = create_task(peer).await;
+    let first = create_task(open).await;
+    let mut last = String::new();
+    for _ in 0..app::MAX_TASKS_PER_KEY {
+        last = create_task(open).await;
+    }
+    assert_eq!(status(open, &first).await, 404);
+    assert_eq!(status(open, &last).await, 200);
+    assert_eq!(status(peer, &others).await, 200);
+}

@@ -234,12 +234,12 @@ async fn usage_above_the_reservation_is_charged() {
 #[tokio::test]
 async fn a_broken_stream_keeps_its_reservation_and_a_refusal_returns_it() {
     let gw = gateway(KeyPolicy::new().tpm(100).quota(1000), |l| l).await;
-    // The stream reports a cumulative 20 tokens, then breaks: the envelope ends it with the
-    // error as an event.
-    let (status, _, body) = send_lossy(gw.addr, chat(82, "broken-sse", 20)).await;
-    assert_eq!(status, 200);
+    // The stream reports a cumulative 20 tokens, then breaks: the envelope ends it, cleanly,
+    // with the error as an event.
+    let reply = send(gw.addr, chat(82, "broken-sse", 20)).await;
+    assert_eq!(reply.status, 200);
     assert_eq!(
-        String::from_utf8_lossy(&body),
+        reply.text(),
         format!(
             "data: {{\"choices\":[{{\"delta\":{{\"content\":\"a\"}}}}],\"usage\":{}}}\n\n{}\n\ndata: [DONE]\n\n",
             r#"{"prompt_tokens":10,"completion_tokens":10,"total_tokens":20}"#,

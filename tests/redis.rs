@@ -750,10 +750,9 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
         .spawn()
         .unwrap();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let body = r#"{"model":"up","messages":[{"role":"user","content":"hi"}]}"#;

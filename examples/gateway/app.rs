@@ -493,14 +493,48 @@ struct Models {
     tasks: Mutex<Tasks>,
 }
 
-/// Video-generation tasks and the key that created each; the oldest are forgotten past a bound.
+/// Video-generation tasks and the key that created each. The oldest are forgotten past a bound
+/// for all keys, and a key's own oldest past a bound for each, so that one busy key forgets
+/// its own tasks rather than everyone's.
 #[derive(Default)]
 struct Tasks {
     owners: HashMap<String, KeyId>,
+    /// Every task, oldest first; some already forgotten by their key's bound.
     order: VecDeque<String>,
+    /// Each key's tasks not forgotten, oldest first.
+    of_key: HashMap<KeyId, VecDeque<String>>,
 }
 
 const MAX_TASKS: usize = 10_000;
+pub(crate) const MAX_TASKS_PER_KEY: usize = 1_000;
+
+impl Tasks {
+    fn add(&mut self, task_id: String, owner: KeyId) {
+        self.owners.insert(task_id.clone(), owner);
+        self.order.push_back(task_id.clone());
+        let own = self.of_key.entry(owner).or_default();
+        own.push_back(task_id);
+        if own.len() > MAX_TASKS_PER_KEY {
+            if let Some(old) = own.pop_front() {
+                self.owners.remove(&old);
+            }
+        }
+        while self.order.len() > MAX_TASKS {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            // The oldest of all is its key's oldest too, unless that key's bound forgot it.
+            if let Some(owner) = self.owners.remove(&old) {
+                if let Some(own) = self.of_key.get_mut(&owner) {
+                    own.pop_front();
+                    if own.is_empty() {
+                        self.of_key.remove(&owner);
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// The longest client or upstream deadline: a day.
 const MAX_DEADLINE_MS: u64 = 86_400_000;
@@ -890,14 +924,11 @@ fn create_task(models: &Models, principal: Option<&Principal>, id: RequestId) ->
     // A fresh id, never the request's: a trusted incoming x-request-id is the client's to
     // choose, and a repeated one would hand an existing task to another key.
     let task_id = format!("task-{}", RequestId::generate());
-    let mut tasks = models.tasks.lock().unwrap_or_else(|p| p.into_inner());
-    tasks.owners.insert(task_id.clone(), principal.key_id());
-    tasks.order.push_back(task_id.clone());
-    while tasks.order.len() > MAX_TASKS {
-        if let Some(old) = tasks.order.pop_front() {
-            tasks.owners.remove(&old);
-        }
-    }
+    models
+        .tasks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .add(task_id.clone(), principal.key_id());
     axum::Json(json!({"task_id": task_id, "status": "queued"})).into_response()
 }
 

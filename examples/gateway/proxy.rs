@@ -102,7 +102,8 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// streamed or not, comes back unchanged. An upstream that does not answer in time is 504
 /// APIG.0203; one that cannot be reached is 502 APIG.0201 `Backend unavailable.`. An answer
 /// whose body stops for as long as `timeout` fails there with [`BackendTimeout`]: a held answer
-/// is then 504 APIG.0203, a stream breaks off.
+/// is then 504 APIG.0203, and a stream under way ends with APIG.0203 as an error event and
+/// `[DONE]` (the envelope's doing).
 pub(crate) async fn forward(
     client: &UpstreamClient,
     upstream: &Upstream,

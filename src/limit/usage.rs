@@ -162,7 +162,8 @@ thread_local! {
 
 impl Meter {
     /// The meter of `body`: SSE lines, or (`sse` false) one JSON document, held in a buffer
-    /// made as large as the body announced (up to what is read), not grown frame by frame.
+    /// made as large as the body announced (up to a mebibyte before its bytes come), not grown
+    /// frame by frame.
     pub(crate) fn new(body: &impl http_body::Body, sse: bool, settle: Arc<dyn Settle>) -> Self {
         #[cfg(test)]
         METERS_MADE.with(|made| made.set(made.get() + 1));
@@ -174,8 +175,7 @@ impl Meter {
             }
         } else {
             Reader::Json {
-                // One past the most that is read: a body announcing more is let go at that.
-                held: Gather::for_body(body, MAX_OBSERVED + 1),
+                held: Gather::for_body(body, MAX_OBSERVED),
                 over: false,
             }
         };

@@ -6,6 +6,10 @@
 set -euo pipefail
 port=${1:?usage: tools/load/sched.sh PORT [SECONDS]}
 seconds=${2:-7}
+if [ "$seconds" -lt 5 ]; then
+  echo "SECONDS: at least 5 (the run's middle is read)" >&2
+  exit 1
+fi
 pid=$(ss -ltnp "sport = :$port" | { grep -o 'pid=[0-9]*' || true; } | cut -d= -f2 | sort -u | head -1)
 if [ -z "$pid" ]; then
   echo "nothing listens on port $port" >&2
@@ -19,11 +23,12 @@ wrk -t1 -c32 -d"${seconds}s" -s tools/load/chat.lua \
   "http://127.0.0.1:$port/v1/chat/completions" >"$out" &
 wrk_pid=$!
 sleep 1
-# One line a thread: who, name, voluntary and involuntary switches, user + system ticks.
+# One line a thread, by thread id (workers share a name): id, who, name, voluntary and
+# involuntary switches, user + system ticks.
 snapshot() {
   for who in "$pid:server" "$wrk_pid:wrk"; do
     for task in /proc/"${who%%:*}"/task/*; do
-      printf '%s %s %s %s\n' "${who#*:}" "$(tr ' ' '_' <"$task/comm")" \
+      printf '%s %s %s %s %s\n' "${task##*/}" "${who#*:}" "$(tr ' ' '_' <"$task/comm")" \
         "$(awk '/^(non)?voluntary_ctxt_switches/ {printf "%s ", $2}' "$task/status")" \
         "$(awk '{print $14 + $15}' "$task/stat")"
     done
@@ -41,8 +46,9 @@ if [ -z "$rps" ]; then
 fi
 echo "port $port: $rps req/s; per request, over $((seconds - 2)) s:"
 echo "  thread                 voluntary  involuntary  CPU µs"
-paste "$before" "$after" | awk -v rps="$rps" -v span=$((seconds - 2)) -v hz="$(getconf CLK_TCK)" '
-  $1 == $6 && $2 == $7 {
+# Threads there at both ends, matched by id.
+join <(sort "$before") <(sort "$after") | awk -v rps="$rps" -v span=$((seconds - 2)) -v hz="$(getconf CLK_TCK)" '
+  {
     n = rps * span
-    printf "  %-6s %-15s %9.4f  %11.4f  %6.2f\n", $1, $2, ($8 - $3) / n, ($9 - $4) / n, ($10 - $5) / hz / n * 1e6
+    printf "  %-6s %-15s %9.4f  %11.4f  %6.2f\n", $2, $3, ($9 - $4) / n, ($10 - $5) / n, ($11 - $6) / hz / n * 1e6
   }'
