@@ -5,7 +5,11 @@ zero-config gateway (CI installs the SDK); by hand:
 
     pip install openai
     cargo run --release --example gateway &        # the zero-config demo on 127.0.0.1:8080
-    python3 tools/sdk_check.py [http://127.0.0.1:8080/v1]
+    python3 tools/sdk_check.py [http://127.0.0.1:8080/v1 [STALLING]]
+
+STALLING: the base URL of a gateway with the demo key and a model `up` whose upstream stalls
+after its first chunk (as `tests/sdk.rs` starts one): its stream must raise `APIError` with
+APIG.0203 after that chunk.
 """
 import sys
 
@@ -53,4 +57,23 @@ expect("risk control (81011)", openai.PermissionDeniedError, lambda: chat(DEMO, 
 expect("unknown model (81009)", openai.NotFoundError, lambda: chat(DEMO, model="gpt-4"))
 expect("schema error (vLLM 400)", openai.BadRequestError, lambda: chat(DEMO, temperature=3))
 expect("context length (vLLM 400)", openai.BadRequestError, lambda: chat(DEMO, max_tokens=100000))
+if len(sys.argv) > 2:
+    stalling = openai.OpenAI(base_url=sys.argv[2], api_key=DEMO, max_retries=0)
+    said = []
+    try:
+        for chunk in stalling.chat.completions.create(
+                model="up", messages=[{"role": "user", "content": "hi"}], stream=True):
+            said.append(chunk.choices[0].delta.content)
+    except openai.APIError as e:
+        code = e.body.get("code") if isinstance(e.body, dict) else None
+        if code != "APIG.0203" or said != ["hi"] or e.message != "Backend timeout":
+            print("FAIL %-34s %s %r after %r" % ("stream stalled mid-way", code, e.message, said))
+            sys.exit(1)
+        print("ok   %-34s %s %s: %s after %r" % ("stream stalled mid-way", type(e).__name__, code, e.message, said))
+    except Exception as e:  # noqa: BLE001
+        print("FAIL %-34s got %s: %s" % ("stream stalled mid-way", type(e).__name__, e))
+        sys.exit(1)
+    else:
+        print("FAIL %-34s no error after %r" % ("stream stalled mid-way", said))
+        sys.exit(1)
 print("all SDK checks passed")
