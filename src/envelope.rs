@@ -18,7 +18,8 @@
 //! - answers an inner `Err` that is a timeout (see [`is_timeout`]) with 504 APIG.0203 and any
 //!   other inner error with 500 APIG.0201 `Internal server error.`, nothing of the error shown;
 //! - ends an event stream whose body fails after its head went out as the live service does,
-//!   with the error as an SSE event and `data: [DONE]` (see [`EnvelopeBody`]);
+//!   with the error as an SSE event and `data: [DONE]`, after the whole events that came (see
+//!   [`EnvelopeBody`]);
 //! - answers a `HEAD` request with the head alone (`content-length` as the body would have it),
 //!   the bodies it writes included: over HTTP/2 a body would go out as DATA frames, which a
 //!   client takes for a protocol error.

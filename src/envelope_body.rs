@@ -4,7 +4,8 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -23,10 +24,12 @@ pin_project! {
     /// `APIG.0203` for a timeout, as [`is_timeout`](crate::is_timeout) tells, else 502
     /// `APIG.0201` `Backend unavailable.`), then `data: [DONE]`, and a clean end: a client's SDK
     /// raises the error instead of a broken connection. The envelope sends such a stream
-    /// without a `content-length`, which the event would break. An event the client had begun
-    /// when the body failed is ended first, cut short as it is: a client reads it before the
-    /// error (an OpenAI SDK fails on its JSON), as it would have read it had the stream broken
-    /// off. Any other body's failure is passed on as it is.
+    /// without a `content-length`, which the event would break. So that a failure leaves the
+    /// client between events, an event the body has begun is held back until its blank line
+    /// (a frame that ends between events, as a model server's do, goes out as it is, without
+    /// a copy); a failure drops it. An event longer than 64 KiB goes out as it comes, and a
+    /// failure inside it ends it first, cut short. Any other body's failure is passed on as
+    /// it is.
     ///
     /// ```
     /// use bytes::Bytes;
@@ -55,40 +58,71 @@ pin_project! {
     }
 }
 
-/// What an event stream's failure needs: the request id of its error, and whether the client
-/// is inside an event.
+/// An event stream's state: the event the inner body has begun and not finished, held back
+/// so that a failure before its end leaves the client between events, and the request id of
+/// the error.
 #[derive(Debug)]
 struct StreamEnd {
     request_id: RequestId,
-    /// The last four bytes passed on, oldest first in the high byte.
-    tail: u32,
-    /// The error event went out: the stream is over.
+    /// The start of an event not finished yet.
+    partial: BytesMut,
+    /// An event longer than [`HOLD_LIMIT`] was passed on unfinished: a failure ends it first.
+    inside: bool,
+    /// Trailers that came while an event's start was held: given after it.
+    trailers: Option<HeaderMap>,
+    /// The stream is over (its error event, or its held end and trailers, went out).
     ended: bool,
 }
 
-/// A blank line ends an event; at the start there is none to end.
-const LF_LF: u32 = u32::from_be_bytes(*b"\0\0\n\n");
-const CRLF_CRLF: u32 = u32::from_be_bytes(*b"\r\n\r\n");
+/// The most of one event held back: a longer one is passed on as it comes, as it would be
+/// without the envelope, rather than held without bound.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+/// The index after the last blank line of `bytes` (the end of its last whole event), looking
+/// no further back than just before `from`: what is before it was looked at already. LF and
+/// CRLF line ends; a stream of bare CRs is passed on as it comes, past the limit.
+fn event_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let stop = from.saturating_sub(2);
+    (stop..bytes.len()).rev().find_map(|i| {
+        let before = bytes.get(..=i)?;
+        (before.ends_with(b"\n\n") || before.ends_with(b"\n\r\n")).then_some(i + 1)
+    })
+}
 
 impl StreamEnd {
-    fn passed(&mut self, data: &[u8]) {
-        for &byte in data.iter().rev().take(4).rev() {
-            self.tail = (self.tail << 8) | u32::from(byte);
+    /// What of `data` goes out now: up to the end of its last whole event, the rest held.
+    fn pass(&mut self, data: Bytes) -> Option<Bytes> {
+        if self.partial.is_empty() {
+            match event_end(&data, 0) {
+                Some(end) => {
+                    self.inside = false;
+                    self.partial.extend_from_slice(&data[end..]);
+                    return Some(data.slice(..end));
+                }
+                None if self.inside => return Some(data),
+                None => self.partial.extend_from_slice(&data),
+            }
+        } else {
+            let from = self.partial.len();
+            self.partial.extend_from_slice(&data);
+            if let Some(end) = event_end(&self.partial, from) {
+                return Some(self.partial.split_to(end).freeze());
+            }
         }
+        (self.partial.len() > HOLD_LIMIT).then(|| {
+            self.inside = true;
+            self.partial.split().freeze()
+        })
     }
 
-    /// Whether what went out ends at an event's end.
-    fn between_events(&self) -> bool {
-        self.tail & 0xffff == LF_LF || self.tail == CRLF_CRLF
-    }
-
-    /// The error event and `[DONE]`, after the end of an event the client has begun (a blank
-    /// line too many is an empty event, which clients skip).
+    /// The error event and `[DONE]`; an event held back is dropped, one passed on unfinished
+    /// is ended first (a blank line too many is an empty event, which clients skip).
     fn event(&mut self, error: &MaasError) -> Bytes {
         self.ended = true;
+        self.partial = BytesMut::new();
         let body = error.render(Dialect::OpenAi, &self.request_id);
         let mut event = Vec::with_capacity(body.len() + 28);
-        if !self.between_events() {
+        if self.inside {
             event.extend_from_slice(b"\n\n");
         }
         event.extend_from_slice(b"data: ");
@@ -113,7 +147,9 @@ impl<B> EnvelopeBody<B> {
             inner,
             stream: Some(StreamEnd {
                 request_id,
-                tail: LF_LF,
+                partial: BytesMut::new(),
+                inside: false,
+                trailers: None,
                 ended: false,
             }),
         }
@@ -133,31 +169,57 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
+        let mut this = self.project();
         let Some(stream) = this.stream else {
             return this.inner.poll_frame(cx);
         };
-        if stream.ended {
-            return Poll::Ready(None);
-        }
-        Poll::Ready(match ready!(this.inner.poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    stream.passed(data);
+        loop {
+            if let Some(trailers) = stream.trailers.take() {
+                stream.ended = true;
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            if stream.ended {
+                return Poll::Ready(None);
+            }
+            let frame = match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(err)) => {
+                    let error = backend_failure(&*err.into(), MaasError::BackendUnavailable);
+                    return Poll::Ready(Some(Ok(Frame::data(stream.event(&error)))));
                 }
-                Some(Ok(frame))
+                // An event left unfinished by a body that ended goes out as it is.
+                None if stream.partial.is_empty() => return Poll::Ready(None),
+                None => {
+                    stream.ended = true;
+                    return Poll::Ready(Some(Ok(Frame::data(stream.partial.split().freeze()))));
+                }
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    if let Some(out) = stream.pass(data) {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+                Err(frame) if stream.partial.is_empty() => return Poll::Ready(Some(Ok(frame))),
+                Err(frame) => {
+                    stream.trailers = frame.into_trailers().ok();
+                    return Poll::Ready(Some(Ok(Frame::data(stream.partial.split().freeze()))));
+                }
             }
-            Some(Err(err)) => {
-                let error = backend_failure(&*err.into(), MaasError::BackendUnavailable);
-                Some(Ok(Frame::data(stream.event(&error))))
-            }
-            None => None,
-        })
+        }
     }
 
     #[inline]
     fn is_end_stream(&self) -> bool {
-        self.stream.as_ref().is_some_and(|s| s.ended) || self.inner.is_end_stream()
+        match &self.stream {
+            Some(stream) => {
+                stream.ended
+                    || (stream.partial.is_empty()
+                        && stream.trailers.is_none()
+                        && self.inner.is_end_stream())
+            }
+            None => self.inner.is_end_stream(),
+        }
     }
 
     #[inline]
@@ -179,36 +241,87 @@ where
 mod tests {
     use super::*;
 
-    fn end_after(sent: &[&[u8]]) -> Bytes {
-        let mut stream = StreamEnd {
+    fn stream() -> StreamEnd {
+        StreamEnd {
             request_id: "0123456789abcdef0123456789abcdef".parse().unwrap(),
-            tail: LF_LF,
+            partial: BytesMut::new(),
+            inside: false,
+            trailers: None,
             ended: false,
-        };
-        for data in sent {
-            stream.passed(data);
         }
-        stream.event(&MaasError::BackendTimeout)
+    }
+
+    /// What goes out for each of `frames`, in order.
+    fn passed(stream: &mut StreamEnd, frames: &[&'static [u8]]) -> Vec<Option<Bytes>> {
+        frames
+            .iter()
+            .map(|frame| stream.pass(Bytes::from_static(frame)))
+            .collect()
+    }
+
+    const TIMEOUT: &str = r#"data: {"error":{"code":"APIG.0203","message":"Backend timeout","param":null,"type":"GatewayTimeout"}}
+
+data: [DONE]
+
+"#;
+
+    #[test]
+    fn whole_events_go_out_and_an_unfinished_one_waits_for_its_end() {
+        let mut s = stream();
+        let out = passed(
+            &mut s,
+            &[
+                b"data: 1\n\n",
+                b"data: 2\n\ndata: ",
+                b"3",
+                b"\n",
+                b"\n",
+                b"data: 4\r\n\r\n",
+            ],
+        );
+        let expect = |b: &'static [u8]| Some(Bytes::from_static(b));
+        assert_eq!(
+            out,
+            [
+                expect(b"data: 1\n\n"),
+                expect(b"data: 2\n\n"),
+                None,
+                None,
+                expect(b"data: 3\n\n"),
+                expect(b"data: 4\r\n\r\n"),
+            ]
+        );
     }
 
     #[test]
-    fn an_event_the_client_has_begun_is_ended_first() {
-        let timeout = r#"data: {"error":{"code":"APIG.0203","message":"Backend timeout","param":null,"type":"GatewayTimeout"}}"#;
-        let clean = format!("{timeout}\n\ndata: [DONE]\n\n");
-        let closed = format!("\n\n{clean}");
-        for (sent, expected) in [
-            (&[][..], &clean),
-            (&[&b"data: {}\n\n"[..]][..], &clean),
-            (&[&b"data: {}\r\n\r\n"[..]][..], &clean),
-            // The blank line split across frames, a byte at a time.
-            (&[&b"data: {}\n"[..], b"\n"][..], &clean),
-            (&[&b"data: {}\r\n\r"[..], b"\n"][..], &clean),
-            (&[&b"data: {}"[..]][..], &closed),
-            (&[&b"data: {}\n"[..]][..], &closed),
-            (&[&b"data: {}\r\n"[..]][..], &closed),
-            (&[&b"data: {\"a\":"[..]][..], &closed),
-        ] {
-            assert_eq!(end_after(sent), expected.as_str(), "{sent:?}");
-        }
+    fn a_failure_drops_the_event_held_and_leaves_the_client_between_events() {
+        let mut s = stream();
+        passed(&mut s, &[b"data: 1\n\ndata: {\"half"]);
+        assert_eq!(s.event(&MaasError::BackendTimeout), TIMEOUT);
+    }
+
+    #[test]
+    fn an_event_past_the_limit_goes_out_unfinished_and_a_failure_ends_it() {
+        let mut s = stream();
+        let long: &'static [u8] = Box::leak(vec![b'x'; HOLD_LIMIT + 1].into_boxed_slice());
+        assert_eq!(passed(&mut s, &[b"data: "]), [None]);
+        let out = passed(&mut s, &[long, b"more"]);
+        assert_eq!(out[0].as_ref().map(Bytes::len), Some(HOLD_LIMIT + 7));
+        assert_eq!(out[1], Some(Bytes::from_static(b"more")));
+        assert_eq!(
+            s.event(&MaasError::BackendTimeout),
+            format!("\n\n{TIMEOUT}")
+        );
+    }
+
+    #[test]
+    fn event_ends_are_found_after_what_was_looked_at() {
+        assert_eq!(event_end(b"a\n\nb\n\nc", 0), Some(6));
+        assert_eq!(event_end(b"a\r\n\r\nb", 0), Some(5));
+        assert_eq!(event_end(b"a\n\r\n", 0), Some(4));
+        assert_eq!(event_end(b"a\nb\n", 0), None);
+        assert_eq!(event_end(b"", 0), None);
+        // The blank line's first half looked at before, its second new.
+        assert_eq!(event_end(b"data: 3\n\n", 8), Some(9));
     }
 }

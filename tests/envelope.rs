@@ -473,7 +473,7 @@ fn failing_answer(
 
 /// An event stream that fails once its head is out ends as the live service ends one: what
 /// went out stays, then the error as an event in OpenAI's shape (504 APIG.0203 for a timeout,
-/// else 502 APIG.0201) and `[DONE]`, an event the client had begun ended first, and the body
+/// else 502 APIG.0201) and `[DONE]`, an event the backend had begun dropped, and the body
 /// ends cleanly, over HTTP/1.1 and HTTP/2, with no `content-length` (a declared one would cut
 /// the event short). Other bodies, and a stream whose status already says it failed, fail as
 /// they did; a `HEAD` answer keeps its head.
@@ -517,10 +517,8 @@ async fn a_stream_that_fails_after_its_head_ends_with_an_error_event() {
         ),
         ("/reset", ended.clone()),
         ("/declared", ended.clone()),
-        (
-            "/begun",
-            format!("data: {{\"a\":1}}\n\ndata: {{\"a\"\n\n{unavailable}\n\n{done}"),
-        ),
+        // The event begun was held back, and is dropped: the client reads whole events.
+        ("/begun", ended.clone()),
     ] {
         // `send` and `send_h2` fail on a body that breaks off: these end cleanly.
         for reply in [
