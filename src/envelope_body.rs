@@ -188,7 +188,10 @@ where
                     return Poll::Ready(Some(Ok(Frame::data(stream.event(&error)))));
                 }
                 // An event left unfinished by a body that ended goes out as it is.
-                None if stream.partial.is_empty() => return Poll::Ready(None),
+                None if stream.partial.is_empty() => {
+                    stream.ended = true;
+                    return Poll::Ready(None);
+                }
                 None => {
                     stream.ended = true;
                     return Poll::Ready(Some(Ok(Frame::data(stream.partial.split().freeze()))));
@@ -200,7 +203,11 @@ where
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 }
-                Err(frame) if stream.partial.is_empty() => return Poll::Ready(Some(Ok(frame))),
+                // Trailers are a body's last frame.
+                Err(frame) if stream.partial.is_empty() => {
+                    stream.ended = frame.is_trailers();
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 Err(frame) => {
                     stream.trailers = frame.into_trailers().ok();
                     return Poll::Ready(Some(Ok(Frame::data(stream.partial.split().freeze()))));
@@ -311,6 +318,45 @@ data: [DONE]
         assert_eq!(
             s.event(&MaasError::BackendTimeout),
             format!("\n\n{TIMEOUT}")
+        );
+    }
+
+    /// Every frame `body` gives, data as text, trailers as `trailers`, until its end.
+    fn frames(frames: Vec<Frame<Bytes>>) -> Vec<String> {
+        type Frames = std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>;
+        let inner = http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames.into_iter().map(Ok).collect::<Vec<_>>().into_iter() as Frames,
+        ));
+        let mut body = std::pin::pin!(EnvelopeBody::event_stream(inner, stream().request_id));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(frame)) = body.as_mut().poll_frame(&mut cx) {
+            out.push(match frame.unwrap().into_data() {
+                Ok(data) => String::from_utf8(data.to_vec()).unwrap(),
+                Err(_) => "trailers".to_owned(),
+            });
+        }
+        assert!(body.is_end_stream());
+        out
+    }
+
+    #[test]
+    fn what_was_held_goes_out_before_trailers_and_at_the_end() {
+        let data = |text: &'static str| Frame::data(Bytes::from_static(text.as_bytes()));
+        assert_eq!(
+            frames(vec![
+                data("data: 1\n\ndata: 2"),
+                Frame::trailers(HeaderMap::new())
+            ]),
+            ["data: 1\n\n", "data: 2", "trailers"]
+        );
+        assert_eq!(
+            frames(vec![data("data: 1\n\ndata: 2")]),
+            ["data: 1\n\n", "data: 2"]
+        );
+        assert_eq!(
+            frames(vec![data("data: 1\n\n"), Frame::trailers(HeaderMap::new())]),
+            ["data: 1\n\n", "trailers"]
         );
     }
 
