@@ -2005,3 +2005,57 @@ async fn a_busy_key_forgets_its_own_oldest_tasks_not_others() {
     assert_eq!(status(open, &last).await, 200);
     assert_eq!(status(peer, &others).await, 200);
 }
+
+/// With `check_streams`, a streamed answer is checked in windows: the mock, told to decode a
+/// phrase the input check cannot see, streams it, and the window holding it (here the whole
+/// answer) is refused: the stream is 81011 as an event and `[DONE]`, the term never sent.
+/// Without it the same stream passes whole.
+#[tokio::test]
+async fn checked_streams_end_with_81011_as_an_event() {
+    let served = async |check: bool| {
+        let config = app::parse_config(&format!(
+            "[[keys]]\nkey = \"{KEY}\"\n[[models]]\nname = \"mock-model\"\ncontext_length = 4096\n\
+             [risk]\nterms = [\"forbidden demo phrase\"]\ncheck_streams = {check}\n"
+        ))
+        .unwrap();
+        let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+        // "base64: forbidden demo phrase": the mock says the decoded words.
+        let body = serde_json::json!({"model": "mock-model", "stream": true, "stream_options": {"include_usage": false}, "messages": [{"role": "user", "content": "base64: Zm9yYmlkZGVuIGRlbW8gcGhyYXNl"}]}).to_string();
+        let request = common::post("/v1/chat/completions", &body)
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(full(body))
+            .unwrap();
+        let reply = send(gw, request).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert!(tower_maas::RequestId::is_valid(
+            reply.headers["x-request-id"].as_bytes()
+        ));
+        // Each event's content, or the event itself when it has none.
+        reply
+            .text()
+            .split_terminator("\n\n")
+            .map(|event| {
+                let data = event.strip_prefix("data: ").unwrap();
+                serde_json::from_str::<serde_json::Value>(data)
+                    .ok()
+                    .and_then(|v| {
+                        v["choices"][0]["delta"]["content"]
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_else(|| data.to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        served(false).await,
+        ["forbidden ", "demo ", "phrase", "[DONE]"]
+    );
+    assert_eq!(
+        served(true).await,
+        [
+            r#"{"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"}}"#,
+            "[DONE]"
+        ]
+    );
+}
