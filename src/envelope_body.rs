@@ -16,7 +16,8 @@ use crate::request_id::RequestId;
 
 pin_project! {
     /// The body of an answer that [`ErrorEnvelope`](crate::ErrorEnvelope) let through: the
-    /// inner body, its frames untouched.
+    /// inner body, its frames untouched but for an event stream's, which go out whole events
+    /// at a time.
     ///
     /// An event stream (a 2xx `text/event-stream` answer, not to `HEAD`) whose body fails
     /// after its head went out, when its status can no longer say so, ends as the live service
@@ -27,7 +28,7 @@ pin_project! {
     /// without a `content-length`, which the event would break. So that a failure leaves the
     /// client between events, an event the body has begun is held back until its blank line
     /// (a frame that ends between events, as a model server's do, goes out as it is, without
-    /// a copy); a failure drops it. An event longer than 64 KiB goes out as it comes, and a
+    /// a copy, when nothing was held before it); a failure drops it. An event longer than 64 KiB goes out as it comes, and a
     /// failure inside it ends it first, cut short. Any other body's failure is passed on as
     /// it is.
     ///
@@ -68,9 +69,12 @@ struct StreamEnd {
     partial: BytesMut,
     /// An event longer than [`HOLD_LIMIT`] was passed on unfinished: a failure ends it first.
     inside: bool,
+    /// The last two bytes passed on unfinished, for a blank line that `inside` ends across
+    /// two frames.
+    tail: [u8; 2],
     /// Trailers that came while an event's start was held: given after it.
     trailers: Option<HeaderMap>,
-    /// The stream is over (its error event, or its held end and trailers, went out).
+    /// The stream is over: its error event, its end, or its trailers went out.
     ended: bool,
 }
 
@@ -78,12 +82,11 @@ struct StreamEnd {
 /// without the envelope, rather than held without bound.
 const HOLD_LIMIT: usize = 64 * 1024;
 
-/// The index after the last blank line of `bytes` (the end of its last whole event), looking
-/// no further back than just before `from`: what is before it was looked at already. LF and
-/// CRLF line ends; a stream of bare CRs is passed on as it comes, past the limit.
+/// The index after the last blank line of `bytes` (the end of its last whole event) that ends
+/// at or after `from`: one that ends before it was looked for already. LF and CRLF line ends;
+/// a stream of bare CRs is passed on as it comes, past the limit.
 fn event_end(bytes: &[u8], from: usize) -> Option<usize> {
-    let stop = from.saturating_sub(2);
-    (stop..bytes.len()).rev().find_map(|i| {
+    (from..bytes.len()).rev().find_map(|i| {
         let before = bytes.get(..=i)?;
         (before.ends_with(b"\n\n") || before.ends_with(b"\n\r\n")).then_some(i + 1)
     })
@@ -92,23 +95,58 @@ fn event_end(bytes: &[u8], from: usize) -> Option<usize> {
 impl StreamEnd {
     /// What of `data` goes out now: up to the end of its last whole event, the rest held.
     fn pass(&mut self, data: Bytes) -> Option<Bytes> {
-        if self.partial.is_empty() {
-            match event_end(&data, 0) {
+        let out = if self.partial.is_empty() {
+            match event_end(&data, 0).or_else(|| self.ended_across(&data)) {
                 Some(end) => {
                     self.inside = false;
                     self.partial.extend_from_slice(&data[end..]);
-                    return Some(data.slice(..end));
+                    if self.partial.len() > HOLD_LIMIT {
+                        // What follows is past the limit already: it all goes, uncopied.
+                        self.partial.clear();
+                        self.inside = true;
+                        data
+                    } else {
+                        data.slice(..end)
+                    }
                 }
-                None if self.inside => return Some(data),
-                None => self.partial.extend_from_slice(&data),
+                None if self.inside => data,
+                None => {
+                    self.partial.extend_from_slice(&data);
+                    self.spill()?
+                }
             }
         } else {
             let from = self.partial.len();
             self.partial.extend_from_slice(&data);
-            if let Some(end) = event_end(&self.partial, from) {
-                return Some(self.partial.split_to(end).freeze());
+            match event_end(&self.partial, from) {
+                Some(end) if self.partial.len() - end <= HOLD_LIMIT => {
+                    self.partial.split_to(end).freeze()
+                }
+                _ => self.spill()?,
+            }
+        };
+        if self.inside {
+            for &byte in out.iter().rev().take(2).rev() {
+                self.tail = [self.tail[1], byte];
             }
         }
+        Some(out)
+    }
+
+    /// Where a blank line begun by the unfinished event passed on ends in `data`.
+    fn ended_across(&self, data: &[u8]) -> Option<usize> {
+        if !self.inside {
+            return None;
+        }
+        let mut joined = [0; 4];
+        joined[..2].copy_from_slice(&self.tail);
+        let head = data.get(..2).unwrap_or(data);
+        joined[2..2 + head.len()].copy_from_slice(head);
+        event_end(&joined[..2 + head.len()], 2).map(|end| end - 2)
+    }
+
+    /// All that is held, when it is past the limit: an event that long goes out as it comes.
+    fn spill(&mut self) -> Option<Bytes> {
         (self.partial.len() > HOLD_LIMIT).then(|| {
             self.inside = true;
             self.partial.split().freeze()
@@ -149,6 +187,7 @@ impl<B> EnvelopeBody<B> {
                 request_id,
                 partial: BytesMut::new(),
                 inside: false,
+                tail: [0; 2],
                 trailers: None,
                 ended: false,
             }),
@@ -232,12 +271,9 @@ where
     #[inline]
     fn size_hint(&self) -> SizeHint {
         match &self.stream {
-            // An error event may come that the inner body does not count.
-            Some(stream) if !stream.ended => {
-                let mut hint = SizeHint::new();
-                hint.set_lower(self.inner.size_hint().lower());
-                hint
-            }
+            // A failure can end it with far fewer bytes than the inner body promised, or add
+            // an event the inner body does not count.
+            Some(stream) if !stream.ended => SizeHint::new(),
             Some(_) => SizeHint::with_exact(0),
             None => self.inner.size_hint(),
         }
@@ -253,6 +289,7 @@ mod tests {
             request_id: "0123456789abcdef0123456789abcdef".parse().unwrap(),
             partial: BytesMut::new(),
             inside: false,
+            tail: [0; 2],
             trailers: None,
             ended: false,
         }
@@ -303,8 +340,45 @@ data: [DONE]
     #[test]
     fn a_failure_drops_the_event_held_and_leaves_the_client_between_events() {
         let mut s = stream();
-        passed(&mut s, &[b"data: 1\n\ndata: {\"half"]);
+        assert_eq!(
+            passed(&mut s, &[b"data: 1\n\ndata: {\"half"]),
+            [Some(Bytes::from_static(b"data: 1\n\n"))]
+        );
         assert_eq!(s.event(&MaasError::BackendTimeout), TIMEOUT);
+    }
+
+    #[test]
+    fn after_a_long_event_the_next_is_held_again_even_when_its_blank_line_straddles_frames() {
+        let long: &'static [u8] = Box::leak(vec![b'x'; HOLD_LIMIT + 1].into_boxed_slice());
+        for (end, rest) in [
+            (&b"\n"[..], &b"\ndata: {\"a\""[..]),
+            (b"\n", b"\r\ndata: {\"a\""),
+            (b"\n\r", b"\ndata: {\"a\""),
+        ] {
+            let mut s = stream();
+            let out = passed(&mut s, &[b"data: ", long, end, rest]);
+            // The long event's end goes out as it comes; the next one's start is held.
+            assert_eq!(out[3].as_deref(), Some(&rest[..rest.len() - 10]), "{end:?}");
+            assert_eq!(s.event(&MaasError::BackendTimeout), TIMEOUT, "{end:?}");
+        }
+    }
+
+    #[test]
+    fn what_follows_a_whole_event_is_held_only_up_to_the_limit() {
+        let mut big = b"data: 1\n\n".to_vec();
+        big.resize(10 + HOLD_LIMIT + 1, b'x');
+        let big: &'static [u8] = Box::leak(big.into_boxed_slice());
+        let mut s = stream();
+        // All of it goes, uncopied, and the event it begins counts as passed on unfinished.
+        assert_eq!(passed(&mut s, &[big]), [Some(Bytes::from_static(big))]);
+        assert_eq!(
+            s.event(&MaasError::BackendTimeout),
+            format!("\n\n{TIMEOUT}")
+        );
+        let mut s = stream();
+        passed(&mut s, &[b"data: 0"]);
+        let out = passed(&mut s, &[big]);
+        assert_eq!(out[0].as_ref().map(Bytes::len), Some(7 + big.len()));
     }
 
     #[test]
