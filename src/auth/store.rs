@@ -259,6 +259,13 @@ impl KeyStore for InMemoryKeyStore {
             .try_with(|copies| {
                 let mut copies = copies.borrow_mut();
                 let at = match copies.iter().position(|c| c.store == self.store) {
+                    // Last is the store used last, so that the one dropped is the one used
+                    // longest ago (a gateway with one store never moves it).
+                    Some(at) if at + 1 < copies.len() => {
+                        let used = copies.remove(at);
+                        copies.push(used);
+                        copies.len() - 1
+                    }
                     Some(at) => at,
                     None => {
                         if copies.len() >= STORES_PER_THREAD {
@@ -364,6 +371,21 @@ mod tests {
         }
         let last = authenticate(&a, "sk-same").unwrap();
         assert!(Arc::ptr_eq(first.record(), last.record()));
+    }
+
+    /// Past four stores, a thread forgets the copies of the store it used longest ago, not of
+    /// the one it began with.
+    #[test]
+    fn a_thread_forgets_the_store_it_used_longest_ago() {
+        let stores: Vec<InMemoryKeyStore> = (0..5).map(|_| InMemoryKeyStore::new()).collect();
+        for store in &stores {
+            store.insert("sk-key", KeyPolicy::new()).unwrap();
+        }
+        for at in [0, 1, 2, 3, 0, 4] {
+            authenticate(&stores[at], "sk-key").unwrap();
+        }
+        let kept: Vec<usize> = stores.iter().map(cached_here).collect();
+        assert_eq!(kept, [1, 0, 1, 1, 1]);
     }
 
     /// Every change is seen by the next request on a thread that holds a copy.
