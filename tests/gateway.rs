@@ -1975,8 +1975,8 @@ async fn the_mock_answers_at_most_its_bound_in_words() {
     assert_eq!(events.last(), Some(&"data: [DONE]"));
 }
 
-/// A key that makes more video tasks than its bound forgets its own oldest, not other keys'
-/// tasks (the bound for all keys together is ten times larger).
+/// A key that makes more video tasks than its bound forgets its own oldest, exactly past its
+/// bound, and not other keys' tasks, even once it has made more than the bound for all keys.
 #[tokio::test]
 async fn a_busy_key_forgets_its_own_oldest_tasks_not_others() {
     let gw = catalogue_gateway("").await;
@@ -1996,13 +1996,18 @@ async fn a_busy_key_forgets_its_own_oldest_tasks_not_others() {
         send(gw, request("GET", &path, key, "")).await.status
     };
     let others = create_task(peer).await;
-    let first = create_task(open).await;
-    let mut last = String::new();
-    for _ in 0..app::MAX_TASKS_PER_KEY {
-        last = create_task(open).await;
+    let mut made = Vec::new();
+    for _ in 0..app::MAX_TASKS {
+        made.push(create_task(open).await);
     }
-    assert_eq!(status(open, &first).await, 404);
-    assert_eq!(status(open, &last).await, 200);
+    let kept = &made[made.len() - app::MAX_TASKS_PER_KEY..];
+    let (first, last) = (&made[0], made.last().unwrap());
+    assert_eq!(status(open, first).await, 404);
+    assert_eq!(status(open, last).await, 200);
+    // The bound exactly: the oldest kept answers, the one before it is forgotten.
+    assert_eq!(status(open, &kept[0]).await, 200);
+    let forgotten = &made[made.len() - app::MAX_TASKS_PER_KEY - 1];
+    assert_eq!(status(open, forgotten).await, 404);
     assert_eq!(status(peer, &others).await, 200);
 }
 

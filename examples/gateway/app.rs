@@ -499,13 +499,13 @@ struct Models {
 #[derive(Default)]
 struct Tasks {
     owners: HashMap<String, KeyId>,
-    /// Every task, oldest first; some already forgotten by their key's bound.
+    /// Every task, oldest first, and ids a key's bound forgot, dropped as they are met.
     order: VecDeque<String>,
     /// Each key's tasks not forgotten, oldest first.
     of_key: HashMap<KeyId, VecDeque<String>>,
 }
 
-const MAX_TASKS: usize = 10_000;
+pub(crate) const MAX_TASKS: usize = 10_000;
 pub(crate) const MAX_TASKS_PER_KEY: usize = 1_000;
 
 impl Tasks {
@@ -519,7 +519,9 @@ impl Tasks {
                 self.owners.remove(&old);
             }
         }
-        while self.order.len() > MAX_TASKS {
+        // The tasks kept are bounded, not the ids queued: ids a key's bound forgot count for
+        // nothing, or one busy key would push every other key's tasks out after all.
+        while self.owners.len() > MAX_TASKS {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
@@ -532,6 +534,11 @@ impl Tasks {
                     }
                 }
             }
+        }
+        // Forgotten ids go before they outnumber the tasks kept: the queue stays bounded.
+        if self.order.len() > 2 * MAX_TASKS {
+            let owners = &self.owners;
+            self.order.retain(|id| owners.contains_key(id));
         }
     }
 }
