@@ -62,7 +62,7 @@ pub(crate) struct Bounds {
     pub(crate) client: Duration,
     /// From the stop signal to the last connection closed.
     pub(crate) grace: Duration,
-    /// Connections served at once (at most `u32::MAX`).
+    /// Connections served at once (at most `Semaphore::MAX_PERMITS`).
     pub(crate) connections: usize,
 }
 
@@ -85,8 +85,9 @@ pub(crate) async fn serve<S>(
     S::Future: Send + 'static,
 {
     let client_timeout = bounds.client;
-    let streams = TaskTracker::new();
-    let mut builder = auto::Builder::new(Tracked(streams.clone()));
+    // Every connection's task and hyper's own: all ended is all the requests done.
+    let tasks = TaskTracker::new();
+    let mut builder = auto::Builder::new(Tracked(tasks.clone()));
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -97,11 +98,10 @@ pub(crate) async fn serve<S>(
         .keep_alive_interval(client_timeout)
         .keep_alive_timeout(client_timeout);
     let (stopping, stop_seen) = tokio::sync::watch::channel(Phase::Serving);
-    // Each connection's task holds a permit: a connection is accepted only with one in hand,
-    // and all the permits back is all the connections gone.
-    let connections = u32::try_from(bounds.connections).unwrap_or(u32::MAX);
-    let room = Arc::new(tokio::sync::Semaphore::new(connections as usize));
-    let connections_gone = || room.acquire_many(connections);
+    // Each connection's task holds a permit: a connection is accepted only with one in hand.
+    let room = Arc::new(tokio::sync::Semaphore::new(
+        bounds.connections.min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let mut stop = pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -156,7 +156,8 @@ pub(crate) async fn serve<S>(
             )
             .into_owned();
         let stop_seen = stop_seen.clone();
-        tokio::spawn(async move {
+        // Tracked with hyper's own tasks: the stop waits for both alike.
+        tasks.spawn(async move {
             let _permit = permit;
             if let Err(err) = watch(connection, &activity, client_timeout, stop_seen).await {
                 tracing::debug!("connection: {err}");
@@ -165,12 +166,8 @@ pub(crate) async fn serve<S>(
     }
     drop(listener);
     let _ = stopping.send(Phase::Stopping);
-    streams.close();
-    let all_gone = || async {
-        drop(connections_gone().await);
-        streams.wait().await;
-    };
-    if tokio::time::timeout(bounds.grace, all_gone())
+    tasks.close();
+    if tokio::time::timeout(bounds.grace, tasks.wait())
         .await
         .is_err()
     {
@@ -178,12 +175,13 @@ pub(crate) async fn serve<S>(
         // Dropped here, while the runtime still runs, what they hold is let go on it: a
         // limiter's settlement is sent, not lost with the runtime.
         let _ = stopping.send(Phase::Abandoning);
-        let _ = tokio::time::timeout(ABANDON_WAIT, all_gone()).await;
+        let _ = tokio::time::timeout(ABANDON_WAIT, tasks.wait()).await;
     }
 }
 
-/// Spawns hyper's own tasks (an HTTP/2 connection's streams) on the runtime, tracked, for the
-/// stop to wait for.
+/// Spawns hyper's own tasks (an HTTP/2 connection's streams, which drop their answers and
+/// settle their limiters after their connection may have ended) tracked, for the stop to wait
+/// for.
 #[derive(Clone)]
 struct Tracked(TaskTracker);
 
