@@ -167,15 +167,12 @@ impl Shared {
             }
             self.asleep.store(true, Ordering::SeqCst);
             // Looked at after saying so, under each thread's lock: a line appended before this
-            // look is seen here, and one appended after it sees the writer asleep. The buffers
-            // of ended threads with nothing waiting go.
-            let mut waiting = false;
-            lock(&self.threads).list.retain(|thread| {
-                let ended = thread.ended.load(Ordering::Acquire);
-                let here = lock(&thread.lines).waiting();
-                waiting |= here;
-                here || !ended
-            });
+            // look is seen here, and one appended after it sees the writer asleep. (The
+            // buffers of ended threads go in `collect`.)
+            let waiting = lock(&self.threads)
+                .list
+                .iter()
+                .any(|thread| lock(&thread.lines).waiting());
             if waiting {
                 self.asleep.store(false, Ordering::SeqCst);
                 return false;
