@@ -157,15 +157,17 @@ fn contend(shared: bool, n: usize) {
 /// log writer (`shared`, as the server's workers do) or a writer each: what the log's shared
 /// writer costs a request.
 fn contend_log(shared: bool, n: usize) {
-    let (subscriber, _flush) = log_format::subscriber(std::io::sink(), false);
-    let one = tracing::Dispatch::new(subscriber);
+    // Only the writers a mode uses are started: each is a thread of its own.
+    let one = shared.then(|| log_format::subscriber(std::io::sink(), false));
+    let one = one.map(|(subscriber, flush)| (tracing::Dispatch::new(subscriber), flush));
     let router = gateway(true);
     let log = || {
-        let (own, flush) = log_format::subscriber(std::io::sink(), false);
-        let dispatch = if shared {
-            one.clone()
-        } else {
-            tracing::Dispatch::new(own)
+        let (dispatch, flush) = match &one {
+            Some((dispatch, _)) => (dispatch.clone(), None),
+            None => {
+                let (own, flush) = log_format::subscriber(std::io::sink(), false);
+                (tracing::Dispatch::new(own), Some(flush))
+            }
         };
         (tracing::dispatcher::set_default(&dispatch), flush)
     };

@@ -68,21 +68,20 @@ async fn main() {
         },
     };
     let listen = listen.unwrap_or(config.listen);
-    let mut stores = app::Stores::default();
-    let app = match bare {
+    let (app, stores) = match bare {
         // Timed before the server starts, while it has nothing else to do.
         Some(micros) => {
             let work = mock::Work::calibrated(micros);
             if work.rounds() > 0 {
                 println!("bare mock: {} rounds of work per request", work.rounds());
             }
-            Either::Right(mock::bare_router(work))
+            (
+                Either::Right(mock::bare_router(work)),
+                app::Stores::default(),
+            )
         }
         None => match app::gateway(&config) {
-            Ok((app, kept)) => {
-                stores = kept;
-                Either::Left(app)
-            }
+            Ok((app, stores)) => (Either::Left(app), stores),
             Err(err) => {
                 eprintln!("configuration: {err}");
                 std::process::exit(2);
