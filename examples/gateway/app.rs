@@ -17,6 +17,7 @@ use axum::routing::{get, post_service};
 use bytes::Bytes;
 use futures_util::future::Either;
 use http::Method;
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
 use tower::Service;
@@ -485,7 +486,10 @@ impl RateStore for Store {
 #[repr(align(64))]
 struct Models {
     names: Vec<String>,
-    upstreams: HashMap<String, Arc<Upstream>>,
+    upstreams: Vec<Upstream>,
+    /// Where each proxied model's upstream is in `upstreams`: a request's future holds the
+    /// index, not a copy of the name or a count on the upstream.
+    upstream_of: HashMap<String, usize>,
     client: UpstreamClient,
     client_h2: UpstreamClient,
     timeout: Duration,
@@ -623,7 +627,7 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
     }
 
     let mut catalog = ModelCatalog::new();
-    let mut upstreams = HashMap::new();
+    let (mut upstreams, mut upstream_of) = (Vec::new(), HashMap::new());
     let mut services = ServiceDirectory::new();
     for model in &config.models {
         catalog = catalog.model(model.name.as_str(), model.context_length);
@@ -633,14 +637,12 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
             model.access.into(),
         );
         if model.upstream != "builtin" {
-            upstreams.insert(
-                model.name.clone(),
-                Arc::new(Upstream {
-                    base: model.upstream.clone(),
-                    model: model.upstream_model.clone(),
-                    http2: model.http2,
-                }),
-            );
+            upstream_of.insert(model.name.clone(), upstreams.len());
+            upstreams.push(Upstream {
+                base: model.upstream.clone(),
+                model: model.upstream_model.clone(),
+                http2: model.http2,
+            });
         }
     }
 
@@ -663,6 +665,7 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
     let models = Models {
         names: config.models.iter().map(|m| m.name.clone()).collect(),
         upstreams,
+        upstream_of,
         client: proxy::client(false),
         client_h2: proxy::client(true),
         timeout: Duration::from_millis(config.upstream_timeout_ms),
@@ -1023,18 +1026,14 @@ where
         // A custom endpoint's name stands for its model.
         let route = parts.extensions.get::<EndpointRoute>();
         let model = route.map(EndpointRoute::model).or(parsed.model());
-        let Some(upstream) = model.and_then(|m| self.models.upstreams.get(m)) else {
+        let Some(&at) = model.and_then(|m| self.models.upstream_of.get(m)) else {
             return answered(mock::answer(id, parsed, self.models.style));
         };
-        // Only a custom endpoint's name is copied; the upstream's own is read where it is.
-        let endpoint_name = route
-            .filter(|_| upstream.model.is_none())
-            .map(|route| route.model().to_owned());
         let models = Arc::clone(&self.models);
-        let upstream = Arc::clone(upstream);
         Either::Right(Box::pin(async move {
-            let body: Bytes = match axum::body::to_bytes(Body::new(body), usize::MAX).await {
-                Ok(body) => body,
+            let upstream = &models.upstreams[at];
+            let body = match body.collect().await {
+                Ok(body) => body.to_bytes(),
                 Err(_) => {
                     return Ok(MaasError::UnparsableBody
                         .to_response(Dialect::Dual, &id)
@@ -1046,16 +1045,7 @@ where
             } else {
                 &models.client
             };
-            Ok(proxy::forward(
-                client,
-                &upstream,
-                upstream.model.as_deref().or(endpoint_name.as_deref()),
-                models.timeout,
-                id,
-                parts,
-                body,
-            )
-            .await)
+            Ok(proxy::forward(client, upstream, models.timeout, id, parts, body).await)
         }))
     }
 }

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower_maas::validate::ParsedRequest;
-use tower_maas::{BackendTimeout, Dialect, MaasError, RequestId};
+use tower_maas::{BackendTimeout, Dialect, EndpointRoute, MaasError, RequestId};
 
 use crate::idle::IdleTimeout;
 
@@ -98,7 +98,8 @@ fn add_forwarded_for(parts: &mut http::request::Parts) {
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Forwards the validated request, its `model` renamed to `rename` when given; the answer,
+/// Forwards the validated request, its `model` renamed to the name the upstream knows it by,
+/// or to a custom endpoint's model, when the request names one; the answer,
 /// streamed or not, comes back unchanged. An upstream that does not answer in time is 504
 /// APIG.0203; one that cannot be reached is 502 APIG.0201 `Backend unavailable.`. An answer
 /// whose body stops for as long as `timeout` fails there with [`BackendTimeout`]: a held answer
@@ -107,13 +108,18 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) async fn forward(
     client: &UpstreamClient,
     upstream: &Upstream,
-    rename: Option<&str>,
     timeout: Duration,
     id: RequestId,
     mut parts: http::request::Parts,
     body: Bytes,
 ) -> Response {
     let refuse = |error: MaasError| error.to_response(Dialect::Dual, &id).into_response();
+    let rename = upstream.model.as_deref().or_else(|| {
+        parts
+            .extensions
+            .get::<EndpointRoute>()
+            .map(EndpointRoute::model)
+    });
     let body = match rename {
         // The model's string replaced where it lies, every other byte as the client sent it;
         // a body the validator read the exact way is encoded again. The bytes are the ones the
