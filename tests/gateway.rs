@@ -690,16 +690,10 @@ async fn head_answers_have_no_body() {
     }
 }
 
-/// The example binary, which `cargo test` builds next to the test binaries.
+/// The example binary told to stop (SIGTERM) lets a request in flight finish, then exits.
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish() {
-    let binary = common::gateway_binary();
-    assert!(
-        binary.exists(),
-        "{} is built by `cargo test --all-features` (or `cargo build --examples`)",
-        binary.display()
-    );
     // An upstream that takes a second to answer.
     let slow = tower::service_fn(|_: Request<Incoming>| async {
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -711,43 +705,11 @@ async fn sigterm_lets_requests_in_flight_finish() {
         )
     });
     let upstream = common::serve_hyper(slow).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config =
-        std::env::temp_dir().join(format!("tower-maas-gateway-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        up_config(
-            upstream,
-            &format!("listen = \"127.0.0.1:{port}\"\nlog_requests = false\n"),
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(&binary)
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let in_flight = tokio::spawn(send(addr, chat("up", "take your time")));
+    let mut gateway =
+        common::GatewayProcess::start(&up_config(upstream, "log_requests = false\n")).await;
+    let in_flight = tokio::spawn(send(gateway.addr, chat("up", "take your time")));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    gateway.terminate();
     let reply = in_flight.await.unwrap();
     assert_eq!(
         reply.status,
@@ -755,12 +717,8 @@ async fn sigterm_lets_requests_in_flight_finish() {
         "the request in flight was cut: {}",
         reply.text()
     );
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = gateway.exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
-    std::fs::remove_file(&config).unwrap();
 }
 
 /// Custom endpoints through the gateway: created with the management token, called by name,

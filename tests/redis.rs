@@ -697,75 +697,53 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let binary = common::gateway_binary();
-    assert!(
-        binary.exists(),
-        "{} is built by `cargo test`",
-        binary.display()
-    );
-    // A model that takes a second to answer, reporting 7 tokens.
-    let slow = tower::service_fn(|_: Request<hyper::body::Incoming>| async {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        Ok::<_, std::convert::Infallible>(
-            http::Response::builder()
-                .header("content-type", "application/json")
-                .body(full(r#"{"choices":[],"usage":{"total_tokens":7}}"#))
-                .unwrap(),
-        )
+    // A model that answers, reporting 7 tokens, when the test lets it: once Redis sleeps.
+    let answer = Arc::new(tokio::sync::Notify::new());
+    let slow = tower::service_fn({
+        let answer = Arc::clone(&answer);
+        move |_: Request<hyper::body::Incoming>| {
+            let answer = Arc::clone(&answer);
+            async move {
+                answer.notified().await;
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(full(r#"{"choices":[],"usage":{"total_tokens":7}}"#))
+                        .unwrap(),
+                )
+            }
+        }
     });
     let upstream = common::serve_hyper(slow).await;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = std::env::temp_dir().join(format!("tower-maas-exit-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-            listen = "127.0.0.1:{port}"
-            log_requests = false
-            [[keys]]
-            key = "sk-gw-exit-0000000000000000000"
-            rpm = 1000
-            quota = 1000000
-            [[models]]
-            name = "up"
-            context_length = 4096
-            upstream = "http://{upstream}"
-            [redis]
-            url = "{}"
-            timeout_ms = 20000
-            "#,
-            server.url()
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(&binary)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "the gateway did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut gateway = common::GatewayProcess::start(&format!(
+        r#"
+        log_requests = false
+        [[keys]]
+        key = "sk-gw-exit-0000000000000000000"
+        rpm = 1000
+        quota = 1000000
+        [[models]]
+        name = "up"
+        context_length = 4096
+        upstream = "http://{upstream}"
+        [redis]
+        url = "{}"
+        timeout_ms = 20000
+        "#,
+        server.url()
+    ))
+    .await;
     let body = r#"{"model":"up","messages":[{"role":"user","content":"hi"}]}"#;
     let in_flight = tokio::spawn(send(
-        addr,
+        gateway.addr,
         Request::post("/v1/chat/completions")
             .header("authorization", "Bearer sk-gw-exit-0000000000000000000")
             .header("content-type", "application/json")
             .body(full(body))
             .unwrap(),
     ));
-    // Admitted (the key's rate state is in Redis), then Redis stops answering for 3 s: the
-    // answer's reconciliation, a second later, waits for it.
+    // Admitted (the key's rate state is in Redis), then Redis stops answering for 3 s, and
+    // only then the model answers: the answer's reconciliation waits for Redis.
     let admitted = || int(redis_cmd(&server, &["EXISTS", "tm:{keys:0}:rate"]).unwrap()) == 1;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !admitted() {
@@ -773,30 +751,24 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let sleeper = sleep_redis(&server, "3");
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    gateway.terminate();
+    answer.notify_one();
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     // Its requests done, the gateway is still there, waiting for Redis.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        child.try_wait().unwrap().is_none(),
+        !gateway.has_exited(),
         "exited before its tokens were in Redis"
     );
     sleeper.join().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exited well before twice the Redis timeout")
-        .unwrap();
+    // Well before twice the Redis timeout (40 s).
+    let status = gateway.exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
     assert_eq!(
         int(redis_cmd(&server, &["GET", "tm:{keys:0}:quota"]).unwrap()),
         7
     );
-    std::fs::remove_file(&config).unwrap();
 }
 
 /// An answer that comes after the timeout is an admission nobody uses: given back at once, so

@@ -315,3 +315,87 @@ pub fn gateway_binary() -> std::path::PathBuf {
         .join("examples")
         .join(format!("gateway{}", std::env::consts::EXE_SUFFIX))
 }
+
+/// The example gateway's binary serving `config` (TOML with no `listen`: a free port is
+/// chosen) until told to stop; killed if dropped still running, its configuration file removed.
+#[cfg(unix)]
+pub struct GatewayProcess {
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+    config: std::path::PathBuf,
+}
+
+#[cfg(unix)]
+impl GatewayProcess {
+    /// Started and listening.
+    pub async fn start(config: &str) -> Self {
+        let binary = gateway_binary();
+        assert!(
+            binary.exists(),
+            "{} is built by `cargo test` (or `cargo build --examples`)",
+            binary.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = std::env::temp_dir().join(format!(
+            "tower-maas-gateway-{}-{port}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, format!("listen = \"127.0.0.1:{port}\"\n{config}")).unwrap();
+        let child = tokio::process::Command::new(&binary)
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway did not come up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self {
+            addr,
+            child,
+            config: path,
+        }
+    }
+
+    /// SIGTERM: it stops taking connections and lets the requests in flight finish.
+    pub fn terminate(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+
+    /// Whether it has exited yet.
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Its exit, which must come `within`.
+    pub async fn exit(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("the gateway did not exit in time")
+            .unwrap()
+    }
+}
+
+#[cfg(unix)]
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
