@@ -621,7 +621,10 @@ async fn the_file_registry_keeps_endpoints_and_retired_names_across_a_restart() 
     assert_eq!(taken.kind(), std::io::ErrorKind::WouldBlock, "{taken}");
     // The first stops, and lets the ledger go.
     stop.send(()).unwrap();
-    served.await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), served)
+        .await
+        .expect("the first server stopped")
+        .unwrap();
     // A second process: a new registry read from the file alone.
     let registry = Arc::new(FileRegistry::open(&path).unwrap());
     assert_eq!(

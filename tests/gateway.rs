@@ -1916,6 +1916,7 @@ async fn the_mock_answers_at_most_its_bound_in_words() {
             .unwrap()
     };
     let reply = send(gw, request(false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
     let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(
         (
@@ -1928,6 +1929,7 @@ async fn the_mock_answers_at_most_its_bound_in_words() {
         )
     );
     let reply = send(gw, request(true)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
     let events: Vec<&str> = reply.text().split_terminator("\n\n").collect();
     assert_eq!(events.len(), mock::MAX_ANSWER_WORDS + 1);
     assert_eq!(events.last(), Some(&"data: [DONE]"));

@@ -44,12 +44,28 @@ use super::principal::{KeyId, KeyPolicy, KeyRecord, KeyState, Principal, Quota};
 ///     }
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tower::{Layer, ServiceExt, service_fn};
+///
 /// let keys = InMemoryKeyStore::new();
 /// keys.insert("sk-demo", KeyPolicy::new()).unwrap();
 /// let store = Arc::new(Closable { keys, closed: AtomicBool::new(false) });
-/// let layer = BearerAuthLayer::new(Arc::clone(&store));
-/// store.closed.store(true, Ordering::Relaxed); // every key is now refused with 81003
-/// # let _ = layer;
+/// let service = BearerAuthLayer::new(Arc::clone(&store)).layer(service_fn(|_| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+/// }));
+/// let call = || {
+///     let request = http::Request::post("/v1/chat/completions")
+///         .header("authorization", "Bearer sk-demo")
+///         .body(http_body_util::Full::new(bytes::Bytes::new()))
+///         .unwrap();
+///     service.clone().oneshot(request)
+/// };
+/// assert_eq!(call().await.unwrap().status(), 200);
+/// store.closed.store(true, Ordering::Relaxed);
+/// // Every key is now refused with 81003.
+/// assert_eq!(call().await.unwrap().status(), 401);
+/// # }
 /// ```
 pub trait KeyStore: Send + Sync + 'static {
     /// The principal of `key`, or `None` when the key is unknown.
@@ -458,6 +474,8 @@ mod tests {
             assert!(cached_here(&store) <= InMemoryKeyStore::THREAD_CACHE);
         }
         assert!(cached_here(&store) > 0);
+        // Full at the THREAD_CACHE-th key, emptied, and filled again by the ten after it.
+        assert_eq!(cached_here(&store), 10);
         let before = cached_here(&store);
         for i in 0..100 {
             assert!(authenticate(&store, &format!("sk-unknown-{i}")).is_none());

@@ -34,6 +34,7 @@ pub type Nanos = u64;
 /// let clock = SetClock::default();
 /// let layer = TokenRateLimitLayer::with(tower_maas::limit::MemoryStore::new(), clock.clone());
 /// clock.0.store(60_000_000_000, Ordering::Relaxed); // a minute later
+/// assert_eq!(clock.now(), 60_000_000_001);
 /// # let _ = layer;
 /// ```
 pub trait Clock: Send + Sync + 'static {
