@@ -883,7 +883,7 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         ),
         (
             "sk-live-Secret0000 = 1\n",
-            "line 1, column 1: unknown field `…`, expected one of `listen`, `dialect`, `trust_request_id`, `validation`, `body_limit`, `upstream_timeout_ms`, `client_timeout_ms`, `shutdown_grace_ms`, `max_connections`, `mock_stream_style`, `log_requests`, `ip_limit`, `keys`, `models`, `risk`, `management`, `redis`",
+            "line 1, column 1: unknown field `…`, expected one of `listen`, `dialect`, `trust_request_id`, `validation`, `body_limit`, `upstream_timeout_ms`, `client_timeout_ms`, `shutdown_grace_ms`, `max_connections`, `runtime`, `workers`, `mock_stream_style`, `log_requests`, `ip_limit`, `keys`, `models`, `risk`, `management`, `redis`",
         ),
         (
             "[[keys]]\nrpm = \"a\\\"Secret\\\" b\"\n",
@@ -905,6 +905,10 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         (
             "[[models]]\nname = \"m\"\n",
             "line 1, column 1: missing field `context_length`",
+        ),
+        (
+            "runtime = \"threads\"\n",
+            "line 1, column 11: unknown variant `…`, expected `per-core` or `shared`",
         ),
     ];
     for (text, expected) in cases {
@@ -945,6 +949,26 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         let config = app::parse_config(text).unwrap();
         assert_eq!(app::router(&config).err().as_deref(), Some(expected));
     }
+    // Worker threads: as asked, one per core for 0, and a bound.
+    let workers = |text: &str| app::parse_config(text).unwrap().worker_threads();
+    assert_eq!(workers("workers = 3"), Ok(3));
+    assert_eq!(
+        workers(""),
+        Ok(std::thread::available_parallelism().unwrap().get())
+    );
+    assert_eq!(workers("workers = 1024"), Ok(1024));
+    assert_eq!(
+        workers("workers = 1025"),
+        Err("workers: at most 1024".to_owned())
+    );
+    assert_eq!(
+        app::parse_config("").unwrap().runtime,
+        app::RuntimeKind::PerCore
+    );
+    assert_eq!(
+        app::parse_config("runtime = \"shared\"").unwrap().runtime,
+        app::RuntimeKind::Shared
+    );
     // The store refuses a timeout of 0 itself.
     #[cfg(feature = "redis")]
     {
@@ -1266,6 +1290,81 @@ async fn served(
     served_until(config, bounds).await
 }
 
+/// Handed to workers, each connection is served on the worker with the fewest connections,
+/// and stays there: four connections open at once, two on each of two workers, every request
+/// of a connection answered on the thread that answered its first. Without workers, the
+/// runtime that accepts serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_over_the_workers_and_stay_on_theirs() {
+    let thread = axum::Router::new().route(
+        "/thread",
+        axum::routing::get(|| async { std::thread::current().name().unwrap_or("").to_owned() }),
+    );
+    let bounds = serve::Bounds {
+        client: Duration::from_secs(5),
+        grace: Duration::from_secs(5),
+        connections: 100,
+    };
+    for workers in [Some(2), None] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let started = workers.map(|n| Arc::new(serve::Workers::start(n).unwrap()));
+        let server = tokio::spawn(serve::serve(
+            listener,
+            thread.clone(),
+            bounds,
+            started,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(http1_client::<http_body_util::Full<Bytes>>(addr).await);
+        }
+        let mut threads = Vec::new();
+        for (sender, _) in &mut clients {
+            let mut names = Vec::new();
+            for _ in 0..3 {
+                let get = Request::get(format!("http://{addr}/thread"))
+                    .body(full(""))
+                    .unwrap();
+                sender.ready().await.unwrap();
+                let answer = sender.send_request(get).await.unwrap();
+                assert_eq!(answer.status(), 200);
+                let name = answer.into_body().collect().await.unwrap().to_bytes();
+                names.push(String::from_utf8(name.to_vec()).unwrap());
+            }
+            assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+            threads.push(names.swap_remove(0));
+        }
+        threads.sort();
+        if workers.is_some() {
+            assert_eq!(
+                threads,
+                [
+                    "gateway-worker-0",
+                    "gateway-worker-0",
+                    "gateway-worker-1",
+                    "gateway-worker-1"
+                ]
+            );
+        } else {
+            assert!(
+                threads.iter().all(|t| t == "tokio-rt-worker"),
+                "{threads:?}"
+            );
+        }
+        drop(clients);
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stopped")
+            .unwrap();
+    }
+}
+
 /// [`served`], with every bound chosen.
 async fn served_until(
     config: &str,
@@ -1280,7 +1379,9 @@ async fn served_until(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve(listener, app, bounds, async move {
+    // Served as the binary serves by default: each connection on one of two workers.
+    let workers = Some(Arc::new(serve::Workers::start(2).unwrap()));
+    let server = tokio::spawn(serve::serve(listener, app, bounds, workers, async move {
         let _ = stopped.await;
     }));
     (addr, stop, server)

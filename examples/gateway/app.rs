@@ -104,6 +104,33 @@ fn redacted(message: &str) -> String {
     out
 }
 
+/// How the gateway's threads share its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RuntimeKind {
+    /// A single-threaded runtime per worker thread, each serving the connections handed to it
+    /// for their whole life (`serve::Workers`).
+    PerCore,
+    /// One multi-threaded tokio runtime: every worker takes any connection's next task.
+    Shared,
+}
+
+/// The most worker threads a configuration may ask for.
+pub(crate) const MAX_WORKERS: usize = 1024;
+
+impl Config {
+    /// The threads that serve connections: `workers`, or one per core the process may use.
+    pub(crate) fn worker_threads(&self) -> Result<usize, String> {
+        if self.workers > MAX_WORKERS {
+            return Err(format!("workers: at most {MAX_WORKERS}"));
+        }
+        Ok(match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        })
+    }
+}
+
 /// The whole configuration. Every field has a default (the demo gateway's, but for its keys
 /// and its management account), so an empty file is a gateway without keys.
 #[derive(Debug, Deserialize)]
@@ -122,6 +149,10 @@ pub(crate) struct Config {
     pub(crate) shutdown_grace_ms: u64,
     /// Connections served at once; more wait in the listener's backlog (`serve.rs`).
     pub(crate) max_connections: usize,
+    /// How connections are spread over threads (`serve.rs`).
+    pub(crate) runtime: RuntimeKind,
+    /// Threads that serve connections; 0: one per core.
+    pub(crate) workers: usize,
     pub(crate) mock_stream_style: StreamStyle,
     pub(crate) log_requests: bool,
     /// Only the zero-config start has a per-IP limit by default: a file without the section
@@ -365,6 +396,8 @@ impl Default for Config {
             client_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
             max_connections: 10_000,
+            runtime: RuntimeKind::PerCore,
+            workers: 0,
             mock_stream_style: StreamStyle::Maas,
             log_requests: true,
             ip_limit: Some(IpLimit {

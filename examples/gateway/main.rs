@@ -29,14 +29,17 @@ mod serve;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tower::util::Either;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use app::{Config, DEMO_KEY, DEMO_MANAGEMENT_TOKEN, DEMO_PROJECT, FROZEN_KEY, SLOW_KEY};
+use app::{
+    Config, DEMO_KEY, DEMO_MANAGEMENT_TOKEN, DEMO_PROJECT, FROZEN_KEY, RuntimeKind, SLOW_KEY,
+};
 use mock::MOCK_MODEL;
+use serve::Workers;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     // Log lines are written in batches by a thread of their own (`log_writer.rs`), so no
     // request waits for a `write` to stdout, and a busy gateway wakes that thread once per
     // batch rather than once per line. Colours only on a terminal.
@@ -67,6 +70,63 @@ async fn main() {
             }
         },
     };
+    let threads = match config.worker_threads() {
+        Ok(threads) => threads,
+        Err(err) => {
+            eprintln!("configuration: {err}");
+            std::process::exit(2);
+        }
+    };
+    // Per core, this runtime only accepts connections (and runs what the stores keep in the
+    // background, such as Redis connections); the workers serve them.
+    let (runtime, workers) = match config.runtime {
+        RuntimeKind::PerCore => (
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            Workers::start(threads).map(|workers| Some(Arc::new(workers))),
+        ),
+        RuntimeKind::Shared => (
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build(),
+            Ok(None),
+        ),
+    };
+    let (runtime, workers) = match runtime.and_then(|runtime| Ok((runtime, workers?))) {
+        Ok(started) => started,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            std::process::exit(1);
+        }
+    };
+    let ran = runtime.block_on(run(
+        config,
+        listen,
+        config_file.is_some(),
+        bare,
+        workers.clone(),
+    ));
+    // The runtime first, whose tasks (a Redis connection's, say) the workers' tasks may still
+    // wait on; then the workers.
+    drop(runtime);
+    drop(workers);
+    if let Err((code, message)) = ran {
+        eprintln!("{message}");
+        std::process::exit(code);
+    }
+}
+
+/// Builds the app, serves it until SIGINT or SIGTERM, and waits for the stores' last writes.
+/// What keeps it from serving is an exit code and a message.
+async fn run(
+    config: Config,
+    listen: Option<SocketAddr>,
+    configured: bool,
+    bare: Option<f64>,
+    workers: Option<Arc<Workers>>,
+) -> Result<(), (i32, String)> {
     let listen = listen.unwrap_or(config.listen);
     let (app, stores) = match bare {
         // Timed before the server starts, while it has nothing else to do.
@@ -80,25 +140,19 @@ async fn main() {
                 app::Stores::default(),
             )
         }
-        None => match app::gateway(&config) {
-            Ok((app, stores)) => (Either::Left(app), stores),
-            Err(err) => {
-                eprintln!("configuration: {err}");
-                std::process::exit(2);
-            }
-        },
-    };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("cannot listen on {listen}: {err}");
-            std::process::exit(1);
+        None => {
+            let (app, stores) =
+                app::gateway(&config).map_err(|err| (2, format!("configuration: {err}")))?;
+            (Either::Left(app), stores)
         }
     };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|err| (1, format!("cannot listen on {listen}: {err}")))?;
     // The port the system chose, for `--listen 127.0.0.1:0`.
     let listen = listener.local_addr().unwrap_or(listen);
     println!("tower-maas gateway listening on http://{listen}");
-    if config_file.is_none() && bare.is_none() {
+    if !configured && bare.is_none() {
         println!("demo API key: {DEMO_KEY}");
         println!("  (2 requests/minute: {SLOW_KEY}; frozen: {FROZEN_KEY})");
         println!(
@@ -121,7 +175,13 @@ async fn main() {
         grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
         connections: config.max_connections,
     };
-    serve::serve(listener, app, bounds, shutdown()).await;
+    if let Some(workers) = &workers {
+        println!(
+            "serving on {} worker threads, one runtime each",
+            workers.len()
+        );
+    }
+    serve::serve(listener, app, bounds, workers, shutdown()).await;
     if let Some(redis) = &config.redis {
         // Every answer has been dropped (`serve` waits for HTTP/2 streams' tasks too), so its
         // reconciliation is on its way to Redis, bounded by this timeout: they get until they
@@ -130,6 +190,7 @@ async fn main() {
         let wait = std::time::Duration::from_millis(redis.timeout_ms.saturating_mul(2));
         let _ = tokio::time::timeout(wait, stores.flushed()).await;
     }
+    Ok(())
 }
 
 /// SIGINT or SIGTERM: stop accepting, let requests in flight finish.

@@ -25,10 +25,19 @@
 //! The stop waits for hyper's own tasks as well as for the connections: an HTTP/2 stream is
 //! answered in a task of its own, which drops the answer (and so settles its limiters) a moment
 //! after its connection may have ended.
+//!
+//! Connections are served where they are accepted (tokio's shared, work-stealing runtime), or
+//! handed to [`Workers`]: single-threaded runtimes, one per core, each keeping its connections
+//! for their whole life, as Envoy's worker threads keep theirs. A request then runs start to
+//! end on one core: no worker wakes another to steal it, and what it allocates is freed on the
+//! thread that allocated it. Under load that is about a fifth more requests a second for the
+//! gateway (BENCHMARKS.md, session 11); the price is that a connection's requests never move
+//! to a core with less to do.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::pin::pin;
 use std::sync::Arc;
@@ -45,7 +54,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use pin_project_lite::pin_project;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower::util::Oneshot;
@@ -66,24 +76,44 @@ pub(crate) struct Bounds {
     pub(crate) connections: usize,
 }
 
-/// Serves `app` on `listener` until `stop` completes, then stops accepting and waits, at most
-/// `bounds.grace`, for the connections' requests in flight to finish. Each request carries
-/// its peer's address as `ConnectInfo<SocketAddr>`, as `axum::serve` gives it.
-pub(crate) async fn serve<S>(
-    listener: TcpListener,
-    app: S,
-    bounds: Bounds,
-    stop: impl Future<Output = ()>,
-) where
+/// What the loop serves (the gateway, or the bare mock): a copy for each connection, called
+/// from whichever thread serves it.
+pub(crate) trait App:
+    tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> App for S where
     S: tower::Service<
             axum::extract::Request,
             Response = axum::response::Response,
             Error = Infallible,
+            Future: Send + 'static,
         > + Clone
         + Send
-        + 'static,
-    S::Future: Send + 'static,
+        + 'static
 {
+}
+
+/// Serves `app` on `listener` until `stop` completes, then stops accepting and waits, at most
+/// `bounds.grace`, for the connections' requests in flight to finish. Each request carries
+/// its peer's address as `ConnectInfo<SocketAddr>`, as `axum::serve` gives it. A connection
+/// is served by the one of `workers` with the fewest connections, or, without workers, on the
+/// runtime that runs this.
+pub(crate) async fn serve<S: App>(
+    listener: TcpListener,
+    app: S,
+    bounds: Bounds,
+    workers: Option<Arc<Workers>>,
+    stop: impl Future<Output = ()>,
+) {
     let client_timeout = bounds.client;
     // Every connection's task and hyper's own: all ended is all the requests done.
     let tasks = TaskTracker::new();
@@ -130,39 +160,42 @@ pub(crate) async fn serve<S>(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {err}");
         }
-        // The connection's own copy, called in place (see `call_in_place`).
-        let app = RefCell::new(app.clone());
-        let activity = Arc::new(Activity::default());
-        let requests = Arc::clone(&activity);
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            // Over HTTP/1 a client that takes nothing blocks a write (`SendDeadline`); over
-            // HTTP/2 it grants no window, which blocks nothing: its answers are watched.
-            let busy = Busy::enter(&requests, request.version() == http::Version::HTTP_2);
-            let mut request = request.map(|body| {
-                axum::body::Body::new(IdleTimeout::new(body, client_timeout, client_stalled))
-            });
-            request.extensions_mut().insert(ConnectInfo(peer));
-            let answer = call_in_place(&app, request);
-            // Busy until the answer's body has ended: a long stream is no idleness.
-            async move {
-                let answer = answer.await?;
-                Ok::<_, Infallible>(answer.map(|body| Answer { body, busy }))
-            }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(SendDeadline::new(stream, client_timeout)),
-                service,
-            )
-            .into_owned();
-        let stop_seen = stop_seen.clone();
+        let connection = Connection {
+            app: app.clone(),
+            builder: builder.clone(),
+            peer,
+            client: client_timeout,
+            stop_seen: stop_seen.clone(),
+            permit,
+        };
         // Tracked with hyper's own tasks: the stop waits for both alike.
-        tasks.spawn(async move {
-            let _permit = permit;
-            if let Err(err) = watch(connection, &activity, client_timeout, stop_seen).await {
-                tracing::debug!("connection: {err}");
+        match &workers {
+            None => {
+                tasks.spawn(connection.serve(stream));
             }
-        });
+            Some(workers) => {
+                // Off this runtime's reactor and onto the worker's: the socket's readiness
+                // then wakes the worker that serves it, not this thread.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        tracing::debug!("accept: {err}");
+                        continue;
+                    }
+                };
+                let (worker, load) = workers.least_loaded();
+                tasks.spawn_on(
+                    async move {
+                        let _load = load;
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => connection.serve(stream).await,
+                            Err(err) => tracing::debug!("accept: {err}"),
+                        }
+                    },
+                    worker,
+                );
+            }
+        }
     }
     drop(listener);
     let _ = stopping.send(Phase::Stopping);
@@ -176,6 +209,141 @@ pub(crate) async fn serve<S>(
         // limiter's settlement is sent, not lost with the runtime.
         let _ = stopping.send(Phase::Abandoning);
         let _ = tokio::time::timeout(ABANDON_WAIT, tasks.wait()).await;
+    }
+}
+
+/// An accepted connection, with what serving it needs, wherever it is served.
+struct Connection<S> {
+    app: S,
+    builder: auto::Builder<Tracked>,
+    peer: SocketAddr,
+    client: Duration,
+    stop_seen: tokio::sync::watch::Receiver<Phase>,
+    /// Its room among the connections served at once.
+    permit: OwnedSemaphorePermit,
+}
+
+impl<S: App> Connection<S> {
+    /// Serves the connection's requests until it ends (see [`watch`]).
+    async fn serve(self, stream: TcpStream) {
+        let Self {
+            app,
+            builder,
+            peer,
+            client,
+            stop_seen,
+            permit: _permit,
+        } = self;
+        // The connection's own copy, called in place (see `call_in_place`).
+        let app = RefCell::new(app);
+        let activity = Arc::new(Activity::default());
+        let requests = Arc::clone(&activity);
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            // Over HTTP/1 a client that takes nothing blocks a write (`SendDeadline`); over
+            // HTTP/2 it grants no window, which blocks nothing: its answers are watched.
+            let busy = Busy::enter(&requests, request.version() == http::Version::HTTP_2);
+            let mut request = request
+                .map(|body| axum::body::Body::new(IdleTimeout::new(body, client, client_stalled)));
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let answer = call_in_place(&app, request);
+            // Busy until the answer's body has ended: a long stream is no idleness.
+            async move {
+                let answer = answer.await?;
+                Ok::<_, Infallible>(answer.map(|body| Answer { body, busy }))
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(SendDeadline::new(stream, client)),
+                service,
+            )
+            .into_owned();
+        if let Err(err) = watch(connection, &activity, client, stop_seen).await {
+            tracing::debug!("connection: {err}");
+        }
+    }
+}
+
+/// Single-threaded runtimes, each on a thread of its own, that serve the connections handed to
+/// them. Dropping them stops their threads, and whatever the runtimes still run.
+pub(crate) struct Workers {
+    workers: Vec<Worker>,
+    threads: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+struct Worker {
+    runtime: tokio::runtime::Handle,
+    /// Connections it serves now.
+    connections: Arc<AtomicUsize>,
+}
+
+impl Workers {
+    /// Starts `count` workers (at least one).
+    pub(crate) fn start(count: usize) -> std::io::Result<Self> {
+        let mut workers = Self {
+            workers: Vec::new(),
+            threads: Vec::new(),
+        };
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            // A current-thread runtime runs its tasks only inside `block_on`: this thread's
+            // whole life.
+            let thread = std::thread::Builder::new()
+                .name(format!("gateway-worker-{index}"))
+                .spawn(move || {
+                    let _ = runtime.block_on(stopped);
+                })?;
+            workers.workers.push(Worker {
+                runtime: handle,
+                connections: Arc::new(AtomicUsize::new(0)),
+            });
+            workers.threads.push((stop, thread));
+        }
+        Ok(workers)
+    }
+
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The worker with the fewest connections (the first of them on a tie), and the count
+    /// that a new connection holds there until it ends.
+    fn least_loaded(&self) -> (&tokio::runtime::Handle, Load) {
+        let worker = self
+            .workers
+            .iter()
+            .min_by_key(|w| w.connections.load(Ordering::Relaxed))
+            .unwrap_or_else(|| unreachable!("`start` makes at least one worker"));
+        worker.connections.fetch_add(1, Ordering::Relaxed);
+        (&worker.runtime, Load(Arc::clone(&worker.connections)))
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for (stop, thread) in self.threads.drain(..) {
+            let _ = stop.send(());
+            if thread.join().is_err() {
+                tracing::warn!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+/// A connection counted on its worker.
+struct Load(Arc<AtomicUsize>);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

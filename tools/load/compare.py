@@ -40,6 +40,11 @@ def arguments():
     parser.add_argument("--work", default="2,3", help="µs of extra work, comma-separated")
     parser.add_argument("--rate", type=int, help="requests/s for the latency part")
     parser.add_argument("--binary", default="target/release/examples/gateway")
+    parser.add_argument(
+        "--runtime",
+        choices=["per-core", "shared"],
+        help="every server's runtime (the gateway's `runtime` option; default: its default)",
+    )
     parser.add_argument("--first-port", type=int, default=18080)
     args = parser.parse_args()
     if args.seconds < 5:
@@ -76,12 +81,17 @@ def wait_for(port, process, name):
     sys.exit(f"{name}: nothing listens on port {port}")
 
 
-def start(args, servers, quiet_config):
+def start(args, servers, configs):
     """Starts the servers into `servers` (name -> (port, process)), in the tables' order."""
     port = args.first_port
-    plans = [(BARE, ["--bare"])]
-    plans += [(f"bare + {w:g} µs work", ["--bare-work", str(w)]) for w in args.work]
-    plans += [(GATEWAY, ["--config", CONFIG]), (QUIET, ["--config", quiet_config])]
+    plans = [(BARE, ["--bare", *configs["bare"]])]
+    plans += [
+        (f"bare + {w:g} µs work", ["--bare-work", str(w), *configs["bare"]]) for w in args.work
+    ]
+    plans += [
+        (GATEWAY, ["--config", configs[GATEWAY]]),
+        (QUIET, ["--config", configs[QUIET]]),
+    ]
     for name, flags in plans:
         # cpu.sh finds its server by the port: another one there would be measured instead.
         if listening(port):
@@ -147,13 +157,27 @@ def main():
         sys.exit("wrk is not installed (apt-get install -y wrk)")
     servers = {}
     # The log line is the example's, not a layer's: the gateway without it shows what the
-    # five layers alone cost. Same file otherwise (a top-level key goes before the tables).
-    quiet = tempfile.NamedTemporaryFile("w", suffix=".toml", prefix="gateway-quiet-")
+    # five layers alone cost. Same file otherwise (top-level keys go before the tables).
+    runtime = f'runtime = "{args.runtime}"\n' if args.runtime else ""
     with open(CONFIG, encoding="utf-8") as config:
-        quiet.write("log_requests = false\n" + config.read())
-    quiet.flush()
+        gateway_config = config.read()
+    files = {
+        GATEWAY: runtime + gateway_config,
+        QUIET: runtime + "log_requests = false\n" + gateway_config,
+        "bare": runtime,
+    }
+    temporary = {}
+    for name, text in files.items():
+        temporary[name] = tempfile.NamedTemporaryFile("w", suffix=".toml", prefix="gateway-")
+        temporary[name].write(text)
+        temporary[name].flush()
+    configs = {
+        GATEWAY: temporary[GATEWAY].name if runtime else CONFIG,
+        QUIET: temporary[QUIET].name,
+        "bare": ["--config", temporary["bare"].name] if runtime else [],
+    }
     try:
-        start(args, servers, quiet.name)
+        start(args, servers, configs)
         print(f"throughput: wrk -t1 -c32, {args.rounds} alternating rounds of {args.seconds} s")
         load = rounds(args, servers, lambda port: throughput(port, args.seconds))
         bare = [x["rps"] for x in load[BARE]]
@@ -198,7 +222,8 @@ def main():
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-        quiet.close()
+        for file in temporary.values():
+            file.close()
 
 
 if __name__ == "__main__":
