@@ -12,6 +12,7 @@ servers.
     cargo build --release --example gateway
     tools/load/compare.py                       # 5 rounds, 6 s each, work 2 and 3 µs
     tools/load/compare.py --rounds 3 --work 1,2,4 --rate 20000
+    tools/load/compare.py --runtime shared      # every server on tokio's shared runtime
 
 Run from the repository's root. Needs wrk (Debian) and, for the latency part, oha
 (crates.io: cargo install oha --locked); without oha the latency part is left out. The rate,
