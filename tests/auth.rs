@@ -16,7 +16,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::util::MapRequestLayer;
 use tower_maas::auth::{
-    BearerAuth, BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy, Principal,
+    BearerAuth, BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy, KeyState, KeyStore,
+    PresentedKey, Principal, Quota,
 };
 use tower_maas::{Dialect, ErrorEnvelopeLayer, MaasBody, RequestedModel};
 
@@ -84,7 +85,7 @@ async fn echo(
     )
 }
 
-fn app(layer: BearerAuthLayer<InMemoryKeyStore>) -> Router {
+fn app<K: KeyStore>(layer: BearerAuthLayer<K>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(echo))
         .route("/v1/models", get(echo))
@@ -165,6 +166,73 @@ async fn the_scheme_is_case_insensitive_and_the_principal_reaches_the_service() 
             )
         );
     }
+}
+
+/// A key store of one's own, over rows of digests (as a database holds them), hands out
+/// principals made with `Principal::new`: the layer lets its keys in with their id and label,
+/// and refuses a frozen policy (81006) and a quota used up in the row (81005), as it does the
+/// in-memory store's.
+#[tokio::test]
+async fn a_key_store_of_ones_own_makes_its_principals() {
+    struct Rows(Vec<(KeyDigest, KeyId, KeyPolicy, Arc<Quota>)>);
+
+    impl KeyStore for Rows {
+        fn authenticate(&self, key: PresentedKey<'_>) -> Option<Principal> {
+            let digest = key.digest();
+            self.0
+                .iter()
+                .find(|row| row.0 == digest)
+                .map(|(_, id, policy, quota)| {
+                    Principal::new(*id, policy.clone(), Arc::clone(quota))
+                })
+        }
+    }
+
+    let metered = Arc::new(Quota::new(Some(100)));
+    let rows = Rows(vec![
+        (
+            KeyDigest::of(ACTIVE),
+            KeyId(41),
+            KeyPolicy::new().label("team-a"),
+            Arc::new(Quota::new(None)),
+        ),
+        (
+            KeyDigest::of(FROZEN),
+            KeyId(42),
+            KeyPolicy::new().state(KeyState::Frozen),
+            Arc::new(Quota::new(None)),
+        ),
+        (
+            KeyDigest::of(METERED),
+            KeyId(43),
+            KeyPolicy::new(),
+            Arc::clone(&metered),
+        ),
+    ]);
+    let addr = serve_axum(app(BearerAuthLayer::new(Arc::new(rows)))).await;
+    let reply = send(addr, chat(Some(&bearer(ACTIVE)), CHAT)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.text(),
+        format!(
+            "principal=key-41 label=team-a authorization=false length={} model=- body={CHAT}",
+            CHAT.len()
+        )
+    );
+    send(addr, chat(Some(&bearer(FROZEN)), CHAT))
+        .await
+        .assert_json(401, E81006);
+    send(addr, chat(Some(&bearer(RESTRICTED)), CHAT))
+        .await
+        .assert_json(401, E81003);
+    assert_eq!(
+        send(addr, chat(Some(&bearer(METERED)), CHAT)).await.status,
+        200
+    );
+    metered.charge(100);
+    send(addr, chat(Some(&bearer(METERED)), CHAT))
+        .await
+        .assert_json(401, E81005);
 }
 
 #[tokio::test]

@@ -265,7 +265,75 @@ pub(crate) struct KeyRecord {
 }
 
 impl Principal {
-    pub(crate) fn new(record: Arc<KeyRecord>) -> Self {
+    /// The caller a [`KeyStore`](super::KeyStore) of your own hands out for a key it found: the
+    /// key's id (which the limiters key their state by), its policy as of now, and its live
+    /// quota, which whatever charges usage shares with the store.
+    ///
+    /// [`BearerAuth`](super::BearerAuth) refuses a frozen key (81006) or a used-up quota
+    /// (81005) from the principal, wherever it came from. The store compares digests, never
+    /// keys: [`KeyDigest`](super::KeyDigest)'s `==` takes constant time.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tower_maas::auth::{
+    ///     BearerAuthLayer, KeyDigest, KeyId, KeyPolicy, KeyStore, PresentedKey, Principal, Quota,
+    /// };
+    ///
+    /// /// One key, as a row of a database might hold it: its digest, policy and quota.
+    /// struct Row {
+    ///     digest: KeyDigest,
+    ///     policy: KeyPolicy,
+    ///     quota: Arc<Quota>,
+    /// }
+    ///
+    /// impl KeyStore for Row {
+    ///     fn authenticate(&self, key: PresentedKey<'_>) -> Option<Principal> {
+    ///         (key.digest() == self.digest).then(|| {
+    ///             Principal::new(KeyId(7), self.policy.clone(), Arc::clone(&self.quota))
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http_body_util::BodyExt;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// let row = Arc::new(Row {
+    ///     digest: KeyDigest::of("sk-demo"),
+    ///     policy: KeyPolicy::new().label("team-a").rpm(60),
+    ///     quota: Arc::new(Quota::new(Some(1_000))),
+    /// });
+    /// // The service sees who called.
+    /// let service = BearerAuthLayer::new(Arc::clone(&row)).layer(service_fn(
+    ///     |request: http::Request<_>| async move {
+    ///         let principal = request.extensions().get::<Principal>().unwrap();
+    ///         let who = format!("{} {:?}", principal.key_id(), principal.label());
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(who))
+    ///     },
+    /// ));
+    /// let call = |key: &str| {
+    ///     let request = http::Request::post("/v1/chat/completions")
+    ///         .header("authorization", format!("Bearer {key}"))
+    ///         .body(http_body_util::Full::new(bytes::Bytes::new()))
+    ///         .unwrap();
+    ///     service.clone().oneshot(request)
+    /// };
+    /// let answer = call("sk-demo").await.unwrap();
+    /// assert_eq!(answer.status(), 200);
+    /// let body = answer.into_body().collect().await.unwrap().to_bytes();
+    /// assert_eq!(body, r#"key-7 Some("team-a")"#);
+    /// assert_eq!(call("sk-other").await.unwrap().status(), 401); // 81003
+    /// // The quota is the row's: used up there, the key is refused (81005).
+    /// row.quota.charge(1_000);
+    /// assert_eq!(call("sk-demo").await.unwrap().status(), 401);
+    /// # }
+    /// ```
+    pub fn new(id: KeyId, policy: KeyPolicy, quota: Arc<Quota>) -> Self {
+        Self::from_record(Arc::new(KeyRecord { id, policy, quota }))
+    }
+
+    pub(crate) fn from_record(record: Arc<KeyRecord>) -> Self {
         Self(record, StatusCode::UNAUTHORIZED)
     }
 

@@ -20,8 +20,9 @@ use super::principal::{KeyId, KeyPolicy, KeyRecord, KeyState, Principal, Quota};
 /// Implementations must compare keys by digest in constant time ([`KeyDigest`]'s `==` does)
 /// and must never log the key.
 ///
-/// A [`Principal`] comes from an [`InMemoryKeyStore`], so a store of your own keeps its keys
-/// in one and decides around it; here, one that lets no key in while the service is closed:
+/// A store of your own makes its principals with [`Principal::new`] (a store over a database,
+/// say), or keeps its keys in an [`InMemoryKeyStore`] and decides around it; here, one that lets
+/// no key in while the service is closed:
 ///
 /// ```
 /// use std::sync::Arc;
@@ -201,7 +202,7 @@ impl InMemoryKeyStore {
     pub fn get(&self, id: KeyId) -> Option<Principal> {
         let digest = *self.by_id.get(&id)?;
         let record = self.by_digest.get(&digest)?;
-        Some(Principal::new(Arc::clone(&record)))
+        Some(Principal::from_record(Arc::clone(&record)))
     }
 
     /// Changes a key's policy; `false` when there is no such key. The quota's limit follows the
@@ -301,7 +302,7 @@ impl KeyStore for InMemoryKeyStore {
                     cache.changes = changes;
                 }
                 if let Some(record) = cache.records.get(&digest) {
-                    return Some(Principal::new(Arc::clone(record)));
+                    return Some(Principal::from_record(Arc::clone(record)));
                 }
                 // Unknown keys are not kept: a client cannot fill the cache with them.
                 let shared = self.by_digest.get(&digest)?;
@@ -311,12 +312,12 @@ impl KeyStore for InMemoryKeyStore {
                     cache.records.clear();
                 }
                 cache.records.insert(digest, Arc::clone(&copy));
-                Some(Principal::new(copy))
+                Some(Principal::from_record(copy))
             })
             // A thread being torn down has no cache left: the shared record.
             .unwrap_or_else(|_| {
                 let record = self.by_digest.get(&digest)?;
-                Some(Principal::new(Arc::clone(&record)))
+                Some(Principal::from_record(Arc::clone(&record)))
             })
     }
 }
