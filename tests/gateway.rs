@@ -1339,17 +1339,34 @@ async fn connections_are_spread_over_the_workers_and_stay_on_theirs() {
             assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
             threads.push(names.swap_remove(0));
         }
-        threads.sort();
         if workers.is_some() {
             assert_eq!(
                 threads,
-                [
-                    "gateway-worker-0",
-                    "gateway-worker-0",
-                    "gateway-worker-1",
-                    "gateway-worker-1"
-                ]
+                ["gw-worker-0", "gw-worker-1", "gw-worker-0", "gw-worker-1"]
             );
+            // Worker 0's two connections end: the next two connections go to it, the one
+            // with fewer, not in turn.
+            for (sender, connection) in [clients.remove(2), clients.remove(0)] {
+                drop(sender);
+                tokio::time::timeout(Duration::from_secs(5), connection)
+                    .await
+                    .expect("the connection closed")
+                    .unwrap()
+                    .unwrap();
+            }
+            // The server's side ends a moment after the client's.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for _ in 0..2 {
+                let (mut sender, connection) =
+                    http1_client::<http_body_util::Full<Bytes>>(addr).await;
+                let get = Request::get(format!("http://{addr}/thread"))
+                    .body(full(""))
+                    .unwrap();
+                let answer = sender.send_request(get).await.unwrap();
+                let name = answer.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(name, "gw-worker-0");
+                clients.push((sender, connection));
+            }
         } else {
             assert!(
                 threads.iter().all(|t| t == "tokio-rt-worker"),
@@ -1365,10 +1382,70 @@ async fn connections_are_spread_over_the_workers_and_stay_on_theirs() {
     }
 }
 
+/// Each worker proxies through upstream connections of its own: two client connections, on
+/// the two workers, open two upstream connections (one pool for all would hand the second
+/// request the first's idle connection), and a later request on the first reuses its
+/// worker's.
+#[tokio::test]
+async fn each_worker_proxies_through_upstream_connections_of_its_own() {
+    const ANSWER: &str =
+        r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = hyper::service::service_fn(|_: Request<Incoming>| async {
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header("content-type", "application/json")
+                        .body(full(ANSWER))
+                        .unwrap(),
+                )
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), answer),
+            );
+        }
+    });
+    let bounds = serve::Bounds {
+        client: Duration::from_secs(5),
+        grace: Duration::from_secs(5),
+        connections: 100,
+    };
+    let (addr, _stop, _server) = served_on(&up_config(upstream, ""), bounds, Some(2)).await;
+    let mut clients = [http1_client(addr).await.0, http1_client(addr).await.0];
+    for which in [0, 1, 0] {
+        let client = &mut clients[which];
+        client.ready().await.unwrap();
+        let answer = client.send_request(chat("up", "hello")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, ANSWER);
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// [`served`], with every bound chosen.
 async fn served_until(
     config: &str,
     bounds: serve::Bounds,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    served_on(config, bounds, Some(2)).await
+}
+
+/// [`served_until`], on that many workers, or without workers on the test's runtime.
+async fn served_on(
+    config: &str,
+    bounds: serve::Bounds,
+    workers: Option<usize>,
 ) -> (
     SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -1379,8 +1456,7 @@ async fn served_until(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // Served as the binary serves by default: each connection on one of two workers.
-    let workers = Some(Arc::new(serve::Workers::start(2).unwrap()));
+    let workers = workers.map(|n| Arc::new(serve::Workers::start(n).unwrap()));
     let server = tokio::spawn(serve::serve(listener, app, bounds, workers, async move {
         let _ = stopped.await;
     }));
@@ -1417,9 +1493,19 @@ async fn a_client_that_stalls_is_given_up_on() {
 }
 
 /// On the stop signal the gateway takes no new connection, and a request in flight is
-/// answered before it exits.
+/// answered before it exits: served by workers, as the binary serves by default, and by
+/// tokio's shared runtime (`runtime = "shared"`).
 #[tokio::test]
 async fn a_stop_lets_requests_in_flight_finish() {
+    stop_lets_requests_in_flight_finish(Some(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_lets_requests_in_flight_finish_on_the_shared_runtime() {
+    stop_lets_requests_in_flight_finish(None).await;
+}
+
+async fn stop_lets_requests_in_flight_finish(workers: Option<usize>) {
     // The upstream says when the request has reached it, then answers when the test says.
     let (arrived, arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
     let (release, released) = tokio::sync::watch::channel(false);
@@ -1439,7 +1525,12 @@ async fn a_stop_lets_requests_in_flight_finish() {
     });
     let upstream = common::serve_hyper(slow).await;
     let config = up_config(upstream, "");
-    let (addr, stop, server) = served(&config, Duration::from_secs(5)).await;
+    let bounds = serve::Bounds {
+        client: Duration::from_secs(5),
+        grace: Duration::from_secs(5),
+        connections: 100,
+    };
+    let (addr, stop, server) = served_on(&config, bounds, workers).await;
     let mut arrival = arrival;
     let in_flight = tokio::spawn(send(addr, chat("up", "hello")));
     arrival.recv().await.unwrap();
@@ -1554,16 +1645,26 @@ async fn stuck_upstream() -> (
 
 /// A request that would not finish does not keep a stopping gateway forever: past the grace
 /// period it exits all the same, and drops that request first (while the runtime runs, so
-/// that what it holds, a limiter's settlement, is let go on it).
+/// that what it holds, a limiter's settlement, is let go on it). Served by workers and by the
+/// shared runtime.
 #[tokio::test]
 async fn a_stop_waits_no_longer_than_its_grace() {
+    stop_waits_no_longer_than_its_grace(Some(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_no_longer_than_its_grace_on_the_shared_runtime() {
+    stop_waits_no_longer_than_its_grace(None).await;
+}
+
+async fn stop_waits_no_longer_than_its_grace(workers: Option<usize>) {
     let (config, mut arrival, upstream_let_go) = stuck_upstream().await;
     let bounds = serve::Bounds {
         client: Duration::from_secs(5),
         grace: Duration::from_millis(200),
         connections: 100,
     };
-    let (addr, stop, server) = served_until(&config, bounds).await;
+    let (addr, stop, server) = served_on(&config, bounds, workers).await;
     let _in_flight = tokio::spawn(send_lossy(addr, chat("up", "hello")));
     arrival.recv().await.unwrap();
     let stopped = tokio::time::Instant::now();

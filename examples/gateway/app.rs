@@ -43,7 +43,7 @@ use tower_maas::{
 
 use crate::log::{Log, LogLayer, TagLayer};
 use crate::mock::{self, MOCK_MODEL, StreamStyle};
-use crate::proxy::{self, Upstream, UpstreamClient};
+use crate::proxy::{self, Upstream};
 
 /// Demo keys of the zero-config start: generous limits, two requests a minute, frozen.
 pub(crate) const DEMO_KEY: &str = "sk-maas-demo-0000000000000000";
@@ -523,8 +523,6 @@ struct Models {
     /// Where each proxied model's upstream is in `upstreams`: a request's future holds the
     /// index, not a copy of the name or a count on the upstream.
     upstream_of: HashMap<String, usize>,
-    client: UpstreamClient,
-    client_h2: UpstreamClient,
     timeout: Duration,
     style: StreamStyle,
     tasks: Mutex<Tasks>,
@@ -699,8 +697,6 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
         names: config.models.iter().map(|m| m.name.clone()).collect(),
         upstreams,
         upstream_of,
-        client: proxy::client(false),
-        client_h2: proxy::client(true),
         timeout: Duration::from_millis(config.upstream_timeout_ms),
         style,
         tasks: Mutex::default(),
@@ -1073,11 +1069,7 @@ where
                         .into_response());
                 }
             };
-            let client = if upstream.http2 {
-                &models.client_h2
-            } else {
-                &models.client
-            };
+            let client = proxy::pooled(upstream.http2);
             Ok(proxy::forward(client, upstream, models.timeout, id, parts, body).await)
         }))
     }

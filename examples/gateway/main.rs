@@ -44,7 +44,7 @@ fn main() {
     // request waits for a `write` to stdout, and a busy gateway wakes that thread once per
     // batch rather than once per line. Colours only on a terminal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (subscriber, _flush_on_exit) = log_format::subscriber(std::io::stdout(), ansi);
+    let (subscriber, flush_on_exit) = log_format::subscriber(std::io::stdout(), ansi);
     subscriber.init();
     let Args {
         listen,
@@ -77,24 +77,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // Per core, this runtime only accepts connections (and runs what the stores keep in the
-    // background, such as Redis connections); the workers serve them.
-    let (runtime, workers) = match config.runtime {
-        RuntimeKind::PerCore => (
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build(),
-            Workers::start(threads).map(|workers| Some(Arc::new(workers))),
-        ),
-        RuntimeKind::Shared => (
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build(),
-            Ok(None),
-        ),
-    };
-    let (runtime, workers) = match runtime.and_then(|runtime| Ok((runtime, workers?))) {
+    let (runtime, workers) = match start(config.runtime, threads) {
         Ok(started) => started,
         Err(err) => {
             eprintln!("cannot start the runtime: {err}");
@@ -108,14 +91,39 @@ fn main() {
         bare,
         workers.clone(),
     ));
-    // The runtime first, whose tasks (a Redis connection's, say) the workers' tasks may still
-    // wait on; then the workers.
     drop(runtime);
     drop(workers);
     if let Err((code, message)) = ran {
         eprintln!("{message}");
+        // `exit` runs no destructors: the log's last lines are written first.
+        drop(flush_on_exit);
         std::process::exit(code);
     }
+}
+
+/// The runtime that accepts connections, and the workers that serve them when each has a
+/// runtime of its own (`threads` of them); with `Shared`, one runtime of `threads` threads
+/// does both.
+fn start(
+    kind: RuntimeKind,
+    threads: usize,
+) -> std::io::Result<(tokio::runtime::Runtime, Option<Arc<Workers>>)> {
+    Ok(match kind {
+        // This runtime then only accepts: one thread is enough.
+        RuntimeKind::PerCore => (
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            Some(Arc::new(Workers::start(threads)?)),
+        ),
+        RuntimeKind::Shared => (
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()?,
+            None,
+        ),
+    })
 }
 
 /// Builds the app, serves it until SIGINT or SIGTERM, and waits for the stores' last writes.

@@ -24,11 +24,25 @@ pub(crate) type UpstreamClient = Client<HttpConnector, http_body_util::Full<Byte
 
 /// HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as vLLM behind an HTTP/2 proxy or a gRPC-
 /// style server speaks it), each pooled.
-pub(crate) fn client(http2: bool) -> UpstreamClient {
+fn client(http2: bool) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .http2_only(http2)
         .build_http()
+}
+
+thread_local! {
+    /// This thread's pooled clients, HTTP/1.1 and h2c. A pooled connection is driven by a task
+    /// on the runtime that opened it: with a pool per thread, a worker's proxied requests use
+    /// connections its own runtime drives, and no other worker's queue stands between a request
+    /// and its upstream.
+    static CLIENTS: [UpstreamClient; 2] = [client(false), client(true)];
+}
+
+/// The pooled client of this thread for an upstream that speaks HTTP/2 (prior knowledge) or
+/// HTTP/1.1.
+pub(crate) fn pooled(http2: bool) -> UpstreamClient {
+    CLIENTS.with(|clients| clients[usize::from(http2)].clone())
 }
 
 /// One upstream: where it is, and the model name it expects.
@@ -106,7 +120,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// is then 504 APIG.0203, and a stream under way ends with APIG.0203 as an error event and
 /// `[DONE]` (the envelope's doing).
 pub(crate) async fn forward(
-    client: &UpstreamClient,
+    client: UpstreamClient,
     upstream: &Upstream,
     timeout: Duration,
     id: RequestId,

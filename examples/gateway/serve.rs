@@ -28,11 +28,13 @@
 //!
 //! Connections are served where they are accepted (tokio's shared, work-stealing runtime), or
 //! handed to [`Workers`]: single-threaded runtimes, one per core, each keeping its connections
-//! for their whole life, as Envoy's worker threads keep theirs. A request then runs start to
-//! end on one core: no worker wakes another to steal it, and what it allocates is freed on the
-//! thread that allocated it. Under load that is about a fifth more requests a second for the
-//! gateway (BENCHMARKS.md, session 11); the price is that a connection's requests never move
-//! to a core with less to do.
+//! for their whole life, as Envoy's worker threads keep theirs. A request then runs on one
+//! core: no worker wakes another to steal it, and what it allocates is freed on the thread
+//! that allocated it. Under load that is about a third more requests a second for the gateway
+//! (BENCHMARKS.md, session 11); the price is that a connection's requests never move to a core
+//! with less to do. What all workers share runs where it was opened: each worker has pooled
+//! upstream connections of its own (`proxy.rs`), but a Redis store's one connection is driven
+//! by the worker whose request opened it, and the others' decisions wait on that worker.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -265,7 +267,9 @@ impl<S: App> Connection<S> {
 }
 
 /// Single-threaded runtimes, each on a thread of its own, that serve the connections handed to
-/// them. Dropping them stops their threads, and whatever the runtimes still run.
+/// them. Dropping them stops their threads, and whatever the runtimes still run: it waits for
+/// the threads to end, so it belongs outside any runtime (never on a worker, which would wait
+/// for itself).
 pub(crate) struct Workers {
     workers: Vec<Worker>,
     threads: Vec<(
@@ -296,7 +300,8 @@ impl Workers {
             // A current-thread runtime runs its tasks only inside `block_on`: this thread's
             // whole life.
             let thread = std::thread::Builder::new()
-                .name(format!("gateway-worker-{index}"))
+                // Linux keeps 15 bytes of a thread's name (`top`, `perf`, `sched.sh`).
+                .name(format!("gw-worker-{index}"))
                 .spawn(move || {
                     let _ = runtime.block_on(stopped);
                 })?;
