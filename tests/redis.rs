@@ -511,6 +511,85 @@ async fn one_round_trip_per_decision() {
     assert_eq!(outside, 0, "{calls:?}");
 }
 
+/// A single-threaded runtime on a thread of its own, as a server's worker is, until dropped.
+struct Worker {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let _ = runtime.block_on(stopped);
+        });
+        Self {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Workers share a store. Its connection is opened by the first decision: on that worker's
+/// runtime, which alone drives it, unless the store has a runtime of its own. While that worker
+/// is busy, another's decision then times out (fails closed); with the store's own runtime it
+/// is decided.
+#[test]
+fn a_store_with_a_runtime_of_its_own_is_not_held_up_by_a_busy_worker() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let rate = Some(Rate::per_minute(60_000, 1000));
+    let redis = Worker::start();
+    for own_runtime in [false, true] {
+        let (first, other) = (Worker::start(), Worker::start());
+        let mut builder = RedisStore::builder(server.url()).timeout(Duration::from_millis(200));
+        if own_runtime {
+            builder = builder.runtime(redis.handle.clone());
+        }
+        let store = {
+            let _entered = first.handle.enter();
+            builder.build().unwrap()
+        };
+        // The first decision, on the first worker, opens the connection.
+        let opened = first
+            .handle
+            .block_on(decide(&store, ask(61, rate, None, 0)));
+        assert!(matches!(opened, Outcome::Admitted(_)), "{opened:?}");
+        // The first worker is busy for a second; meanwhile the other decides.
+        let (busy, busy_now) = std::sync::mpsc::channel();
+        first.handle.spawn(async move {
+            busy.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        busy_now.recv().unwrap();
+        let decided = other
+            .handle
+            .block_on(decide(&store, ask(61, rate, None, 0)));
+        if own_runtime {
+            assert!(matches!(decided, Outcome::Admitted(_)), "{decided:?}");
+        } else {
+            assert!(matches!(decided, Outcome::Unavailable), "{decided:?}");
+        }
+    }
+}
+
 /// Two gateway replicas over real sockets share one key's RPM; with Redis gone the fail-closed
 /// answer is APIG's 500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

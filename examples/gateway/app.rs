@@ -470,10 +470,17 @@ impl Store {
                 RedisDown::Closed => OnUnavailable::FailClosed,
                 RedisDown::Open => OnUnavailable::FailOpen,
             };
-            RedisStore::builder(redis.url.0.as_str())
+            let mut builder = RedisStore::builder(redis.url.0.as_str())
                 .namespace(namespace)
                 .timeout(Duration::from_millis(redis.timeout_ms))
-                .on_unavailable(policy)
+                .on_unavailable(policy);
+            // The runtime the gateway is built on: per core, the one that only accepts
+            // connections, so that no busy worker drives the connection every worker's
+            // decisions go through.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                builder = builder.runtime(runtime);
+            }
+            builder
                 .build()
                 .map(Self::Redis)
                 .map_err(|e| format!("redis: {e}"))

@@ -32,9 +32,9 @@
 //! core: no worker wakes another to steal it, and what it allocates is freed on the thread
 //! that allocated it. Under load that is about a third more requests a second for the gateway
 //! (BENCHMARKS.md, session 11); the price is that a connection's requests never move to a core
-//! with less to do. What all workers share runs where it was opened: each worker has pooled
-//! upstream connections of its own (`proxy.rs`), but a Redis store's one connection is driven
-//! by the worker whose request opened it, and the others' decisions wait on that worker.
+//! with less to do. Each worker proxies through pooled upstream connections of its own
+//! (`proxy.rs`); a Redis store's one connection, which every worker's decisions share, runs on
+//! the accepting runtime (`RedisStoreBuilder::runtime`), never held up by a busy worker.
 
 use std::cell::RefCell;
 use std::convert::Infallible;

@@ -154,6 +154,8 @@ pub struct RedisStore {
 
 struct Inner {
     conn: ConnectionManager,
+    /// Where the store's tasks run; the caller's runtime when `None`.
+    runtime: Option<tokio::runtime::Handle>,
     namespace: String,
     timeout: Duration,
     /// The memory a replica failing open decides in while Redis is away; none when failing
@@ -196,6 +198,7 @@ pub struct RedisStoreBuilder {
     namespace: String,
     timeout: Duration,
     policy: OnUnavailable,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Without the URL's password, which a builder logged by `Debug` would otherwise show.
@@ -263,6 +266,7 @@ impl RedisStore {
             namespace: "keys".to_owned(),
             timeout: Duration::from_millis(50),
             policy: OnUnavailable::FailClosed,
+            runtime: None,
         }
     }
 
@@ -304,6 +308,14 @@ impl RedisStore {
 }
 
 impl Inner {
+    /// Runs `task` on the store's runtime, else on the caller's.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+
     /// One decision: the acquire script, on the shared connection.
     async fn decide(&self, ask: &Acquire) -> RedisResult<Vec<i64>> {
         let (rpu, rcap) = interval(ask.requests);
@@ -333,7 +345,11 @@ impl Inner {
 
     /// Runs the reconciliation script in the background, when a runtime is there to run it.
     fn settle(&self, key: LimitKey, release: Nanos, tokens: Nanos, delta: i128, spent: u64) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = self
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        else {
             return;
         };
         let (rate, quota) = (self.rate_key(key), self.quota_key(key));
@@ -371,6 +387,30 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Runs the store's work on `runtime`: its connection (opened on first use, and again
+    /// after a failure, by whatever task uses it first), each decision's call and the
+    /// reconciliations. By default they run on the runtime of the request that starts them,
+    /// which suits one runtime shared by every thread. A server with a single-threaded
+    /// runtime per core wants a runtime of their own, or one that serves no requests: a
+    /// connection opened on one worker is driven by that worker only, so the other workers'
+    /// decisions would wait whenever it is busy, and time out when it is busy longer than
+    /// [`timeout`](Self::timeout).
+    ///
+    /// ```
+    /// use tower_maas::limit::RedisStore;
+    ///
+    /// let redis = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379/")
+    ///     .runtime(redis.handle().clone())
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(store);
+    /// ```
+    pub fn runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
     /// What to do when Redis does not answer in time (default [`OnUnavailable::FailClosed`]).
     pub fn on_unavailable(mut self, policy: OnUnavailable) -> Self {
         self.policy = policy;
@@ -379,7 +419,8 @@ impl RedisStoreBuilder {
 
     /// The store. It connects on first use, so a gateway starts while Redis is down; only a
     /// malformed URL, a namespace with braces (they would break the hash tag) or a zero
-    /// timeout (every decision would time out) is an error. Call it inside a Tokio runtime.
+    /// timeout (every decision would time out) is an error. Call it inside a Tokio runtime,
+    /// or give it one ([`runtime`](Self::runtime)).
     pub fn build(self) -> RedisResult<RedisStore> {
         if self.timeout.is_zero() {
             return Err(redis::RedisError::from((
@@ -402,10 +443,13 @@ impl RedisStoreBuilder {
             .set_response_timeout(Some(LATE_ANSWERS.max(self.timeout * 10)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
+        // What the connection starts at once (a watcher of pushed messages) starts there too.
+        let _entered = self.runtime.as_ref().map(tokio::runtime::Handle::enter);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
+                runtime: self.runtime.clone(),
                 namespace: self.namespace,
                 timeout: self.timeout,
                 fallback: (self.policy == OnUnavailable::FailOpen).then(MemoryStore::new),
@@ -470,7 +514,7 @@ impl RateStore for RedisStore {
             // use is given back at once instead of holding a slot and tokens.
             let (answer_to, answer) = tokio::sync::oneshot::channel();
             let running = Running::start(&inner.background);
-            tokio::spawn({
+            inner.spawn({
                 let inner = Arc::clone(&inner);
                 async move {
                     let _running = running;
