@@ -188,7 +188,8 @@ async fn a_key_store_of_ones_own_makes_its_principals() {
         }
     }
 
-    let metered = Arc::new(Quota::new(Some(100)));
+    let metered_policy = KeyPolicy::new().quota(100);
+    let metered = Arc::new(Quota::new(metered_policy.quota));
     let rows = Rows(vec![
         (
             KeyDigest::of(ACTIVE),
@@ -205,7 +206,7 @@ async fn a_key_store_of_ones_own_makes_its_principals() {
         (
             KeyDigest::of(METERED),
             KeyId(43),
-            KeyPolicy::new(),
+            metered_policy,
             Arc::clone(&metered),
         ),
     ]);
@@ -225,9 +226,14 @@ async fn a_key_store_of_ones_own_makes_its_principals() {
     send(addr, chat(Some(&bearer(RESTRICTED)), CHAT))
         .await
         .assert_json(401, E81003);
+    let reply = send(addr, chat(Some(&bearer(METERED)), CHAT)).await;
+    assert_eq!(reply.status, 200);
     assert_eq!(
-        send(addr, chat(Some(&bearer(METERED)), CHAT)).await.status,
-        200
+        reply.text(),
+        format!(
+            "principal=key-43 label=- authorization=false length={} model=- body={CHAT}",
+            CHAT.len()
+        )
     );
     metered.charge(100);
     send(addr, chat(Some(&bearer(METERED)), CHAT))

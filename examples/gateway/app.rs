@@ -519,8 +519,8 @@ impl RateStore for Store {
 }
 
 /// What the routes share, behind one `Arc`: the validator clones the services behind it, and
-/// so `Answer`, for every request; one count to move is cheaper than the names, the upstreams
-/// and two pooled clients to copy.
+/// so `Answer`, for every request; one count to move is cheaper than the names and the
+/// upstreams to copy.
 // Aligned to a cache line, so that the `Arc`'s counts, which every request moves, sit on a line
 // of their own and not on the fields every core reads (`benches/gateway.rs contend`).
 #[repr(align(64))]

@@ -91,6 +91,8 @@ fn main() {
         bare,
         workers.clone(),
     ));
+    // The accepting runtime first: a worker's task still waiting on a Redis call it drives
+    // then ends at once rather than at its timeout.
     drop(runtime);
     drop(workers);
     if let Err((code, message)) = ran {

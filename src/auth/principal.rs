@@ -266,8 +266,15 @@ pub(crate) struct KeyRecord {
 
 impl Principal {
     /// The caller a [`KeyStore`](super::KeyStore) of your own hands out for a key it found: the
-    /// key's id (which the limiters key their state by), its policy as of now, and its live
-    /// quota, which whatever charges usage shares with the store.
+    /// key's id, its policy as of now, and its live quota, which whatever charges usage shares
+    /// with the store.
+    ///
+    /// The id must be the key's alone and the same on every replica: the limiters keep a key's
+    /// rate state and quota (in Redis too) by it, so two keys with one id share them. A store
+    /// that also wraps an [`InMemoryKeyStore`](super::InMemoryKeyStore) must keep its ids apart
+    /// from the ones that store gives (counted from 0). The `Quota` is what is enforced:
+    /// `policy.quota` only says what the policy was ([`InMemoryKeyStore`](super::InMemoryKeyStore)
+    /// makes the `Quota` from it), so make the `Quota` from the policy's quota, as below.
     ///
     /// [`BearerAuth`](super::BearerAuth) refuses a frozen key (81006) or a used-up quota
     /// (81005) from the principal, wherever it came from. The store compares digests, never
@@ -299,10 +306,11 @@ impl Principal {
     /// use http_body_util::BodyExt;
     /// use tower::{Layer, ServiceExt, service_fn};
     ///
+    /// let policy = KeyPolicy::new().label("team-a").rpm(60).quota(1_000);
     /// let row = Arc::new(Row {
     ///     digest: KeyDigest::of("sk-demo"),
-    ///     policy: KeyPolicy::new().label("team-a").rpm(60),
-    ///     quota: Arc::new(Quota::new(Some(1_000))),
+    ///     quota: Arc::new(Quota::new(policy.quota)),
+    ///     policy,
     /// });
     /// // The service sees who called.
     /// let service = BearerAuthLayer::new(Arc::clone(&row)).layer(service_fn(

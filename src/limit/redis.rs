@@ -209,7 +209,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("namespace", &self.namespace)
             .field("timeout", &self.timeout)
             .field("policy", &self.policy)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -274,10 +274,10 @@ impl RedisStore {
     /// reconciliations of answers that have finished, and decisions still out that may give an
     /// admission back. A reconciliation takes at most the store's [`timeout`]; a decision's
     /// late answer is awaited for up to ten times it (at least 2 s), and its give-back for one
-    /// more timeout. Call it when shutting down, before the runtime goes, so that the last
-    /// answers' tokens reach Redis; it returns at once when nothing is being written. Bound
-    /// the wait: a give-back cut short only leaves a slot held until the key's rate state
-    /// recovers.
+    /// more timeout. Call it when shutting down, while the store's runtime still runs, so that
+    /// the last answers' tokens reach Redis; it returns at once when nothing is being written.
+    /// Bound the wait: a give-back cut short only leaves a slot held until the key's rate
+    /// state recovers.
     ///
     /// [`timeout`]: RedisStoreBuilder::timeout
     ///
@@ -396,15 +396,26 @@ impl RedisStoreBuilder {
     /// decisions would wait whenever it is busy, and time out when it is busy longer than
     /// [`timeout`](Self::timeout).
     ///
+    /// The runtime must be driven (a multi-threaded one, or a current-thread one with a thread
+    /// inside `block_on`), have I/O and time enabled, and outlive the store: on a runtime shut
+    /// down, every decision is `Unavailable` and every reconciliation is lost.
+    ///
     /// ```
     /// use tower_maas::limit::RedisStore;
     ///
-    /// let redis = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// // One thread of its own for Redis, kept as long as the store.
+    /// let redis = tokio::runtime::Builder::new_multi_thread()
+    ///     .worker_threads(1)
+    ///     .thread_name("redis")
+    ///     .enable_all()
+    ///     .build()
+    ///     .unwrap();
     /// let store = RedisStore::builder("redis://127.0.0.1:6379/")
     ///     .runtime(redis.handle().clone())
     ///     .build()
     ///     .unwrap();
     /// # drop(store);
+    /// # drop(redis);
     /// ```
     pub fn runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
         self.runtime = Some(runtime);
