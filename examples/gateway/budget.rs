@@ -81,32 +81,21 @@ impl BodyBudget {
 
     /// `bytes` taken, once they fit (at most the budget's limit, or this never ends).
     pub(crate) async fn take(self: Arc<Self>, bytes: usize) -> Held {
-        // Counted while it waits, and no longer once it stops, even dropped while waiting (its
-        // client gone): a count left behind would wake nobody at every give-back.
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
         loop {
             let given_back = self.given_back.notified();
             let mut given_back = std::pin::pin!(given_back);
             // Listening before looking: a give-back between the two is not missed.
             given_back.as_mut().enable();
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            let _waiting = Waiting(&self.waiting);
-            if let Some(held) = self.try_take(bytes) {
+            let held = self.try_take(bytes);
+            if held.is_none() {
+                given_back.await;
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            if let Some(held) = held {
                 return held;
             }
-            given_back.await;
         }
-    }
-
-    /// Requests waiting for room now.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Bytes taken now.
