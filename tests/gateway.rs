@@ -3,7 +3,7 @@
 
 mod common;
 mod gateway_app;
-use gateway_app::{app, budget, idle, log, log_format, log_writer, mock, proxy, serve};
+use gateway_app::{app, idle, log, log_format, log_writer, mock, proxy, serve};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -883,7 +883,7 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         ),
         (
             "sk-live-Secret0000 = 1\n",
-            "line 1, column 1: unknown field `…`, expected one of `listen`, `dialect`, `trust_request_id`, `validation`, `body_limit`, `body_budget`, `upstream_timeout_ms`, `client_timeout_ms`, `shutdown_grace_ms`, `max_connections`, `runtime`, `workers`, `mock_stream_style`, `log_requests`, `ip_limit`, `keys`, `models`, `risk`, `management`, `redis`",
+            "line 1, column 1: unknown field `…`, expected one of `listen`, `dialect`, `trust_request_id`, `validation`, `body_limit`, `upstream_timeout_ms`, `client_timeout_ms`, `shutdown_grace_ms`, `max_connections`, `runtime`, `workers`, `mock_stream_style`, `log_requests`, `ip_limit`, `keys`, `models`, `risk`, `management`, `redis`",
         ),
         (
             "[[keys]]\nrpm = \"a\\\"Secret\\\" b\"\n",
@@ -944,11 +944,6 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         (
             "body_limit = 1073741825",
             "body_limit: at most 1073741824 (1 GiB; APIG's is 12 MiB)",
-        ),
-        // A body of unknown length takes the whole limit: less would never fit.
-        (
-            "body_limit = 1000\nbody_budget = 999",
-            "body_budget: at least body_limit (1000)",
         ),
     ] {
         let config = app::parse_config(text).unwrap();
@@ -1291,8 +1286,6 @@ async fn served(
         client: client_timeout,
         grace: Duration::from_secs(5),
         connections: 100,
-        body_limit: tower_maas::DEFAULT_BODY_LIMIT,
-        body_budget: app::DEFAULT_BODY_BUDGET,
     };
     served_until(config, bounds).await
 }
@@ -1311,8 +1304,6 @@ async fn connections_are_spread_over_the_workers_and_stay_on_theirs() {
         client: Duration::from_secs(5),
         grace: Duration::from_secs(5),
         connections: 100,
-        body_limit: tower_maas::DEFAULT_BODY_LIMIT,
-        body_budget: app::DEFAULT_BODY_BUDGET,
     };
     for workers in [Some(2), None] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1424,8 +1415,6 @@ async fn each_worker_proxies_through_upstream_connections_of_its_own() {
         client: Duration::from_secs(5),
         grace: Duration::from_secs(5),
         connections: 100,
-        body_limit: tower_maas::DEFAULT_BODY_LIMIT,
-        body_budget: app::DEFAULT_BODY_BUDGET,
     };
     let (addr, _stop, _server) = served_on(&up_config(upstream, ""), bounds, Some(2)).await;
     let mut clients = [http1_client(addr).await.0, http1_client(addr).await.0];
@@ -1438,115 +1427,6 @@ async fn each_worker_proxies_through_upstream_connections_of_its_own() {
         assert_eq!(body, ANSWER);
     }
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
-}
-
-/// The request bodies held at once are bounded across connections. With room for 1000 bytes,
-/// a request that declared 800 and is still sending holds them; a second that declared 300
-/// waits, unanswered, while a request without a body does not; once the first has its answer,
-/// the second has its.
-#[tokio::test]
-async fn request_bodies_held_at_once_are_bounded() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let config = format!("body_limit = 1000\nbody_budget = 1000\n[[keys]]\nkey = \"{KEY}\"\n");
-    let bounds = serve::Bounds {
-        client: Duration::from_secs(5),
-        grace: Duration::from_secs(5),
-        connections: 100,
-        body_limit: 1000,
-        body_budget: 1000,
-    };
-    let (addr, _stop, _server) = served_on(&config, bounds, Some(2)).await;
-    // A chat whose body is `length` bytes, the message padded to make it so.
-    let request = |length: usize| {
-        let empty = r#"{"model":"mock-model","messages":[{"role":"user","content":""}]}"#;
-        let body = empty.replace(
-            r#""content":"""#,
-            &format!(r#""content":"{}""#, "a".repeat(length - empty.len())),
-        );
-        let head = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
-        );
-        (head, body)
-    };
-    let answer = |mut stream: tokio::net::TcpStream| async move {
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
-            .await
-            .expect("answered within 5 s")
-            .unwrap();
-        String::from_utf8(answer).unwrap()
-    };
-
-    let (head, first_body) = request(800);
-    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
-    first.write_all(head.as_bytes()).await.unwrap();
-    first
-        .write_all(&first_body.as_bytes()[..799])
-        .await
-        .unwrap();
-    // The head is read at once, and the 800 bytes taken with it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let (head, body) = request(300);
-    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
-    second
-        .write_all(format!("{head}{body}").as_bytes())
-        .await
-        .unwrap();
-    let health = "GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
-    let health = common::raw_http1(addr, health, false).await;
-    assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
-    let mut byte = [0; 1];
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), second.read(&mut byte))
-            .await
-            .is_err(),
-        "the second request was answered while the first held the room"
-    );
-
-    first
-        .write_all(&first_body.as_bytes()[799..])
-        .await
-        .unwrap();
-    let first = answer(first).await;
-    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
-    let second = answer(second).await;
-    assert!(second.starts_with("HTTP/1.1 200 OK\r\n"), "{second}");
-}
-
-/// What a request takes of the body budget: its declared length, nothing for no body or one
-/// over the limit (refused unread), the whole limit for a length not declared; and a request
-/// that waits for room gets it once enough is given back.
-#[tokio::test]
-async fn what_a_request_takes_of_the_body_budget() {
-    use budget::BodyBudget;
-
-    let declared = full("x".repeat(300));
-    assert_eq!(BodyBudget::need(&declared, 1000), 300);
-    assert_eq!(BodyBudget::need(&full("x".repeat(1001)), 1000), 0);
-    assert_eq!(
-        BodyBudget::need(&http_body_util::Empty::<Bytes>::new(), 1000),
-        0
-    );
-    let unknown = channel(tokio::sync::mpsc::channel(1).1);
-    assert_eq!(BodyBudget::need(&unknown, 1000), 1000);
-
-    let budget = BodyBudget::new(1000);
-    let first = budget.try_take(800).unwrap();
-    assert!(budget.try_take(300).is_none());
-    assert_eq!(budget.taken(), 800);
-    let waiting = tokio::spawn(Arc::clone(&budget).take(300));
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!waiting.is_finished());
-    drop(first);
-    let second = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("room given back is taken")
-        .unwrap();
-    assert_eq!(budget.taken(), 300);
-    drop(second);
-    assert_eq!(budget.taken(), 0);
 }
 
 /// [`served`], with every bound chosen.
@@ -1649,8 +1529,6 @@ async fn stop_lets_requests_in_flight_finish(workers: Option<usize>) {
         client: Duration::from_secs(5),
         grace: Duration::from_secs(5),
         connections: 100,
-        body_limit: tower_maas::DEFAULT_BODY_LIMIT,
-        body_budget: app::DEFAULT_BODY_BUDGET,
     };
     let (addr, stop, server) = served_on(&config, bounds, workers).await;
     let mut arrival = arrival;
@@ -1785,8 +1663,6 @@ async fn stop_waits_no_longer_than_its_grace(workers: Option<usize>) {
         client: Duration::from_secs(5),
         grace: Duration::from_millis(200),
         connections: 100,
-        body_limit: tower_maas::DEFAULT_BODY_LIMIT,
-        body_budget: app::DEFAULT_BODY_BUDGET,
     };
     let (addr, stop, server) = served_on(&config, bounds, workers).await;
     let _in_flight = tokio::spawn(send_lossy(addr, chat("up", "hello")));
@@ -2054,8 +1930,6 @@ async fn a_connection_past_the_cap_waits_for_one_to_close() {
         client: Duration::from_secs(5),
         grace: Duration::from_secs(5),
         connections: 1,
-        body_limit: tower_maas::DEFAULT_BODY_LIMIT,
-        body_budget: app::DEFAULT_BODY_BUDGET,
     };
     let (addr, _stop, _server) = served_until("", bounds).await;
     let health = || {

@@ -115,9 +115,6 @@ pub(crate) enum RuntimeKind {
     Shared,
 }
 
-/// The bytes of request bodies held at once, by default: 1 GiB, 85 bodies of APIG's 12 MiB.
-pub(crate) const DEFAULT_BODY_BUDGET: usize = 1 << 30;
-
 /// The most worker threads a configuration may ask for.
 pub(crate) const MAX_WORKERS: usize = 1024;
 
@@ -144,8 +141,6 @@ pub(crate) struct Config {
     pub(crate) trust_request_id: bool,
     pub(crate) validation: Validation,
     pub(crate) body_limit: usize,
-    /// The bytes of request bodies held at once (`budget.rs`).
-    pub(crate) body_budget: usize,
     pub(crate) upstream_timeout_ms: u64,
     /// How long a client may take: from connecting to its first request's head, for each later
     /// head, and between two pieces of a body (`serve.rs`).
@@ -397,7 +392,6 @@ impl Default for Config {
             trust_request_id: false,
             validation: Validation::Gateway,
             body_limit: tower_maas::DEFAULT_BODY_LIMIT,
-            body_budget: DEFAULT_BODY_BUDGET,
             upstream_timeout_ms: 60_000,
             client_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
@@ -639,13 +633,6 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
     if config.body_limit > MAX_BODY_LIMIT {
         return Err(format!(
             "body_limit: at most {MAX_BODY_LIMIT} (1 GiB; APIG's is 12 MiB)"
-        ));
-    }
-    // A request whose length is unknown takes `body_limit` of it: less would never fit.
-    if config.body_budget < config.body_limit {
-        return Err(format!(
-            "body_budget: at least body_limit ({})",
-            config.body_limit
         ));
     }
     let dialect = Dialect::from(config.dialect);

@@ -14,7 +14,6 @@
 //! routes.
 
 mod app;
-mod budget;
 mod idle;
 mod log;
 mod log_format;
@@ -185,10 +184,6 @@ async fn run(
         client: std::time::Duration::from_millis(config.client_timeout_ms),
         grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
         connections: config.max_connections,
-        body_limit: config.body_limit,
-        // Never less than one body of the largest size (the gateway's configuration is
-        // refused then; the bare mock takes the bound).
-        body_budget: config.body_budget.max(config.body_limit),
     };
     if let Some(workers) = &workers {
         println!(

@@ -16,8 +16,7 @@
 //! it is read (2 MiB for hyper's client), after one to two periods in which an answer was
 //! ready and the client took nothing. At most `connections`
 //! connections are served at once; past that, new ones wait in the listener's backlog until
-//! one closes. The request bodies held at once are bounded across all connections
-//! (`body_budget`, `budget.rs`). On the stop signal, requests in flight have `grace` to finish.
+//! one closes. On the stop signal, requests in flight have `grace` to finish.
 //!
 //! An HTTP/2 client can still stall one stream while it takes another's answer: the check is
 //! per connection. hyper bounds what waits for it (the stream's send buffer) and the streams
@@ -64,7 +63,6 @@ use tower::ServiceExt;
 use tower::util::Oneshot;
 use tower_maas::BoxError;
 
-use crate::budget::BodyBudget;
 use crate::idle::{IdleTimeout, SendDeadline};
 
 /// How many clients the gateway serves at once, how long each may keep it waiting, and how
@@ -78,11 +76,6 @@ pub(crate) struct Bounds {
     pub(crate) grace: Duration,
     /// Connections served at once (at most `Semaphore::MAX_PERMITS`).
     pub(crate) connections: usize,
-    /// The largest request body: what a request whose length is unknown may hold.
-    pub(crate) body_limit: usize,
-    /// The bytes of request bodies held at once, across all connections (at least
-    /// `body_limit`; see `budget.rs`).
-    pub(crate) body_budget: usize,
 }
 
 /// What the loop serves (the gateway, or the bare mock): a copy for each connection, called
@@ -137,7 +130,6 @@ pub(crate) async fn serve<S: App>(
         .keep_alive_interval(client_timeout)
         .keep_alive_timeout(client_timeout);
     let (stopping, stop_seen) = tokio::sync::watch::channel(Phase::Serving);
-    let budget = BodyBudget::new(bounds.body_budget);
     // Each connection's task holds a permit: a connection is accepted only with one in hand.
     let room = Arc::new(tokio::sync::Semaphore::new(
         bounds.connections.min(tokio::sync::Semaphore::MAX_PERMITS),
@@ -175,8 +167,6 @@ pub(crate) async fn serve<S: App>(
             builder: builder.clone(),
             peer,
             client: client_timeout,
-            budget: Arc::clone(&budget),
-            body_limit: bounds.body_limit,
             stop_seen: stop_seen.clone(),
             permit,
         };
@@ -230,8 +220,6 @@ struct Connection<S> {
     builder: auto::Builder<Tracked>,
     peer: SocketAddr,
     client: Duration,
-    budget: Arc<BodyBudget>,
-    body_limit: usize,
     stop_seen: tokio::sync::watch::Receiver<Phase>,
     /// Its room among the connections served at once.
     permit: OwnedSemaphorePermit,
@@ -245,8 +233,6 @@ impl<S: App> Connection<S> {
             builder,
             peer,
             client,
-            budget,
-            body_limit,
             stop_seen,
             permit: _permit,
         } = self;
@@ -261,27 +247,11 @@ impl<S: App> Connection<S> {
             let mut request = request
                 .map(|body| axum::body::Body::new(IdleTimeout::new(body, client, client_stalled)));
             request.extensions_mut().insert(ConnectInfo(peer));
-            let need = BodyBudget::need(request.body(), body_limit);
-            // Held until the answer's head, when the layers are done with the body; busy until
-            // the answer's body has ended: a long stream is no idleness.
-            match budget.try_take(need) {
-                Some(held) => {
-                    let answer = call_in_place(&app, request);
-                    Either::Left(async move {
-                        let answer = answer.await?;
-                        drop(held);
-                        Ok::<_, Infallible>(answer.map(|body| Answer { body, busy }))
-                    })
-                }
-                None => {
-                    let (app, budget) = (app.borrow().clone(), Arc::clone(&budget));
-                    Either::Right(Box::pin(async move {
-                        let held = budget.take(need).await;
-                        let answer = app.oneshot(request).await?;
-                        drop(held);
-                        Ok::<_, Infallible>(answer.map(|body| Answer { body, busy }))
-                    }))
-                }
+            let answer = call_in_place(&app, request);
+            // Busy until the answer's body has ended: a long stream is no idleness.
+            async move {
+                let answer = answer.await?;
+                Ok::<_, Infallible>(answer.map(|body| Answer { body, busy }))
             }
         });
         let connection = builder
