@@ -1314,7 +1314,7 @@ async fn connections_are_spread_over_the_workers_and_stay_on_theirs() {
             listener,
             thread.clone(),
             bounds,
-            started,
+            started.clone(),
             async move {
                 let _ = stopped.await;
             },
@@ -1355,7 +1355,16 @@ async fn connections_are_spread_over_the_workers_and_stay_on_theirs() {
                     .unwrap();
             }
             // The server's side ends a moment after the client's.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let started = started.as_ref().unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while started.connections() != [0, 2] {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{:?}",
+                    started.connections()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             for _ in 0..2 {
                 let (mut sender, connection) =
                     http1_client::<http_body_util::Full<Bytes>>(addr).await;

@@ -319,6 +319,15 @@ impl Workers {
         self.workers.len()
     }
 
+    /// The connections each serves now.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn connections(&self) -> Vec<usize> {
+        self.workers
+            .iter()
+            .map(|w| w.connections.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// The worker with the fewest connections (the first of them on a tie), and the count
     /// that a new connection holds there until it ends.
     fn least_loaded(&self) -> (&tokio::runtime::Handle, Load) {
