@@ -6,7 +6,7 @@
 
 mod common;
 mod gateway_app;
-use gateway_app::{app, idle, log, mock, proxy};
+use gateway_app::{app, idle, log, mock, proxy, serve};
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -511,41 +511,6 @@ async fn one_round_trip_per_decision() {
     assert_eq!(outside, 0, "{calls:?}");
 }
 
-/// A single-threaded runtime on a thread of its own, as a server's worker is, until dropped.
-struct Worker {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Worker {
-    fn start() -> Self {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let _ = runtime.block_on(stopped);
-        });
-        Self {
-            handle,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Workers share a store. Its connection is opened by the first decision: on that worker's
 /// runtime, which alone drives it, unless the store has a runtime of its own. While that worker
 /// is busy, another's decision then times out (fails closed); with the store's own runtime it
@@ -556,32 +521,33 @@ fn a_store_with_a_runtime_of_its_own_is_not_held_up_by_a_busy_worker() {
         return;
     };
     let rate = Some(Rate::per_minute(60_000, 1000));
-    let redis = Worker::start();
-    for own_runtime in [false, true] {
-        let (first, other) = (Worker::start(), Worker::start());
+    // The gateway's own workers: one for Redis, then two for each round.
+    let workers = serve::Workers::start(5).unwrap();
+    let redis = workers.runtime(0);
+    for (round, own_runtime) in [false, true].into_iter().enumerate() {
+        let (first, other) = (
+            workers.runtime(1 + 2 * round),
+            workers.runtime(2 + 2 * round),
+        );
         let mut builder = RedisStore::builder(server.url()).timeout(Duration::from_millis(200));
         if own_runtime {
-            builder = builder.runtime(redis.handle.clone());
+            builder = builder.runtime(redis.clone());
         }
         let store = {
-            let _entered = first.handle.enter();
+            let _entered = first.enter();
             builder.build().unwrap()
         };
         // The first decision, on the first worker, opens the connection.
-        let opened = first
-            .handle
-            .block_on(decide(&store, ask(61, rate, None, 0)));
+        let opened = first.block_on(decide(&store, ask(61, rate, None, 0)));
         assert!(matches!(opened, Outcome::Admitted(_)), "{opened:?}");
         // The first worker is busy for a second; meanwhile the other decides.
         let (busy, busy_now) = std::sync::mpsc::channel();
-        first.handle.spawn(async move {
+        first.spawn(async move {
             busy.send(()).unwrap();
             std::thread::sleep(Duration::from_secs(1));
         });
         busy_now.recv().unwrap();
-        let decided = other
-            .handle
-            .block_on(decide(&store, ask(61, rate, None, 0)));
+        let decided = other.block_on(decide(&store, ask(61, rate, None, 0)));
         if own_runtime {
             assert!(matches!(decided, Outcome::Admitted(_)), "{decided:?}");
         } else {

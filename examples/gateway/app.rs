@@ -1076,8 +1076,7 @@ where
                         .into_response());
                 }
             };
-            let client = proxy::pooled(upstream.http2);
-            Ok(proxy::forward(client, upstream, models.timeout, id, parts, body).await)
+            Ok(proxy::forward(upstream, models.timeout, id, parts, body).await)
         }))
     }
 }

@@ -39,12 +39,6 @@ thread_local! {
     static CLIENTS: [UpstreamClient; 2] = [client(false), client(true)];
 }
 
-/// The pooled client of this thread for an upstream that speaks HTTP/2 (prior knowledge) or
-/// HTTP/1.1.
-pub(crate) fn pooled(http2: bool) -> UpstreamClient {
-    CLIENTS.with(|clients| clients[usize::from(http2)].clone())
-}
-
 /// One upstream: where it is, and the model name it expects.
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
@@ -120,7 +114,6 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// is then 504 APIG.0203, and a stream under way ends with APIG.0203 as an error event and
 /// `[DONE]` (the envelope's doing).
 pub(crate) async fn forward(
-    client: UpstreamClient,
     upstream: &Upstream,
     timeout: Duration,
     id: RequestId,
@@ -170,7 +163,9 @@ pub(crate) async fn forward(
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
     *request.headers_mut() = parts.headers;
-    match tokio::time::timeout(timeout, client.request(request)).await {
+    // This thread's pooled client for the upstream's protocol; its future owns what it needs.
+    let sent = CLIENTS.with(|clients| clients[usize::from(upstream.http2)].request(request));
+    match tokio::time::timeout(timeout, sent).await {
         Err(_) => refuse(MaasError::BackendTimeout),
         Ok(Err(_)) => refuse(MaasError::BackendUnavailable),
         Ok(Ok(response)) => {

@@ -270,27 +270,21 @@ impl<S: App> Connection<S> {
 /// them. Dropping them stops their threads, and whatever the runtimes still run: it waits for
 /// the threads to end, so it belongs outside any runtime (never on a worker, which would wait
 /// for itself).
-pub(crate) struct Workers {
-    workers: Vec<Worker>,
-    threads: Vec<(
-        tokio::sync::oneshot::Sender<()>,
-        std::thread::JoinHandle<()>,
-    )>,
-}
+pub(crate) struct Workers(Vec<Worker>);
 
 struct Worker {
     runtime: tokio::runtime::Handle,
     /// Connections it serves now.
     connections: Arc<AtomicUsize>,
+    /// Ends the thread's `block_on`, sent or dropped.
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Workers {
     /// Starts `count` workers (at least one).
     pub(crate) fn start(count: usize) -> std::io::Result<Self> {
-        let mut workers = Self {
-            workers: Vec::new(),
-            threads: Vec::new(),
-        };
+        let mut workers = Self(Vec::new());
         for index in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -305,24 +299,31 @@ impl Workers {
                 .spawn(move || {
                     let _ = runtime.block_on(stopped);
                 })?;
-            workers.workers.push(Worker {
+            workers.0.push(Worker {
                 runtime: handle,
                 connections: Arc::new(AtomicUsize::new(0)),
+                stop,
+                thread,
             });
-            workers.threads.push((stop, thread));
         }
         Ok(workers)
     }
 
     /// How many there are.
     pub(crate) fn len(&self) -> usize {
-        self.workers.len()
+        self.0.len()
+    }
+
+    /// The runtime of worker `index`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn runtime(&self, index: usize) -> &tokio::runtime::Handle {
+        &self.0[index].runtime
     }
 
     /// The connections each serves now.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn connections(&self) -> Vec<usize> {
-        self.workers
+        self.0
             .iter()
             .map(|w| w.connections.load(Ordering::Relaxed))
             .collect()
@@ -332,7 +333,7 @@ impl Workers {
     /// that a new connection holds there until it ends.
     fn least_loaded(&self) -> (&tokio::runtime::Handle, Load) {
         let worker = self
-            .workers
+            .0
             .iter()
             .min_by_key(|w| w.connections.load(Ordering::Relaxed))
             .unwrap_or_else(|| unreachable!("`start` makes at least one worker"));
@@ -343,9 +344,9 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        for (stop, thread) in self.threads.drain(..) {
-            let _ = stop.send(());
-            if thread.join().is_err() {
+        for worker in self.0.drain(..) {
+            let _ = worker.stop.send(());
+            if worker.thread.join().is_err() {
                 tracing::warn!("a worker thread panicked");
             }
         }

@@ -308,11 +308,16 @@ impl RedisStore {
 }
 
 impl Inner {
-    /// Runs `task` on the store's runtime, else on the caller's.
+    /// Runs `task` on the store's runtime, else on the caller's; with neither (a reconciliation
+    /// from a thread outside any runtime), it is dropped.
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         match &self.runtime {
             Some(runtime) => drop(runtime.spawn(task)),
-            None => drop(tokio::spawn(task)),
+            None => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    drop(runtime.spawn(task));
+                }
+            }
         }
     }
 
@@ -345,13 +350,6 @@ impl Inner {
 
     /// Runs the reconciliation script in the background, when a runtime is there to run it.
     fn settle(&self, key: LimitKey, release: Nanos, tokens: Nanos, delta: i128, spent: u64) {
-        let Some(runtime) = self
-            .runtime
-            .clone()
-            .or_else(|| tokio::runtime::Handle::try_current().ok())
-        else {
-            return;
-        };
         let (rate, quota) = (self.rate_key(key), self.quota_key(key));
         let mut conn = self.conn.clone();
         let timeout = self.timeout;
@@ -359,7 +357,7 @@ impl Inner {
         // INCRBY takes a signed 64-bit number.
         let spent = i64::try_from(spent).unwrap_or(i64::MAX);
         let running = Running::start(&self.background);
-        runtime.spawn(async move {
+        self.spawn(async move {
             let _running = running;
             let mut call = SETTLE.prepare_invoke();
             call.key(rate)
