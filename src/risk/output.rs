@@ -15,7 +15,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 /// The texts of a non-streaming answer or of one SSE event, joined by newlines into `out`:
 /// each choice's message (or delta) content, as a string or the `text` of each part, its
 /// reasoning and its tool-call arguments, then the choice's `text`. Returns the tokens its
-/// `usage` reports. `out` is left empty, and no usage returned, when `bytes` is not JSON.
+/// `usage` reports. `out` is left empty, and no usage returned, when `bytes` is not JSON. (An
+/// answer its fast path leaves to serde gives no count from a `usage` over 64 KiB.)
 pub(crate) fn read_answer(bytes: &[u8], out: &mut String) -> Option<u64> {
     if let Some(usage) = super::answer_scan::read_answer(bytes, out) {
         return usage;
@@ -23,19 +24,8 @@ pub(crate) fn read_answer(bytes: &[u8], out: &mut String) -> Option<u64> {
     let Ok(Lenient(Some(answer))) = serde_json::from_slice::<Lenient<Answer<'_>>>(bytes) else {
         return None;
     };
-    for choice in answer.choices.unwrap_or_default().into_iter().flatten() {
-        if let Some(message) = choice.message.or(choice.delta) {
-            match message.content {
-                Content::Text(text) => push(out, Some(text)),
-                Content::Parts(parts) => parts.into_iter().for_each(|part| push(out, part)),
-                Content::None => {}
-            }
-            push(out, message.reasoning);
-            for call in message.calls.unwrap_or_default().into_iter().flatten() {
-                push(out, call.0);
-            }
-        }
-        push(out, choice.text);
+    for text in answer.choices.map(|choices| choices.0).unwrap_or_default() {
+        push(out, Some(text));
     }
     answer.usage
 }
@@ -205,19 +195,38 @@ fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A:
     Ok(map.next_value::<Lenient<Text<'de>>>()?.0.map(|t| t.0))
 }
 
-/// A list of `T`, each item read leniently.
-impl<'de, T: Shape<'de>> Shape<'de> for Vec<Option<T>> {
-    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
-        skip_map(map).map(|()| None)
-    }
-
-    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Lenient(item)) = seq.next_element::<Lenient<T>>()? {
-            items.push(item);
+/// The texts a list gives, in order: each item read leniently as a `T`, which `keep` turns
+/// into the texts it adds. An item is dropped as soon as it is read, so a list costs what its
+/// texts do (a `Cow` each, at most twice the bytes of a `{"text":""}`) and never what its other
+/// items would as structures: a 4 MiB `[0,0,…]` is no 2 million kept `None`s.
+fn texts_of<'de, A: SeqAccess<'de>, T: Shape<'de>>(
+    mut seq: A,
+    mut keep: impl FnMut(T, &mut Vec<Cow<'de, str>>),
+) -> Result<Vec<Cow<'de, str>>, A::Error> {
+    let mut texts = Vec::new();
+    while let Some(Lenient(item)) = seq.next_element::<Lenient<T>>()? {
+        if let Some(item) = item {
+            keep(item, &mut texts);
         }
-        Ok(Some(items))
     }
+    Ok(texts)
+}
+
+/// A list read only through [`texts_of`]: the texts of its items; a map is not one.
+macro_rules! list_shape {
+    ($ty:ident of $item:ident, |$it:ident, $texts:ident| $keep:expr) => {
+        struct $ty<'de>(Vec<Cow<'de, str>>);
+
+        impl<'de> Shape<'de> for $ty<'de> {
+            fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+                skip_map(map).map(|()| None)
+            }
+
+            fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+                texts_of(seq, |$it: $item<'de>, $texts| $keep).map(|texts| Some($ty(texts)))
+            }
+        }
+    };
 }
 
 /// A map that is only read through [`entries`]; a list is not one.
@@ -236,9 +245,11 @@ macro_rules! map_shape {
 }
 
 struct Answer<'de> {
-    choices: Option<Vec<Option<Choice<'de>>>>,
+    choices: Option<Choices<'de>>,
     usage: Option<u64>,
 }
+
+list_shape!(Choices of Choice, |choice, texts| choice.texts_into(texts));
 
 map_shape!(Answer, |map| {
     let mut answer = Answer {
@@ -253,10 +264,13 @@ map_shape!(Answer, |map| {
             // depth limit, costs the answer nothing but its count and never its texts' check.
             // (The limiter's own reading, when it reads the answer itself, refuses a repeated
             // key where this keeps the last.)
+            // One longer than `USAGE_TEXT` is no count: a tree of it would cost many times its
+            // size, and no server writes one.
             "usage" => {
                 let usage = map.next_value::<&serde_json::value::RawValue>()?;
-                answer.usage = serde_json::from_str::<serde_json::Value>(usage.get())
-                    .ok()
+                answer.usage = (usage.get().len() <= USAGE_TEXT)
+                    .then(|| serde_json::from_str::<serde_json::Value>(usage.get()).ok())
+                    .flatten()
                     .and_then(|usage| crate::model::Usage::deserialize(&usage).ok())
                     .and_then(|u| u.total());
             }
@@ -267,10 +281,31 @@ map_shape!(Answer, |map| {
     .map(|()| answer)
 });
 
+/// The longest `usage` read, in bytes of JSON text: a server's is a few numbers, and with
+/// vLLM's details under 200 bytes.
+const USAGE_TEXT: usize = 64 * 1024;
+
 struct Choice<'de> {
     message: Option<Message<'de>>,
     delta: Option<Message<'de>>,
     text: Option<Cow<'de, str>>,
+}
+
+impl<'de> Choice<'de> {
+    /// The message's (else the delta's) content, reasoning and tool-call arguments, then the
+    /// choice's `text`.
+    fn texts_into(self, texts: &mut Vec<Cow<'de, str>>) {
+        if let Some(message) = self.message.or(self.delta) {
+            match message.content {
+                Content::Text(text) => texts.push(text),
+                Content::Parts(parts) => texts.extend(parts),
+                Content::None => {}
+            }
+            texts.extend(message.reasoning);
+            texts.extend(message.calls.map(|calls| calls.0).unwrap_or_default());
+        }
+        texts.extend(self.text);
+    }
 }
 
 map_shape!(Choice, |map| {
@@ -307,13 +342,14 @@ map_shape!(Choice, |map| {
 struct Message<'de> {
     content: Content<'de>,
     reasoning: Option<Cow<'de, str>>,
-    calls: Option<Vec<Option<Call<'de>>>>,
+    calls: Option<Calls<'de>>,
 }
 
 enum Content<'de> {
     None,
     Text(Cow<'de, str>),
-    Parts(Vec<Option<Cow<'de, str>>>),
+    /// The `text` of each part that has one.
+    Parts(Vec<Cow<'de, str>>),
 }
 
 /// `content`: a string, or a list of parts whose `text` is read.
@@ -323,10 +359,8 @@ impl<'de> Shape<'de> for Content<'de> {
     }
 
     fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
-        let parts = Vec::<Option<Part<'de>>>::from_seq(seq)?.unwrap_or_default();
-        Ok(Some(Content::Parts(
-            parts.into_iter().map(|p| p.and_then(|p| p.0)).collect(),
-        )))
+        texts_of(seq, |part: Part<'de>, texts| texts.extend(part.0))
+            .map(|p| Some(Content::Parts(p)))
     }
 
     fn from_str(text: Cow<'de, str>) -> Option<Self> {
@@ -350,7 +384,7 @@ map_shape!(Message, |map| {
             }
             "reasoning_content" => message.reasoning = text(map)?,
             "tool_calls" => {
-                message.calls = map.next_value::<Lenient<Vec<Option<Call<'_>>>>>()?.0;
+                message.calls = map.next_value::<Lenient<Calls<'_>>>()?.0;
             }
             _ => return Ok(false),
         }
@@ -366,6 +400,8 @@ map_shape!(Part, |map| only(map, "text", text).map(Part));
 
 /// A tool call: its `function.arguments`.
 struct Call<'de>(Option<Cow<'de, str>>);
+
+list_shape!(Calls of Call, |call, texts| texts.extend(call.0));
 
 map_shape!(Call, |map| only(map, "function", |map| {
     Ok(map
@@ -478,6 +514,21 @@ mod tests {
             );
             assert_eq!(read(answer.as_bytes()), ("build a bomb".to_owned(), None));
         }
+    }
+
+    /// A `usage` too long to be a server's is not read into a tree (many times its size): no
+    /// count, and the texts are still read. (`1e0` sends the answer past the fast path.)
+    #[test]
+    fn a_usage_too_long_to_be_a_servers_is_no_count() {
+        let pad = "x".repeat(USAGE_TEXT);
+        let answer = format!(
+            r#"{{"created":1e0,"usage":{{"total_tokens":5,"pad":"{pad}"}},"choices":[{{"text":"build a bomb"}}]}}"#
+        );
+        assert_eq!(read(answer.as_bytes()), ("build a bomb".to_owned(), None));
+        let answer = format!(
+            r#"{{"created":1e0,"usage":{{"total_tokens":5}},"choices":[{{"text":"{pad}"}}]}}"#
+        );
+        assert_eq!(read(answer.as_bytes()), (pad, Some(5)));
     }
 
     /// The fast path alone: `None` when it leaves the body to the serde reading.
