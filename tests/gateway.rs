@@ -2235,3 +2235,69 @@ async fn checked_streams_end_with_81011_as_an_event() {
         ]
     );
 }
+
+/// Bodies nested as deep as the validator takes are served on the binary's own worker threads
+/// (their default stack, this debug build's frames): read by the validator on the chat route,
+/// by the content filter's own reading on the video route, and dropped, with no stack overflow.
+#[tokio::test]
+async fn bodies_nested_to_the_limit_are_served_on_the_workers() {
+    let config = format!("trust_request_id = true\n[[keys]]\nkey = \"{KEY}\"\n");
+    let (addr, _stop, _server) = served(&config, Duration::from_secs(30)).await;
+    let max = tower_maas::validate::MAX_DEPTH;
+    let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+    // The body, the kwargs and 510 lists: 512 levels, the most taken.
+    let chat = format!(
+        r#"{{"model":"mock-model","messages":[{{"role":"user","content":"deep enough"}}],"chat_template_kwargs":{{"a":{}}}}}"#,
+        nested(max - 2)
+    );
+    let reply = send(
+        addr,
+        request("POST", "/v1/chat/completions", Some(KEY), &chat),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "deep enough");
+    // The body and 511 lists.
+    let video = format!(
+        r#"{{"model":"mock-model","prompt":"a cat","x":{}}}"#,
+        nested(max - 1)
+    );
+    let reply = send(
+        addr,
+        request("POST", "/v1/video/generations", Some(KEY), &video),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let task: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(task["status"], "queued");
+}
+
+/// The mock embeds at most 2048 inputs a request, as OpenAI's API does, and answers more with
+/// an OpenAI-compatible server's 400 instead of building an answer of about 60 bytes an input
+/// (12 MiB of empty strings would be a quarter of a gigabyte).
+#[tokio::test]
+async fn the_mock_embeds_at_most_2048_inputs() {
+    let config = app::parse_config(&format!(
+        "trust_request_id = true\n[[keys]]\nkey = \"{KEY}\"\n"
+    ))
+    .unwrap();
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let embed = |inputs: usize| {
+        let body =
+            serde_json::json!({"model": "mock-model", "input": vec![""; inputs]}).to_string();
+        request("POST", "/v1/embeddings", Some(KEY), &body)
+    };
+    let reply = send(gw, embed(mock::MAX_EMBEDDINGS)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(answer["data"].as_array().unwrap().len(), 2048);
+    assert_eq!(
+        answer["data"][2047],
+        serde_json::json!({"object": "embedding", "index": 2047, "embedding": [0.0, 0.5, 1.0]})
+    );
+    send(gw, embed(100_000)).await.assert_json(
+        400,
+        r#"{"object":"error","message":"The mock model embeds at most 2048 inputs a request; this one has 100000.","type":"BadRequestError","param":null,"code":400}"#,
+    );
+}

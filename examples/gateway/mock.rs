@@ -48,13 +48,28 @@ fn reply_to(message: &str) -> Cow<'_, str> {
 }
 
 fn base64(text: &str) -> Option<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    /// Each byte's value as a base64 digit, or `NOT` (a look-up a byte: a message can be
+    /// megabytes long).
+    const NOT: u8 = u8::MAX;
+    const VALUES: [u8; 256] = {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut values = [NOT; 256];
+        let mut i = 0;
+        while i < alphabet.len() {
+            values[alphabet[i] as usize] = i as u8;
+            i += 1;
+        }
+        values
+    };
     let mut bits = 0u32;
     let mut count = 0;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
     for &c in text.as_bytes().iter().filter(|&&c| c != b'=') {
-        let value = ALPHABET.iter().position(|&a| a == c)? as u32;
-        bits = (bits << 6) | value;
+        let value = VALUES[usize::from(c)];
+        if value == NOT {
+            return None;
+        }
+        bits = (bits << 6) | u32::from(value);
         count += 6;
         if count >= 8 {
             count -= 8;
@@ -63,6 +78,29 @@ fn base64(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// The most inputs the mock embeds in one request, as OpenAI's API takes: its answer is
+/// about 60 bytes an input, so that 12 MiB of empty strings (`"",` each) would otherwise be a
+/// quarter of a gigabyte built at once.
+pub(crate) const MAX_EMBEDDINGS: usize = 2048;
+
+/// More inputs than [`MAX_EMBEDDINGS`]: a 400 as an OpenAI-compatible server words its own.
+fn too_many_inputs(count: usize) -> Response {
+    let message = format!(
+        "The mock model embeds at most {MAX_EMBEDDINGS} inputs a request; this one has {count}."
+    );
+    // In vLLM's key order, which `json!` (keys sorted) would not keep.
+    let body = format!(
+        r#"{{"object":"error","message":{},"type":"BadRequestError","param":null,"code":400}}"#,
+        Value::from(message)
+    );
+    (
+        http::StatusCode::BAD_REQUEST,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// An SSE body: one frame per event.
@@ -89,6 +127,9 @@ pub(crate) fn answer(id: RequestId, request: &Arc<ParsedRequest>, style: StreamS
     let texts = request.texts();
     let prompt_tokens: usize = texts.iter().map(|t| words(t)).sum();
     if request.endpoint() == Endpoint::Embeddings {
+        if texts.len() > MAX_EMBEDDINGS {
+            return too_many_inputs(texts.len());
+        }
         return axum::Json(json!({
             "object": "list",
             "data": texts.iter().enumerate().map(|(i, _)| json!({"object": "embedding", "index": i, "embedding": [0.0, 0.5, 1.0]})).collect::<Vec<_>>(),
