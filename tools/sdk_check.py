@@ -29,12 +29,25 @@ def chat(key, content="Hello there", **kw):
         model=kw.pop("model", "mock-model"), messages=[{"role": "user", "content": content}], **kw)
 
 
-def expect(name, error, call):
+def maas(code, message, kind):
+    """What the SDK keeps of a MaaS refusal: the dual body's `error` object."""
+    return {"code": code, "message": message, "param": None, "type": kind}
+
+
+def vllm(message):
+    """What the SDK keeps of a backend's 400: the whole body (it has no `error` object)."""
+    return {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400}
+
+
+def expect(name, error, body, call):
+    """`call` raises `error`, whose body, as the SDK parsed it, is `body` whole."""
     try:
         call()
     except error as e:
-        body = e.body if isinstance(e.body, dict) else {}
-        print("ok   %-34s %s %s: %s" % (name, type(e).__name__, e.status_code, body.get("code") or body.get("message")))
+        if e.body != body:
+            print("FAIL %-34s %s %s: %r, expected %r" % (name, type(e).__name__, e.status_code, e.body, body))
+            sys.exit(1)
+        print("ok   %-34s %s %s: %s" % (name, type(e).__name__, e.status_code, body.get("code")))
         return
     except Exception as e:  # noqa: BLE001
         print("FAIL %-34s got %s: %s" % (name, type(e).__name__, e))
@@ -50,13 +63,25 @@ text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 print("ok   %-34s %r" % ("streamed chat completion", text))
 print("ok   %-34s %s" % ("models", [m.id for m in client(DEMO).models.list()]))
 
-expect("unknown key (81003)", openai.AuthenticationError, lambda: chat("sk-unknown"))
-expect("frozen key (81006)", openai.AuthenticationError, lambda: chat(FROZEN))
-expect("rate limit (81101)", openai.RateLimitError, lambda: [chat(SLOW) for _ in range(3)])
-expect("risk control (81011)", openai.PermissionDeniedError, lambda: chat(DEMO, "forbidden demo phrase"))
-expect("unknown model (81009)", openai.NotFoundError, lambda: chat(DEMO, model="gpt-4"))
-expect("schema error (vLLM 400)", openai.BadRequestError, lambda: chat(DEMO, temperature=3))
-expect("context length (vLLM 400)", openai.BadRequestError, lambda: chat(DEMO, max_tokens=100000))
+expect("unknown key (81003)", openai.AuthenticationError,
+       maas("ModelArts.81003", "Invalid authorization header.", "Unauthorized"), lambda: chat("sk-unknown"))
+expect("frozen key (81006)", openai.AuthenticationError,
+       maas("ModelArts.81006", "The resource is frozen.", "Unauthorized"), lambda: chat(FROZEN))
+expect("rate limit (81101)", openai.RateLimitError,
+       maas("ModelArts.81101", "Too many requests, exceeded rate limit is 2 times per minute.", "TooManyRequests"),
+       lambda: [chat(SLOW) for _ in range(3)])
+expect("risk control (81011)", openai.PermissionDeniedError,
+       maas("ModelArts.81011", "May contain senstive.....", "Forbidden"), lambda: chat(DEMO, "forbidden demo phrase"))
+expect("unknown model (81009)", openai.NotFoundError,
+       maas("ModelArts.81009", "Invalid model.", "NotFound"), lambda: chat(DEMO, model="gpt-4"))
+expect("schema error (vLLM 400)", openai.BadRequestError,
+       vllm("[{'type': 'less_than_equal', 'loc': ('body', 'temperature'), 'msg': 'Input should be less than or "
+            "equal to 2', 'input': 3, 'ctx': {'le': 2.0}}]"),
+       lambda: chat(DEMO, temperature=3))
+expect("context length (vLLM 400)", openai.BadRequestError,
+       vllm("This model's maximum context length is 4096 tokens. However, you requested 100010 tokens (10 in the "
+            "messages, 100000 in the completion). Please reduce the length of the messages or completion."),
+       lambda: chat(DEMO, max_tokens=100000))
 if len(sys.argv) > 2:
     stalling = openai.OpenAI(base_url=sys.argv[2], api_key=DEMO, max_retries=0)
     said = []
