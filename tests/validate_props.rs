@@ -47,30 +47,110 @@ fn respond(path: &str, body: Vec<u8>, dialect: ValidationDialect) -> (u16, Strin
     })
 }
 
-/// The answer is acceptance or one of the shapes the backend, FastAPI or the gateway send.
+/// The answer is acceptance or one of the shapes the backend, FastAPI or the gateway send,
+/// whole: the gateway's and FastAPI's bodies byte for byte, the backend's rebuilt from its
+/// message in vLLM's key order and serde_json's escaping (which is Python's `json.dumps` with
+/// `ensure_ascii=False`), its message one of the wordings it has.
 fn assert_exact_shape(status: u16, body: &str) {
-    let backend = |kind: &str, code: u16| {
-        body.starts_with(r#"{"object":"error","message":""#)
-            && body.ends_with(&format!(
-                r#"","type":"{kind}","param":null,"code":{code}}}"#
-            ))
+    let dual = |code: &str, message: &str, kind: &str| {
+        format!(
+            r#"{{"error":{{"code":"{code}","message":"{message}","param":null,"type":"{kind}"}},"error_code":"{code}","error_msg":"{message}"}}"#
+        )
+    };
+    let backend = |kind: &str, code: u16, wording: &dyn Fn(&str) -> bool| {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(body) else {
+            return false;
+        };
+        let Some(serde_json::Value::String(message)) = fields.get("message") else {
+            return false;
+        };
+        let rebuilt = format!(
+            r#"{{"object":"error","message":{},"type":"{kind}","param":null,"code":{code}}}"#,
+            serde_json::Value::from(message.as_str())
+        );
+        body == rebuilt && wording(message)
+    };
+    let pydantic = |m: &str| m.starts_with("[{'type': '") && m.ends_with("}]");
+    let context_length = |m: &str| {
+        let Some(rest) = m.strip_prefix(
+            "This model's maximum context length is 4096 tokens. However, you requested ",
+        ) else {
+            return false;
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if let Some(rest) = rest.strip_suffix(
+            " in the completion). Please reduce the length of the messages or completion.",
+        ) {
+            // `{P+M} tokens ({P} in the messages, {M}`
+            let Some((total, parts)) = rest.split_once(" tokens (") else {
+                return false;
+            };
+            let Some((prompt, completion)) = parts.split_once(" in the messages, ") else {
+                return false;
+            };
+            return digits(total) && digits(prompt) && digits(completion);
+        }
+        rest.strip_suffix(" tokens in the messages, Please reduce the length of the messages.")
+            .is_some_and(digits)
+    };
+    let unknown_model = |m: &str| {
+        m.strip_prefix("The model `")
+            .and_then(|m| m.strip_suffix("` does not exist."))
+            .is_some()
     };
     let ok = match status {
         200 => body == "accepted",
         400 => {
-            (backend("BadRequestError", 400)
-                && (body.contains(r#""message":"[{'type': '"#)
-                    || body.contains("maximum context length")))
-                || body == r#"{"detail":"There was an error parsing the body"}"#
-                || body.contains(r#""error_code":"ModelArts.81001""#)
+            backend("BadRequestError", 400, &|m| {
+                pydantic(m) || context_length(m)
+            }) || body == r#"{"detail":"There was an error parsing the body"}"#
+                || body == dual("ModelArts.81001", "Invalid request body.", "BadRequest")
         }
-        404 => backend("NotFoundError", 404) || body.contains(r#""error_code":"ModelArts.81009""#),
+        404 => {
+            backend("NotFoundError", 404, &unknown_model)
+                || body == dual("ModelArts.81009", "Invalid model.", "NotFound")
+        }
         _ => false,
     };
     assert!(ok, "{status} {body}");
-    // Every refusal body is itself valid JSON.
-    if status != 200 {
-        serde_json::from_str::<serde_json::Value>(body).expect("refusals are JSON");
+}
+
+/// Each refusal shape [`assert_exact_shape`] admits, met on purpose: the properties meet some
+/// only by chance, and a shape never met would let a wrong body of it pass unseen.
+#[test]
+fn each_refusal_shape_is_met_whole() {
+    let chat = "/v1/chat/completions";
+    let long = format!(
+        r#"{{"model":"mock-model","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "word ".repeat(5000)
+    );
+    let too_deep = "[".repeat(tower_maas::validate::MAX_DEPTH + 1);
+    for (body, backend, status) in [
+        (r#"{"model":"nope","messages":[]}"#, false, 404),
+        (r#"{"model":"nope","messages":[]}"#, true, 404),
+        (r#"{"model":"","messages":[]}"#, false, 400),
+        (
+            r#"{"model":"mock-model","messages":[],"temperature":9}"#,
+            true,
+            400,
+        ),
+        (
+            r#"{"model":"mock-model","messages":[],"max_tokens":5000}"#,
+            true,
+            400,
+        ),
+        (&long, true, 400),
+        ("[1,", true, 400),
+        (&too_deep, true, 400),
+    ] {
+        let dialect = if backend {
+            ValidationDialect::Backend
+        } else {
+            ValidationDialect::Gateway
+        };
+        let (answered, text) = respond(chat, body.as_bytes().to_vec(), dialect);
+        assert_eq!(answered, status, "{body}: {text}");
+        assert_exact_shape(answered, &text);
     }
 }
 

@@ -124,8 +124,16 @@ impl Reply {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
 
+    /// The `x-request-id` header, checked to have a request id's form (32 lowercase hex
+    /// digits): a test that builds its expected body from it would otherwise pass on any id,
+    /// an empty one included, written alike in the header and the body.
     pub fn request_id(&self) -> &str {
-        self.header("x-request-id").expect("x-request-id")
+        let id = self.header("x-request-id").expect("x-request-id");
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "x-request-id {id:?}"
+        );
+        id
     }
 
     /// Asserts a JSON refusal: status, content type, content length and the whole body.
