@@ -192,7 +192,19 @@ pub enum MaasError {
     /// 500 `APIG.0201` `Internal server error.`: the service failed; nothing of the failure is
     /// shown. Not in the seeds: the code is the one APIG uses for its own request failures.
     Internal,
-    /// 405 `{"detail":"Method Not Allowed"}`: the route exists, the method does not.
+    /// 405 `{"detail":"Method Not Allowed"}`: the route exists, the method does not. FastAPI
+    /// also sends an `allow` header naming the route's methods, which only the route knows:
+    /// [`to_response`](MaasError::to_response) leaves it to the caller, and
+    /// [`ErrorEnvelope`](crate::ErrorEnvelope) keeps the one a router's own 405 carries.
+    ///
+    /// ```
+    /// use http::header::{ALLOW, HeaderValue};
+    /// use tower_maas::{Dialect, MaasError, RequestId};
+    ///
+    /// let mut res = MaasError::MethodNotAllowed.to_response(Dialect::Dual, &RequestId::generate());
+    /// res.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+    /// assert_eq!((res.status().as_u16(), res.headers()[ALLOW].as_bytes()), (405, &b"POST"[..]));
+    /// ```
     MethodNotAllowed,
     /// 400 backend `BadRequestError` with a pydantic validation message (the Python `str()` of
     /// the error list), already formatted.
