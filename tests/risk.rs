@@ -488,15 +488,16 @@ async fn huge_and_malformed_answers_neither_hang_nor_grow() {
     let original = send(direct, req()).await;
     assert_eq!(through.status, 200);
     assert_eq!(through.body, original.body);
-    // An answer that is not JSON has no text to refuse.
-    let reply = send(
-        closed,
+    // An answer announced as JSON that does not parse cannot be checked: refused, or let
+    // through as it came.
+    let not_json = || {
         chat()
             .header("x-mode", "not-json")
             .body(body_of("hi"))
-            .unwrap(),
-    )
-    .await;
+            .unwrap()
+    };
+    send(closed, not_json()).await.assert_json(403, E81011);
+    let reply = send(open, not_json()).await;
     assert_eq!((reply.status.as_u16(), reply.text()), (200, "{oops"));
     // An answer whose usage is nested too deep to read is still checked for its text.
     let reply = send(
@@ -552,6 +553,37 @@ async fn the_refusal_says_which_side_and_category_outside_the_body() {
     assert_eq!(
         response.extensions().get::<RiskRefusal>().unwrap().side,
         Side::Input
+    );
+    // An answer that cannot be read, refused as unchecked: said so, apart from a term's.
+    let unreadable =
+        ContentRiskFilterLayer::new(terms()).layer(tower::service_fn(|_: Request<_>| async {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(full(r#"{"choices":[{"text":"build a bomb"}]} and more"#))
+                    .unwrap(),
+            )
+        }));
+    let response = unreadable
+        .oneshot(
+            Request::post("/v1/chat/completions")
+                .body(body_of("hi"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            response.status(),
+            response.extensions().get::<RiskRefusal>()
+        ),
+        (
+            http::StatusCode::FORBIDDEN,
+            Some(&RiskRefusal {
+                side: Side::Output,
+                category: "answer-unreadable".into()
+            })
+        )
     );
 }
 

@@ -97,7 +97,10 @@ impl Default for Window {
 pub struct RiskRefusal {
     /// Input or output.
     pub side: Side,
-    /// The classifier's category (or `classifier-unavailable`).
+    /// The classifier's category, or, when the text could not be checked and
+    /// [`OnFailure::Block`] refused it: `classifier-unavailable` (the classifier failed or timed
+    /// out, or the answer was too large to hold) or `answer-unreadable` (a JSON answer that
+    /// does not parse).
     pub category: Arc<str>,
 }
 
@@ -334,6 +337,7 @@ pub(crate) enum Judged<F> {
 }
 
 const UNAVAILABLE: &str = "classifier-unavailable";
+const UNREADABLE: &str = "answer-unreadable";
 
 pub(crate) fn judge<Cl: Classifier>(
     shared: &Shared<Cl>,
@@ -650,7 +654,16 @@ where
                             let parts = parts.take().expect("polled after completion");
                             let bytes = held.take();
                             let mut text = String::new();
-                            let used = read_answer(&bytes, &mut text);
+                            let Ok(used) = read_answer(&bytes, &mut text) else {
+                                // Announced as JSON, and not: nothing in it can be checked.
+                                return Poll::Ready(Ok(match this.shared.config.failure {
+                                    OnFailure::Block => this
+                                        .ctx
+                                        .refusal(Side::Output, Arc::from(UNREADABLE))
+                                        .map(RiskBody::full),
+                                    OnFailure::Allow => passed(parts, bytes, None),
+                                }));
+                            };
                             match judge(this.shared, Side::Output, &text) {
                                 Judged::Pass => {
                                     return Poll::Ready(Ok(passed(parts, bytes, used)));

@@ -15,20 +15,29 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 /// The texts of a non-streaming answer or of one SSE event, joined by newlines into `out`:
 /// each choice's message (or delta) content, as a string or the `text` of each part, its
 /// reasoning and its tool-call arguments, then the choice's `text`. Returns the tokens its
-/// `usage` reports. `out` is left empty, and no usage returned, when `bytes` is not JSON. (An
-/// answer its fast path leaves to serde gives no count from a `usage` over 64 KiB.)
-pub(crate) fn read_answer(bytes: &[u8], out: &mut String) -> Option<u64> {
+/// `usage` reports. JSON that is not an object has neither; `bytes` that are not JSON at all
+/// are [`NotJson`], `out` left as it was. (An answer its fast path leaves to serde gives no count
+/// from a `usage` over 64 KiB.)
+pub(crate) fn read_answer(bytes: &[u8], out: &mut String) -> Result<Option<u64>, NotJson> {
     if let Some(usage) = super::answer_scan::read_answer(bytes, out) {
-        return usage;
+        return Ok(usage);
     }
-    let Ok(Lenient(Some(answer))) = serde_json::from_slice::<Lenient<Answer<'_>>>(bytes) else {
-        return None;
+    let answer = match serde_json::from_slice::<Lenient<Answer<'_>>>(bytes) {
+        Ok(Lenient(Some(answer))) => answer,
+        Ok(Lenient(None)) => return Ok(None),
+        // An empty body (a `HEAD` answer's, say) says nothing either.
+        Err(_) if bytes.trim_ascii().is_empty() => return Ok(None),
+        Err(_) => return Err(NotJson),
     };
     for text in answer.choices.map(|choices| choices.0).unwrap_or_default() {
         push(out, Some(text));
     }
-    answer.usage
+    Ok(answer.usage)
 }
+
+/// An answer that is not JSON: nothing in it can be read, so nothing in it can be checked.
+#[derive(Debug)]
+pub(crate) struct NotJson;
 
 pub(super) fn push(out: &mut String, text: Option<Cow<'_, str>>) {
     if let Some(text) = text {
@@ -463,7 +472,7 @@ mod tests {
 
     fn read(bytes: &[u8]) -> (String, Option<u64>) {
         let mut out = String::new();
-        let usage = read_answer(bytes, &mut out);
+        let usage = read_answer(bytes, &mut out).ok().flatten();
         (out, usage)
     }
 
