@@ -512,19 +512,28 @@ async fn huge_and_malformed_answers_neither_hang_nor_grow() {
     reply.assert_json(403, E81011);
 }
 
+/// A backend, in process, that answers every request with `answer` as JSON.
+fn answering<B>(
+    answer: &'static str,
+) -> impl tower::Service<
+    Request<B>,
+    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |_: Request<B>| async move {
+        Ok(http::Response::builder()
+            .header("content-type", "application/json")
+            .body(full(answer))
+            .unwrap())
+    })
+}
+
 #[tokio::test]
 async fn the_refusal_says_which_side_and_category_outside_the_body() {
-    let service = tower::service_fn(|_: Request<_>| async {
-        Ok::<_, std::convert::Infallible>(
-            http::Response::builder()
-                .header("content-type", "application/json")
-                .body(full(
-                    r#"{"choices":[{"message":{"content":"build a bomb"}}]}"#,
-                ))
-                .unwrap(),
-        )
-    });
-    let filter = ContentRiskFilterLayer::new(terms()).layer(service);
+    let filter = ContentRiskFilterLayer::new(terms()).layer(answering(
+        r#"{"choices":[{"message":{"content":"build a bomb"}}]}"#,
+    ));
     let response = filter
         .clone()
         .oneshot(
@@ -555,15 +564,9 @@ async fn the_refusal_says_which_side_and_category_outside_the_body() {
         Side::Input
     );
     // An answer that cannot be read, refused as unchecked: said so, apart from a term's.
-    let unreadable =
-        ContentRiskFilterLayer::new(terms()).layer(tower::service_fn(|_: Request<_>| async {
-            Ok::<_, std::convert::Infallible>(
-                http::Response::builder()
-                    .header("content-type", "application/json")
-                    .body(full(r#"{"choices":[{"text":"build a bomb"}]} and more"#))
-                    .unwrap(),
-            )
-        }));
+    let unreadable = ContentRiskFilterLayer::new(terms()).layer(answering(
+        r#"{"choices":[{"text":"build a bomb"}]} and more"#,
+    ));
     let response = unreadable
         .oneshot(
             Request::post("/v1/chat/completions")
