@@ -80,21 +80,61 @@ pub enum Dialect {
     OpenAi,
 }
 
-/// The unit of an APIG per-IP throttling policy, as written in the APIG.0308 message.
+/// The window of an APIG per-IP throttling policy: so many seconds, minutes, hours or days (the
+/// units of APIG's policies), written in the APIG.0308 message as the policy has it, the unit
+/// in the singular: `time:1 minute`, `time:10 second`. A count of 0 is taken as 1.
+///
+/// ```
+/// use tower_maas::{MaasError, ThrottleWindow};
+///
+/// let refusal = MaasError::IpThrottled { limit: 100, window: ThrottleWindow::Seconds(10) };
+/// assert_eq!(
+///     refusal.message(),
+///     "The throttling threshold has been reached: policy ip over ratelimit,limit:100,time:10 second"
+/// );
+/// assert_eq!(ThrottleWindow::MINUTE.nanos(), 60_000_000_000);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ThrottleWindow {
-    /// `time:1 second`
-    Second,
-    /// `time:1 minute`
-    Minute,
+    /// `time:N second`
+    Seconds(u32),
+    /// `time:N minute`
+    Minutes(u32),
+    /// `time:N hour`
+    Hours(u32),
+    /// `time:N day`
+    Days(u32),
 }
 
 impl ThrottleWindow {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Second => "1 second",
-            Self::Minute => "1 minute",
-        }
+    /// `time:1 second`
+    pub const SECOND: Self = Self::Seconds(1);
+    /// `time:1 minute`
+    pub const MINUTE: Self = Self::Minutes(1);
+
+    /// The count (at least 1), the unit's name and its length in seconds.
+    fn parts(self) -> (u32, &'static str, u64) {
+        let (count, unit, seconds) = match self {
+            Self::Seconds(n) => (n, "second", 1),
+            Self::Minutes(n) => (n, "minute", 60),
+            Self::Hours(n) => (n, "hour", 3_600),
+            Self::Days(n) => (n, "day", 86_400),
+        };
+        (count.max(1), unit, seconds)
+    }
+
+    /// How long the window is, in nanoseconds (at most `u64::MAX`: about 584 years).
+    pub fn nanos(self) -> u64 {
+        let (count, _, seconds) = self.parts();
+        u64::from(count).saturating_mul(seconds * 1_000_000_000)
+    }
+}
+
+impl fmt::Display for ThrottleWindow {
+    /// As the APIG.0308 message writes it: `1 minute`, `10 second`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (count, unit, _) = self.parts();
+        write!(f, "{count} {unit}")
     }
 }
 
@@ -182,7 +222,7 @@ pub enum MaasError {
     /// 413 `APIG.0201` `Request entity too large.`: the body is over the size limit.
     EntityTooLarge,
     /// 429 `APIG.0308` `The throttling threshold has been reached: policy ip over
-    /// ratelimit,limit:{limit},time:1 {window}`
+    /// ratelimit,limit:{limit},time:{window}` (`1 minute`, `10 second`)
     IpThrottled {
         /// Requests allowed per window.
         limit: u64,
@@ -476,8 +516,7 @@ impl MaasError {
                 "Too many tokens requested: {tokens} tokens can never fit the rate limit of {tpm} tokens per minute."
             )),
             Self::IpThrottled { limit, window } => Cow::Owned(format!(
-                "The throttling threshold has been reached: policy ip over ratelimit,limit:{limit},time:{}",
-                window.as_str()
+                "The throttling threshold has been reached: policy ip over ratelimit,limit:{limit},time:{window}"
             )),
             Self::Validation { message } => Cow::Borrowed(message),
             Self::ContextLengthExceeded {

@@ -48,7 +48,7 @@ use crate::validate::{ModelCatalog, RequestSchemaValidator, RequestSchemaValidat
 /// let terms = KeywordClassifier::builder().term("demo", "forbidden phrase").build().unwrap();
 /// let layers = MaasLayers::new(Arc::new(InMemoryKeyStore::new()))
 ///     .envelope(ErrorEnvelopeLayer::new().dialect(Dialect::Flat))
-///     .ip_limit(IpRateLimitLayer::new(1200, ThrottleWindow::Minute))
+///     .ip_limit(IpRateLimitLayer::new(1200, ThrottleWindow::MINUTE))
 ///     .risk(ContentRiskFilterLayer::new(terms));
 /// let service = tower::ServiceBuilder::new()
 ///     .layer(layers)

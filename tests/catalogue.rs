@@ -87,8 +87,8 @@ fn rows() -> Vec<Row> {
         // Seed 000, the APIG rows, and the spec's 413.
         apig(BackendTimeout, 504, "APIG.0203", "Backend timeout", "GatewayTimeout"),
         apig(ApiNotFound, 404, "APIG.0101", "The API does not exist or has not been published in the environment", "NotFound"),
-        apig(IpThrottled { limit: 5, window: ThrottleWindow::Minute }, 429, "APIG.0308", "The throttling threshold has been reached: policy ip over ratelimit,limit:5,time:1 minute", "TooManyRequests"),
-        apig(IpThrottled { limit: 100, window: ThrottleWindow::Second }, 429, "APIG.0308", "The throttling threshold has been reached: policy ip over ratelimit,limit:100,time:1 second", "TooManyRequests"),
+        apig(IpThrottled { limit: 5, window: ThrottleWindow::MINUTE }, 429, "APIG.0308", "The throttling threshold has been reached: policy ip over ratelimit,limit:5,time:1 minute", "TooManyRequests"),
+        apig(IpThrottled { limit: 100, window: ThrottleWindow::SECOND }, 429, "APIG.0308", "The throttling threshold has been reached: policy ip over ratelimit,limit:100,time:1 second", "TooManyRequests"),
         apig(EntityTooLarge, 413, "APIG.0201", "Request entity too large.", "RequestEntityTooLarge"),
         apig(BackendUnavailable, 502, "APIG.0201", "Backend unavailable.", "BadGateway"),
         apig(Internal, 500, "APIG.0201", "Internal server error.", "InternalServerError"),

@@ -580,15 +580,29 @@ async fn ip_limit_and_backend_dialect_rows() {
         404,
         r#"{"object":"error","message":"The model `gpt-4` does not exist.","type":"NotFoundError","param":null,"code":404}"#,
     );
-    send(gw, request("GET", "/health", None, "")).await;
-    let reply = send(gw, request("GET", "/health", None, "")).await;
-    reply.assert_json(
-        429,
-        &apig(
-            "APIG.0308",
-            "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute",
+    // The policy's window as it writes it: the default, and another length and unit.
+    for (gw, limit, window, retry) in [
+        (gw, 2, "1 minute", "30"),
+        (
+            catalogue_gateway("[ip_limit]\nlimit = 1\nwindow = \"10 seconds\"\n").await,
+            1,
+            "10 second",
+            "10",
         ),
-    );
+    ] {
+        for _ in 0..limit {
+            send(gw, request("GET", "/health", None, "")).await;
+        }
+        let reply = send(gw, request("GET", "/health", None, "")).await;
+        reply.assert_json(
+            429,
+            &apig(
+                "APIG.0308",
+                &format!("The throttling threshold has been reached: policy ip over ratelimit,limit:{limit},time:{window}"),
+            ),
+        );
+        assert_eq!(reply.header("retry-after"), Some(retry), "{window}");
+    }
 }
 
 /// The log as the binary sets it up (its line format, its batching writer), into memory, for
@@ -909,6 +923,14 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         (
             "runtime = \"threads\"\n",
             "line 1, column 11: unknown variant `…`, expected `per-core` or `shared`",
+        ),
+        (
+            "[ip_limit]\nlimit = 1\nwindow = \"sk-live-Secret0000\"\n",
+            "line 3, column 10: expected a unit (second, minute, hour, day), or a count of 1 or more and a unit (10 seconds)",
+        ),
+        (
+            "[ip_limit]\nlimit = 1\nwindow = \"0 seconds\"\n",
+            "line 3, column 10: expected a unit (second, minute, hour, day), or a count of 1 or more and a unit (10 seconds)",
         ),
     ];
     for (text, expected) in cases {

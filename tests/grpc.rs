@@ -38,7 +38,7 @@ async fn serve_axum(ip_limit: u64) -> SocketAddr {
     let layers = MaasLayers::new(keys())
         .envelope(ErrorEnvelopeLayer::new().trust_incoming_request_id(true))
         .ip_limit(
-            IpRateLimitLayer::new(ip_limit, ThrottleWindow::Minute)
+            IpRateLimitLayer::new(ip_limit, ThrottleWindow::MINUTE)
                 .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
         );
     let app = tonic::service::Routes::new(health)
@@ -55,7 +55,7 @@ async fn serve_hyper(ip_limit: u64) -> SocketAddr {
         .maas(
             MaasLayers::new(keys())
                 .envelope(ErrorEnvelopeLayer::new().trust_incoming_request_id(true))
-                .ip_limit(IpRateLimitLayer::new(ip_limit, ThrottleWindow::Minute)),
+                .ip_limit(IpRateLimitLayer::new(ip_limit, ThrottleWindow::MINUTE)),
         )
         .service(health);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

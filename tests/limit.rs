@@ -336,6 +336,14 @@ const APIG_0308: &str =
     "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute";
 
 /// An answer of `ok` behind `layer`, which reads the peer's address from the connection.
+/// A request as the per-IP tests send it, with a fixed id for whole bodies.
+fn throttled_request() -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    common::post("/v1/chat/completions", "{}")
+        .header("x-request-id", FIXED_ID)
+        .body(full("{}"))
+        .unwrap()
+}
+
 async fn serve_ip_limited(layer: IpRateLimitLayer<ManualClock>) -> SocketAddr {
     let app = Router::new()
         .route("/v1/chat/completions", post(|| async { "ok" }))
@@ -348,7 +356,7 @@ async fn serve_ip_limited(layer: IpRateLimitLayer<ManualClock>) -> SocketAddr {
 async fn ip_limit_answers_apig_0308_per_client_behind_trusted_proxies() {
     let clock = ManualClock::new();
     let addr = serve_ip_limited(
-        IpRateLimitLayer::with_clock(2, ThrottleWindow::Minute, clock.clone())
+        IpRateLimitLayer::with_clock(2, ThrottleWindow::MINUTE, clock.clone())
             .trusted_proxies(TrustedProxies::new(["127.0.0.1"]).unwrap()),
     )
     .await;
@@ -381,16 +389,11 @@ async fn ip_limit_per_second_names_its_second() {
     let clock = ManualClock::new();
     let addr = serve_ip_limited(IpRateLimitLayer::with_clock(
         3,
-        ThrottleWindow::Second,
+        ThrottleWindow::SECOND,
         clock.clone(),
     ))
     .await;
-    let request = || {
-        common::post("/v1/chat/completions", "{}")
-            .header("x-request-id", FIXED_ID)
-            .body(full("{}"))
-            .unwrap()
-    };
+    let request = throttled_request;
     for _ in 0..3 {
         assert_eq!(send(addr, request()).await.status, 200);
     }
@@ -406,12 +409,51 @@ async fn ip_limit_per_second_names_its_second() {
     assert_eq!(send(addr, request()).await.status, 200);
 }
 
+/// A policy's window of so many seconds, minutes, hours or days is written as the policy has
+/// it, and spaces its requests over the whole window: two a window, the next one a half-window
+/// later.
+#[tokio::test]
+async fn ip_limit_windows_of_any_count_and_unit() {
+    for (window, written, half) in [
+        (ThrottleWindow::Seconds(10), "10 second", 5),
+        (ThrottleWindow::Minutes(2), "2 minute", 60),
+        (ThrottleWindow::Hours(1), "1 hour", 1_800),
+        (ThrottleWindow::Days(1), "1 day", 43_200),
+        // A count of 0 is taken as 1.
+        (ThrottleWindow::Seconds(0), "1 second", 1),
+    ] {
+        let clock = ManualClock::new();
+        let addr = serve_ip_limited(IpRateLimitLayer::with_clock(2, window, clock.clone())).await;
+        let request = throttled_request;
+        for _ in 0..2 {
+            assert_eq!(send(addr, request()).await.status, 200, "{written}");
+        }
+        let reply = send(addr, request()).await;
+        reply.assert_json(
+            429,
+            &format!(
+                r#"{{"error_msg":"The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:{written}","error_code":"APIG.0308","request_id":"{FIXED_ID}"}}"#
+            ),
+        );
+        let retry = half.to_string();
+        assert_eq!(
+            reply.header("retry-after"),
+            Some(retry.as_str()),
+            "{written}"
+        );
+        clock.advance(Duration::from_secs(half - 1));
+        assert_eq!(send(addr, request()).await.status, 429, "{written}");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(send(addr, request()).await.status, 200, "{written}");
+    }
+}
+
 /// A per-IP limit of 0 admits nothing, not one request a window.
 #[tokio::test]
 async fn an_ip_limit_of_zero_admits_nothing() {
     let addr = serve_ip_limited(IpRateLimitLayer::with_clock(
         0,
-        ThrottleWindow::Second,
+        ThrottleWindow::SECOND,
         ManualClock::new(),
     ))
     .await;
@@ -436,7 +478,7 @@ async fn a_spray_of_addresses_stays_within_the_cap() {
 
     let clock = ManualClock::new();
     let layer =
-        IpRateLimitLayer::with_clock(5, ThrottleWindow::Second, clock.clone()).capacity(256);
+        IpRateLimitLayer::with_clock(5, ThrottleWindow::SECOND, clock.clone()).capacity(256);
     let service = layer.layer(tower::service_fn(|_: Request<()>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(full("ok")))
     }));

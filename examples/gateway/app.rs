@@ -254,21 +254,48 @@ pub(crate) struct IpLimit {
     pub(crate) trusted_proxies: Vec<String>,
 }
 
-/// The per-IP limit's window.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum IpWindow {
-    Second,
-    #[default]
-    Minute,
+/// The per-IP limit's window, as a policy gives it: a unit (`"second"`, `"minute"`, `"hour"`,
+/// `"day"`), or a count and a unit (`"10 seconds"`, `"2 hour"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IpWindow(pub(crate) ThrottleWindow);
+
+impl Default for IpWindow {
+    fn default() -> Self {
+        Self(ThrottleWindow::MINUTE)
+    }
 }
 
-impl From<IpWindow> for ThrottleWindow {
-    fn from(window: IpWindow) -> Self {
-        match window {
-            IpWindow::Second => Self::Second,
-            IpWindow::Minute => Self::Minute,
+impl std::str::FromStr for IpWindow {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        // Not quoted back: a key pasted into the wrong line must not reach a log.
+        let wrong = || {
+            "expected a unit (second, minute, hour, day), or a count of 1 or more and a unit (10 seconds)"
+                .to_owned()
+        };
+        let (count, unit) = match text.trim().split_once(' ') {
+            Some((count, unit)) => (count.parse::<u32>().map_err(|_| wrong())?, unit.trim()),
+            None => (1, text.trim()),
+        };
+        if count == 0 {
+            return Err(wrong());
         }
+        let window = match unit.strip_suffix('s').unwrap_or(unit) {
+            "second" => ThrottleWindow::Seconds(count),
+            "minute" => ThrottleWindow::Minutes(count),
+            "hour" => ThrottleWindow::Hours(count),
+            "day" => ThrottleWindow::Days(count),
+            _ => return Err(wrong()),
+        };
+        Ok(Self(window))
+    }
+}
+
+impl<'de> Deserialize<'de> for IpWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -402,7 +429,7 @@ impl Default for Config {
             log_requests: true,
             ip_limit: Some(IpLimit {
                 limit: 1200,
-                window: IpWindow::Minute,
+                window: IpWindow::default(),
                 trusted_proxies: Vec::new(),
             }),
             keys: vec![
@@ -802,7 +829,7 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
         Some(ip) => {
             let trusted = TrustedProxies::new(&ip.trusted_proxies)
                 .map_err(|e| format!("ip_limit.trusted_proxies: {e}"))?;
-            IpRateLimitLayer::new(ip.limit, ip.window.into())
+            IpRateLimitLayer::new(ip.limit, ip.window.0)
                 .trusted_proxies(trusted)
                 .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
         }

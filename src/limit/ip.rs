@@ -337,7 +337,7 @@ struct IpShared<C> {
 /// use tower_maas::ThrottleWindow;
 /// use tower_maas::limit::{IpRateLimitLayer, TrustedProxies};
 ///
-/// let layer = IpRateLimitLayer::new(5, ThrottleWindow::Minute)
+/// let layer = IpRateLimitLayer::new(5, ThrottleWindow::MINUTE)
 ///     .trusted_proxies(TrustedProxies::new(["10.0.0.0/8"]).unwrap());
 /// ```
 pub struct IpRateLimitLayer<C = MonotonicClock> {
@@ -355,7 +355,7 @@ impl IpRateLimitLayer {
     /// of the layer in a stack assembled whole, such as
     /// [`MaasLayers`](crate::stack::MaasLayers), when there is no limit to apply.
     pub fn disabled() -> Self {
-        Self::new(u64::MAX, ThrottleWindow::Minute)
+        Self::new(u64::MAX, ThrottleWindow::MINUTE)
             .capacity(1)
             .peer_addr(|_| None)
     }
@@ -364,10 +364,7 @@ impl IpRateLimitLayer {
 impl<C: Clock> IpRateLimitLayer<C> {
     /// As [`new`](IpRateLimitLayer::new), on `clock`.
     pub fn with_clock(limit: u64, window: ThrottleWindow, clock: C) -> Self {
-        let nanos = match window {
-            ThrottleWindow::Second => 1_000_000_000,
-            ThrottleWindow::Minute => 60_000_000_000,
-        };
+        let nanos = window.nanos();
         let rate = Rate::per(limit, nanos, limit);
         Self {
             shared: Arc::new(IpShared {
