@@ -105,13 +105,32 @@ where
 }
 
 /// Whether the `Content-Type` starts with `prefix` (ASCII case ignored, nothing allocated):
-/// `application/json`, `text/event-stream`, `application/grpc` and their parameters or
-/// subtypes. No header is no match.
+/// `application/grpc` with its subtypes (`application/grpc+proto`) and parameters. No header
+/// is no match. For one media type exactly, [`media_type_is`].
 pub(crate) fn content_type_is(headers: &http::HeaderMap, prefix: &[u8]) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.as_bytes().get(..prefix.len()))
         .is_some_and(|t| t.eq_ignore_ascii_case(prefix))
+}
+
+/// Whether the `content-type` is `media_type` itself (ASCII case aside), with or without
+/// parameters: `application/json; charset=utf-8` is JSON, `application/jsonl` is not.
+pub(crate) fn media_type_is(headers: &http::HeaderMap, media_type: &[u8]) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        let end = v.iter().position(|&b| b == b';').unwrap_or(v.len());
+        v[..end].trim_ascii().eq_ignore_ascii_case(media_type)
+    })
+}
+
+/// Whether a body is sent encoded (`content-encoding` other than `identity`): its bytes are
+/// then not the text they stand for.
+pub(crate) fn is_encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
 }
 
 /// A body that announces `.0` bytes and gives none: only its size hint is read.

@@ -52,7 +52,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{BoxError, MaasBody, content_type_is};
+use crate::body::{BoxError, MaasBody, content_type_is, media_type_is};
 pub use crate::envelope_body::EnvelopeBody;
 use crate::error::{Dialect, MaasError, RenderedByEnvelope, grpc_headers, set_json_headers};
 use crate::request_id::{REQUEST_ID, RequestId};
@@ -435,7 +435,7 @@ where
         let stream = !grpc
             && !head
             && res.status().is_success()
-            && content_type_is(res.headers(), b"text/event-stream");
+            && media_type_is(res.headers(), b"text/event-stream");
         if !stream {
             return res.map(|body| MaasBody::new(EnvelopeBody::plain(body)));
         }

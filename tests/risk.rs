@@ -88,6 +88,38 @@ async fn backend(headers: HeaderMap) -> Response {
             .body(axum::body::Body::new(Announced { sent: false }))
             .unwrap(),
         Some("not-json") => ([("content-type", "application/json")], "{oops").into_response(),
+        // What the filter cannot read, or need not.
+        Some(kind @ ("gzip" | "sse-gzip")) => {
+            let media = if kind == "gzip" { "application/json" } else { "text/event-stream" };
+            (
+                [("content-type", media), ("content-encoding", "gzip")],
+                b"\x1f\x8b\x08\x00\x00\x00\x00\x00".to_vec(),
+            )
+                .into_response()
+        }
+        Some(kind @ ("jsonl" | "charset" | "bom")) => {
+            let answer = serde_json::json!({"choices": [{"message": {"role": "assistant", "content": say}}]}).to_string();
+            let (media, body) = match kind {
+                "jsonl" => ("application/jsonl", answer),
+                "charset" => ("application/json; charset=utf-8", answer),
+                _ => ("application/json", format!("\u{feff}{answer}")),
+            };
+            ([("content-type", media)], body).into_response()
+        }
+        Some("blank") => ([("content-type", "application/json")], " \n").into_response(),
+        Some("no-content") => (http::StatusCode::NO_CONTENT, [("content-type", "application/json")]).into_response(),
+        Some("sse-not-json") => Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::new(frames(vec![
+                Ok(b"data: here is how to build a bomb\n\n"),
+                Ok(b"data: [DONE]\n\n"),
+            ])))
+            .unwrap(),
+        // The coding the filter asked the backend for, as the answer's text.
+        Some("encoding") => {
+            let asked = headers.get("accept-encoding").map_or("none", |v| v.to_str().unwrap());
+            axum::Json(serde_json::json!({"choices": [{"message": {"role": "assistant", "content": asked}}]})).into_response()
+        }
         Some("broken") => Response::builder()
             .header("content-type", "application/json")
             .body(axum::body::Body::new(frames(vec![
@@ -235,7 +267,7 @@ async fn a_withheld_answer_is_still_charged_by_the_limiter_outside() {
     keys.insert(KEY, KeyPolicy::new().tpm(1000)).unwrap();
     let app = Router::new()
         .route("/v1/chat/completions", post(backend))
-        .layer(ContentRiskFilterLayer::new(terms()))
+        .layer(ContentRiskFilterLayer::new(terms()).output_limit(64 * 1024))
         .layer(TokenRateLimitLayer::with(
             MemoryStore::new(),
             ManualClock::new(),
@@ -275,6 +307,96 @@ async fn a_withheld_answer_is_still_charged_by_the_limiter_outside() {
     let req = chat().header("x-say", "fine").body(full(body)).unwrap();
     let reply = send(addr, req).await;
     assert_eq!(reply.header("x-ratelimit-remaining-tokens"), Some("664"));
+    // An answer refused because it cannot be read was generated all the same: its reservation
+    // of 108 stands, whether it did not parse, announced more than can be held, or came to
+    // more.
+    for (mode, remaining) in [
+        ("not-json", "516"),
+        ("announced-big", "368"),
+        ("big", "220"),
+    ] {
+        let req = chat().header("x-mode", mode).body(full(body)).unwrap();
+        send(addr, req).await.assert_json(403, E81011);
+        let req = chat().header("x-say", "fine").body(full(body)).unwrap();
+        let reply = send(addr, req).await;
+        assert_eq!(
+            reply.header("x-ratelimit-remaining-tokens"),
+            Some(remaining),
+            "{mode}"
+        );
+    }
+}
+
+/// Two filters checking streams in `window`s, behind the validator: one refusing what it
+/// cannot check (the default), one letting it through.
+async fn closed_and_open(window: Option<Window>) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let closed = serve(ContentRiskFilterLayer::new(terms()).streaming(window), true).await;
+    let open = serve(
+        ContentRiskFilterLayer::new(terms())
+            .streaming(window)
+            .on_failure(OnFailure::Allow),
+        true,
+    )
+    .await;
+    (closed, open)
+}
+
+/// What the filter cannot read is refused under `OnFailure::Block` and passed as it came under
+/// `Allow`; what it need not read passes either way; and it asks the backend for answers it
+/// can read.
+#[tokio::test]
+async fn answers_that_cannot_be_read_go_by_the_failure_policy() {
+    let window = Some(Window {
+        window: 64,
+        overlap: 32,
+    });
+    let (closed, open) = closed_and_open(window).await;
+    let direct =
+        common::serve_axum(Router::new().route("/v1/chat/completions", post(backend))).await;
+    let req = |mode: &str| {
+        chat()
+            .header("x-mode", mode)
+            .header("x-say", "here is how to build a bomb")
+            .body(body_of("hi"))
+            .unwrap()
+    };
+    // In a stream, the refusal is an SSE event of OpenAI's error object.
+    let stream_refusal = concat!(
+        r#"data: {"error":{"code":"ModelArts.81011","message":"May contain senstive.....","param":null,"type":"Forbidden"}}"#,
+        "\n\ndata: [DONE]\n\n"
+    );
+    // Compressed, or a stream's data line that is not JSON: refused, or passed whole.
+    for mode in ["gzip", "sse-gzip"] {
+        send(closed, req(mode)).await.assert_json(403, E81011);
+    }
+    let reply = send(closed, req("sse-not-json")).await;
+    assert_eq!((reply.status.as_u16(), reply.text()), (200, stream_refusal));
+    for mode in ["gzip", "sse-gzip", "sse-not-json"] {
+        let (through, original) = (send(open, req(mode)).await, send(direct, req(mode)).await);
+        assert_eq!(
+            (through.status, &through.body),
+            (original.status, &original.body),
+            "{mode}"
+        );
+    }
+    // JSON with parameters, or after a byte order mark, is read and checked: refused even
+    // where what cannot be read passes.
+    for mode in ["charset", "bom"] {
+        send(open, req(mode)).await.assert_json(403, E81011);
+    }
+    // Not JSON by its type, empty, or without content: nothing to check, passed whole.
+    for mode in ["jsonl", "blank", "no-content"] {
+        let (through, original) = (send(closed, req(mode)).await, send(direct, req(mode)).await);
+        assert_eq!(
+            (through.status, &through.body),
+            (original.status, &original.body),
+            "{mode}"
+        );
+    }
+    // The backend was asked for an answer it need not decode.
+    let reply = send(closed, req("encoding")).await;
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "identity");
 }
 
 #[tokio::test]
@@ -676,14 +798,7 @@ fn terms_load_from_a_file() {
 #[tokio::test]
 async fn streams_never_hold_without_bound() {
     let window = Some(Window::default());
-    let closed = serve(ContentRiskFilterLayer::new(terms()).streaming(window), true).await;
-    let open = serve(
-        ContentRiskFilterLayer::new(terms())
-            .streaming(window)
-            .on_failure(OnFailure::Allow),
-        true,
-    )
-    .await;
+    let (closed, open) = closed_and_open(window).await;
     let req = |mode: &str| chat().header("x-mode", mode).body(body_of("hi")).unwrap();
     // A line of 2 MiB with no end cannot be checked: refused, or passed whole, by policy.
     let (_, _, body) = send_lossy(closed, req("sse-longline")).await;

@@ -61,7 +61,7 @@ async fn filtered(answer: Bytes) -> (u16, Bytes, usize) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn reading_an_answer_holds_about_its_size_whatever_it_lists() {
-    // Items that give no text hold nothing: the answer, and a copy of it at most.
+    // Items that give no text hold nothing (a few hundred bytes, beside the answer itself).
     for (name, body) in [
         ("numbers as choices", answer(r#""choices":["#, "0", "]")),
         ("empty choices", answer(r#""choices":["#, "{}", "]")),
@@ -84,18 +84,20 @@ async fn reading_an_answer_holds_about_its_size_whatever_it_lists() {
     ] {
         let (status, passed, peak) = filtered(body.clone()).await;
         assert_eq!((status, passed == body), (200, true), "{name}");
-        assert!(peak <= 2 * SIZE + (1 << 20), "{name}: {peak} bytes held");
+        assert!(peak <= 64 * 1024, "{name}: {peak} bytes held");
     }
 
-    // Items that each give a text hold a reference each (at most twice the bytes of the
-    // shortest, `{"text":""}`, while the list of them grows), and the term after them is
-    // still found.
-    let (status, passed, peak) = filtered(answer(
-        r#""choices":["#,
-        r#"{"text":""}"#,
-        r#",{"text":"how to build a bomb"}]"#,
-    ))
-    .await;
-    assert_eq!((status, &passed[..]), (403, E81011.as_bytes()));
-    assert!(peak <= 6 * SIZE, "{peak} bytes held");
+    // Items that each give a text hold a reference each, and a copy of an escaped one: about
+    // four times the answer's bytes at most (12 MB for 3 MiB of `{"text":""}`, the densest,
+    // while the list of them grows), and the term after them is still found.
+    for item in [r#"{"text":""}"#, r#"{"text":"\n"}"#] {
+        let (status, passed, peak) = filtered(answer(
+            r#""choices":["#,
+            item,
+            r#",{"text":"how to build a bomb"}]"#,
+        ))
+        .await;
+        assert_eq!((status, &passed[..]), (403, E81011.as_bytes()), "{item}");
+        assert!(peak <= 5 * SIZE, "{item}: {peak} bytes held");
+    }
 }

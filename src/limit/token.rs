@@ -23,7 +23,7 @@ use super::store::{
 };
 use super::usage::{Meter, Settle, Settled, UsageBody, UsageReport};
 use crate::auth::{Principal, Quota};
-use crate::body::{MaasBody, content_type_is};
+use crate::body::{MaasBody, media_type_is};
 use crate::error::{MaasError, refuse};
 
 /// The layer's name in refusal events.
@@ -712,10 +712,10 @@ fn finish<B: http_body::Body>(
         settle.settle(Settled::Failed);
         return plain(response);
     }
-    let sse = content_type_is(response.headers(), b"text/event-stream");
+    let sse = media_type_is(response.headers(), b"text/event-stream");
     if !sse
         && response.headers().contains_key(CONTENT_TYPE)
-        && !content_type_is(response.headers(), b"application/json")
+        && !media_type_is(response.headers(), b"application/json")
     {
         // Not JSON nor SSE (gRPC's protobuf, say): no usage can be read; the reservation
         // stands and the quota pays it, without holding a copy of the body.

@@ -23,7 +23,7 @@ use super::output::read_answer;
 use super::stream::RiskStream;
 use crate::body::{
     BoxError, DEFAULT_BODY_LIMIT, Gather, LimitedCollect, MaasBody, content_type_is,
-    finish_buffering, set_buffered_length, start_buffering,
+    finish_buffering, is_encoded, media_type_is, set_buffered_length, start_buffering,
 };
 use crate::envelope::backend_failure;
 use crate::error::{MaasError, RenderedByEnvelope, refuse};
@@ -99,8 +99,9 @@ pub struct RiskRefusal {
     pub side: Side,
     /// The classifier's category, or, when the text could not be checked and
     /// [`OnFailure::Block`] refused it: `classifier-unavailable` (the classifier failed or timed
-    /// out, or the answer was too large to hold) or `answer-unreadable` (a JSON answer that
-    /// does not parse).
+    /// out, or the answer was too large to hold), `answer-unreadable` (an answer sent
+    /// compressed, or announced as JSON that does not parse) or `unchecked-line` (a stream's
+    /// line too long to hold, or a data line that is not JSON).
     pub category: Arc<str>,
 }
 
@@ -338,6 +339,9 @@ pub(crate) enum Judged<F> {
 
 const UNAVAILABLE: &str = "classifier-unavailable";
 const UNREADABLE: &str = "answer-unreadable";
+const IDENTITY: http::HeaderValue = http::HeaderValue::from_static("identity");
+/// A UTF-8 byte order mark, which JSON text must not begin with and some servers write.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 pub(crate) fn judge<Cl: Classifier>(
     shared: &Shared<Cl>,
@@ -402,9 +406,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let ctx = RefusalCtx::of(req.extensions());
         let shared = Arc::clone(&self.shared);
+        if shared.config.output && !(shared.config.pass_grpc && is_grpc(req.headers())) {
+            // A compressed answer cannot be read, so cannot be checked: ask for none. (Without
+            // the header, any coding is acceptable.)
+            req.headers_mut()
+                .insert(http::header::ACCEPT_ENCODING, IDENTITY.clone());
+        }
         let state = if !shared.config.input {
             State::Called {
                 future: self.inner.call(req.map(MaasBody::new)),
@@ -621,14 +631,12 @@ where
                             if held.len() <= limit {
                                 continue;
                             }
-                            // Too large to hold: it cannot be checked.
+                            // Too large to hold: it cannot be checked. Refused, it was still
+                            // generated: its reservation stands.
                             let parts = parts.take().expect("polled after completion");
                             let held = held.take();
                             return Poll::Ready(Ok(match this.shared.config.failure {
-                                OnFailure::Block => this
-                                    .ctx
-                                    .refusal(Side::Output, Arc::from(UNAVAILABLE))
-                                    .map(RiskBody::full),
+                                OnFailure::Block => blocked(this.ctx, Arc::from(UNAVAILABLE), None),
                                 OnFailure::Allow => {
                                     let rest = body.take().expect("polled after completion");
                                     Response::from_parts(parts, RiskBody::prefix(held, rest))
@@ -654,13 +662,13 @@ where
                             let parts = parts.take().expect("polled after completion");
                             let bytes = held.take();
                             let mut text = String::new();
-                            let Ok(used) = read_answer(&bytes, &mut text) else {
+                            let json = bytes.strip_prefix(BOM).unwrap_or(&bytes);
+                            let Ok(used) = read_answer(json, &mut text) else {
                                 // Announced as JSON, and not: nothing in it can be checked.
                                 return Poll::Ready(Ok(match this.shared.config.failure {
-                                    OnFailure::Block => this
-                                        .ctx
-                                        .refusal(Side::Output, Arc::from(UNREADABLE))
-                                        .map(RiskBody::full),
+                                    OnFailure::Block => {
+                                        blocked(this.ctx, Arc::from(UNREADABLE), None)
+                                    }
                                     OnFailure::Allow => passed(parts, bytes, None),
                                 }));
                             };
@@ -739,32 +747,41 @@ where
     Cl: Classifier,
 {
     let config = &shared.config;
-    if !config.output || !response.status().is_success() {
+    let headers = response.headers();
+    let stream = media_type_is(headers, b"text/event-stream");
+    let json = !stream && media_type_is(headers, b"application/json");
+    if !config.output
+        || !response.status().is_success()
+        || !(json || stream && config.stream.is_some())
+    {
         return Routed::Done(response.map(RiskBody::inner));
     }
-    if content_type_is(response.headers(), b"text/event-stream") {
-        return Routed::Done(match config.stream {
-            Some(_) => response.map(|body| {
-                RiskBody::stream(RiskStream::new(body, Arc::clone(shared), ctx.clone()))
-            }),
-            None => response.map(RiskBody::inner),
+    // An answer that cannot be read is never checked: one sent encoded (the request asked
+    // for none), or one that announces more than can be held (decided now, as holding the
+    // limit's worth of it would decide later). Refused, it was still generated: its
+    // reservation stands.
+    let unreadable = if is_encoded(headers) {
+        Some(UNREADABLE)
+    } else if json && response.body().size_hint().lower() > config.output_limit as u64 {
+        Some(UNAVAILABLE)
+    } else {
+        None
+    };
+    if let Some(category) = unreadable {
+        return Routed::Done(match config.failure {
+            OnFailure::Block => blocked(ctx, Arc::from(category), None),
+            OnFailure::Allow => response.map(RiskBody::inner),
         });
     }
-    if content_type_is(response.headers(), b"application/json") {
-        // An answer that announces more than can be held is never checked: decided now, as
-        // holding the limit's worth of it would decide later.
-        if response.body().size_hint().lower() > config.output_limit as u64 {
-            return Routed::Done(match config.failure {
-                OnFailure::Block => ctx
-                    .refusal(Side::Output, Arc::from(UNAVAILABLE))
-                    .map(RiskBody::full),
-                OnFailure::Allow => response.map(RiskBody::inner),
-            });
-        }
-        let (parts, body) = response.into_parts();
-        return Routed::Hold(parts, body);
+    if stream {
+        return Routed::Done(
+            response.map(|body| {
+                RiskBody::stream(RiskStream::new(body, Arc::clone(shared), ctx.clone()))
+            }),
+        );
     }
-    Routed::Done(response.map(RiskBody::inner))
+    let (parts, body) = response.into_parts();
+    Routed::Hold(parts, body)
 }
 
 pin_project! {

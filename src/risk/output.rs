@@ -3,8 +3,10 @@
 //! Every answer the filter checks is read here, so the reading builds no tree: serde visitors
 //! keep the few strings the check needs (borrowed from the body when they hold no escape) and
 //! skip the rest. What they read is what a `serde_json::Value` of the answer would give (a key
-//! given twice counts with its last value, a value of an unexpected type counts as absent, and
-//! a body that is not JSON gives nothing); a test holds them to the `Value` reading.
+//! given twice counts with its last value, a value of an unexpected type counts as absent), but
+//! for a body that is not JSON, which is [`NotJson`] (and which a caller may refuse unchecked),
+//! and for a `usage` over 64 KiB that the fast path leaves to serde, which gives no count; a test
+//! holds them to the `Value` reading.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -206,8 +208,9 @@ fn text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A:
 
 /// The texts a list gives, in order: each item read leniently as a `T`, which `keep` turns
 /// into the texts it adds. An item is dropped as soon as it is read, so a list costs what its
-/// texts do (a `Cow` each, at most twice the bytes of a `{"text":""}`) and never what its other
-/// items would as structures: a 4 MiB `[0,0,…]` is no 2 million kept `None`s.
+/// texts do (a `Cow` each, and a copy of an escaped one: at most about four times the answer's
+/// bytes, `tests/risk_memory.rs`) and never what its other items would as structures: a 3 MiB
+/// `[0,0,…]` is no 1.5 million kept `None`s.
 fn texts_of<'de, A: SeqAccess<'de>, T: Shape<'de>>(
     mut seq: A,
     mut keep: impl FnMut(T, &mut Vec<Cow<'de, str>>),
@@ -470,10 +473,19 @@ mod tests {
         push(out, text.and_then(Value::as_str).map(Cow::Borrowed));
     }
 
+    /// The reading; and it says [`NotJson`] only of a body that is not blank and that
+    /// serde_json cannot read (it reads some that a `Value` cannot hold: nested too deep).
     fn read(bytes: &[u8]) -> (String, Option<u64>) {
         let mut out = String::new();
-        let usage = read_answer(bytes, &mut out).ok().flatten();
-        (out, usage)
+        let reading = read_answer(bytes, &mut out);
+        if reading.is_err() {
+            assert!(
+                serde_json::from_slice::<Value>(bytes).is_err() && !bytes.trim_ascii().is_empty(),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        (out, reading.ok().flatten())
     }
 
     #[test]
@@ -522,6 +534,29 @@ mod tests {
                 "past the limit"
             );
             assert_eq!(read(answer.as_bytes()), ("build a bomb".to_owned(), None));
+        }
+    }
+
+    /// Blank bodies and JSON of any kind say nothing, or what they say; only bytes that are
+    /// not JSON are [`NotJson`].
+    #[test]
+    fn only_what_is_not_json_is_not_json() {
+        for said in ["", " \n", "null", "5", "\"text\"", "[1]", "{}"] {
+            assert!(
+                read_answer(said.as_bytes(), &mut String::new()).is_ok(),
+                "{said:?}"
+            );
+        }
+        for broken in [
+            "{oops",
+            r#"{"choices":[]} and more"#,
+            "\u{feff}{}",
+            "\u{1f}\u{8b}",
+        ] {
+            assert!(
+                read_answer(broken.as_bytes(), &mut String::new()).is_err(),
+                "{broken:?}"
+            );
         }
     }
 

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use super::classifier::{Classifier, Side, Verdict};
 use super::layer::{Judged, OnFailure, RefusalCtx, Shared, apply, judge};
-use super::output::read_answer;
+use super::output::{NotJson, read_answer};
 use crate::error::{Dialect, MaasError};
 
 /// The most bytes of events held at once, and the longest line: events without text are
@@ -77,17 +77,20 @@ fn is_blank(line: &[u8]) -> bool {
     matches!(line, b"\n" | b"\r\n")
 }
 
-/// The delta text of one SSE line, if it is a `data:` line with generated text.
-fn delta_text(line: &[u8]) -> Option<String> {
-    let payload = line.strip_prefix(b"data:")?.trim_ascii();
-    if payload == b"[DONE]" {
-        return None;
+/// The delta text of one SSE line, if it is a `data:` line with generated text; [`NotJson`]
+/// for a `data:` line that is not JSON, whose text cannot be read (OpenAI-compatible servers
+/// write each event's JSON on one line).
+fn delta_text(line: &[u8]) -> Result<Option<String>, NotJson> {
+    let Some(payload) = line.strip_prefix(b"data:") else {
+        return Ok(None);
+    };
+    let payload = payload.trim_ascii();
+    if payload.is_empty() || payload == b"[DONE]" {
+        return Ok(None);
     }
     let mut text = String::new();
-    // A `data:` line that is not JSON has no text: a stream is not cut for a line a server
-    // wrote oddly (the whole-answer check refuses such an answer, which is never partly sent).
-    let _ = read_answer(payload, &mut text);
-    (!text.is_empty()).then_some(text)
+    read_answer(payload, &mut text)?;
+    Ok((!text.is_empty()).then_some(text))
 }
 
 impl<R, Cl> Body for RiskStream<R, Cl>
@@ -134,18 +137,25 @@ where
                         continue;
                     }
                     let line = Bytes::from(std::mem::take(this.line));
-                    if !complete && this.shared.config.failure == OnFailure::Block {
-                        // A line too long to hold cannot be checked.
-                        settle(
-                            &mut state_of(&mut this),
-                            Verdict::Block {
-                                category: "unchecked-line".into(),
-                            },
-                        );
-                        break;
-                    }
-                    if let Some(text) = delta_text(&line) {
-                        this.held_text.push_str(&text);
+                    // A line too long to hold, or a data line that is not JSON, cannot be
+                    // checked.
+                    let text = if complete {
+                        delta_text(&line)
+                    } else {
+                        Err(NotJson)
+                    };
+                    match text {
+                        Ok(text) => this.held_text.push_str(text.as_deref().unwrap_or_default()),
+                        Err(NotJson) if this.shared.config.failure == OnFailure::Block => {
+                            settle(
+                                &mut state_of(&mut this),
+                                Verdict::Block {
+                                    category: "unchecked-line".into(),
+                                },
+                            );
+                            break;
+                        }
+                        Err(NotJson) => {}
                     }
                     // Windows end with an event: what passes is whole events, so that an error
                     // event after them is an event of its own.
