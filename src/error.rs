@@ -82,7 +82,8 @@ pub enum Dialect {
 
 /// The window of an APIG per-IP throttling policy: so many seconds, minutes, hours or days (the
 /// units of APIG's policies), written in the APIG.0308 message as the policy has it, the unit
-/// in the singular: `time:1 minute`, `time:10 second`. A count of 0 is taken as 1.
+/// in the singular: `time:1 minute`, `time:10 second`. A count of 0 is taken as 1 (and limits
+/// as 1, though `Seconds(0) != Seconds(1)`).
 ///
 /// ```
 /// use tower_maas::{MaasError, ThrottleWindow};
@@ -107,9 +108,21 @@ pub enum ThrottleWindow {
 }
 
 impl ThrottleWindow {
-    /// `time:1 second`
+    /// `time:1 second`: `Seconds(1)`.
+    ///
+    /// ```
+    /// use tower_maas::ThrottleWindow;
+    ///
+    /// assert_eq!(ThrottleWindow::SECOND.to_string(), "1 second");
+    /// ```
     pub const SECOND: Self = Self::Seconds(1);
-    /// `time:1 minute`
+    /// `time:1 minute`: `Minutes(1)`, the window the spec's example shows.
+    ///
+    /// ```
+    /// use tower_maas::ThrottleWindow;
+    ///
+    /// assert_eq!(ThrottleWindow::MINUTE, ThrottleWindow::Minutes(1));
+    /// ```
     pub const MINUTE: Self = Self::Minutes(1);
 
     /// The count (at least 1), the unit's name and its length in seconds.
@@ -123,15 +136,25 @@ impl ThrottleWindow {
         (count.max(1), unit, seconds)
     }
 
-    /// How long the window is, in nanoseconds (at most `u64::MAX`: about 584 years).
+    /// How long the window is, in nanoseconds: at most a quarter of `u64::MAX` (about 146
+    /// years), so that a limiter's arithmetic on it cannot overflow; a longer window is taken
+    /// as that.
+    ///
+    /// ```
+    /// use tower_maas::ThrottleWindow;
+    ///
+    /// assert_eq!(ThrottleWindow::Seconds(10).nanos(), 10_000_000_000);
+    /// assert_eq!(ThrottleWindow::Days(u32::MAX).nanos(), u64::MAX / 4);
+    /// ```
     pub fn nanos(self) -> u64 {
         let (count, _, seconds) = self.parts();
-        u64::from(count).saturating_mul(seconds * 1_000_000_000)
+        u64::from(count)
+            .saturating_mul(seconds * 1_000_000_000)
+            .min(u64::MAX / 4)
     }
 }
 
 impl fmt::Display for ThrottleWindow {
-    /// As the APIG.0308 message writes it: `1 minute`, `10 second`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (count, unit, _) = self.parts();
         write!(f, "{count} {unit}")

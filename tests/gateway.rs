@@ -2318,8 +2318,49 @@ async fn the_mock_embeds_at_most_2048_inputs() {
         answer["data"][2047],
         serde_json::json!({"object": "embedding", "index": 2047, "embedding": [0.0, 0.5, 1.0]})
     );
-    send(gw, embed(100_000)).await.assert_json(
-        400,
-        r#"{"object":"error","message":"The mock model embeds at most 2048 inputs a request; this one has 100000.","type":"BadRequestError","param":null,"code":400}"#,
-    );
+    for inputs in [2049, 100_000] {
+        send(gw, embed(inputs)).await.assert_json(
+            400,
+            &format!(
+                r#"{{"object":"error","message":"The mock model embeds at most 2048 inputs a request; this one has {inputs}.","type":"BadRequestError","param":null,"code":400}}"#
+            ),
+        );
+    }
+}
+
+/// The per-IP window is written as a policy gives it: a unit, or a count and a unit, in the
+/// singular or the plural.
+#[test]
+fn ip_limit_windows_parse_as_a_policy_writes_them() {
+    use tower_maas::ThrottleWindow;
+    for (text, window) in [
+        ("second", ThrottleWindow::Seconds(1)),
+        ("minute", ThrottleWindow::Minutes(1)),
+        ("hours", ThrottleWindow::Hours(1)),
+        (" day ", ThrottleWindow::Days(1)),
+        ("10 seconds", ThrottleWindow::Seconds(10)),
+        ("2 hour", ThrottleWindow::Hours(2)),
+        ("30  days", ThrottleWindow::Days(30)),
+        ("4294967295 minutes", ThrottleWindow::Minutes(u32::MAX)),
+    ] {
+        assert_eq!(
+            text.parse::<app::IpWindow>(),
+            Ok(app::IpWindow(window)),
+            "{text:?}"
+        );
+    }
+    for text in [
+        "",
+        "0 seconds",
+        "+10 seconds",
+        "-1 minute",
+        "4294967296 days",
+        "10",
+        "10 weeks",
+        "ten seconds",
+        "1.5 hours",
+        "secondss",
+    ] {
+        assert!(text.parse::<app::IpWindow>().is_err(), "{text:?}");
+    }
 }

@@ -335,7 +335,6 @@ async fn keys_without_limits_pass_untouched() {
 const APIG_0308: &str =
     "The throttling threshold has been reached: policy ip over ratelimit,limit:2,time:1 minute";
 
-/// An answer of `ok` behind `layer`, which reads the peer's address from the connection.
 /// A request as the per-IP tests send it, with a fixed id for whole bodies.
 fn throttled_request() -> http::Request<http_body_util::Full<bytes::Bytes>> {
     common::post("/v1/chat/completions", "{}")
@@ -344,6 +343,7 @@ fn throttled_request() -> http::Request<http_body_util::Full<bytes::Bytes>> {
         .unwrap()
 }
 
+/// An answer of `ok` behind `layer`, which reads the peer's address from the connection.
 async fn serve_ip_limited(layer: IpRateLimitLayer<ManualClock>) -> SocketAddr {
     let app = Router::new()
         .route("/v1/chat/completions", post(|| async { "ok" }))
@@ -445,6 +445,28 @@ async fn ip_limit_windows_of_any_count_and_unit() {
         assert_eq!(send(addr, request()).await.status, 429, "{written}");
         clock.advance(Duration::from_secs(1));
         assert_eq!(send(addr, request()).await.status, 200, "{written}");
+    }
+}
+
+/// A window longer than a limiter's clock can count (about 146 years) is taken as that: one
+/// request, then refusals, and no arithmetic wraps round to admit more.
+#[tokio::test]
+async fn an_ip_limit_window_of_centuries_still_refuses() {
+    for window in [
+        ThrottleWindow::Days(u32::MAX),
+        ThrottleWindow::Minutes(u32::MAX),
+    ] {
+        let clock = ManualClock::new();
+        let addr = serve_ip_limited(IpRateLimitLayer::with_clock(1, window, clock.clone())).await;
+        assert_eq!(send(addr, throttled_request()).await.status, 200);
+        for _ in 0..3 {
+            assert_eq!(
+                send(addr, throttled_request()).await.status,
+                429,
+                "{window}"
+            );
+            clock.advance(Duration::from_secs(86_400 * 365));
+        }
     }
 }
 

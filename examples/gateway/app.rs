@@ -275,7 +275,11 @@ impl std::str::FromStr for IpWindow {
                 .to_owned()
         };
         let (count, unit) = match text.trim().split_once(' ') {
-            Some((count, unit)) => (count.parse::<u32>().map_err(|_| wrong())?, unit.trim()),
+            // Digits only: `u32`'s parse would also take a sign.
+            Some((count, unit)) if count.bytes().all(|b| b.is_ascii_digit()) => {
+                (count.parse::<u32>().map_err(|_| wrong())?, unit.trim())
+            }
+            Some(_) => return Err(wrong()),
             None => (1, text.trim()),
         };
         if count == 0 {

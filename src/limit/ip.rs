@@ -258,7 +258,9 @@ impl IpTable {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let step = |tat: &mut Nanos| {
-            let new = (*tat).max(now) + rate.per_unit();
+            // Saturating: a window is at most a quarter of the range (`ThrottleWindow::nanos`),
+            // so this never saturates in use; it only keeps a mistake from wrapping round.
+            let new = (*tat).max(now).saturating_add(rate.per_unit());
             if new - now > rate.capacity() {
                 return Verdict::Refused {
                     wait: new - now - rate.capacity(),
