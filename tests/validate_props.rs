@@ -125,23 +125,78 @@ fn each_refusal_shape_is_met_whole() {
         "word ".repeat(5000)
     );
     let too_deep = "[".repeat(tower_maas::validate::MAX_DEPTH + 1);
-    for (body, backend, status) in [
-        (r#"{"model":"nope","messages":[]}"#, false, 404),
-        (r#"{"model":"nope","messages":[]}"#, true, 404),
-        (r#"{"model":"","messages":[]}"#, false, 400),
+    let backend_error = |message: &str, kind: &str, code: u16| {
+        format!(
+            r#"{{"object":"error","message":{},"type":"{kind}","param":null,"code":{code}}}"#,
+            serde_json::Value::from(message)
+        )
+    };
+    let context = "This model's maximum context length is 4096 tokens. However, you requested";
+    for (body, backend, status, expected) in [
+        (
+            r#"{"model":"nope","messages":[]}"#,
+            false,
+            404,
+            r#"{"error":{"code":"ModelArts.81009","message":"Invalid model.","param":null,"type":"NotFound"},"error_code":"ModelArts.81009","error_msg":"Invalid model."}"#.to_owned(),
+        ),
+        (
+            r#"{"model":"nope","messages":[]}"#,
+            true,
+            404,
+            backend_error("The model `nope` does not exist.", "NotFoundError", 404),
+        ),
+        (
+            r#"{"model":"","messages":[]}"#,
+            false,
+            400,
+            r#"{"error":{"code":"ModelArts.81001","message":"Invalid request body.","param":null,"type":"BadRequest"},"error_code":"ModelArts.81001","error_msg":"Invalid request body."}"#.to_owned(),
+        ),
         (
             r#"{"model":"mock-model","messages":[],"temperature":9}"#,
             true,
             400,
+            backend_error(
+                "[{'type': 'less_than_equal', 'loc': ('body', 'temperature'), 'msg': 'Input should be less than or equal to 2', 'input': 9, 'ctx': {'le': 2.0}}]",
+                "BadRequestError",
+                400,
+            ),
         ),
         (
             r#"{"model":"mock-model","messages":[],"max_tokens":5000}"#,
             true,
             400,
+            backend_error(
+                &format!("{context} 5000 tokens (0 in the messages, 5000 in the completion). Please reduce the length of the messages or completion."),
+                "BadRequestError",
+                400,
+            ),
         ),
-        (&long, true, 400),
-        ("[1,", true, 400),
-        (&too_deep, true, 400),
+        (
+            &long,
+            true,
+            400,
+            backend_error(
+                &format!("{context} 6257 tokens in the messages, Please reduce the length of the messages."),
+                "BadRequestError",
+                400,
+            ),
+        ),
+        (
+            "[1,",
+            true,
+            400,
+            backend_error(
+                "[{'type': 'json_invalid', 'loc': ('body', 3), 'msg': 'JSON decode error', 'input': {}, 'ctx': {'error': 'Expecting value'}}]",
+                "BadRequestError",
+                400,
+            ),
+        ),
+        (
+            &too_deep,
+            true,
+            400,
+            r#"{"detail":"There was an error parsing the body"}"#.to_owned(),
+        ),
     ] {
         let dialect = if backend {
             ValidationDialect::Backend
@@ -149,7 +204,7 @@ fn each_refusal_shape_is_met_whole() {
             ValidationDialect::Gateway
         };
         let (answered, text) = respond(chat, body.as_bytes().to_vec(), dialect);
-        assert_eq!(answered, status, "{body}: {text}");
+        assert_eq!((answered, &text), (status, &expected), "{body}");
         assert_exact_shape(answered, &text);
     }
 }

@@ -10,6 +10,9 @@ zero-config gateway (CI installs the SDK); by hand:
 STALLING: the base URL of a gateway with the demo key and a model `up` whose upstream stalls
 after its first chunk (as `tests/sdk.rs` starts one): its stream must raise `APIError` with
 APIG.0203 after that chunk.
+
+Each refusal's body is compared whole, as the SDK parsed it; the two backend messages are
+pydantic's and vLLM's wording, character for character, and change with them.
 """
 import sys
 

@@ -80,9 +80,9 @@ fn base64(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The most inputs the mock embeds in one request, as OpenAI's API takes: its answer is
-/// about 60 bytes an input, so that 12 MiB of empty strings (`"",` each) would otherwise be a
-/// quarter of a gigabyte built at once.
+/// The most inputs the mock embeds in one request, as OpenAI's API takes: its answer is built
+/// as a `serde_json::Value` of about 0.8 KB an input, so that 12 MiB of empty strings (`"",`
+/// each, four million inputs) would otherwise be gigabytes built at once.
 pub(crate) const MAX_EMBEDDINGS: usize = 2048;
 
 /// More inputs than [`MAX_EMBEDDINGS`]: a 400 as an OpenAI-compatible server words its own.
