@@ -118,9 +118,12 @@ pub(crate) fn content_type_is(headers: &http::HeaderMap, prefix: &[u8]) -> bool 
 /// parameters: `application/json; charset=utf-8` is JSON, `application/jsonl` is not.
 pub(crate) fn media_type_is(headers: &http::HeaderMap, media_type: &[u8]) -> bool {
     headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        // A header value has no white space before it; after the type, only parameters may
+        // follow. (Two comparisons: this is on every answer's way.)
         let v = v.as_bytes();
-        let end = v.iter().position(|&b| b == b';').unwrap_or(v.len());
-        v[..end].trim_ascii().eq_ignore_ascii_case(media_type)
+        v.get(..media_type.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(media_type))
+            && matches!(v.get(media_type.len()), None | Some(b';' | b' ' | b'\t'))
     })
 }
 
@@ -328,6 +331,36 @@ mod tests {
     use std::task::Waker;
 
     use super::*;
+
+    #[test]
+    fn a_media_type_is_matched_whole() {
+        let typed = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(value),
+            );
+            media_type_is(&headers, b"application/json")
+        };
+        for json in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json ;q=1",
+        ] {
+            assert!(typed(json), "{json}");
+        }
+        for other in [
+            "application/jsonl",
+            "application/json-seq",
+            "text/json",
+            "application/jso",
+            "",
+        ] {
+            assert!(!typed(other), "{other}");
+        }
+        assert!(!media_type_is(&http::HeaderMap::new(), b"application/json"));
+    }
 
     /// A body that gives its frames one by one.
     struct Frames(VecDeque<Frame<Bytes>>);

@@ -393,10 +393,17 @@ async fn answers_that_cannot_be_read_go_by_the_failure_policy() {
             "{mode}"
         );
     }
-    // The backend was asked for an answer it need not decode.
-    let reply = send(closed, req("encoding")).await;
-    let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-    assert_eq!(answer["choices"][0]["message"]["content"], "identity");
+    // A client that takes compressed answers has the backend asked for one it need not
+    // decode; one that names no coding asks nothing.
+    for (accepted, asked) in [(Some("gzip, br"), "identity"), (None, "none")] {
+        let mut request = chat().header("x-mode", "encoding");
+        if let Some(accepted) = accepted {
+            request = request.header("accept-encoding", accepted);
+        }
+        let reply = send(closed, request.body(body_of("hi")).unwrap()).await;
+        let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(answer["choices"][0]["message"]["content"], asked);
+    }
 }
 
 #[tokio::test]

@@ -409,9 +409,15 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let ctx = RefusalCtx::of(req.extensions());
         let shared = Arc::clone(&self.shared);
-        if shared.config.output && !(shared.config.pass_grpc && is_grpc(req.headers())) {
-            // A compressed answer cannot be read, so cannot be checked: ask for none. (Without
-            // the header, any coding is acceptable.)
+        if shared.config.output
+            && req.headers().contains_key(http::header::ACCEPT_ENCODING)
+            && !(shared.config.pass_grpc && is_grpc(req.headers()))
+        {
+            // A compressed answer cannot be read, so cannot be checked: a client that names
+            // the codings it takes asks for none. One that names none is left as it is:
+            // servers compress only for a client that asks, and an answer compressed anyway
+            // goes by the failure policy. (Inserting the header for every request would cost
+            // the hot path a header.)
             req.headers_mut()
                 .insert(http::header::ACCEPT_ENCODING, IDENTITY.clone());
         }

@@ -18,8 +18,8 @@
 //!   (a remote moderation service), bounded by a timeout; [`OnFailure`] decides what a failure
 //!   or a timeout means, and what happens to an answer that cannot be read: larger than
 //!   `output_limit`, sent compressed, announced as JSON and not JSON, or a stream's line too
-//!   long or not JSON. With output checks on, the request asks the service for an answer it
-//!   can read (`accept-encoding: identity`).
+//!   long or not JSON. With output checks on, a request that names the codings it accepts
+//!   asks the service for an answer it can read instead (`accept-encoding: identity`).
 //! - Each refusal logs (through `tracing`, at `warn`) which side and category refused, and
 //!   carries a [`RiskRefusal`] in the response's extensions; the body never says.
 //!
