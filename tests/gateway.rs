@@ -37,6 +37,10 @@ async fn upstream() -> (SocketAddr, Seen) {
             parts
                 .headers
                 .insert("x-seen-version", version.parse().unwrap());
+            // And the path it was asked for.
+            parts
+                .headers
+                .insert("x-seen-path", parts.uri.path().parse().unwrap());
             *record.lock().unwrap() = Some((parts.headers, body.clone()));
             let text = String::from_utf8_lossy(&body).to_string();
             let usage = r#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#;
@@ -124,6 +128,10 @@ async fn gateway(upstream: SocketAddr) -> SocketAddr {
         name = "dead"
         context_length = 4096
         upstream = "http://127.0.0.1:1"
+        [[models]]
+        name = "upv1"
+        context_length = 4096
+        upstream = "http://{upstream}/v1/"
         "#
     ))
     .unwrap();
@@ -235,6 +243,8 @@ async fn the_proxy_keeps_hop_by_hop_headers_and_adds_the_client_to_x_forwarded_f
         ("proxy-connection", "keep-alive"),
         ("x-forwarded-for", "203.0.113.7"),
         ("x-kept", "end to end"),
+        // The gateway has the whole body before it calls the upstream.
+        ("expect", "100-continue"),
     ] {
         request.headers_mut().insert(name, value.parse().unwrap());
     }
@@ -244,7 +254,7 @@ async fn the_proxy_keeps_hop_by_hop_headers_and_adds_the_client_to_x_forwarded_f
         .append("x-forwarded-for", "198.51.100.2".parse().unwrap());
     assert_eq!(send(gw, request).await.status, 200);
     let (headers, _) = seen.lock().unwrap().take().unwrap();
-    for gone in ["x-private", "proxy-connection", "authorization"] {
+    for gone in ["x-private", "proxy-connection", "authorization", "expect"] {
         assert!(!headers.contains_key(gone), "{gone} reached the upstream");
     }
     assert_eq!(headers["x-kept"], "end to end");
@@ -2363,4 +2373,95 @@ fn ip_limit_windows_parse_as_a_policy_writes_them() {
     ] {
         assert!(text.parse::<app::IpWindow>().is_err(), "{text:?}");
     }
+}
+
+/// An upstream's URL is taken as an OpenAI SDK's `base_url` is written, with or without its
+/// `/v1` and a path prefix, and one the proxy cannot use is refused when the configuration
+/// loads, not answered 502 (or the upstream's 404) at every request.
+#[test]
+fn upstream_urls_are_taken_as_base_urls_or_refused() {
+    for (url, base) in [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://127.0.0.1:8000/", "http://127.0.0.1:8000"),
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000"),
+        ("http://vllm:8000/v1/", "http://vllm:8000"),
+        ("http://10.0.0.5/serving/", "http://10.0.0.5/serving"),
+        ("http://10.0.0.5/serving/v1", "http://10.0.0.5/serving"),
+        ("http://[::1]:8000/v1", "http://[::1]:8000"),
+    ] {
+        assert_eq!(proxy::Upstream::base_of(url).as_deref(), Ok(base), "{url}");
+    }
+    for (url, error) in [
+        (
+            "https://api.example.com/v1",
+            "https is not supported: the gateway speaks plain HTTP to its upstreams (keep them on a private network, or behind a local TLS proxy)",
+        ),
+        ("127.0.0.1:8000", "not an http:// URL"),
+        ("ftp://host/", "not an http:// URL"),
+        ("/v1", "not an http:// URL"),
+        (
+            "http://host:8000/v1?key=1",
+            "a query or fragment would be sent with every request",
+        ),
+        (
+            "http://host:8000/v1#top",
+            "a query or fragment would be sent with every request",
+        ),
+        (
+            "http://exa mple",
+            "not a URL (http://host:port, with a path prefix if any)",
+        ),
+    ] {
+        assert_eq!(
+            proxy::Upstream::base_of(url),
+            Err(error.to_owned()),
+            "{url}"
+        );
+    }
+    let config = app::parse_config(
+        "[[models]]\nname = \"m\"\ncontext_length = 8\nupstream = \"https://api.example.com/v1\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        app::router(&config).err().as_deref(),
+        Some(
+            "models (m): upstream: https is not supported: the gateway speaks plain HTTP to its upstreams (keep them on a private network, or behind a local TLS proxy)"
+        )
+    );
+}
+
+/// A model whose upstream is written with `/v1` is asked at `/v1/chat/completions`, once.
+#[tokio::test]
+async fn an_upstream_written_with_v1_is_asked_at_its_paths() {
+    let (upstream, seen) = upstream().await;
+    let gw = gateway(upstream).await;
+    let reply = send(gw, chat("upv1", "hi")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (headers, _) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(headers["x-seen-path"], "/v1/chat/completions");
+}
+
+/// An upstream that takes no connection (its accept queue full, as a host that drops SYNs) is
+/// unreachable, 502 APIG.0201 once connecting has taken 5 s, not a slow upstream's 504 after
+/// the whole upstream timeout.
+#[tokio::test]
+async fn an_upstream_that_takes_no_connection_is_502_after_the_connect_timeout() {
+    // A backlog of 0 holds one connection; the next connect waits for ever.
+    let full = tokio::net::TcpSocket::new_v4().unwrap();
+    full.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = full.listen(0).unwrap();
+    let address = full.local_addr().unwrap();
+    let _holder = std::net::TcpStream::connect(address).unwrap();
+    let config = app::parse_config(&format!(
+        "trust_request_id = true\nupstream_timeout_ms = 60000\n{}",
+        up_config(address, "")
+    ))
+    .unwrap();
+    let gw = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    // Without the connect timeout, this is the 504 of the upstream timeout a minute later.
+    send(gw, chat("up", "hello")).await.assert_json(
+        502,
+        &format!(r#"{{"error_msg":"Backend unavailable.","error_code":"APIG.0201","request_id":"{FIXED_ID}"}}"#),
+    );
+    drop(full);
 }

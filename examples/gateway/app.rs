@@ -707,8 +707,10 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
         );
         if model.upstream != "builtin" {
             upstream_of.insert(model.name.clone(), upstreams.len());
+            let base = Upstream::base_of(&model.upstream)
+                .map_err(|e| format!("models ({}): upstream: {e}", model.name))?;
             upstreams.push(Upstream {
-                base: model.upstream.clone(),
+                base,
                 model: model.upstream_model.clone(),
                 http2: model.http2,
             });

@@ -203,15 +203,21 @@ async fn run(
     Ok(())
 }
 
-/// SIGINT or SIGTERM: stop accepting, let requests in flight finish.
+/// SIGINT or SIGTERM: stop accepting, let requests in flight finish. A signal whose handler
+/// could not be set up never comes (rather than stopping the server as it starts).
 async fn shutdown() {
-    let interrupt = tokio::signal::ctrl_c();
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            term.recv().await;
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
     };
     #[cfg(not(unix))]

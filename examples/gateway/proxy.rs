@@ -25,11 +25,31 @@ pub(crate) type UpstreamClient = Client<HttpConnector, http_body_util::Full<Byte
 /// HTTP/1.1, or HTTP/2 with prior knowledge (h2c, as vLLM behind an HTTP/2 proxy or a gRPC-
 /// style server speaks it), each pooled.
 fn client(http2: bool) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    // An upstream that takes no connection is one that cannot be reached (502), not a slow
+    // one (504 after `upstream_timeout_ms`).
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    // Small HTTP/2 frames (window updates, pings) and the head of a small request go out at
+    // once.
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(30)));
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Below uvicorn's keep-alive (vLLM's server closes an idle connection after 5 s): a
+        // pooled connection is never reused just as the upstream closes it, which would fail
+        // a request already written to it (502).
+        .pool_idle_timeout(Duration::from_secs(4))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        // A pooled HTTP/2 connection whose peer is gone without a word (a node that crashed,
+        // a balancer that dropped it) is found out in seconds, not after TCP's retries.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .http2_keep_alive_timeout(Duration::from_secs(5))
         .http2_only(http2)
-        .build_http()
+        .build(connector)
 }
+
+/// How long connecting to an upstream may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 thread_local! {
     /// This thread's pooled clients, HTTP/1.1 and h2c. A pooled connection is driven by a task
@@ -42,12 +62,44 @@ thread_local! {
 /// One upstream: where it is, and the model name it expects.
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
-    /// Base URL without `/v1`, such as `http://127.0.0.1:8000`.
+    /// Base URL without `/v1` and without a trailing `/`, such as `http://127.0.0.1:8000` or
+    /// `http://10.0.0.5/vllm` ([`Upstream::base_of`]).
     pub(crate) base: String,
     /// The name the upstream knows the model by, when it differs.
     pub(crate) model: Option<String>,
     /// Speak HTTP/2 (prior knowledge) to it.
     pub(crate) http2: bool,
+}
+
+impl Upstream {
+    /// The base to join request paths to, from a configured URL: `http` (the client speaks
+    /// no TLS), a host, and a path prefix if any, with or without the `/v1` an OpenAI SDK's
+    /// `base_url` ends with (the paths joined to it already begin with it). A query or a
+    /// fragment would be sent with every request, and is refused.
+    pub(crate) fn base_of(url: &str) -> Result<String, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| "not a URL (http://host:port, with a path prefix if any)".to_owned())?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(
+                    "https is not supported: the gateway speaks plain HTTP to its upstreams (keep them on a private network, or behind a local TLS proxy)"
+                        .to_owned(),
+                );
+            }
+            _ => return Err("not an http:// URL".to_owned()),
+        }
+        let Some(authority) = uri.authority() else {
+            return Err("no host".to_owned());
+        };
+        if uri.query().is_some() || url.contains('#') {
+            return Err("a query or fragment would be sent with every request".to_owned());
+        }
+        let path = uri.path().trim_end_matches('/');
+        let path = path.strip_suffix("/v1").unwrap_or(path);
+        Ok(format!("http://{authority}{path}"))
+    }
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), with the
@@ -86,7 +138,8 @@ fn add_forwarded_for(parts: &mut http::request::Parts) {
     let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
         return;
     };
-    let peer = peer.ip();
+    // `::ffff:a.b.c.d` on a dual-stack listener is the IPv4 client `a.b.c.d`.
+    let peer = peer.ip().to_canonical();
     // Every line the client sent, in order, as one list (RFC 9110 5.3).
     let mut chain = String::new();
     for earlier in parts.headers.get_all(X_FORWARDED_FOR) {
@@ -150,12 +203,14 @@ pub(crate) async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let Ok(uri) = format!("{}{path}", upstream.base.trim_end_matches('/')).parse::<Uri>() else {
+    let Ok(uri) = format!("{}{path}", upstream.base).parse::<Uri>() else {
         return refuse(MaasError::BackendUnavailable);
     };
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded_for(&mut parts);
     parts.headers.remove(header::HOST);
+    // The body is here whole: there is nothing to wait for the upstream's go-ahead on.
+    parts.headers.remove(header::EXPECT);
     parts
         .headers
         .insert(header::CONTENT_LENGTH, body.len().into());
@@ -166,8 +221,16 @@ pub(crate) async fn forward(
     // This thread's pooled client for the upstream's protocol; its future owns what it needs.
     let sent = CLIENTS.with(|clients| clients[usize::from(upstream.http2)].request(request));
     match tokio::time::timeout(timeout, sent).await {
-        Err(_) => refuse(MaasError::BackendTimeout),
-        Ok(Err(_)) => refuse(MaasError::BackendUnavailable),
+        Err(_) => {
+            tracing::warn!(upstream = %upstream.base, id = id.as_str(), "upstream gave no answer in time");
+            refuse(MaasError::BackendTimeout)
+        }
+        Ok(Err(error)) => {
+            // The cause, which the client's 502 does not tell: refused, no route, a broken
+            // answer. (One line a failed request, as a proxy logs its upstream's failures.)
+            tracing::warn!(upstream = %upstream.base, id = id.as_str(), error = %error, "upstream unavailable");
+            refuse(MaasError::BackendUnavailable)
+        }
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);

@@ -135,6 +135,7 @@ pub(crate) async fn serve<S: App>(
         bounds.connections.min(tokio::sync::Semaphore::MAX_PERMITS),
     ));
     let mut stop = pin!(stop);
+    let mut last_warned = None;
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&room).acquire_owned() => match permit {
@@ -147,9 +148,14 @@ pub(crate) async fn serve<S: App>(
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
-                // Out of file descriptors, say: wait a little rather than spin.
+                // Out of file descriptors, say: wait a little rather than spin, and say so
+                // (at most once a second: the condition lasts), since connections then wait
+                // in the kernel's queue with nothing else to show for it.
                 Err(err) => {
-                    tracing::debug!("accept: {err}");
+                    if last_warned.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!("accepting a connection failed: {err}");
+                        last_warned = Some(std::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
