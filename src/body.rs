@@ -118,9 +118,9 @@ pub(crate) fn content_type_is(headers: &http::HeaderMap, prefix: &[u8]) -> bool 
 /// parameters: `application/json; charset=utf-8` is JSON, `application/jsonl` is not.
 pub(crate) fn media_type_is(headers: &http::HeaderMap, media_type: &[u8]) -> bool {
     headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
-        // A header value has no white space before it; after the type, only parameters may
-        // follow. (Two comparisons: this is on every answer's way.)
-        let v = v.as_bytes();
+        // After the type, only parameters may follow. (Two comparisons: this is on every
+        // answer's way.)
+        let v = v.as_bytes().trim_ascii_start();
         v.get(..media_type.len())
             .is_some_and(|t| t.eq_ignore_ascii_case(media_type))
             && matches!(v.get(media_type.len()), None | Some(b';' | b' ' | b'\t'))
@@ -347,6 +347,7 @@ mod tests {
             "Application/JSON",
             "application/json; charset=utf-8",
             "application/json ;q=1",
+            " application/json",
         ] {
             assert!(typed(json), "{json}");
         }

@@ -2388,6 +2388,10 @@ fn upstream_urls_are_taken_as_base_urls_or_refused() {
         ("http://10.0.0.5/serving/", "http://10.0.0.5/serving"),
         ("http://10.0.0.5/serving/v1", "http://10.0.0.5/serving"),
         ("http://[::1]:8000/v1", "http://[::1]:8000"),
+        ("HTTP://vllm:8000/v1", "http://vllm:8000"),
+        // Only `/v1` itself is the OpenAI base URL's.
+        ("http://gemini/v1beta", "http://gemini/v1beta"),
+        ("http://h/v10", "http://h/v10"),
     ] {
         assert_eq!(proxy::Upstream::base_of(url).as_deref(), Ok(base), "{url}");
     }
@@ -2410,6 +2414,18 @@ fn upstream_urls_are_taken_as_base_urls_or_refused() {
         (
             "http://exa mple",
             "not a URL (http://host:port, with a path prefix if any)",
+        ),
+        (
+            "http://user:secret@host:8000",
+            "credentials in the URL are not supported",
+        ),
+        (
+            "http://[fe80::1%25eth0]:8000",
+            "an IPv6 zone cannot be connected to",
+        ),
+        (
+            "http://host:8000/v1/chat/completions",
+            "an endpoint, not the server's base URL",
         ),
     ] {
         assert_eq!(

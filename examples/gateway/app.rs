@@ -887,7 +887,7 @@ type Outer = ErrorEnvelope<Log<IpRateLimit<Routes>>>;
 
 /// The paths a model answers, each behind every layer and then `Answer`: the video tasks'
 /// creation, and the others answered by the mock or the model's upstream.
-const INFERENCE_ROUTES: [&str; 4] = [
+pub(crate) const INFERENCE_ROUTES: [&str; 4] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",

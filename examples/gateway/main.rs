@@ -207,7 +207,10 @@ async fn run(
 /// could not be set up never comes (rather than stopping the server as it starts).
 async fn shutdown() {
     let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(
+                "SIGINT cannot be handled ({error}): it will not stop the server gracefully"
+            );
             std::future::pending::<()>().await;
         }
     };
@@ -217,7 +220,12 @@ async fn shutdown() {
             Ok(mut term) => {
                 term.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            Err(error) => {
+                tracing::warn!(
+                    "SIGTERM cannot be handled ({error}): it will not stop the server gracefully"
+                );
+                std::future::pending::<()>().await;
+            }
         }
     };
     #[cfg(not(unix))]

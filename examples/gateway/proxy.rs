@@ -34,14 +34,18 @@ fn client(http2: bool) -> UpstreamClient {
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(30)));
     Client::builder(TokioExecutor::new())
-        // Below uvicorn's keep-alive (vLLM's server closes an idle connection after 5 s): a
-        // pooled connection is never reused just as the upstream closes it, which would fail
-        // a request already written to it (502).
-        .pool_idle_timeout(Duration::from_secs(4))
+        // HTTP/1: below uvicorn's keep-alive (vLLM's server closes an idle connection after
+        // 5 s), so that a pooled connection is not taken just as the upstream closes it, which
+        // would fail a request already written to it (502). Checked when a connection is taken;
+        // the pool's timer also closes idle ones in the background, every period. (No uvicorn
+        // speaks h2c: an HTTP/2 upstream's connections are kept longer.)
+        .pool_idle_timeout(Duration::from_secs(if http2 { 90 } else { 4 }))
         .pool_timer(hyper_util::rt::TokioTimer::new())
+        // Which the HTTP/2 pings need.
         .timer(hyper_util::rt::TokioTimer::new())
-        // A pooled HTTP/2 connection whose peer is gone without a word (a node that crashed,
-        // a balancer that dropped it) is found out in seconds, not after TCP's retries.
+        // An HTTP/2 connection whose peer is gone without a word (a node that crashed, a
+        // balancer that dropped it) fails its requests in flight within seconds, not after
+        // TCP's retries. (Idle, it is not pinged; the next request finds it out.)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .http2_keep_alive_timeout(Duration::from_secs(5))
         .http2_only(http2)
@@ -93,10 +97,23 @@ impl Upstream {
         let Some(authority) = uri.authority() else {
             return Err("no host".to_owned());
         };
+        if authority.as_str().contains('@') {
+            // Not sent as a login by the client, and it would reach the logs.
+            return Err("credentials in the URL are not supported".to_owned());
+        }
+        if authority.as_str().contains('%') {
+            return Err("an IPv6 zone cannot be connected to".to_owned());
+        }
         if uri.query().is_some() || url.contains('#') {
             return Err("a query or fragment would be sent with every request".to_owned());
         }
         let path = uri.path().trim_end_matches('/');
+        if super::app::INFERENCE_ROUTES
+            .iter()
+            .any(|route| path.ends_with(route))
+        {
+            return Err("an endpoint, not the server's base URL".to_owned());
+        }
         let path = path.strip_suffix("/v1").unwrap_or(path);
         Ok(format!("http://{authority}{path}"))
     }
@@ -222,13 +239,19 @@ pub(crate) async fn forward(
     let sent = CLIENTS.with(|clients| clients[usize::from(upstream.http2)].request(request));
     match tokio::time::timeout(timeout, sent).await {
         Err(_) => {
-            tracing::warn!(upstream = %upstream.base, id = id.as_str(), "upstream gave no answer in time");
+            warn_failure(upstream, "gave no answer in time");
             refuse(MaasError::BackendTimeout)
         }
         Ok(Err(error)) => {
             // The cause, which the client's 502 does not tell: refused, no route, a broken
-            // answer. (One line a failed request, as a proxy logs its upstream's failures.)
-            tracing::warn!(upstream = %upstream.base, id = id.as_str(), error = %error, "upstream unavailable");
+            // answer. hyper-util's error names only its kind; the cause is its source.
+            let mut cause = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(next) = source {
+                let _ = write!(cause, ": {next}");
+                source = next.source();
+            }
+            warn_failure(upstream, &cause);
             refuse(MaasError::BackendUnavailable)
         }
         Ok(Ok(response)) => {
@@ -238,6 +261,22 @@ pub(crate) async fn forward(
             Response::from_parts(parts, Body::new(body))
         }
     }
+}
+
+/// Logs an upstream's failure at `warn`, at most once a second on each thread (an upstream
+/// that is down fails every request sent to it), with how many went unlogged before it.
+fn warn_failure(upstream: &Upstream, cause: &str) {
+    thread_local! {
+        static LAST: std::cell::Cell<(Option<std::time::Instant>, u64)> =
+            const { std::cell::Cell::new((None, 0)) };
+    }
+    let (last, unlogged) = LAST.get();
+    if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+        LAST.set((last, unlogged + 1));
+        return;
+    }
+    LAST.set((Some(std::time::Instant::now()), 0));
+    tracing::warn!(upstream = %upstream.base, unlogged, "upstream failed: {cause}");
 }
 
 /// The body with its top-level `model` set to the upstream's name, for a body the validator
