@@ -2481,3 +2481,31 @@ async fn an_upstream_that_takes_no_connection_is_502_after_the_connect_timeout()
     );
     drop(full);
 }
+
+/// An IPv4 client of a dual-stack listener (`[::]`) reaches the upstream's `X-Forwarded-For`
+/// as the IPv4 address it is, not as `::ffff:127.0.0.1`.
+#[tokio::test]
+async fn an_ipv4_client_of_a_dual_stack_listener_is_forwarded_as_ipv4() {
+    let (up, seen) = upstream().await;
+    let config = app::parse_config(&up_config(up, "")).unwrap();
+    let app = app::router(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
+        )
+        .into_future(),
+    );
+    let reply = send(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        chat("up", "hello"),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (headers, _) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+}
