@@ -728,6 +728,73 @@ fn a_ledger_is_opened_by_one_registry_at_a_time() {
     assert!(FileRegistry::open(&path).is_ok());
 }
 
+/// A new registry writes its ledger at once; one gone from where a registry kept it (its lock
+/// file remains) is refused at open, since starting empty would make every retired name free
+/// again, until the lock file is removed too.
+#[test]
+fn a_ledger_gone_from_where_a_registry_kept_it_is_refused_at_open() {
+    let dir = scratch_dir("gone");
+    let path = dir.join("endpoints.json");
+    drop(FileRegistry::open(&path).unwrap());
+    assert!(path.exists(), "written at open");
+    std::fs::remove_file(&path).unwrap();
+    let err = FileRegistry::open(&path).unwrap_err();
+    assert_eq!(
+        (err.kind(), err.to_string()),
+        (
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{}: missing, though its lock file shows a registry kept it: restore it, or remove {}.lock to start an empty registry",
+                path.display(),
+                path.display()
+            )
+        )
+    );
+    std::fs::remove_file(dir.join("endpoints.json.lock")).unwrap();
+    assert!(FileRegistry::open(&path).is_ok());
+}
+
+/// Each change keeps the ledger's permissions (a new one is its owner's alone), writes through
+/// a symbolic link to the file it names (the link stays), and the lock holds under either
+/// name.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_ledger_keeps_its_permissions_and_its_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch_dir("links");
+    std::fs::create_dir_all(dir.join("real")).unwrap();
+    let target = dir.join("real").join("endpoints.json");
+    let link = dir.join("endpoints.json");
+    drop(FileRegistry::open(&target).unwrap());
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&target), 0o600);
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let registry = Arc::new(FileRegistry::open(&link).unwrap());
+    let taken = FileRegistry::open(&target).unwrap_err();
+    assert_eq!(taken.kind(), std::io::ErrorKind::WouldBlock, "{taken}");
+    let addr = serve_api(Arc::clone(&registry)).await;
+    let reply = create(
+        addr,
+        json!({"endpoint_name": "linked", "infer_service_id": "svc-deepseek"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&target)
+            .unwrap()
+            .contains("\"linked\"")
+    );
+    assert_eq!(mode(&target), 0o640);
+}
+
 #[tokio::test]
 async fn a_corrupt_registry_file_is_refused_at_open() {
     let dir = scratch_dir("corrupt");

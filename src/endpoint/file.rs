@@ -50,12 +50,18 @@ pub struct FileRegistry {
 }
 
 impl FileRegistry {
-    /// The registry stored at `path`: empty when the file does not exist yet (it is created on
-    /// the first change), an `InvalidData` error when it is not a ledger this crate wrote, a
-    /// `WouldBlock` error while another registry, in this process or another, has it open.
-    /// The directory must exist.
+    /// The registry stored at `path` (symbolic links followed): empty when the file does not
+    /// exist yet (it is written at once, empty), a `NotFound` error when it is gone though a
+    /// registry kept it there (its lock file remains: deleted names must not become free
+    /// again), an `InvalidData` error when it is not a ledger this crate wrote, a `WouldBlock`
+    /// error while another registry, in this process or another, has it open (under any name
+    /// that leads to it). The directory must exist. Each change keeps the file's permissions
+    /// (a new ledger is readable by its owner alone).
     pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        // The ledger's real place: written through a symbolic link, the rename would replace
+        // the link, and locked through another name, two registries would share one ledger.
+        let path = resolved(path.as_ref())?;
+        let kept_before = beside(&path, ".lock").exists();
         let lock = lock(&path)?;
         let ledger = match fs::read(&path) {
             Ok(bytes) => Ledger::from_json(&bytes).map_err(|e| {
@@ -64,7 +70,25 @@ impl FileRegistry {
                     format!("{}: {e}", path.display()),
                 )
             })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ledger::new(),
+            // A registry kept it here, and it is gone (a volume not mounted, a path mistyped):
+            // starting empty would hand out every retired name again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && kept_before => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "{}: missing, though its lock file shows a registry kept it: restore it, or remove {} to start an empty registry",
+                        path.display(),
+                        beside(&path, ".lock").display()
+                    ),
+                ));
+            }
+            // A new registry: its ledger exists from now on, so that a later start can tell
+            // a missing one.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let ledger = Ledger::new();
+                persist(&path, &ledger)?;
+                ledger
+            }
             Err(e) => return Err(e),
         };
         Ok(Self {
@@ -74,32 +98,65 @@ impl FileRegistry {
         })
     }
 
-    /// Where the ledger is kept.
+    /// Where the ledger is kept (symbolic links followed).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     fn persist(&self, ledger: &Ledger) -> io::Result<()> {
-        let temporary = beside(&self.path, ".tmp");
-        let mut file = File::create(&temporary)?;
-        file.write_all(&ledger.to_json())?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temporary, &self.path)?;
-        // The rename should reach the disk before the change is acknowledged. Once it is done
-        // the file holds the change, so a failure here cannot undo it: the change stands (a
-        // crash before the directory is written could still lose it).
-        #[cfg(unix)]
-        if let Some(dir) = self.path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
-        Ok(())
+        persist(&self.path, ledger)
     }
+}
+
+/// `path` with its symbolic links followed; the file itself need not exist yet, its directory
+/// must.
+fn resolved(path: &Path) -> io::Result<PathBuf> {
+    match fs::canonicalize(path) {
+        Ok(path) => Ok(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let name = path.file_name().ok_or(e)?;
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            Ok(fs::canonicalize(dir)?.join(name))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `ledger` to `path` whole: a temporary file beside it, `fsync`ed, renamed over it.
+fn persist(path: &Path, ledger: &Ledger) -> io::Result<()> {
+    let temporary = beside(path, ".tmp");
+    // One left by a crash; and a new one is made, never opened: a link planted in its place
+    // is not written through.
+    let _ = fs::remove_file(&temporary);
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temporary)?;
+    // The ledger's permissions, not the umask's: an operator's `chmod` outlives a change.
+    if let Ok(kept) = fs::metadata(path) {
+        file.set_permissions(kept.permissions())?;
+    }
+    file.write_all(&ledger.to_json())?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    // The rename should reach the disk before the change is acknowledged. Once it is done
+    // the file holds the change, so a failure here cannot undo it: the change stands (a
+    // crash before the directory is written could still lose it).
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 /// `path` with `suffix` added to its file name.
