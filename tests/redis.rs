@@ -944,3 +944,33 @@ async fn flushed_waits_for_the_writes_in_flight() {
     assert_eq!(store.flushed().now_or_never(), Some(()));
     sleeper.join().unwrap();
 }
+
+/// A reconciliation is off the request's path: a Redis that stalls for longer than a
+/// decision's timeout (50 ms by default), having forgotten its scripts, still takes it once it
+/// answers, and the shared quota's charge is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_outlasts_a_stall_longer_than_the_decision_timeout() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::builder(server.url()).build().unwrap();
+    // Both scripts loaded while Redis is quick.
+    decide(&store, ask(82, Some(Rate::per_minute(10, 10)), None, 0)).await;
+    store.reconcile(charged(LimitKey(82), 1));
+    tokio::time::timeout(Duration::from_secs(5), store.flushed())
+        .await
+        .unwrap();
+    // Its scripts forgotten (a restart, a failover), the call takes three round trips:
+    // NOSCRIPT, SCRIPT LOAD, EVALSHA, the first of them answered only after the stall.
+    redis_cmd(&server, &["SCRIPT", "FLUSH"]).unwrap();
+    let sleeper = sleep_redis(&server, "0.3");
+    store.reconcile(charged(LimitKey(82), 10));
+    tokio::time::timeout(Duration::from_secs(5), store.flushed())
+        .await
+        .expect("flushed once Redis answers");
+    sleeper.join().unwrap();
+    assert_eq!(
+        int(redis_cmd(&server, &["GET", "tm:{keys:82}:quota"]).unwrap()),
+        11
+    );
+}

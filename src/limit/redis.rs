@@ -19,7 +19,9 @@ use super::store::{
 };
 
 /// Decides requests, tokens and the quota of one key together. Times are microseconds since
-/// 2020-01-01 UTC as Lua doubles (exact to about 0.01 µs for centuries), from Redis's `TIME`,
+/// 2020-01-01 UTC as Lua doubles (a step of 1/32 µs today, about 0.5 µs in a century: an
+/// interval a unit must be well above that, as any rate of under some billions a minute is),
+/// from Redis's `TIME`,
 /// so replicas with skewed clocks still share one timeline. Nothing is written on a refusal.
 /// Returns `{outcome, now, wait, requests TAT, tokens TAT}`, times in nanoseconds: outcome 0
 /// admitted, 1 requests refused, 2 tokens refused, 3 quota used up.
@@ -121,11 +123,12 @@ pub enum OnUnavailable {
 ///   multiply the limit. A reservation too large for the bucket is refused without a trip.
 /// - **Reconciliation** (usage correction, a slot given back, the quota charged) runs in the
 ///   background after the response, one call of a second script per response; it is skipped
-///   when there is nothing to correct. While Redis is down it is lost, and the reservation
-///   stands.
+///   when there is nothing to correct. It may take as long as a late answer is read (2 s, or
+///   ten timeouts); one Redis does not take by then is lost, and the reservation stands.
 /// - **Keys**: `tm:{<namespace>:<key>}:rate` (a hash of two theoretical arrival times) and
-///   `tm:{<namespace>:<key>}:quota` (tokens used), hash-tagged so both live in one cluster
-///   slot. A rate key expires one second after its limits have fully recovered; a quota
+///   `tm:{<namespace>:<key>}:quota` (tokens used), hash-tagged so both would live in one
+///   cluster slot; the store speaks to one Redis primary (Redis 5 or later), not to a Redis
+///   Cluster, whose redirections it would take for an outage. A rate key expires one second after its limits have fully recovered; a quota
 ///   counter is a total and does not expire. The limiter key must mean the same key on every
 ///   replica: give every replica the same key configuration (the in-memory key store numbers
 ///   keys in the order they are inserted).
@@ -366,7 +369,10 @@ impl Inner {
                 .arg(tokens)
                 .arg(delta)
                 .arg(spent);
-            let _ = tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn)).await;
+            // Off the request's path: it may wait as long as a late answer is read, rather
+            // than the decision's timeout (a slow moment would drop the charge or the refund).
+            let wait = LATE_ANSWERS.max(timeout * 10);
+            let _ = tokio::time::timeout(wait, call.invoke_async::<i64>(&mut conn)).await;
         });
     }
 }
