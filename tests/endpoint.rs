@@ -795,6 +795,13 @@ async fn the_ledger_keeps_its_permissions_and_its_links() {
     assert_eq!(mode(&target), 0o640);
 }
 
+/// An empty management token would let in any request whose `X-Auth-Token` is empty.
+#[test]
+#[should_panic(expected = "a management token may not be empty")]
+fn an_empty_management_token_is_refused() {
+    let _ = ManagementAccess::new().token("", Account::new("acme"));
+}
+
 #[tokio::test]
 async fn a_corrupt_registry_file_is_refused_at_open() {
     let dir = scratch_dir("corrupt");

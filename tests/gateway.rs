@@ -977,6 +977,16 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
             "body_limit = 1073741825",
             "body_limit: at most 1073741824 (1 GiB; APIG's is 12 MiB)",
         ),
+        // A management token left empty would let in any empty `X-Auth-Token`; one given to
+        // two accounts would act for the second alone.
+        (
+            "[[management.accounts]]\nname = \"a\"\ntoken = \"\"\n",
+            "management.accounts[0]: the token is empty",
+        ),
+        (
+            "[[management.accounts]]\nname = \"a\"\ntoken = \"mgmt-Secret-1\"\n[[management.accounts]]\nname = \"b\"\ntoken = \"mgmt-Secret-1\"\n",
+            "management.accounts[1]: the same token as an account before it",
+        ),
     ] {
         let config = app::parse_config(text).unwrap();
         assert_eq!(app::router(&config).err().as_deref(), Some(expected));

@@ -965,20 +965,27 @@ fn management(
         if let Some(quota) = account.endpoint_quota {
             grant = grant.endpoint_quota(quota);
         }
-        access = match (&account.token, &account.token_digest) {
-            (Some(token), None) => access.token(&token.0, grant),
-            (None, Some(digest)) => access.token_digest(
-                digest
-                    .parse::<KeyDigest>()
-                    .map_err(|e| format!("management.accounts[{i}].token_digest: {e}"))?,
-                grant,
-            ),
+        let digest = match (&account.token, &account.token_digest) {
+            (Some(token), None) => KeyDigest::of(&token.0),
+            (None, Some(digest)) => digest
+                .parse::<KeyDigest>()
+                .map_err(|e| format!("management.accounts[{i}].token_digest: {e}"))?,
             _ => {
                 return Err(format!(
                     "management.accounts[{i}]: give exactly one of token or token_digest"
                 ));
             }
         };
+        // Refused here, in words, rather than by the builder's panic.
+        if digest == KeyDigest::of("") {
+            return Err(format!("management.accounts[{i}]: the token is empty"));
+        }
+        if access.has_token(&digest) {
+            return Err(format!(
+                "management.accounts[{i}]: the same token as an account before it"
+            ));
+        }
+        access = access.token_digest(digest, grant);
     }
     Ok(ManagementApi::new(registry, access, services))
 }

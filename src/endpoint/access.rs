@@ -99,14 +99,43 @@ impl ManagementAccess {
     }
 
     /// A plaintext token (hashed at once) acting for `account`.
+    ///
+    /// # Panics
+    ///
+    /// As [`token_digest`](Self::token_digest): on an empty token, or one given twice.
     pub fn token(self, token: &str, account: Account) -> Self {
         self.token_digest(KeyDigest::of(token), account)
     }
 
     /// A token given by its SHA-256 digest, acting for `account`.
+    ///
+    /// # Panics
+    ///
+    /// On the digest of the empty token (a variable left unset would otherwise let in any
+    /// request with an empty `X-Auth-Token`), and on a digest given twice (the second account
+    /// would silently take the first's token).
+    ///
+    /// ```should_panic
+    /// use tower_maas::endpoint::{Account, ManagementAccess};
+    ///
+    /// let _ = ManagementAccess::new()
+    ///     .token("shared", Account::new("acme"))
+    ///     .token("shared", Account::new("ops"));
+    /// ```
     pub fn token_digest(mut self, digest: KeyDigest, account: Account) -> Self {
-        self.tokens.insert(digest, account);
+        assert!(
+            digest != KeyDigest::of(""),
+            "a management token may not be empty"
+        );
+        let earlier = self.tokens.insert(digest, account);
+        assert!(earlier.is_none(), "a management token given twice");
         self
+    }
+
+    /// Whether a token with this digest is already given (to check before
+    /// [`token_digest`](Self::token_digest), which panics on one given twice).
+    pub fn has_token(&self, digest: &KeyDigest) -> bool {
+        self.tokens.contains_key(digest)
     }
 
     /// The account a presented token acts for.

@@ -240,7 +240,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// 32 random hex digits as a version-4 UUID: `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`.
+/// 32 hex digits in a version-4 UUID's form: `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`. The
+/// digits are a request id's: unique, not unguessable (an endpoint is found by its id only
+/// within its account and project).
 fn uuid_v4(hex: &str) -> String {
     let h = hex.as_bytes();
     let variant = b"89ab"[usize::from(h[16] % 4)];

@@ -16,7 +16,8 @@ use crate::model::EndpointRoute;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CustomEndpoint {
-    /// The endpoint's id, a UUID (`c4513589-df2e-4d58-ab0c-d5a6f2…`).
+    /// The endpoint's id, in a version-4 UUID's form (`c4513589-df2e-4d58-ab0c-d5a6f2…`):
+    /// unique, but not drawn at random, so not a secret.
     pub id: String,
     /// The endpoint's limiter key: unique, never reused.
     pub limit_key: u64,
