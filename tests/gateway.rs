@@ -2519,3 +2519,29 @@ async fn an_ipv4_client_of_a_dual_stack_listener_is_forwarded_as_ipv4() {
     let (headers, _) = seen.lock().unwrap().take().unwrap();
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
 }
+
+/// An upstream's failure is logged with its cause (hyper-util's error names only its kind; the
+/// cause is its source's), at most once a second: an upstream that is down fails every request
+/// sent to it.
+#[tokio::test]
+async fn an_upstream_failure_is_logged_with_its_cause_once_a_second() {
+    let (captured, flush, _guard) = capture_log();
+    let (up, _) = upstream().await;
+    let gw = gateway(up).await;
+    for _ in 0..3 {
+        assert_eq!(send(gw, chat("dead", "hello")).await.status, 502);
+    }
+    drop(flush);
+    let text = captured.text();
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("upstream failed"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{text}");
+    assert!(
+        failures[0].contains(
+            &format!(r#" WARN upstream failed: client error (Connect): tcp connect error: Connection refused (os error 111) request_id="{FIXED_ID}" upstream="http://127.0.0.1:1" unlogged=0"#)
+        ),
+        "{text}"
+    );
+}

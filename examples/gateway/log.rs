@@ -323,3 +323,35 @@ impl<B: http_body::Body> http_body::Body for Logged<B> {
         )
     }
 }
+
+/// At most one line a second about a condition that lasts (an upstream down, file descriptors
+/// used up), which would otherwise write a line for every request or every try.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Throttle {
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl Throttle {
+    /// None written yet: the first line is due at once.
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: None,
+            skipped: 0,
+        }
+    }
+
+    /// Whether a line is due now: `Some` of how many were not written since the last one.
+    pub(crate) fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            self.skipped += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.skipped))
+    }
+}

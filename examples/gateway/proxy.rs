@@ -18,6 +18,7 @@ use tower_maas::validate::ParsedRequest;
 use tower_maas::{BackendTimeout, Dialect, EndpointRoute, MaasError, RequestId};
 
 use crate::idle::IdleTimeout;
+use crate::log::Throttle;
 
 /// A pooled client for the upstreams.
 pub(crate) type UpstreamClient = Client<HttpConnector, http_body_util::Full<Bytes>>;
@@ -108,7 +109,7 @@ impl Upstream {
             return Err("a query or fragment would be sent with every request".to_owned());
         }
         let path = uri.path().trim_end_matches('/');
-        if super::app::INFERENCE_ROUTES
+        if crate::app::INFERENCE_ROUTES
             .iter()
             .any(|route| path.ends_with(route))
         {
@@ -239,19 +240,13 @@ pub(crate) async fn forward(
     let sent = CLIENTS.with(|clients| clients[usize::from(upstream.http2)].request(request));
     match tokio::time::timeout(timeout, sent).await {
         Err(_) => {
-            warn_failure(upstream, "gave no answer in time");
+            warn_failure(upstream, &id, &"gave no answer in time");
             refuse(MaasError::BackendTimeout)
         }
         Ok(Err(error)) => {
             // The cause, which the client's 502 does not tell: refused, no route, a broken
-            // answer. hyper-util's error names only its kind; the cause is its source.
-            let mut cause = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(next) = source {
-                let _ = write!(cause, ": {next}");
-                source = next.source();
-            }
-            warn_failure(upstream, &cause);
+            // answer.
+            warn_failure(upstream, &id, &Chain(&error));
             refuse(MaasError::BackendUnavailable)
         }
         Ok(Ok(response)) => {
@@ -264,19 +259,41 @@ pub(crate) async fn forward(
 }
 
 /// Logs an upstream's failure at `warn`, at most once a second on each thread (an upstream
-/// that is down fails every request sent to it), with how many went unlogged before it.
-fn warn_failure(upstream: &Upstream, cause: &str) {
+/// that is down fails every request sent to it), with the request's id and how many went
+/// unlogged before it.
+fn warn_failure(upstream: &Upstream, id: &RequestId, cause: &dyn std::fmt::Display) {
     thread_local! {
-        static LAST: std::cell::Cell<(Option<std::time::Instant>, u64)> =
-            const { std::cell::Cell::new((None, 0)) };
+        static THROTTLE: std::cell::Cell<Throttle> = const {
+            std::cell::Cell::new(Throttle::new())
+        };
     }
-    let (last, unlogged) = LAST.get();
-    if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
-        LAST.set((last, unlogged + 1));
-        return;
+    let mut throttle = THROTTLE.get();
+    let due = throttle.due();
+    THROTTLE.set(throttle);
+    if let Some(unlogged) = due {
+        tracing::warn!(
+            request_id = id.as_str(),
+            upstream = upstream.base.as_str(),
+            unlogged,
+            "upstream failed: {cause}"
+        );
     }
-    LAST.set((Some(std::time::Instant::now()), 0));
-    tracing::warn!(upstream = %upstream.base, unlogged, "upstream failed: {cause}");
+}
+
+/// An error and its sources, as one line: hyper-util's error names only its kind (`client
+/// error (Connect)`), the cause (refused, no route) is its source's.
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(next) = source {
+            write!(f, ": {next}")?;
+            source = next.source();
+        }
+        Ok(())
+    }
 }
 
 /// The body with its top-level `model` set to the upstream's name, for a body the validator

@@ -135,7 +135,7 @@ pub(crate) async fn serve<S: App>(
         bounds.connections.min(tokio::sync::Semaphore::MAX_PERMITS),
     ));
     let mut stop = pin!(stop);
-    let mut last_warned = None;
+    let mut accept_failed = crate::log::Throttle::new();
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&room).acquire_owned() => match permit {
@@ -152,9 +152,8 @@ pub(crate) async fn serve<S: App>(
                 // (at most once a second: the condition lasts), since connections then wait
                 // in the kernel's queue with nothing else to show for it.
                 Err(err) => {
-                    if last_warned.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(1)) {
-                        tracing::warn!("accepting a connection failed: {err}");
-                        last_warned = Some(std::time::Instant::now());
+                    if let Some(unlogged) = accept_failed.due() {
+                        tracing::warn!(unlogged, "accepting a connection failed: {err}");
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
