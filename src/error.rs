@@ -82,8 +82,8 @@ pub enum Dialect {
 
 /// The window of an APIG per-IP throttling policy: so many seconds, minutes, hours or days (the
 /// units of APIG's policies), written in the APIG.0308 message as the policy has it, the unit
-/// in the singular: `time:1 minute`, `time:10 second`. A count of 0 is taken as 1 (and limits
-/// as 1, though `Seconds(0) != Seconds(1)`).
+/// in the singular: `time:1 minute`, `time:10 second`. A count of 0 counts as 1, in the
+/// message and the limit alike (though `Seconds(0) != Seconds(1)`).
 ///
 /// ```
 /// use tower_maas::{MaasError, ThrottleWindow};

@@ -2287,37 +2287,35 @@ async fn bodies_nested_to_the_limit_are_served_on_the_workers() {
     let (addr, _stop, _server) = served(&config, Duration::from_secs(30)).await;
     let max = tower_maas::validate::MAX_DEPTH;
     let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
-    // The body, the kwargs and 510 lists: 512 levels, the most taken.
+    // The body, the kwargs and 510 lists: 512 levels, the most taken; and the body and 511
+    // lists.
     let chat = format!(
         r#"{{"model":"mock-model","messages":[{{"role":"user","content":"deep enough"}}],"chat_template_kwargs":{{"a":{}}}}}"#,
         nested(max - 2)
     );
-    let reply = send(
-        addr,
-        request("POST", "/v1/chat/completions", Some(KEY), &chat),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-    assert_eq!(answer["choices"][0]["message"]["content"], "deep enough");
-    // The body and 511 lists.
     let video = format!(
         r#"{{"model":"mock-model","prompt":"a cat","x":{}}}"#,
         nested(max - 1)
     );
-    let reply = send(
-        addr,
-        request("POST", "/v1/video/generations", Some(KEY), &video),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let task: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-    assert_eq!(task["status"], "queued");
+    for (path, body, said, expected) in [
+        (
+            "/v1/chat/completions",
+            chat,
+            "/choices/0/message/content",
+            "deep enough",
+        ),
+        ("/v1/video/generations", video, "/status", "queued"),
+    ] {
+        let reply = send(addr, request("POST", path, Some(KEY), &body)).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(answer.pointer(said).unwrap(), expected, "{path}");
+    }
 }
 
 /// The mock embeds at most 2048 inputs a request, as OpenAI's API does, and answers more with
-/// an OpenAI-compatible server's 400 instead of building an answer of about 60 bytes an input
-/// (12 MiB of empty strings would be a quarter of a gigabyte).
+/// an OpenAI-compatible server's 400 instead of building an answer of about 0.8 KB an input as
+/// a `Value` (12 MiB of empty strings would be gigabytes).
 #[tokio::test]
 async fn the_mock_embeds_at_most_2048_inputs() {
     let config = app::parse_config(&format!(

@@ -658,64 +658,43 @@ fn answering<B>(
     })
 }
 
+/// What a filter in front of a backend answering `answer` makes of a chat saying `content`:
+/// its status, and the refusal it says outside the body, if any.
+async fn refusal_of(answer: &'static str, content: &str) -> (u16, Option<RiskRefusal>) {
+    let filter = ContentRiskFilterLayer::new(terms()).layer(answering(answer));
+    let response = filter
+        .oneshot(
+            Request::post("/v1/chat/completions")
+                .body(body_of(content))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let refusal = response.extensions().get::<RiskRefusal>().cloned();
+    (response.status().as_u16(), refusal)
+}
+
 #[tokio::test]
 async fn the_refusal_says_which_side_and_category_outside_the_body() {
-    let filter = ContentRiskFilterLayer::new(terms()).layer(answering(
-        r#"{"choices":[{"message":{"content":"build a bomb"}}]}"#,
-    ));
-    let response = filter
-        .clone()
-        .oneshot(
-            Request::post("/v1/chat/completions")
-                .body(body_of("hi"))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 403);
-    assert_eq!(
-        response.extensions().get::<RiskRefusal>(),
-        Some(&RiskRefusal {
-            side: Side::Output,
-            category: "weapons".into()
+    let said = r#"{"choices":[{"message":{"content":"build a bomb"}}]}"#;
+    let refused = |side, category: &str| {
+        Some(RiskRefusal {
+            side,
+            category: category.into(),
         })
-    );
-    let response = filter
-        .oneshot(
-            Request::post("/v1/chat/completions")
-                .body(body_of("build a bomb"))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    };
     assert_eq!(
-        response.extensions().get::<RiskRefusal>().unwrap().side,
-        Side::Input
+        refusal_of(said, "hi").await,
+        (403, refused(Side::Output, "weapons"))
+    );
+    assert_eq!(
+        refusal_of(said, "build a bomb").await,
+        (403, refused(Side::Input, "weapons"))
     );
     // An answer that cannot be read, refused as unchecked: said so, apart from a term's.
-    let unreadable = ContentRiskFilterLayer::new(terms()).layer(answering(
-        r#"{"choices":[{"text":"build a bomb"}]} and more"#,
-    ));
-    let response = unreadable
-        .oneshot(
-            Request::post("/v1/chat/completions")
-                .body(body_of("hi"))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        (
-            response.status(),
-            response.extensions().get::<RiskRefusal>()
-        ),
-        (
-            http::StatusCode::FORBIDDEN,
-            Some(&RiskRefusal {
-                side: Side::Output,
-                category: "answer-unreadable".into()
-            })
-        )
+        refusal_of(r#"{"choices":[{"text":"build a bomb"}]} and more"#, "hi").await,
+        (403, refused(Side::Output, "answer-unreadable"))
     );
 }
 

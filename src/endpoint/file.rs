@@ -61,8 +61,9 @@ impl FileRegistry {
         // The ledger's real place: written through a symbolic link, the rename would replace
         // the link, and locked through another name, two registries would share one ledger.
         let path = resolved(path.as_ref())?;
-        let kept_before = beside(&path, ".lock").exists();
-        let lock = lock(&path)?;
+        let lock_path = beside(&path, ".lock");
+        let kept_before = lock_path.exists();
+        let lock = lock(&path, &lock_path)?;
         let ledger = match fs::read(&path) {
             Ok(bytes) => Ledger::from_json(&bytes).map_err(|e| {
                 io::Error::new(
@@ -78,7 +79,7 @@ impl FileRegistry {
                     format!(
                         "{}: missing, though its lock file shows a registry kept it: restore it, or remove {} to start an empty registry",
                         path.display(),
-                        beside(&path, ".lock").display()
+                        lock_path.display()
                     ),
                 ));
             }
@@ -125,7 +126,8 @@ fn resolved(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// Writes `ledger` to `path` whole: a temporary file beside it, `fsync`ed, renamed over it.
+/// Writes `ledger` to `path` (a [`resolved`] one) whole: a temporary file beside it, `fsync`ed,
+/// renamed over it.
 fn persist(path: &Path, ledger: &Ledger) -> io::Result<()> {
     let temporary = beside(path, ".tmp");
     // One left by a crash; and a new one is made, never opened: a link planted in its place
@@ -147,13 +149,9 @@ fn persist(path: &Path, ledger: &Ledger) -> io::Result<()> {
     // The rename should reach the disk before the change is acknowledged. Once it is done
     // the file holds the change, so a failure here cannot undo it: the change stands (a
     // crash before the directory is written could still lose it).
+    // (`path` is resolved, so it has its directory.)
     #[cfg(unix)]
     if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
         let _ = File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
@@ -167,13 +165,12 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// The ledger's lock file, locked for this registry alone.
-fn lock(path: &Path) -> io::Result<File> {
-    let lock_path = beside(path, ".lock");
+fn lock(path: &Path, lock_path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)?;
+        .open(lock_path)?;
     // Named in full: on Rust 1.89 and later `File::try_lock` is std's own, with another error.
     match fs4::FileExt::try_lock(&file) {
         Ok(()) => Ok(file),

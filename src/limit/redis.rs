@@ -128,7 +128,8 @@ pub enum OnUnavailable {
 /// - **Keys**: `tm:{<namespace>:<key>}:rate` (a hash of two theoretical arrival times) and
 ///   `tm:{<namespace>:<key>}:quota` (tokens used), hash-tagged so both would live in one
 ///   cluster slot; the store speaks to one Redis primary (Redis 5 or later), not to a Redis
-///   Cluster, whose redirections it would take for an outage. A rate key expires one second after its limits have fully recovered; a quota
+///   Cluster, whose redirections it would take for an outage. A rate key expires one second
+///   after its limits have fully recovered; a quota
 ///   counter is a total and does not expire. The limiter key must mean the same key on every
 ///   replica: give every replica the same key configuration (the in-memory key store numbers
 ///   keys in the order they are inserted).
