@@ -129,6 +129,7 @@ pub(crate) fn media_type_is(headers: &http::HeaderMap, media_type: &[u8]) -> boo
 
 /// Whether a body is sent encoded (`content-encoding` other than `identity`): its bytes are
 /// then not the text they stand for.
+#[cfg(feature = "risk")]
 pub(crate) fn is_encoded(headers: &http::HeaderMap) -> bool {
     headers
         .get_all(http::header::CONTENT_ENCODING)

@@ -11,11 +11,12 @@ use gateway_app::{app, idle, log, mock, proxy, serve};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use common::{FIXED_ID, full, send};
+use common::{Captured, FIXED_ID, full, send};
 use http::{Request, StatusCode};
 use tower_maas::ErrorEnvelopeLayer;
 use tower_maas::auth::{BearerAuthLayer, InMemoryKeyStore, KeyPolicy};
@@ -222,6 +223,48 @@ fn using(key: &str, used: u64) -> Request<http_body_util::Full<bytes::Bytes>> {
         .header("x-usage", used.to_string())
         .body(full("{}"))
         .unwrap()
+}
+
+/// A TCP relay on a port of its own: each connection it takes goes on to the port `target`
+/// holds at that moment, as a DNS name or a proxy in front of Redis moves at a failover.
+struct Relay {
+    port: u16,
+    target: Arc<AtomicU16>,
+}
+
+impl Relay {
+    async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = Arc::new(AtomicU16::new(target));
+        let to = Arc::clone(&target);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let port = to.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { port, target }
+    }
+}
+
+/// This thread's `tracing` events, at `info` and above, as lines without a time, for as long
+/// as the guard lives.
+fn capture_log() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
 }
 
 /// Polls until `done` holds (reconciliation runs in the background), at most 3 s.
@@ -973,4 +1016,98 @@ async fn a_reconciliation_outlasts_a_stall_longer_than_the_decision_timeout() {
         int(redis_cmd(&server, &["GET", "tm:{keys:82}:quota"]).unwrap()),
         11
     );
+}
+
+/// A failover: the primary becomes a replica of another server, and the address the store
+/// dials now leads to that new primary. The old one keeps its clients and answers every write
+/// `READONLY`, which redis-rs does not reconnect on: the store connects anew, at once, rather
+/// than failing every decision until it is restarted, and says so in one `warn` line.
+#[tokio::test]
+async fn a_failover_is_followed_to_the_new_primary() {
+    let (Some(old), Some(new)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    // A current-thread runtime: the store's tasks run on this thread, under this subscriber.
+    let (captured, _guard) = capture_log();
+    let relay = Relay::start(old.port).await;
+    let store = RedisStore::builder(format!("redis://127.0.0.1:{}/", relay.port))
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let rate = Rate::per_minute(6000, 100);
+    assert!(matches!(
+        decide(&store, ask(41, Some(rate), None, 0)).await,
+        Outcome::Admitted(_)
+    ));
+
+    redis_cmd(&old, &["REPLICAOF", "127.0.0.1", &new.port.to_string()]).unwrap();
+    relay.target.store(new.port, Ordering::SeqCst);
+    // The first decision meets READONLY: refused (failing closed), and the connection replaced.
+    assert_eq!(
+        decide(&store, ask(41, Some(rate), None, 0)).await,
+        Outcome::Unavailable
+    );
+    assert!(matches!(
+        decide(&store, ask(41, Some(rate), None, 0)).await,
+        Outcome::Admitted(_)
+    ));
+    assert_eq!(
+        int(redis_cmd(&new, &["EXISTS", "tm:{keys:41}:rate"]).unwrap()),
+        1
+    );
+
+    let text = captured.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].starts_with(
+            " WARN tower_maas: RedisStore: a decision failed: READONLY You can't write against a read only replica."
+        ) && lines[0].ends_with("; the server is not a primary: connecting again unlogged=0"),
+        "{text}"
+    );
+}
+
+/// Redis unreachable: every decision fails closed, and the log says so at most once a second,
+/// with how many failures it did not write, never once a request.
+#[tokio::test]
+async fn an_outage_is_logged_once_a_second() {
+    let (captured, _guard) = capture_log();
+    // A port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = RedisStore::builder(format!("redis://127.0.0.1:{port}/"))
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let rate = Rate::per_minute(6000, 100);
+    for _ in 0..5 {
+        assert_eq!(
+            decide(&store, ask(51, Some(rate), None, 0)).await,
+            Outcome::Unavailable
+        );
+    }
+    let first = captured.text();
+    assert_eq!(first.lines().count(), 1, "{first}");
+    assert!(
+        first.starts_with(" WARN tower_maas: RedisStore: a decision ")
+            && first.ends_with(" unlogged=0\n"),
+        "{first}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        decide(&store, ask(51, Some(rate), None, 0)).await,
+        Outcome::Unavailable
+    );
+    let text = captured.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let unlogged: u64 = lines[1]
+        .rsplit_once(" unlogged=")
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(unlogged >= 4, "{text}");
 }

@@ -58,6 +58,8 @@ mod headers;
 mod ip;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_link;
 mod store;
 mod token;
 mod usage;

@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::{RedisResult, Script};
 use tokio::sync::Notify;
 
 use super::clock::Nanos;
 use super::gcra::Rate;
+use super::redis_link::{Call, Handed, Link};
 use super::store::{
     Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Reconcile, Snapshot,
 };
@@ -133,9 +134,16 @@ pub enum OnUnavailable {
 ///   counter is a total and does not expire. The limiter key must mean the same key on every
 ///   replica: give every replica the same key configuration (the in-memory key store numbers
 ///   keys in the order they are inserted).
-/// - **Failures**: each call has a timeout (default 50 ms, reconnection included); past it the
-///   [`OnUnavailable`] policy decides. The connection is re-established in the background, so
-///   the store recovers when Redis is back, without a restart.
+/// - **Failures**: each call has a timeout (default 50 ms, reconnection included); past it, or
+///   on an error from Redis, the [`OnUnavailable`] policy decides. The connection is
+///   re-established in the background, so the store recovers when Redis is back, without a
+///   restart. After a failover, a server that answers `READONLY` or `MASTERDOWN` (the old
+///   primary, now a replica, keeps its clients) is left for a new connection to the same
+///   address, at most every 100 ms: a DNS name or a proxy the failover moved then leads to
+///   the new primary.
+/// - **Logging** (feature `tracing`): a failed or unanswered call is a `warn` event of target
+///   `tower_maas`, at most one a second per store, counting those it did not write (a lost
+///   reconciliation says so). It names the call and Redis's error, never a key.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -157,7 +165,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    link: Link,
     /// Where the store's tasks run; the caller's runtime when `None`.
     runtime: Option<tokio::runtime::Handle>,
     namespace: String,
@@ -327,6 +335,15 @@ impl Inner {
 
     /// One decision: the acquire script, on the shared connection.
     async fn decide(&self, ask: &Acquire) -> RedisResult<Vec<i64>> {
+        let mut conn = self.link.get();
+        let answer = self.call_acquire(ask, &mut conn).await;
+        if let Err(error) = &answer {
+            self.link.failed(&conn, Call::Decision, error);
+        }
+        answer
+    }
+
+    async fn call_acquire(&self, ask: &Acquire, conn: &mut Handed) -> RedisResult<Vec<i64>> {
         let (rpu, rcap) = interval(ask.requests);
         let (tpu, tcap) = interval(ask.tokens);
         let limit = ask
@@ -341,7 +358,7 @@ impl Inner {
             .arg(tcap)
             .arg(ask.reserve)
             .arg(limit);
-        call.invoke_async(&mut self.conn.clone()).await
+        call.invoke_async(&mut conn.manager).await
     }
 
     fn rate_key(&self, key: LimitKey) -> String {
@@ -353,9 +370,16 @@ impl Inner {
     }
 
     /// Runs the reconciliation script in the background, when a runtime is there to run it.
-    fn settle(&self, key: LimitKey, release: Nanos, tokens: Nanos, delta: i128, spent: u64) {
+    fn settle(
+        self: &Arc<Self>,
+        key: LimitKey,
+        release: Nanos,
+        tokens: Nanos,
+        delta: i128,
+        spent: u64,
+    ) {
         let (rate, quota) = (self.rate_key(key), self.quota_key(key));
-        let mut conn = self.conn.clone();
+        let inner = Arc::clone(self);
         let timeout = self.timeout;
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
         // INCRBY takes a signed 64-bit number.
@@ -373,7 +397,12 @@ impl Inner {
             // Off the request's path: it may wait as long as a late answer is read, rather
             // than the decision's timeout (a slow moment would drop the charge or the refund).
             let wait = LATE_ANSWERS.max(timeout * 10);
-            let _ = tokio::time::timeout(wait, call.invoke_async::<i64>(&mut conn)).await;
+            let mut conn = inner.link.get();
+            match tokio::time::timeout(wait, call.invoke_async::<i64>(&mut conn.manager)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => inner.link.failed(&conn, Call::Reconciliation, &error),
+                Err(_) => inner.link.unanswered(Call::Reconciliation, wait),
+            }
         });
     }
 }
@@ -461,10 +490,10 @@ impl RedisStoreBuilder {
             .set_max_delay(Duration::from_millis(500));
         // What the connection starts at once (a watcher of pushed messages) starts there too.
         let _entered = self.runtime.as_ref().map(tokio::runtime::Handle::enter);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let link = Link::new(client, config)?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                conn,
+                link,
                 runtime: self.runtime.clone(),
                 namespace: self.namespace,
                 timeout: self.timeout,
@@ -547,7 +576,12 @@ impl RateStore for RedisStore {
             });
             let answer = match tokio::time::timeout(inner.timeout, answer).await {
                 Ok(Ok(Ok(answer))) => outcome(&answer, &ask),
-                _ => None,
+                // An error was reported where it was met, with what it may have done.
+                Ok(_) => None,
+                Err(_) => {
+                    inner.link.unanswered(Call::Decision, inner.timeout);
+                    None
+                }
             };
             answer.unwrap_or_else(|| match &inner.fallback {
                 // Failing closed: there is no memory to decide in.

@@ -1,0 +1,184 @@
+//! The connection a [`RedisStore`](super::RedisStore) speaks through, replaced when the server
+//! behind it stops being a primary, and the failures it meets told to the operator.
+//!
+//! redis-rs's `ConnectionManager` reconnects when a connection breaks, not when the server
+//! answers with an error. After a failover the old primary usually keeps its clients and
+//! answers every write `READONLY` (it now follows the new one), so a store that kept its
+//! connection would fail every decision until restarted, though a new connection to the same
+//! address (a DNS name the failover moved, a proxy) would reach the new primary.
+
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, RedisResult};
+
+/// The least time between two replacements: a failover still in progress (the address still
+/// leads to a replica) must not turn every decision into a new connection.
+const REPLACE_EVERY: Duration = Duration::from_millis(100);
+
+/// How often at most a failure is written to the log, per store: an outage fails every
+/// request, and one line a second says as much.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// The errors that mean the server is not a primary any more, or not yet: no write will work
+/// on this connection, while a new one to the same address may reach the primary.
+const NOT_A_PRIMARY: [&str; 2] = ["READONLY", "MASTERDOWN"];
+
+/// The connection in use, replaceable, and the log of what went wrong with it.
+pub(super) struct Link {
+    client: Client,
+    config: ConnectionManagerConfig,
+    current: Mutex<Current>,
+    reports: Mutex<Reports>,
+}
+
+struct Current {
+    manager: ConnectionManager,
+    /// Which connection this is: a failure met on one already replaced replaces nothing.
+    number: u64,
+    /// When it replaced another; `None` for the first.
+    since: Option<Instant>,
+}
+
+/// The log lines held back since the last one written.
+#[derive(Default)]
+struct Reports {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+/// A connection handed out, and which one it was, to report a failure against.
+pub(super) struct Handed {
+    pub(super) manager: ConnectionManager,
+    number: u64,
+}
+
+impl Link {
+    /// A link opening its connection on first use. Must run inside the Tokio runtime the
+    /// connection is to run on.
+    pub(super) fn new(client: Client, config: ConnectionManagerConfig) -> RedisResult<Self> {
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        Ok(Self {
+            client,
+            config,
+            current: Mutex::new(Current {
+                manager,
+                number: 0,
+                since: None,
+            }),
+            reports: Mutex::default(),
+        })
+    }
+
+    /// The connection to make a call on (a clone, as cheap as an `Arc`'s).
+    pub(super) fn get(&self) -> Handed {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        Handed {
+            manager: current.manager.clone(),
+            number: current.number,
+        }
+    }
+
+    /// A call on `handed` failed with `error`: written to the log (at most once a second),
+    /// and when the server is no longer a primary the connection is replaced, so that the next
+    /// call connects anew. Runs on the store's runtime, where a new connection must start.
+    pub(super) fn failed(&self, handed: &Handed, during: Call, error: &RedisError) {
+        let not_a_primary = error
+            .code()
+            .is_some_and(|code| NOT_A_PRIMARY.contains(&code));
+        let replaced = not_a_primary && self.replace(handed.number);
+        self.report(format_args!(
+            "{during} failed: {}{}",
+            AsSent(error),
+            if replaced {
+                "; the server is not a primary: connecting again"
+            } else {
+                ""
+            }
+        ));
+    }
+
+    /// A call got no answer within `after`.
+    pub(super) fn unanswered(&self, during: Call, after: Duration) {
+        self.report(format_args!("{during} got no answer within {after:?}"));
+    }
+
+    /// Replaces connection `number` by a new one, unless it was replaced already or the
+    /// last replacement is too recent. Whether it did.
+    fn replace(&self, number: u64) -> bool {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let recent = current
+            .since
+            .is_some_and(|since| since.elapsed() < REPLACE_EVERY);
+        if current.number != number || recent {
+            return false;
+        }
+        // Only a configuration the first connection already passed could fail here.
+        let Ok(manager) =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        else {
+            return false;
+        };
+        // The old connection closes once the calls still holding it have ended.
+        *current = Current {
+            manager,
+            number: number + 1,
+            since: Some(Instant::now()),
+        };
+        true
+    }
+
+    fn report(&self, what: fmt::Arguments<'_>) {
+        let unlogged = {
+            let mut reports = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if reports
+                .last
+                .is_some_and(|last| now.duration_since(last) < REPORT_EVERY)
+            {
+                reports.unlogged += 1;
+                return;
+            }
+            reports.last = Some(now);
+            std::mem::take(&mut reports.unlogged)
+        };
+        #[cfg(feature = "tracing")]
+        tracing::warn!(target: "tower_maas", unlogged, "RedisStore: {what}");
+        #[cfg(not(feature = "tracing"))]
+        let _ = (what, unlogged);
+    }
+}
+
+/// Which of the store's calls met a failure, for the log.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Call {
+    /// A decision (the acquire script).
+    Decision,
+    /// A reconciliation (the settle script): what it carried is lost.
+    Reconciliation,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Decision => "a decision",
+            Self::Reconciliation => "a reconciliation (its correction and quota charge are lost)",
+        })
+    }
+}
+
+/// A server's error as Redis sent it (`READONLY You can't write…`, as `redis-cli` shows it),
+/// other errors as redis-rs words them.
+struct AsSent<'a>(&'a RedisError);
+
+impl fmt::Display for AsSent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0.code(), self.0.detail()) {
+            (Some(code), Some(detail)) => write!(f, "{code} {detail}"),
+            (Some(code), None) => f.write_str(code),
+            _ => fmt::Display::fmt(self.0, f),
+        }
+    }
+}
