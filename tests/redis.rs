@@ -123,6 +123,16 @@ fn store(server: &RedisServer, policy: OnUnavailable) -> RedisStore {
         .unwrap()
 }
 
+/// A store at `url` that waits 100 ms, not 200, for each decision: for the tests that wait out
+/// timeouts.
+fn impatient(url: String, policy: OnUnavailable) -> RedisStore {
+    RedisStore::builder(url)
+        .timeout(Duration::from_millis(100))
+        .on_unavailable(policy)
+        .build()
+        .unwrap()
+}
+
 fn ask(key: u64, requests: Option<Rate>, tokens: Option<Rate>, reserve: u64) -> Acquire {
     Acquire {
         key: LimitKey(key),
@@ -868,10 +878,7 @@ async fn a_late_admission_is_given_back() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let impatient = RedisStore::builder(server.url())
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let impatient = impatient(server.url(), OnUnavailable::FailClosed);
     let patient = store(&server, OnUnavailable::FailClosed);
     // One request an hour and 1000 tokens a minute: neither refills within the test.
     let (rate, tokens) = (Rate::per(1, 3600 * SECOND, 1), Rate::per_minute(1000, 1000));
@@ -918,11 +925,7 @@ async fn failing_open_reconciles_each_admission_where_it_was_decided() {
     let shared_use = || -> Option<i64> {
         redis::from_redis_value(redis_cmd(&server, &["GET", "tm:{keys:0}:quota"]).unwrap()).unwrap()
     };
-    let store = RedisStore::builder(server.url())
-        .timeout(Duration::from_millis(100))
-        .on_unavailable(OnUnavailable::FailOpen)
-        .build()
-        .unwrap();
+    let store = impatient(server.url(), OnUnavailable::FailOpen);
     let app = Router::new()
         .route("/v1/chat/completions", post(reports_usage))
         .layer(TokenRateLimitLayer::with(store, MonotonicClock::new()).default_reservation(600))
@@ -1068,9 +1071,10 @@ async fn a_failover_is_followed_to_the_new_primary() {
 }
 
 /// Redis unreachable: every decision fails closed, and the log says so at most once a second,
-/// with how many failures it did not write, never once a request.
+/// never once a request. After five failures in a row the decisions stop asking Redis for a
+/// second: they are decided at once (`Acquired::Now`), without a call or a wait.
 #[tokio::test]
-async fn an_outage_is_logged_once_a_second() {
+async fn an_outage_pauses_the_asking_and_is_logged_once_a_second() {
     let (captured, _guard) = capture_log();
     // A port nothing listens on.
     let port = TcpListener::bind("127.0.0.1:0")
@@ -1078,36 +1082,95 @@ async fn an_outage_is_logged_once_a_second() {
         .local_addr()
         .unwrap()
         .port();
-    let store = RedisStore::builder(format!("redis://127.0.0.1:{port}/"))
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let store = impatient(
+        format!("redis://127.0.0.1:{port}/"),
+        OnUnavailable::FailClosed,
+    );
     let rate = Rate::per_minute(6000, 100);
     for _ in 0..5 {
-        assert_eq!(
-            decide(&store, ask(51, Some(rate), None, 0)).await,
-            Outcome::Unavailable
-        );
+        let Acquired::Later(pending) = store.acquire(ask(51, Some(rate), None, 0)) else {
+            panic!("a decision before five failures skipped Redis");
+        };
+        assert_eq!(pending.await, Outcome::Unavailable);
     }
-    let first = captured.text();
-    assert_eq!(first.lines().count(), 1, "{first}");
-    assert!(
-        first.starts_with(" WARN tower_maas: RedisStore: a decision ")
-            && first.ends_with(" unlogged=0\n"),
-        "{first}"
-    );
-
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        decide(&store, ask(51, Some(rate), None, 0)).await,
-        Outcome::Unavailable
-    );
+    for _ in 0..20 {
+        assert!(matches!(
+            store.acquire(ask(51, Some(rate), None, 0)),
+            Acquired::Now(Outcome::Unavailable)
+        ));
+    }
     let text = captured.text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    let unlogged: u64 = lines[1]
+    assert!(
+        lines[0].starts_with(" WARN tower_maas: RedisStore: a decision ")
+            && lines[0].ends_with(" unlogged=0"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[1],
+        " WARN tower_maas: RedisStore: 5 decisions in a row failed: the next ones skip Redis for \
+         1s (the store's policy decides them), then one tries it again",
+    );
+
+    // The pause over, one decision tries Redis, fails, and pauses the asking again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let Acquired::Later(trial) = store.acquire(ask(51, Some(rate), None, 0)) else {
+        panic!("no decision tried Redis after the pause");
+    };
+    assert!(matches!(
+        store.acquire(ask(51, Some(rate), None, 0)),
+        Acquired::Now(Outcome::Unavailable)
+    ));
+    assert_eq!(trial.await, Outcome::Unavailable);
+    let text = captured.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let unlogged: u64 = lines[2]
         .rsplit_once(" unlogged=")
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or_else(|| panic!("{text}"));
     assert!(unlogged >= 4, "{text}");
+    assert_eq!(lines[3], lines[1]);
+}
+
+/// Redis stalled, failing open: after five decisions time out, the next ones are decided in
+/// this replica's memory at once; once Redis answers again, one decision finds it back and
+/// decisions ask Redis again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_is_skipped_then_asked_again() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = impatient(server.url(), OnUnavailable::FailOpen);
+    let rate = Rate::per_minute(6000, 100);
+    let by_redis = |outcome: &Outcome| matches!(outcome, Outcome::Admitted(snapshot) if !snapshot.decided_by_fallback());
+    assert!(by_redis(
+        &decide(&store, ask(61, Some(rate), None, 0)).await
+    ));
+
+    let sleeper = sleep_redis(&server, "2");
+    for _ in 0..5 {
+        let outcome = decide(&store, ask(61, Some(rate), None, 0)).await;
+        assert!(
+            matches!(&outcome, Outcome::Admitted(s) if s.decided_by_fallback()),
+            "{outcome:?}"
+        );
+    }
+    let Acquired::Now(Outcome::Admitted(snapshot)) = store.acquire(ask(61, Some(rate), None, 0))
+    else {
+        panic!("five timeouts in a row did not pause the asking");
+    };
+    assert!(snapshot.decided_by_fallback());
+
+    sleeper.join().unwrap();
+    eventually(async || by_redis(&decide(&store, ask(61, Some(rate), None, 0)).await)).await;
+    // Every decision asks Redis again, not one trial at a time.
+    let (Acquired::Later(one), Acquired::Later(other)) = (
+        store.acquire(ask(61, Some(rate), None, 0)),
+        store.acquire(ask(61, Some(rate), None, 0)),
+    ) else {
+        panic!("decisions still skip Redis");
+    };
+    assert!(by_redis(&one.await) && by_redis(&other.await));
 }

@@ -59,6 +59,8 @@ mod ip;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
+mod redis_breaker;
+#[cfg(feature = "redis")]
 mod redis_link;
 mod store;
 mod token;

@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 
 use super::clock::Nanos;
 use super::gcra::Rate;
-use super::redis_link::{Call, Handed, Link};
+use super::redis_breaker::{Ask, Breaker};
+use super::redis_link::{Call, Handed, Link, is_outage};
 use super::store::{
     Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Reconcile, Snapshot,
 };
@@ -141,9 +142,15 @@ pub enum OnUnavailable {
 ///   primary, now a replica, keeps its clients) is left for a new connection to the same
 ///   address, at most every 100 ms: a DNS name or a proxy the failover moved then leads to
 ///   the new primary.
+/// - **A pause**: after five decisions in a row fail (no answer in time, no connection, or an
+///   error that fails every call), the next ones skip Redis for a second and go straight to the
+///   policy, with no call and no wait; then one decision at a time tries Redis, and the first
+///   answered in time ends the pause. A Redis that is slow or cut off then costs a request
+///   nothing rather than the whole timeout, and leaves no call waiting for a late answer.
 /// - **Logging** (feature `tracing`): a failed or unanswered call is a `warn` event of target
 ///   `tower_maas`, at most one a second per store, counting those it did not write (a lost
-///   reconciliation says so). It names the call and Redis's error, never a key.
+///   reconciliation says so), and so is each pause. It names the call and Redis's error,
+///   never a key.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -166,6 +173,7 @@ pub struct RedisStore {
 
 struct Inner {
     link: Link,
+    breaker: Breaker,
     /// Where the store's tasks run; the caller's runtime when `None`.
     runtime: Option<tokio::runtime::Handle>,
     namespace: String,
@@ -333,6 +341,39 @@ impl Inner {
         }
     }
 
+    /// The decision of the store's policy, Redis having failed it: none failing closed, this
+    /// replica's memory's failing open.
+    fn without_redis(&self, ask: Acquire) -> Outcome {
+        match &self.fallback {
+            // Failing closed: there is no memory to decide in.
+            None => Outcome::Unavailable,
+            Some(fallback) => match fallback.acquire(ask) {
+                Acquired::Now(Outcome::Admitted(snapshot)) => {
+                    Outcome::Admitted(snapshot.by_fallback())
+                }
+                Acquired::Now(outcome) => outcome,
+                Acquired::Later(_) => Outcome::Unavailable,
+            },
+        }
+    }
+
+    /// A decision found Redis failing: counted, and the log told when decisions stop asking.
+    fn decision_failed(&self) {
+        let paused = self.breaker.failed();
+        // At most once a pause: written whatever else was.
+        #[cfg(feature = "tracing")]
+        if paused {
+            use super::redis_breaker::{FAILURES, PAUSE};
+            tracing::warn!(
+                target: "tower_maas",
+                "RedisStore: {FAILURES} decisions in a row failed: the next ones skip Redis for \
+                 {PAUSE:?} (the store's policy decides them), then one tries it again"
+            );
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = paused;
+    }
+
     /// One decision: the acquire script, on the shared connection.
     async fn decide(&self, ask: &Acquire) -> RedisResult<Vec<i64>> {
         let mut conn = self.link.get();
@@ -494,6 +535,7 @@ impl RedisStoreBuilder {
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 link,
+                breaker: Breaker::default(),
                 runtime: self.runtime.clone(),
                 namespace: self.namespace,
                 timeout: self.timeout,
@@ -552,6 +594,9 @@ impl RateStore for RedisStore {
         if ask.tokens.is_some_and(|t| ask.reserve > t.burst()) {
             return Acquired::Now(Outcome::Oversized);
         }
+        if self.inner.breaker.ask(self.inner.timeout) == Ask::Skip {
+            return Acquired::Now(self.inner.without_redis(ask));
+        }
         let inner = Arc::clone(&self.inner);
         Acquired::Later(Box::pin(async move {
             // The script runs in a task of its own that outlives this future: when the answer
@@ -575,25 +620,27 @@ impl RateStore for RedisStore {
                 }
             });
             let answer = match tokio::time::timeout(inner.timeout, answer).await {
-                Ok(Ok(Ok(answer))) => outcome(&answer, &ask),
-                // An error was reported where it was met, with what it may have done.
-                Ok(_) => None,
+                Ok(Ok(Ok(answer))) => {
+                    inner.breaker.answered();
+                    outcome(&answer, &ask)
+                }
+                // Logged where it was met. An error of one key's (a script error on a value
+                // that is not the store's) says nothing of Redis.
+                Ok(Ok(Err(error))) => {
+                    if is_outage(&error) {
+                        inner.decision_failed();
+                    }
+                    None
+                }
+                // The task was dropped: its runtime is shutting down.
+                Ok(Err(_)) => None,
                 Err(_) => {
                     inner.link.unanswered(Call::Decision, inner.timeout);
+                    inner.decision_failed();
                     None
                 }
             };
-            answer.unwrap_or_else(|| match &inner.fallback {
-                // Failing closed: there is no memory to decide in.
-                None => Outcome::Unavailable,
-                Some(fallback) => match fallback.acquire(ask) {
-                    Acquired::Now(Outcome::Admitted(snapshot)) => {
-                        Outcome::Admitted(snapshot.by_fallback())
-                    }
-                    Acquired::Now(outcome) => outcome,
-                    Acquired::Later(_) => Outcome::Unavailable,
-                },
-            })
+            answer.unwrap_or_else(|| inner.without_redis(ask))
         }))
     }
 

@@ -49,6 +49,26 @@ struct Reports {
     unlogged: u64,
 }
 
+/// Server errors that fail every call, whatever its key: the server is no primary, is
+/// loading, busy with a script, out of memory, refusing writes it cannot persist, or refusing
+/// the store's user.
+const OUTAGE: [&str; 7] = [
+    "READONLY",
+    "MASTERDOWN",
+    "LOADING",
+    "BUSY",
+    "OOM",
+    "MISCONF",
+    "NOPERM",
+];
+
+/// Whether `error` says Redis cannot serve the store now (no connection, no answer, or one of
+/// the errors above), rather than something of one call's (a script's error on a value that
+/// is not the store's).
+pub(super) fn is_outage(error: &RedisError) -> bool {
+    error.code().is_none_or(|code| OUTAGE.contains(&code))
+}
+
 /// A connection handed out, and which one it was, to report a failure against.
 pub(super) struct Handed {
     pub(super) manager: ConnectionManager,
