@@ -972,6 +972,16 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
             "[redis]\nurl = \"redis://127.0.0.1:1/\"\ntimeout_ms = 86400001",
             "redis.timeout_ms: at most 86400000 (a day)",
         ),
+        // Keys numbered by position would take each other's counters in Redis when the list
+        // changes.
+        (
+            "[[keys]]\nid = 1\nkey = \"sk-a-Secret000\"\n[[keys]]\nkey = \"sk-b-Secret000\"\n[redis]\nurl = \"redis://127.0.0.1:1/\"",
+            "keys[1]: with [redis], every key needs an id (its counters in Redis are kept under it; the same id on every replica)",
+        ),
+        (
+            "[[keys]]\nid = 7\nkey = \"sk-a-Secret000\"\n[[keys]]\nid = 7\nkey = \"sk-b-Secret000\"\n",
+            "keys[1].id: 7 is another key's",
+        ),
         // A body limit meant as "none" would let a few clients take all the memory.
         (
             "body_limit = 1073741825",

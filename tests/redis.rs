@@ -738,18 +738,27 @@ async fn two_gateway_replicas_share_a_keys_quota_over_sockets() {
 }
 
 /// The example gateway configured with `[redis]`: two replicas on one Redis share the slow
-/// demo key's two requests a minute.
+/// key's request a minute, though they list the keys in different orders (a key's counters are
+/// under its `id`, not its position).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_gateway_selects_redis_from_its_configuration() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let text = format!(
-        r#"
-        trust_request_id = true
+    let slow = r#"
         [[keys]]
         key = "sk-gw-redis-000000000000000000"
+        id = 1
         rpm = 30
+        "#;
+    let other = r#"
+        [[keys]]
+        key = "sk-gw-other-000000000000000000"
+        id = 2
+        rpm = 30
+        "#;
+    let redis = format!(
+        r#"
         [redis]
         url = "{}"
         timeout_ms = 200
@@ -757,9 +766,13 @@ async fn the_example_gateway_selects_redis_from_its_configuration() {
         "#,
         server.url()
     );
-    let config: app::Config = toml::from_str(&text).unwrap();
-    let first = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
-    let second = common::serve_axum_with_peer(app::router(&config).unwrap()).await;
+    let replica = |keys: [&str; 2]| {
+        let text = format!("trust_request_id = true\n{}{}{redis}", keys[0], keys[1]);
+        let config: app::Config = toml::from_str(&text).unwrap();
+        app::router(&config).unwrap()
+    };
+    let first = common::serve_axum_with_peer(replica([slow, other])).await;
+    let second = common::serve_axum_with_peer(replica([other, slow])).await;
     let chat = || {
         let body = r#"{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}"#;
         Request::post("/v1/chat/completions")
@@ -776,10 +789,10 @@ async fn the_example_gateway_selects_redis_from_its_configuration() {
         r#"{"error":{"code":"ModelArts.81101","message":"Too many requests, exceeded rate limit is 30 times per minute.","param":null,"type":"TooManyRequests"},"error_code":"ModelArts.81101","error_msg":"Too many requests, exceeded rate limit is 30 times per minute."}"#,
     );
     assert_eq!(
-        int(redis_cmd(&server, &["EXISTS", "tm:{keys:0}:rate"]).unwrap()),
+        int(redis_cmd(&server, &["EXISTS", "tm:{keys:1}:rate"]).unwrap()),
         1
     );
-    let bad = app::parse_config(&text.replace("\"closed\"", "\"sideways\"")).unwrap_err();
+    let bad = app::parse_config(&redis.replace("\"closed\"", "\"sideways\"")).unwrap_err();
     assert!(
         bad.ends_with("unknown variant `…`, expected `closed` or `open`"),
         "{bad}"
@@ -818,6 +831,7 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
         log_requests = false
         [[keys]]
         key = "sk-gw-exit-0000000000000000000"
+        id = 1
         rpm = 1000
         quota = 1000000
         [[models]]
@@ -842,7 +856,7 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
     ));
     // Admitted (the key's rate state is in Redis), then Redis stops answering for 3 s, and
     // only then the model answers: the answer's reconciliation waits for Redis.
-    let admitted = || int(redis_cmd(&server, &["EXISTS", "tm:{keys:0}:rate"]).unwrap()) == 1;
+    let admitted = || int(redis_cmd(&server, &["EXISTS", "tm:{keys:1}:rate"]).unwrap()) == 1;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !admitted() {
         assert!(Instant::now() < deadline, "not admitted");
@@ -864,7 +878,7 @@ async fn the_example_gateway_exits_once_its_last_tokens_are_in_redis() {
     let status = gateway.exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
     assert_eq!(
-        int(redis_cmd(&server, &["GET", "tm:{keys:0}:quota"]).unwrap()),
+        int(redis_cmd(&server, &["GET", "tm:{keys:1}:quota"]).unwrap()),
         7
     );
 }

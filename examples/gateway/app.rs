@@ -23,7 +23,8 @@ use serde_json::json;
 use tower::Service;
 use tower::util::{BoxCloneSyncService, MapResponse};
 use tower_maas::auth::{
-    BearerAuthLayer, InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy, KeyState, Principal,
+    BearerAuthLayer, InMemoryKeyStore, InsertAsError, KeyDigest, KeyId, KeyPolicy, KeyState,
+    Principal,
 };
 use tower_maas::endpoint::{
     Account, EndpointRegistry, FileRegistry, InMemoryRegistry, MANAGEMENT_ROUTES, ManagementAccess,
@@ -344,6 +345,8 @@ impl From<Validation> for ValidationDialect {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyConfig {
+    /// The key's id for the limiters; numbered by position when left out.
+    pub(crate) id: Option<u64>,
     pub(crate) key: Option<Secret>,
     pub(crate) digest: Option<String>,
     pub(crate) label: Option<String>,
@@ -691,8 +694,27 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
                 .map_err(|e| format!("keys[{i}].digest: {e}"))?,
             _ => return Err(format!("keys[{i}]: give exactly one of key or digest")),
         };
-        keys.insert_digest(digest, policy)
-            .map_err(|_| format!("keys[{i}]: the same key twice"))?;
+        match key.id {
+            Some(id) => match keys.insert_digest_as(KeyId(id), digest, policy) {
+                Ok(_) => {}
+                Err(InsertAsError::IdTaken(_)) => {
+                    return Err(format!("keys[{i}].id: {id} is another key's"));
+                }
+                Err(_) => return Err(format!("keys[{i}]: the same key twice")),
+            },
+            // Redis keeps a key's counters, its quota's among them, under its id for good:
+            // numbered by position, keys would take each other's when the list changes.
+            None if config.redis.is_some() => {
+                return Err(format!(
+                    "keys[{i}]: with [redis], every key needs an id (its counters in Redis are \
+                     kept under it; the same id on every replica)"
+                ));
+            }
+            None => {
+                keys.insert_digest(digest, policy)
+                    .map_err(|_| format!("keys[{i}]: the same key twice"))?;
+            }
+        }
     }
 
     let mut catalog = ModelCatalog::new();

@@ -71,7 +71,7 @@ use tower_service::Service;
 pub use self::header::MAX_KEY_LEN;
 pub use self::key::{InvalidKeyDigest, KeyDigest, PresentedKey};
 pub use self::principal::{KeyId, KeyPolicy, KeyState, ModelAccess, Principal, Quota};
-pub use self::store::{DuplicateKey, InMemoryKeyStore, KeyStore};
+pub use self::store::{DuplicateKey, InMemoryKeyStore, InsertAsError, KeyStore};
 
 use crate::body::{BoxError, BufferError, DEFAULT_BODY_LIMIT, MaasBody};
 use crate::buffered::{Decide, Refusal, Step};

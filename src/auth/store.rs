@@ -99,6 +99,43 @@ impl fmt::Display for DuplicateKey {
 
 impl std::error::Error for DuplicateKey {}
 
+/// Why a key could not be stored under the id asked for
+/// ([`InMemoryKeyStore::insert_as`]).
+///
+/// ```
+/// use tower_maas::auth::{InMemoryKeyStore, InsertAsError, KeyId, KeyPolicy};
+///
+/// let store = InMemoryKeyStore::new();
+/// store.insert_as(KeyId(7), "sk-demo", KeyPolicy::new()).unwrap();
+/// assert_eq!(
+///     store.insert_as(KeyId(8), "sk-demo", KeyPolicy::new()),
+///     Err(InsertAsError::DuplicateKey(KeyId(7)))
+/// );
+/// assert_eq!(
+///     store.insert_as(KeyId(7), "sk-other", KeyPolicy::new()),
+///     Err(InsertAsError::IdTaken(KeyId(7)))
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InsertAsError {
+    /// The key is stored already, under this id.
+    DuplicateKey(KeyId),
+    /// Another key has this id.
+    IdTaken(KeyId),
+}
+
+impl fmt::Display for InsertAsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DuplicateKey(id) => write!(f, "the key is already stored as {id}"),
+            Self::IdTaken(id) => write!(f, "another key is stored as {id}"),
+        }
+    }
+}
+
+impl std::error::Error for InsertAsError {}
+
 /// A [`KeyStore`] in memory that holds SHA-256 digests only.
 ///
 /// Keys can be added, changed, frozen, unfrozen and removed while requests run; the next
@@ -188,13 +225,71 @@ impl InMemoryKeyStore {
         match self.by_digest.entry(digest) {
             dashmap::Entry::Occupied(existing) => Err(DuplicateKey(existing.get().id)),
             dashmap::Entry::Vacant(slot) => {
-                let id = KeyId(self.next_id.fetch_add(1, Ordering::Relaxed));
+                // The next id no key has: one given by `insert_digest_as` is skipped.
+                let id = loop {
+                    let id = KeyId(self.next_id.fetch_add(1, Ordering::Relaxed));
+                    if let dashmap::Entry::Vacant(free) = self.by_id.entry(id) {
+                        free.insert(digest);
+                        break id;
+                    }
+                };
                 let quota = Arc::new(Quota::new(policy.quota));
                 slot.insert(Arc::new(KeyRecord { id, policy, quota }));
-                self.by_id.insert(id, digest);
                 self.changed();
                 Ok(id)
             }
+        }
+    }
+
+    /// Adds a plaintext key under an id of the caller's; only its digest is kept.
+    ///
+    /// The id is the key's identity for the limiters: a store shared by gateway replicas
+    /// (`RedisStore`) keeps each key's counters, its quota's among them, under it. Ids that
+    /// the configuration gives stay with their keys when keys are added, removed or reordered,
+    /// where the ids of [`insert`](Self::insert) follow the order keys were inserted in.
+    /// Later `insert`s take ids above the largest given.
+    ///
+    /// ```
+    /// use tower_maas::auth::{InMemoryKeyStore, KeyId, KeyPolicy};
+    ///
+    /// let store = InMemoryKeyStore::new();
+    /// assert_eq!(store.insert_as(KeyId(41), "sk-team-a", KeyPolicy::new()), Ok(KeyId(41)));
+    /// assert_eq!(store.insert("sk-team-b", KeyPolicy::new()), Ok(KeyId(42)));
+    /// ```
+    pub fn insert_as(
+        &self,
+        id: KeyId,
+        key: &str,
+        policy: KeyPolicy,
+    ) -> Result<KeyId, InsertAsError> {
+        self.insert_digest_as(id, KeyDigest::of(key), policy)
+    }
+
+    /// Adds a key by its digest under an id of the caller's: see
+    /// [`insert_as`](Self::insert_as).
+    pub fn insert_digest_as(
+        &self,
+        id: KeyId,
+        digest: KeyDigest,
+        policy: KeyPolicy,
+    ) -> Result<KeyId, InsertAsError> {
+        // Lock order is by_digest, then by_id; no method takes them the other way round.
+        match self.by_digest.entry(digest) {
+            dashmap::Entry::Occupied(existing) => {
+                Err(InsertAsError::DuplicateKey(existing.get().id))
+            }
+            dashmap::Entry::Vacant(slot) => match self.by_id.entry(id) {
+                dashmap::Entry::Occupied(_) => Err(InsertAsError::IdTaken(id)),
+                dashmap::Entry::Vacant(free) => {
+                    free.insert(digest);
+                    self.next_id
+                        .fetch_max(id.0.saturating_add(1), Ordering::Relaxed);
+                    let quota = Arc::new(Quota::new(policy.quota));
+                    slot.insert(Arc::new(KeyRecord { id, policy, quota }));
+                    self.changed();
+                    Ok(id)
+                }
+            },
         }
     }
 
@@ -352,6 +447,56 @@ mod tests {
                 .find(|c| c.store == store.store)
                 .map_or(0, |c| c.records.len())
         })
+    }
+
+    /// Keys given ids keep them, whatever order they come in; keys given none take ids no key
+    /// has, above the largest given, even when one is given under an id past the count.
+    #[test]
+    fn ids_given_are_kept_and_skipped() {
+        let store = InMemoryKeyStore::new();
+        assert_eq!(store.insert("sk-auto-0", KeyPolicy::new()), Ok(KeyId(0)));
+        assert_eq!(
+            store.insert_as(KeyId(2), "sk-given-2", KeyPolicy::new()),
+            Ok(KeyId(2))
+        );
+        assert_eq!(
+            store.insert_as(KeyId(1), "sk-given-1", KeyPolicy::new()),
+            Ok(KeyId(1))
+        );
+        assert_eq!(store.insert("sk-auto-3", KeyPolicy::new()), Ok(KeyId(3)));
+        for (key, id) in [
+            ("sk-auto-0", 0),
+            ("sk-given-1", 1),
+            ("sk-given-2", 2),
+            ("sk-auto-3", 3),
+        ] {
+            assert_eq!(authenticate(&store, key).unwrap().key_id(), KeyId(id));
+        }
+        assert_eq!(
+            store.insert_as(KeyId(0), "sk-other", KeyPolicy::new()),
+            Err(InsertAsError::IdTaken(KeyId(0)))
+        );
+        assert_eq!(
+            store.insert_as(KeyId(9), "sk-given-1", KeyPolicy::new()),
+            Err(InsertAsError::DuplicateKey(KeyId(1)))
+        );
+        // Refused inserts took nothing: neither the id nor a place.
+        assert_eq!(store.len(), 4);
+        assert_eq!(store.insert("sk-auto-4", KeyPolicy::new()), Ok(KeyId(4)));
+        assert!(store.get(KeyId(9)).is_none());
+    }
+
+    /// An id given while ids are being handed out is never handed out too.
+    #[test]
+    fn an_id_given_meanwhile_is_not_handed_out_again() {
+        let store = InMemoryKeyStore::new();
+        // The next id to hand out is 0; a key given 0 comes first.
+        store
+            .insert_digest_as(KeyId(0), KeyDigest::of("sk-given"), KeyPolicy::new())
+            .unwrap();
+        store.next_id.store(0, Ordering::Relaxed);
+        assert_eq!(store.insert("sk-auto", KeyPolicy::new()), Ok(KeyId(1)));
+        assert_eq!(authenticate(&store, "sk-given").unwrap().key_id(), KeyId(0));
     }
 
     /// A thread's requests share its copy of the record; another thread has its own, so the two

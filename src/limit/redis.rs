@@ -131,10 +131,11 @@ pub enum OnUnavailable {
 ///   `tm:{<namespace>:<key>}:quota` (tokens used), hash-tagged so both would live in one
 ///   cluster slot; the store speaks to one Redis primary (Redis 5 or later), not to a Redis
 ///   Cluster, whose redirections it would take for an outage. A rate key expires one second
-///   after its limits have fully recovered; a quota
-///   counter is a total and does not expire. The limiter key must mean the same key on every
-///   replica: give every replica the same key configuration (the in-memory key store numbers
-///   keys in the order they are inserted).
+///   after its limits have fully recovered; a quota counter is a total and does not expire.
+///   `<key>` is the API key's [`KeyId`](crate::auth::KeyId): it must name the same key on
+///   every replica, and keep naming it as keys come and go. Give the in-memory key store's
+///   keys their ids ([`InMemoryKeyStore::insert_as`](crate::auth::InMemoryKeyStore::insert_as));
+///   the ids it hands out itself follow the order keys were inserted in.
 /// - **Failures**: each call has a timeout (default 50 ms, reconnection included); past it, or
 ///   on an error from Redis, the [`OnUnavailable`] policy decides. The connection is
 ///   re-established in the background, so the store recovers when Redis is back, without a
