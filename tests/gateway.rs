@@ -231,7 +231,8 @@ async fn answers_are_proxied_with_the_upstreams_model_name_and_without_the_key()
 
 /// What belongs to the client's connection stays there: the headers its `Connection` names and
 /// the obsolete `Proxy-Connection` do not reach the upstream, and the upstream learns the
-/// client's address after any `X-Forwarded-For` the client wrote itself.
+/// client's address after any `X-Forwarded-For` or `Forwarded` the client wrote itself, and
+/// as the whole of `X-Real-IP`, whatever the client put there.
 #[tokio::test]
 async fn the_proxy_keeps_hop_by_hop_headers_and_adds_the_client_to_x_forwarded_for() {
     let (up, seen) = upstream().await;
@@ -242,6 +243,8 @@ async fn the_proxy_keeps_hop_by_hop_headers_and_adds_the_client_to_x_forwarded_f
         ("x-private", "for the first hop"),
         ("proxy-connection", "keep-alive"),
         ("x-forwarded-for", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7;proto=https"),
+        ("x-real-ip", "203.0.113.7"),
         ("x-kept", "end to end"),
         // The gateway has the whole body before it calls the upstream.
         ("expect", "100-continue"),
@@ -262,10 +265,18 @@ async fn the_proxy_keeps_hop_by_hop_headers_and_adds_the_client_to_x_forwarded_f
         headers["x-forwarded-for"],
         "203.0.113.7, 198.51.100.2, 127.0.0.1"
     );
+    assert_eq!(
+        headers["forwarded"],
+        "for=203.0.113.7;proto=https, for=127.0.0.1"
+    );
+    assert_eq!(headers.get_all("x-real-ip").iter().count(), 1);
+    assert_eq!(headers["x-real-ip"], "127.0.0.1");
     // A client that sent none is the whole chain.
     assert_eq!(send(gw, chat("up", "hello")).await.status, 200);
     let (headers, _) = seen.lock().unwrap().take().unwrap();
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["forwarded"], "for=127.0.0.1");
+    assert_eq!(headers["x-real-ip"], "127.0.0.1");
 }
 
 #[tokio::test]
@@ -2501,7 +2512,7 @@ async fn an_upstream_that_takes_no_connection_is_502_after_the_connect_timeout()
 }
 
 /// An IPv4 client of a dual-stack listener (`[::]`) reaches the upstream's `X-Forwarded-For`
-/// as the IPv4 address it is, not as `::ffff:127.0.0.1`.
+/// as the IPv4 address it is, not as `::ffff:127.0.0.1`; an IPv6 client as its address.
 #[tokio::test]
 async fn an_ipv4_client_of_a_dual_stack_listener_is_forwarded_as_ipv4() {
     let (up, seen) = upstream().await;
@@ -2526,6 +2537,18 @@ async fn an_ipv4_client_of_a_dual_stack_listener_is_forwarded_as_ipv4() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let (headers, _) = seen.lock().unwrap().take().unwrap();
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["forwarded"], "for=127.0.0.1");
+    // An IPv6 client: bracketed and quoted in `Forwarded` (RFC 7239 6), bare elsewhere.
+    let reply = send(
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        chat("up", "hello"),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (headers, _) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(headers["x-forwarded-for"], "::1");
+    assert_eq!(headers["forwarded"], "for=\"[::1]\"");
+    assert_eq!(headers["x-real-ip"], "::1");
 }
 
 /// An upstream's failure is logged with its cause (hyper-util's error names only its kind; the

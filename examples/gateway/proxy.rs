@@ -149,33 +149,53 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-/// Adds the client's address to `X-Forwarded-For`, after any the client sent: the upstream
-/// trusts the last entry, which the gateway wrote, and not the ones before it, which anyone
-/// could have.
+/// Tells the upstream who the client is, in each header an upstream may read it from:
+/// `X-Forwarded-For` and `Forwarded` (RFC 7239) get the client's address after any the client
+/// sent, and `X-Real-IP` is the client's address alone. An upstream trusts the last entry of a
+/// list, which the gateway wrote, not the ones before it, which anyone could have; a client's
+/// own `X-Real-IP` would otherwise reach it as the gateway's word.
 fn add_forwarded_for(parts: &mut http::request::Parts) {
     let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
         return;
     };
     // `::ffff:a.b.c.d` on a dual-stack listener is the IPv4 client `a.b.c.d`.
     let peer = peer.ip().to_canonical();
-    // Every line the client sent, in order, as one list (RFC 9110 5.3).
-    let mut chain = String::new();
-    for earlier in parts.headers.get_all(X_FORWARDED_FOR) {
+    let mut node = String::new();
+    // Writing into a `String` does not fail.
+    let _ = write!(node, "{peer}");
+    append_to_list(&mut parts.headers, &X_FORWARDED_FOR, &node);
+    // RFC 7239 6: an IPv6 address is bracketed, and then quoted.
+    let element = if peer.is_ipv6() {
+        format!("for=\"[{peer}]\"")
+    } else {
+        format!("for={peer}")
+    };
+    append_to_list(&mut parts.headers, &header::FORWARDED, &element);
+    if let Ok(node) = HeaderValue::try_from(node) {
+        parts.headers.insert(X_REAL_IP, node);
+    }
+}
+
+/// `item` as the last of the list header `name`: every line the client sent, in order, as one
+/// list (RFC 9110 5.3), then it.
+fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
+    let mut list = String::new();
+    for earlier in headers.get_all(name) {
         if let Ok(earlier) = earlier.to_str() {
             if !earlier.trim().is_empty() {
-                chain.push_str(earlier.trim());
-                chain.push_str(", ");
+                list.push_str(earlier.trim());
+                list.push_str(", ");
             }
         }
     }
-    // Writing into a `String` does not fail.
-    let _ = write!(chain, "{peer}");
-    if let Ok(chain) = HeaderValue::try_from(chain) {
-        parts.headers.insert(X_FORWARDED_FOR, chain);
+    list.push_str(item);
+    if let Ok(list) = HeaderValue::try_from(list) {
+        headers.insert(name, list);
     }
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Forwards the validated request, its `model` renamed to the name the upstream knows it by,
 /// or to a custom endpoint's model, when the request names one; the answer,
