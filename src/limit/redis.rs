@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use super::clock::Nanos;
 use super::gcra::Rate;
 use super::redis_breaker::{Ask, Breaker};
-use super::redis_link::{Call, Handed, Link, is_outage};
+use super::redis_link::{Call, Fault, Handed, Link};
 use super::store::{
     Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Reconcile, Snapshot,
 };
@@ -144,10 +144,12 @@ pub enum OnUnavailable {
 ///   address, at most every 100 ms: a DNS name or a proxy the failover moved then leads to
 ///   the new primary.
 /// - **A pause**: after five decisions in a row fail (no answer in time, no connection, or an
-///   error that fails every call), the next ones skip Redis for a second and go straight to the
-///   policy, with no call and no wait; then one decision at a time tries Redis, and the first
-///   answered in time ends the pause. A Redis that is slow or cut off then costs a request
-///   nothing rather than the whole timeout, and leaves no call waiting for a late answer.
+///   error that fails every call; not the `READONLY` of calls on a connection just replaced),
+///   the next ones skip Redis for a second and go straight to the policy, with no call and no
+///   wait; then one decision at a time tries Redis, and the first answered in time ends the
+///   pause. A Redis that is slow or cut off then costs a decision nothing rather than the
+///   whole timeout, and leaves no decision's call waiting for a late answer. Reconciliations
+///   still go to Redis, each waiting as long as a late answer is read.
 /// - **Logging** (feature `tracing`): a failed or unanswered call is a `warn` event of target
 ///   `tower_maas`, at most one a second per store, counting those it did not write (a lost
 ///   reconciliation says so), and so is each pause. It names the call and Redis's error,
@@ -375,14 +377,13 @@ impl Inner {
         let _ = paused;
     }
 
-    /// One decision: the acquire script, on the shared connection.
-    async fn decide(&self, ask: &Acquire) -> RedisResult<Vec<i64>> {
+    /// One decision: the acquire script, on the shared connection; a failure logged, and
+    /// told for what it says of Redis.
+    async fn decide(&self, ask: &Acquire) -> Result<Vec<i64>, Fault> {
         let mut conn = self.link.get();
-        let answer = self.call_acquire(ask, &mut conn).await;
-        if let Err(error) = &answer {
-            self.link.failed(&conn, Call::Decision, error);
-        }
-        answer
+        self.call_acquire(ask, &mut conn)
+            .await
+            .map_err(|error| self.link.failed(&conn, Call::Decision, &error))
     }
 
     async fn call_acquire(&self, ask: &Acquire, conn: &mut Handed) -> RedisResult<Vec<i64>> {
@@ -442,7 +443,9 @@ impl Inner {
             let mut conn = inner.link.get();
             match tokio::time::timeout(wait, call.invoke_async::<i64>(&mut conn.manager)).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(error)) => inner.link.failed(&conn, Call::Reconciliation, &error),
+                Ok(Err(error)) => {
+                    inner.link.failed(&conn, Call::Reconciliation, &error);
+                }
                 Err(_) => inner.link.unanswered(Call::Reconciliation, wait),
             }
         });
@@ -557,6 +560,15 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// A decision that tries Redis during a pause: whatever ends it, the next may try.
+struct Trial(Arc<Inner>);
+
+impl Drop for Trial {
+    fn drop(&mut self) {
+        self.0.breaker.trial_over();
+    }
+}
+
 /// The outcome a script's answer stands for; `None` for an answer it never gives.
 fn outcome(answer: &[i64], ask: &Acquire) -> Option<Outcome> {
     let &[code, now, wait, requests, tokens] = answer else {
@@ -595,11 +607,15 @@ impl RateStore for RedisStore {
         if ask.tokens.is_some_and(|t| ask.reserve > t.burst()) {
             return Acquired::Now(Outcome::Oversized);
         }
-        if self.inner.breaker.ask(self.inner.timeout) == Ask::Skip {
-            return Acquired::Now(self.inner.without_redis(ask));
-        }
+        let trial = match self.inner.breaker.ask(self.inner.timeout) {
+            Ask::Skip => return Acquired::Now(self.inner.without_redis(ask)),
+            Ask::Redis => None,
+            Ask::Trial => Some(Trial(Arc::clone(&self.inner))),
+        };
         let inner = Arc::clone(&self.inner);
         Acquired::Later(Box::pin(async move {
+            // Ends the trial however this ends, dropped with the request included.
+            let _trial = trial;
             // The script runs in a task of its own that outlives this future: when the answer
             // comes after the timeout, or after the request is gone, an admission nobody will
             // use is given back at once instead of holding a slot and tokens.
@@ -625,14 +641,20 @@ impl RateStore for RedisStore {
                     inner.breaker.answered();
                     outcome(&answer, &ask)
                 }
-                // Logged where it was met. An error of one key's (a script error on a value
-                // that is not the store's) says nothing of Redis.
-                Ok(Ok(Err(error))) => {
-                    if is_outage(&error) {
-                        inner.decision_failed();
-                    }
+                // Logged where it was met.
+                Ok(Ok(Err(Fault::Outage))) => {
+                    inner.decision_failed();
                     None
                 }
+                // The error of this call's alone (a script's on a value that is not the
+                // store's): Redis answered.
+                Ok(Ok(Err(Fault::Call))) => {
+                    inner.breaker.answered();
+                    None
+                }
+                // Every call in flight on the old primary's connection meets this at a
+                // failover: the next goes to a new connection, and they are no outage.
+                Ok(Ok(Err(Fault::Replaced))) => None,
                 // The task was dropped: its runtime is shutting down.
                 Ok(Err(_)) => None,
                 Err(_) => {

@@ -42,13 +42,17 @@ struct Paused {
 pub(super) enum Ask {
     /// Asks Redis.
     Redis,
+    /// Asks Redis to see whether it is back, the others skipping meanwhile: its end must be
+    /// reported ([`Breaker::answered`], [`Breaker::failed`] or [`Breaker::trial_over`]).
+    Trial,
     /// Goes to the store's policy without asking.
     Skip,
 }
 
 impl Breaker {
     /// Whether the decision starting now asks Redis. Once the pause is over, one decision
-    /// (within each `timeout`) is let through to try it.
+    /// at a time is let through to try it (another when it has ended, or has had its
+    /// `timeout` or the pause's length, the shorter).
     pub(super) fn ask(&self, timeout: Duration) -> Ask {
         if !self.paused.load(Ordering::Acquire) {
             return Ask::Redis;
@@ -58,13 +62,20 @@ impl Breaker {
         let over = pause.until.is_none_or(|until| now >= until);
         let trial_out = pause
             .trial
-            .is_some_and(|sent| now.duration_since(sent) < timeout);
+            .is_some_and(|sent| now.duration_since(sent) < timeout.min(PAUSE));
         if over && !trial_out {
             pause.trial = Some(now);
-            Ask::Redis
+            Ask::Trial
         } else {
             Ask::Skip
         }
+    }
+
+    /// A trial ended without saying whether Redis is there (its request gone, a connection
+    /// replaced): the next decision may try.
+    pub(super) fn trial_over(&self) {
+        let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
+        pause.trial = None;
     }
 
     /// A decision was answered in time: Redis is there.
@@ -92,7 +103,7 @@ impl Breaker {
         }
         let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        // Decisions sent before the pause began keep failing into it: they do not lengthen it.
+        // Failures that come during a pause, of decisions sent before it, do not lengthen it.
         if pause.until.is_some_and(|until| now < until) {
             return false;
         }
@@ -155,8 +166,12 @@ mod tests {
             .unwrap()
             .until
             .replace(Instant::now() - Duration::from_millis(1));
-        assert_eq!(breaker.ask(TIMEOUT), Ask::Redis);
+        assert_eq!(breaker.ask(TIMEOUT), Ask::Trial);
         assert_eq!(breaker.ask(TIMEOUT), Ask::Skip, "the trial is out");
+        // It ended without a word: another may try at once.
+        breaker.trial_over();
+        assert_eq!(breaker.ask(TIMEOUT), Ask::Trial);
+        assert_eq!(breaker.ask(TIMEOUT), Ask::Skip);
         // The trial had its timeout without an answer: another may try.
         breaker
             .pause
@@ -164,7 +179,7 @@ mod tests {
             .unwrap()
             .trial
             .replace(Instant::now() - TIMEOUT);
-        assert_eq!(breaker.ask(TIMEOUT), Ask::Redis);
+        assert_eq!(breaker.ask(TIMEOUT), Ask::Trial);
         // It failed: a new pause.
         assert!(breaker.failed());
         assert_eq!(breaker.ask(TIMEOUT), Ask::Skip);

@@ -51,8 +51,8 @@ struct Reports {
 
 /// Server errors that fail every call, whatever its key: the server is no primary, is
 /// loading, busy with a script, out of memory, refusing writes it cannot persist, or refusing
-/// the store's user.
-const OUTAGE: [&str; 7] = [
+/// the store's user or its password.
+const OUTAGE: [&str; 9] = [
     "READONLY",
     "MASTERDOWN",
     "LOADING",
@@ -60,6 +60,8 @@ const OUTAGE: [&str; 7] = [
     "OOM",
     "MISCONF",
     "NOPERM",
+    "NOAUTH",
+    "WRONGPASS",
 ];
 
 /// Whether `error` says Redis cannot serve the store now (no connection, no answer, or one of
@@ -67,6 +69,18 @@ const OUTAGE: [&str; 7] = [
 /// is not the store's).
 pub(super) fn is_outage(error: &RedisError) -> bool {
     error.code().is_none_or(|code| OUTAGE.contains(&code))
+}
+
+/// What a failed call says of Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// Redis cannot serve the store now (see [`is_outage`]).
+    Outage,
+    /// The server was no primary, and the call's connection has been replaced: the next call
+    /// goes to a new one, and may well work.
+    Replaced,
+    /// Redis answered, with this call's own error: it is there.
+    Call,
 }
 
 /// A connection handed out, and which one it was, to report a failure against.
@@ -103,8 +117,9 @@ impl Link {
 
     /// A call on `handed` failed with `error`: written to the log (at most once a second),
     /// and when the server is no longer a primary the connection is replaced, so that the next
-    /// call connects anew. Runs on the store's runtime, where a new connection must start.
-    pub(super) fn failed(&self, handed: &Handed, during: Call, error: &RedisError) {
+    /// call connects anew. Runs inside the Tokio runtime the store's calls run on (the store's,
+    /// or the caller's), where a new connection must start.
+    pub(super) fn failed(&self, handed: &Handed, during: Call, error: &RedisError) -> Fault {
         let not_a_primary = error
             .code()
             .is_some_and(|code| NOT_A_PRIMARY.contains(&code));
@@ -118,6 +133,13 @@ impl Link {
                 ""
             }
         ));
+        if replaced {
+            Fault::Replaced
+        } else if is_outage(error) {
+            Fault::Outage
+        } else {
+            Fault::Call
+        }
     }
 
     /// A call got no answer within `after`.
@@ -126,13 +148,19 @@ impl Link {
     }
 
     /// Replaces connection `number` by a new one, unless it was replaced already or the
-    /// last replacement is too recent. Whether it did.
+    /// last replacement is too recent. Whether `number` is replaced now, by this call or an
+    /// earlier one.
     fn replace(&self, number: u64) -> bool {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        let recent = current
+        if current.number != number {
+            return true;
+        }
+        // The connection that replaced another is no primary either: the address still
+        // leads to a replica, a failover under way.
+        if current
             .since
-            .is_some_and(|since| since.elapsed() < REPLACE_EVERY);
-        if current.number != number || recent {
+            .is_some_and(|since| since.elapsed() < REPLACE_EVERY)
+        {
             return false;
         }
         // Only a configuration the first connection already passed could fail here.
@@ -184,7 +212,7 @@ impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Decision => "a decision",
-            Self::Reconciliation => "a reconciliation (its correction and quota charge are lost)",
+            Self::Reconciliation => "a reconciliation (what it carried is lost)",
         })
     }
 }

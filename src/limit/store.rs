@@ -141,7 +141,9 @@ pub enum Acquired<F> {
 /// Per-key limiter state: requests and tokens decided together, then reconciled.
 ///
 /// The in-memory [`MemoryStore`] answers [`Acquired::Now`]; a store on a server (Redis) answers
-/// [`Acquired::Later`] with one round trip that decides both limits atomically. Reconciliation
+/// [`Acquired::Later`] with one round trip that decides both limits atomically, or
+/// [`Acquired::Now`] when it decides without the server (`RedisStore` while it pauses its
+/// asking). Reconciliation
 /// ([`reconcile`](RateStore::reconcile)) never waits: a server store sends it in the
 /// background, one round trip per response.
 ///
