@@ -2576,3 +2576,85 @@ async fn an_upstream_failure_is_logged_with_its_cause_once_a_second() {
         "{text}"
     );
 }
+
+/// The binary with its open-file limit set to `soft` and `hard` by the shell that starts it,
+/// serving `max_connections` from the builtin mock: the log line it writes about the limit, and
+/// its limit once it has, as `/proc` shows it.
+#[cfg(target_os = "linux")]
+fn open_files_with(soft: u64, hard: u64, max_connections: usize) -> (String, String) {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config =
+        std::env::temp_dir().join(format!("tower-maas-fds-{}-{port}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{port}\"\nmax_connections = {max_connections}\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" --config \"$1\""
+        ))
+        .arg(common::gateway_binary())
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let line = stdout
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| line.contains("open files"))
+        .expect("a line about open files");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&config);
+    let limit = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The line less its timestamp.
+    let line = line
+        .split_once("Z ")
+        .map_or(line.as_str(), |(_, rest)| rest)
+        .to_owned();
+    (line, limit)
+}
+
+/// The gateway raises its soft open-file limit to what `max_connections` may take (one each
+/// from the builtin mock, and 64 besides), within the hard limit, and says so; when even the
+/// hard limit is short, it warns.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_open_file_limit_is_raised_to_fit_max_connections() {
+    assert_eq!(
+        open_files_with(256, 512, 300),
+        (
+            " INFO open files: soft limit raised from 256 to 364 for max_connections = 300"
+                .to_owned(),
+            "364 512".to_owned()
+        )
+    );
+    assert_eq!(
+        open_files_with(256, 512, 1000),
+        (
+            " WARN open files: the limit is 512 (the hard limit), below the 1064 that \
+             max_connections = 1000 may take: connections past it wait unaccepted; raise the \
+             hard limit (ulimit -Hn, systemd's LimitNOFILE) or lower max_connections"
+                .to_owned(),
+            "512 512".to_owned()
+        )
+    );
+}

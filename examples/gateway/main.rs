@@ -14,6 +14,7 @@
 //! routes.
 
 mod app;
+mod fds;
 mod idle;
 mod log;
 mod log_format;
@@ -156,6 +157,9 @@ async fn run(
             (Either::Left(app), stores)
         }
     };
+    // The builtin mock takes no descriptor of its own.
+    let proxied = bare.is_none() && config.models.iter().any(|m| m.upstream != "builtin");
+    open_files(config.max_connections, proxied);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|err| (1, format!("cannot listen on {listen}: {err}")))?;
@@ -201,6 +205,30 @@ async fn run(
         let _ = tokio::time::timeout(wait, stores.flushed()).await;
     }
     Ok(())
+}
+
+/// Raises the open-file limit to fit `connections` (see `fds.rs`), and says what it did, or
+/// that it could not.
+fn open_files(connections: usize, proxied: bool) {
+    let needed = fds::needed(connections, proxied);
+    match fds::raise(needed) {
+        Ok(limits) if !limits.fits(needed) => tracing::warn!(
+            "open files: the limit is {} (the hard limit), below the {needed} that \
+             max_connections = {connections} may take: connections past it wait unaccepted; \
+             raise the hard limit (ulimit -Hn, systemd's LimitNOFILE) or lower max_connections",
+            limits.now.unwrap_or(u64::MAX)
+        ),
+        Ok(limits) if limits.now != limits.was => tracing::info!(
+            "open files: soft limit raised from {} to {} for max_connections = {connections}",
+            limits.was.unwrap_or(u64::MAX),
+            limits.now.unwrap_or(u64::MAX)
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(
+            "open files: cannot raise the limit to the {needed} that max_connections = \
+             {connections} may take: {err}"
+        ),
+    }
 }
 
 /// SIGINT or SIGTERM: stop accepting, let requests in flight finish. A signal whose handler
