@@ -13,7 +13,7 @@
 
 #[path = "../tests/gateway_app/mod.rs"]
 mod gateway_app;
-use gateway_app::{app, idle, log, log_format, log_writer, mock, proxy};
+use gateway_app::{app, budget, idle, log, log_format, log_writer, mock, proxy};
 // Only `run` of it: the bare service is the bare mock's router here.
 #[allow(dead_code)]
 #[path = "common/service.rs"]

@@ -3,7 +3,7 @@
 
 mod common;
 mod gateway_app;
-use gateway_app::{app, idle, log, log_format, log_writer, mock, proxy, serve};
+use gateway_app::{app, budget, idle, log, log_format, log_writer, mock, proxy, serve};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -918,7 +918,7 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         ),
         (
             "sk-live-Secret0000 = 1\n",
-            "line 1, column 1: unknown field `…`, expected one of `listen`, `dialect`, `trust_request_id`, `validation`, `body_limit`, `upstream_timeout_ms`, `client_timeout_ms`, `shutdown_grace_ms`, `max_connections`, `runtime`, `workers`, `mock_stream_style`, `log_requests`, `ip_limit`, `keys`, `models`, `risk`, `management`, `redis`",
+            "line 1, column 1: unknown field `…`, expected one of `listen`, `dialect`, `trust_request_id`, `validation`, `body_limit`, `upstream_timeout_ms`, `client_timeout_ms`, `shutdown_grace_ms`, `max_connections`, `max_buffered_bytes`, `runtime`, `workers`, `mock_stream_style`, `log_requests`, `ip_limit`, `keys`, `models`, `risk`, `management`, `redis`",
         ),
         (
             "[[keys]]\nrpm = \"a\\\"Secret\\\" b\"\n",
@@ -992,6 +992,11 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         (
             "[[keys]]\nid = 7\nkey = \"sk-a-Secret000\"\n[[keys]]\nid = 7\nkey = \"sk-b-Secret000\"\n",
             "keys[1].id: 7 is another key's",
+        ),
+        // Room for less than one whole body would leave such a body waiting until it failed.
+        (
+            "body_limit = 2000\nmax_buffered_bytes = 1999",
+            "max_buffered_bytes: at least body_limit (2000): one request's whole body must fit",
         ),
         // A body limit meant as "none" would let a few clients take all the memory.
         (
@@ -1349,6 +1354,7 @@ async fn served(
         client: client_timeout,
         grace: Duration::from_secs(5),
         connections: 100,
+        buffered: 1 << 30,
     };
     served_until(config, bounds).await
 }
@@ -1367,6 +1373,7 @@ async fn connections_are_spread_over_the_workers_and_stay_on_theirs() {
         client: Duration::from_secs(5),
         grace: Duration::from_secs(5),
         connections: 100,
+        buffered: 1 << 30,
     };
     for workers in [Some(2), None] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1487,6 +1494,7 @@ async fn each_worker_proxies_through_upstream_connections_of_its_own() {
         client: Duration::from_secs(5),
         grace: Duration::from_secs(5),
         connections: 100,
+        buffered: 1 << 30,
     };
     let (addr, _stop, _server) = served_on(&up_config(upstream, ""), bounds, Some(2)).await;
     let mut clients = [http1_client(addr).await.0, http1_client(addr).await.0];
@@ -1579,28 +1587,13 @@ async fn a_stop_lets_requests_in_flight_finish_on_the_shared_runtime() {
 
 async fn stop_lets_requests_in_flight_finish(workers: Option<usize>) {
     // The upstream says when the request has reached it, then answers when the test says.
-    let (arrived, arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let (release, released) = tokio::sync::watch::channel(false);
-    let slow = tower::service_fn(move |_: Request<Incoming>| {
-        let arrived = arrived.clone();
-        let mut released = released.clone();
-        async move {
-            let _ = arrived.send(());
-            let _ = released.wait_for(|go| *go).await;
-            Ok::<_, Infallible>(
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(axum::body::Body::from(r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#))
-                .unwrap(),
-        )
-        }
-    });
-    let upstream = common::serve_hyper(slow).await;
+    let (upstream, arrival, release) = held_upstream().await;
     let config = up_config(upstream, "");
     let bounds = serve::Bounds {
         client: Duration::from_secs(5),
         grace: Duration::from_secs(5),
         connections: 100,
+        buffered: 1 << 30,
     };
     let (addr, stop, server) = served_on(&config, bounds, workers).await;
     let mut arrival = arrival;
@@ -1735,6 +1728,7 @@ async fn stop_waits_no_longer_than_its_grace(workers: Option<usize>) {
         client: Duration::from_secs(5),
         grace: Duration::from_millis(200),
         connections: 100,
+        buffered: 1 << 30,
     };
     let (addr, stop, server) = served_on(&config, bounds, workers).await;
     let _in_flight = tokio::spawn(send_lossy(addr, chat("up", "hello")));
@@ -2002,6 +1996,7 @@ async fn a_connection_past_the_cap_waits_for_one_to_close() {
         client: Duration::from_secs(5),
         grace: Duration::from_secs(5),
         connections: 1,
+        buffered: 1 << 30,
     };
     let (addr, _stop, _server) = served_until("", bounds).await;
     let health = || {
@@ -2657,4 +2652,89 @@ fn the_open_file_limit_is_raised_to_fit_max_connections() {
             "512 512".to_owned()
         )
     );
+}
+
+/// An upstream that answers each request once the test says so, and says when one has come.
+async fn held_upstream() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let (arrived, arrival) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let held = tower::service_fn(move |_: Request<Incoming>| {
+        let arrived = arrived.clone();
+        let mut released = released.clone();
+        async move {
+            let _ = arrived.send(());
+            let _ = released.wait_for(|go| *go).await;
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(
+                        r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+                    ))
+                    .unwrap(),
+            )
+        }
+    });
+    (common::serve_hyper(held).await, arrival, release)
+}
+
+/// All requests together hold at most `max_buffered_bytes` of bodies: a request whose body
+/// finds no room waits, reading nothing more, until a request in flight has its answer (here
+/// one waiting on its upstream with 800 of the 1000 bytes), then is served; one that waits
+/// longer than the client's deadline is refused as a body that could not be read, and the
+/// room it waited for is there for the next.
+#[tokio::test]
+async fn request_bodies_held_at_once_are_bounded() {
+    // Bodies of 800 and 400 bytes.
+    let big = || chat("up", &"a".repeat(728));
+    let small = || chat("up", &"b".repeat(328));
+    assert_eq!(full_len(big()), 800);
+    assert_eq!(full_len(small()), 400);
+    let start = |client| async move {
+        let (upstream, arrival, release) = held_upstream().await;
+        let config = up_config(upstream, "trust_request_id = true\n");
+        let bounds = serve::Bounds {
+            client,
+            grace: Duration::from_secs(5),
+            connections: 100,
+            buffered: 1000,
+        };
+        let (addr, stop, server) = served_until(&config, bounds).await;
+        (addr, arrival, release, stop, server)
+    };
+
+    let (addr, mut arrival, release, _stop, _server) = start(Duration::from_secs(10)).await;
+    let held = tokio::spawn(send(addr, big()));
+    arrival.recv().await.unwrap();
+    let waiting = tokio::spawn(send(addr, small()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a body past the room was read");
+    assert!(
+        arrival.try_recv().is_err(),
+        "a body past the room was sent on"
+    );
+    release.send(true).unwrap();
+    held.await.unwrap().assert_json(
+        200,
+        r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+    );
+    assert_eq!(waiting.await.unwrap().status, 200);
+
+    // Waiting past the client's deadline (300 ms) fails the body; the room comes back.
+    let (addr, mut arrival, release, _stop, _server) = start(Duration::from_millis(300)).await;
+    let held = tokio::spawn(send(addr, big()));
+    arrival.recv().await.unwrap();
+    let refused = send(addr, small()).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.text(), common::UNPARSABLE);
+    release.send(true).unwrap();
+    assert_eq!(held.await.unwrap().status, 200);
+    assert_eq!(send(addr, small()).await.status, 200);
+}
+
+fn full_len(request: Request<http_body_util::Full<Bytes>>) -> u64 {
+    http_body::Body::size_hint(request.body()).exact().unwrap()
 }

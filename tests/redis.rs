@@ -6,7 +6,7 @@
 
 mod common;
 mod gateway_app;
-use gateway_app::{app, idle, log, mock, proxy, serve};
+use gateway_app::{app, budget, idle, log, mock, proxy, serve};
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

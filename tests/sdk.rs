@@ -7,7 +7,7 @@
 
 mod common;
 mod gateway_app;
-use gateway_app::{app, idle, log, mock, proxy};
+use gateway_app::{app, budget, idle, log, mock, proxy};
 
 use std::convert::Infallible;
 use std::process::Command;

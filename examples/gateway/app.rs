@@ -150,6 +150,8 @@ pub(crate) struct Config {
     pub(crate) shutdown_grace_ms: u64,
     /// Connections served at once; more wait in the listener's backlog (`serve.rs`).
     pub(crate) max_connections: usize,
+    /// Bytes of request bodies held at once, all requests together (`budget.rs`).
+    pub(crate) max_buffered_bytes: usize,
     /// How connections are spread over threads (`serve.rs`).
     pub(crate) runtime: RuntimeKind,
     /// Threads that serve connections; 0: one per core.
@@ -430,6 +432,7 @@ impl Default for Config {
             client_timeout_ms: 30_000,
             shutdown_grace_ms: 30_000,
             max_connections: 10_000,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED,
             runtime: RuntimeKind::PerCore,
             workers: 0,
             mock_stream_style: StreamStyle::Maas,
@@ -625,6 +628,9 @@ const MAX_DEADLINE_MS: u64 = 86_400_000;
 /// The largest `body_limit` taken.
 const MAX_BODY_LIMIT: usize = 1 << 30;
 
+/// Request bodies held at once, all requests together, unless configured: 1 GiB.
+const DEFAULT_MAX_BUFFERED: usize = 1 << 30;
+
 /// The gateway: every layer in the MaaS order around the routes. The tests' and benches' way
 /// in; the binary takes [`gateway`], for the stores.
 #[cfg_attr(not(test), allow(dead_code))]
@@ -667,6 +673,13 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
     if config.body_limit > MAX_BODY_LIMIT {
         return Err(format!(
             "body_limit: at most {MAX_BODY_LIMIT} (1 GiB; APIG's is 12 MiB)"
+        ));
+    }
+    // Room for less than one whole body would leave such a body waiting until it failed.
+    if config.max_buffered_bytes < config.body_limit {
+        return Err(format!(
+            "max_buffered_bytes: at least body_limit ({}): one request's whole body must fit",
+            config.body_limit
         ));
     }
     let dialect = Dialect::from(config.dialect);

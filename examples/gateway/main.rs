@@ -14,6 +14,7 @@
 //! routes.
 
 mod app;
+mod budget;
 mod fds;
 mod idle;
 mod log;
@@ -188,6 +189,7 @@ async fn run(
         client: std::time::Duration::from_millis(config.client_timeout_ms),
         grace: std::time::Duration::from_millis(config.shutdown_grace_ms),
         connections: config.max_connections,
+        buffered: config.max_buffered_bytes,
     };
     if let Some(workers) = &workers {
         println!(

@@ -63,6 +63,7 @@ use tower::ServiceExt;
 use tower::util::Oneshot;
 use tower_maas::BoxError;
 
+use crate::budget::{Budget, Budgeted, Held};
 use crate::idle::{IdleTimeout, SendDeadline};
 
 /// How many clients the gateway serves at once, how long each may keep it waiting, and how
@@ -76,6 +77,8 @@ pub(crate) struct Bounds {
     pub(crate) grace: Duration,
     /// Connections served at once (at most `Semaphore::MAX_PERMITS`).
     pub(crate) connections: usize,
+    /// Bytes of request bodies held at once, all requests together (`budget.rs`).
+    pub(crate) buffered: usize,
 }
 
 /// What the loop serves (the gateway, or the bare mock): a copy for each connection, called
@@ -134,6 +137,7 @@ pub(crate) async fn serve<S: App>(
     let room = Arc::new(tokio::sync::Semaphore::new(
         bounds.connections.min(tokio::sync::Semaphore::MAX_PERMITS),
     ));
+    let budget = Budget::new(bounds.buffered);
     let mut stop = pin!(stop);
     let mut accept_failed = crate::log::Throttle::new();
     loop {
@@ -174,6 +178,7 @@ pub(crate) async fn serve<S: App>(
             client: client_timeout,
             stop_seen: stop_seen.clone(),
             permit,
+            budget: budget.clone(),
         };
         // Tracked with hyper's own tasks: the stop waits for both alike.
         match &workers {
@@ -228,6 +233,8 @@ struct Connection<S> {
     stop_seen: tokio::sync::watch::Receiver<Phase>,
     /// Its room among the connections served at once.
     permit: OwnedSemaphorePermit,
+    /// The room its requests' bodies take, with every other connection's.
+    budget: Budget,
 }
 
 impl<S: App> Connection<S> {
@@ -240,6 +247,7 @@ impl<S: App> Connection<S> {
             client,
             stop_seen,
             permit: _permit,
+            budget,
         } = self;
         // The connection's own copy, called in place (see `call_in_place`).
         let app = RefCell::new(app);
@@ -249,13 +257,18 @@ impl<S: App> Connection<S> {
             // Over HTTP/1 a client that takes nothing blocks a write (`SendDeadline`); over
             // HTTP/2 it grants no window, which blocks nothing: its answers are watched.
             let busy = Busy::enter(&requests, request.version() == http::Version::HTTP_2);
-            let mut request = request
-                .map(|body| axum::body::Body::new(IdleTimeout::new(body, client, client_stalled)));
+            let held = Arc::new(Held::default());
+            let mut request = request.map(|body| {
+                let body = IdleTimeout::new(body, client, client_stalled);
+                axum::body::Body::new(Budgeted::new(body, &budget, Arc::clone(&held), client))
+            });
             request.extensions_mut().insert(ConnectInfo(peer));
             let answer = call_in_place(&app, request);
             // Busy until the answer's body has ended: a long stream is no idleness.
             async move {
                 let answer = answer.await?;
+                // Decided: the layers have let the body go.
+                held.release();
                 Ok::<_, Infallible>(answer.map(|body| Answer { body, busy }))
             }
         });

@@ -1,11 +1,14 @@
 //! The example gateway's modules, for the tests and benches that drive its router in process.
-//! A crate that includes this imports the modules at its root (`use gateway_app::{app, idle,
-//! log, mock, proxy};`, and `log_format`, `log_writer`, `serve` when it uses them), as the
+//! A crate that includes this imports the modules at its root (`use gateway_app::{app, budget,
+//! idle, log, mock, proxy};`, and `log_format`, `log_writer`, `serve` when it uses them), as the
 //! example's modules name their siblings `crate::log`, `crate::mock` and so on.
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/gateway/app.rs"]
 pub(crate) mod app;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/gateway/budget.rs"]
+pub(crate) mod budget;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/gateway/idle.rs"]
 pub(crate) mod idle;
