@@ -279,6 +279,44 @@ async fn the_proxy_keeps_hop_by_hop_headers_and_adds_the_client_to_x_forwarded_f
     assert_eq!(headers["x-real-ip"], "127.0.0.1");
 }
 
+/// Behind a trusted proxy (`ip_limit.trusted_proxies`), the upstream's `X-Real-IP` is the
+/// client the proxy forwards for, the one the per-IP limit counts, not the proxy; a client's
+/// `Forwarded` line that leaves a quoted string open is left out, so that the gateway's own
+/// element is not read as part of it.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_upstream_learns_the_client() {
+    let (up, seen) = upstream().await;
+    let config = up_config(
+        up,
+        "[ip_limit]\nlimit = 1000\nwindow = \"minute\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    let app = app::router(&app::parse_config(&config).unwrap()).unwrap();
+    let gw = common::serve_axum_with_peer(app).await;
+    let mut request = chat("up", "hello");
+    request.headers_mut().insert(
+        "x-forwarded-for",
+        "198.51.100.2, 203.0.113.7".parse().unwrap(),
+    );
+    request
+        .headers_mut()
+        .insert("forwarded", "for=\"x, by=y".parse().unwrap());
+    request.headers_mut().append(
+        "forwarded",
+        "for=203.0.113.7;proto=\"h\\\"ttp\"".parse().unwrap(),
+    );
+    assert_eq!(send(gw, request).await.status, 200);
+    let (headers, _) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(headers["x-real-ip"], "203.0.113.7");
+    assert_eq!(
+        headers["x-forwarded-for"],
+        "198.51.100.2, 203.0.113.7, 127.0.0.1"
+    );
+    assert_eq!(
+        headers["forwarded"],
+        "for=203.0.113.7;proto=\"h\\\"ttp\", for=127.0.0.1"
+    );
+}
+
 #[tokio::test]
 async fn upstreams_can_be_reached_over_http2() {
     let (up, seen) = upstream().await;
@@ -991,7 +1029,11 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         ),
         (
             "[[keys]]\nid = 7\nkey = \"sk-a-Secret000\"\n[[keys]]\nid = 7\nkey = \"sk-b-Secret000\"\n",
-            "keys[1].id: 7 is another key's",
+            "keys[1].id: 7 is keys[0]'s too",
+        ),
+        (
+            "[[keys]]\nid = 9223372036854775807\nkey = \"sk-a-Secret000\"\n[[keys]]\nkey = \"sk-b-Secret000\"\n[[keys]]\nid = 0\nkey = \"sk-c-Secret000\"\n[[keys]]\nkey = \"sk-a-Secret000\"\n",
+            "keys[3]: the same key twice",
         ),
         // Room for less than one whole body would leave such a body waiting until it failed.
         (
@@ -1017,6 +1059,13 @@ fn a_configuration_error_says_where_and_never_quotes_a_key() {
         let config = app::parse_config(text).unwrap();
         assert_eq!(app::router(&config).err().as_deref(), Some(expected));
     }
+    // A key given id 0 after one given none: the keys with ids go in first, the other takes
+    // an id none has.
+    let config = app::parse_config(
+        "[[keys]]\nkey = \"sk-a-000000000\"\n[[keys]]\nid = 0\nkey = \"sk-b-000000000\"\n",
+    )
+    .unwrap();
+    assert!(app::router(&config).is_ok());
     // Worker threads: as asked, one per core for 0, and a bound.
     let workers = |text: &str| app::parse_config(text).unwrap().worker_threads();
     assert_eq!(workers("workers = 3"), Ok(3));
@@ -2573,11 +2622,19 @@ async fn an_upstream_failure_is_logged_with_its_cause_once_a_second() {
 }
 
 /// The binary with its open-file limit set to `soft` and `hard` by the shell that starts it,
-/// serving `max_connections` from the builtin mock: the log line it writes about the limit, and
-/// its limit once it has, as `/proc` shows it.
+/// serving `max_connections` from the builtin mock: the log line it writes about the limit
+/// (without its time), and its soft and hard limits once it listens, as `/proc` shows them.
 #[cfg(target_os = "linux")]
 fn open_files_with(soft: u64, hard: u64, max_connections: usize) -> (String, String) {
     use std::io::BufRead;
+    /// Killed however the test ends.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -2590,26 +2647,45 @@ fn open_files_with(soft: u64, hard: u64, max_connections: usize) -> (String, Str
         format!("listen = \"127.0.0.1:{port}\"\nmax_connections = {max_connections}\n"),
     )
     .unwrap();
-    let mut child = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" --config \"$1\""
-        ))
-        .arg(common::gateway_binary())
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let line = stdout
-        .lines()
-        .map(Result::unwrap)
-        .find(|line| line.contains("open files"))
-        .expect("a line about open files");
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut child = Running(
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" --config \"$1\""
+            ))
+            .arg(common::gateway_binary())
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Lines as they come, from a thread that keeps the pipe open until the end.
+    let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let (lines, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut about, mut listening) = (None, false);
+    while about.is_none() || !listening {
+        let line = read
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the gateway listens and writes a line about open files");
+        listening |= line.contains("listening on");
+        if line.contains("open files") {
+            // The line less its timestamp.
+            about = Some(
+                line.split_once("Z ")
+                    .map_or(line.clone(), |(_, rest)| rest.to_owned()),
+            );
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.0.id())).unwrap();
+    drop(child);
     let _ = std::fs::remove_file(&config);
     let limit = limits
         .lines()
@@ -2620,34 +2696,28 @@ fn open_files_with(soft: u64, hard: u64, max_connections: usize) -> (String, Str
         .take(2)
         .collect::<Vec<_>>()
         .join(" ");
-    // The line less its timestamp.
-    let line = line
-        .split_once("Z ")
-        .map_or(line.as_str(), |(_, rest)| rest)
-        .to_owned();
-    (line, limit)
+    (about.unwrap(), limit)
 }
 
-/// The gateway raises its soft open-file limit to what `max_connections` may take (one each
-/// from the builtin mock, and 64 besides), within the hard limit, and says so; when even the
-/// hard limit is short, it warns.
+/// The gateway raises its soft open-file limit to the hard one, and says so; when even the
+/// hard limit is below what `max_connections` takes at least (one each from the builtin mock,
+/// and 64 besides), it warns.
 #[cfg(target_os = "linux")]
 #[test]
-fn the_open_file_limit_is_raised_to_fit_max_connections() {
+fn the_open_file_limit_is_raised_to_the_hard_one() {
     assert_eq!(
         open_files_with(256, 512, 300),
         (
-            " INFO open files: soft limit raised from 256 to 364 for max_connections = 300"
-                .to_owned(),
-            "364 512".to_owned()
+            " INFO open files: soft limit raised from 256 to 512".to_owned(),
+            "512 512".to_owned()
         )
     );
     assert_eq!(
         open_files_with(256, 512, 1000),
         (
             " WARN open files: the limit is 512 (the hard limit), below the 1064 that \
-             max_connections = 1000 may take: connections past it wait unaccepted; raise the \
-             hard limit (ulimit -Hn, systemd's LimitNOFILE) or lower max_connections"
+             max_connections = 1000 takes at least: connections past it wait unaccepted; raise \
+             the hard limit (ulimit -Hn, systemd's LimitNOFILE) or lower max_connections"
                 .to_owned(),
             "512 512".to_owned()
         )

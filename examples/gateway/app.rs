@@ -686,6 +686,9 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
     let validation = ValidationDialect::from(config.validation);
 
     let keys = Arc::new(InMemoryKeyStore::new());
+    // Keys given ids go in first, so that the ids handed to the others skip theirs whatever
+    // the order of the list.
+    let (mut numbered, mut given) = (Vec::new(), HashMap::new());
     for (i, key) in config.keys.iter().enumerate() {
         let mut policy = KeyPolicy::new();
         if let Some(label) = &key.label {
@@ -708,13 +711,18 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
             _ => return Err(format!("keys[{i}]: give exactly one of key or digest")),
         };
         match key.id {
-            Some(id) => match keys.insert_digest_as(KeyId(id), digest, policy) {
-                Ok(_) => {}
-                Err(InsertAsError::IdTaken(_)) => {
-                    return Err(format!("keys[{i}].id: {id} is another key's"));
+            Some(id) => {
+                if let Some(other) = given.insert(id, i) {
+                    return Err(format!("keys[{i}].id: {id} is keys[{other}]'s too"));
                 }
-                Err(_) => return Err(format!("keys[{i}]: the same key twice")),
-            },
+                keys.insert_digest_as(KeyId(id), digest, policy)
+                    .map_err(|e| match e {
+                        InsertAsError::DuplicateKey(_) => {
+                            format!("keys[{i}]: the same key twice")
+                        }
+                        e => format!("keys[{i}].id: {e}"),
+                    })?;
+            }
             // Redis keeps a key's counters, its quota's among them, under its id for good:
             // numbered by position, keys would take each other's when the list changes.
             None if config.redis.is_some() => {
@@ -723,13 +731,20 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
                      kept under it; the same id on every replica)"
                 ));
             }
-            None => {
-                keys.insert_digest(digest, policy)
-                    .map_err(|_| format!("keys[{i}]: the same key twice"))?;
-            }
+            None => numbered.push((i, digest, policy)),
         }
     }
+    for (i, digest, policy) in numbered {
+        keys.insert_digest(digest, policy)
+            .map_err(|_| format!("keys[{i}]: the same key twice"))?;
+    }
 
+    // Believed by the per-IP limit, and by the proxy for the client it names to upstreams.
+    let trusted = Arc::new(match &config.ip_limit {
+        Some(ip) => TrustedProxies::new(&ip.trusted_proxies)
+            .map_err(|e| format!("ip_limit.trusted_proxies: {e}"))?,
+        None => TrustedProxies::default(),
+    });
     let mut catalog = ModelCatalog::new();
     let (mut upstreams, mut upstream_of) = (Vec::new(), HashMap::new());
     let mut services = ServiceDirectory::new();
@@ -748,6 +763,7 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
                 base,
                 model: model.upstream_model.clone(),
                 http2: model.http2,
+                trusted: Arc::clone(&trusted),
             });
         }
     }
@@ -867,13 +883,9 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
                 "ip_limit.limit: at least 1 (leave the section out for no per-IP limit)".to_owned(),
             );
         }
-        Some(ip) => {
-            let trusted = TrustedProxies::new(&ip.trusted_proxies)
-                .map_err(|e| format!("ip_limit.trusted_proxies: {e}"))?;
-            IpRateLimitLayer::new(ip.limit, ip.window.0)
-                .trusted_proxies(trusted)
-                .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
-        }
+        Some(ip) => IpRateLimitLayer::new(ip.limit, ip.window.0)
+            .trusted_proxies(TrustedProxies::clone(&trusted))
+            .peer_addr(|e| e.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
     };
     // The outer layers wrap the router once, as one service, rather than through
     // `Router::layer`, which wraps every route in its own boxed, cloned-per-request service:

@@ -1,16 +1,18 @@
 //! The open-file limit against the connections the gateway may serve at once.
 //!
-//! Each connection takes a file descriptor, and a second while it is proxied. Past the limit,
-//! `accept` fails (the server logs it and waits) and connections queue in the kernel with
-//! nothing else to show: a soft limit of 1024, the usual default, cannot serve the
-//! configuration's 10 000. So the gateway raises its soft limit as far as it needs, within the
-//! hard one, as servers commonly do, and says so when even the hard limit is short.
+//! Each connection takes a file descriptor, and each request it has at an upstream another
+//! (an HTTP/2 client may have 200 at once). Past the limit, `accept` fails (the server logs it
+//! and waits) and connections queue in the kernel with nothing else to show: a soft limit of
+//! 1024, the usual default, cannot serve the configuration's 10 000. So the gateway raises its
+//! soft limit to the hard one, as Go's runtime does for every program, and says so when even
+//! the hard limit is below what `max_connections` needs at least.
 
 /// What the gateway holds whatever its load: the listener, the log, the runtimes' own, idle
 /// upstream connections, Redis's.
 const BESIDES: u64 = 64;
 
-/// The descriptors `connections` served at once may take, each proxied to an upstream or not.
+/// The descriptors `connections` served at once take at least, each with a request at an
+/// upstream or not.
 pub(crate) fn needed(connections: usize, proxied: bool) -> u64 {
     u64::try_from(connections)
         .unwrap_or(u64::MAX)
@@ -33,8 +35,8 @@ impl Limits {
     }
 }
 
-/// Raises this process's soft limit on open files to `needed`, or to the hard limit when that
-/// is lower; a limit already high enough is left alone.
+/// Raises this process's soft limit on open files to the hard one. Without a hard limit (as
+/// macOS has, which yet refuses a soft limit past its own maximum), to `needed` if it is above.
 #[cfg(unix)]
 pub(crate) fn raise(needed: u64) -> std::io::Result<Limits> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -44,19 +46,23 @@ pub(crate) fn raise(needed: u64) -> std::io::Result<Limits> {
         now: limit.current,
         hard: limit.maximum,
     };
-    if unchanged.fits(needed) {
+    let target = match limit.maximum {
+        Some(hard) => hard,
+        None if unchanged.fits(needed) => return Ok(unchanged),
+        None => needed,
+    };
+    if limit.current.is_none_or(|soft| soft >= target) {
         return Ok(unchanged);
     }
-    let now = limit.maximum.map_or(needed, |hard| hard.min(needed));
     setrlimit(
         Resource::Nofile,
         Rlimit {
-            current: Some(now),
+            current: Some(target),
             maximum: limit.maximum,
         },
     )?;
     Ok(Limits {
-        now: Some(now),
+        now: Some(target),
         ..unchanged
     })
 }

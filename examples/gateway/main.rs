@@ -216,19 +216,20 @@ fn open_files(connections: usize, proxied: bool) {
     match fds::raise(needed) {
         Ok(limits) if !limits.fits(needed) => tracing::warn!(
             "open files: the limit is {} (the hard limit), below the {needed} that \
-             max_connections = {connections} may take: connections past it wait unaccepted; \
-             raise the hard limit (ulimit -Hn, systemd's LimitNOFILE) or lower max_connections",
+             max_connections = {connections} takes at least: connections past it wait \
+             unaccepted; raise the hard limit (ulimit -Hn, systemd's LimitNOFILE) or lower \
+             max_connections",
             limits.now.unwrap_or(u64::MAX)
         ),
         Ok(limits) if limits.now != limits.was => tracing::info!(
-            "open files: soft limit raised from {} to {} for max_connections = {connections}",
+            "open files: soft limit raised from {} to {}",
             limits.was.unwrap_or(u64::MAX),
             limits.now.unwrap_or(u64::MAX)
         ),
         Ok(_) => {}
         Err(err) => tracing::warn!(
-            "open files: cannot raise the limit to the {needed} that max_connections = \
-             {connections} may take: {err}"
+            "open files: cannot raise the soft limit to the hard one ({err}); max_connections = \
+             {connections} takes at least {needed}"
         ),
     }
 }

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tower_maas::limit::TrustedProxies;
 use tower_maas::validate::ParsedRequest;
 use tower_maas::{BackendTimeout, Dialect, EndpointRoute, MaasError, RequestId};
 
@@ -74,6 +75,9 @@ pub(crate) struct Upstream {
     pub(crate) model: Option<String>,
     /// Speak HTTP/2 (prior knowledge) to it.
     pub(crate) http2: bool,
+    /// The proxies whose forwarding headers are believed (`ip_limit.trusted_proxies`): the
+    /// client the upstream is told of is the one the per-IP limit counted.
+    pub(crate) trusted: Arc<TrustedProxies>,
 }
 
 impl Upstream {
@@ -150,39 +154,49 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Tells the upstream who the client is, in each header an upstream may read it from:
-/// `X-Forwarded-For` and `Forwarded` (RFC 7239) get the client's address after any the client
-/// sent, and `X-Real-IP` is the client's address alone. An upstream trusts the last entry of a
-/// list, which the gateway wrote, not the ones before it, which anyone could have; a client's
-/// own `X-Real-IP` would otherwise reach it as the gateway's word.
-fn add_forwarded_for(parts: &mut http::request::Parts) {
+/// `X-Forwarded-For` and `Forwarded` (RFC 7239) get the peer's address after any the client
+/// sent, and `X-Real-IP` is the client's address alone: the peer's, or, when the peer is a
+/// trusted proxy, the client it forwards for, as the per-IP limit counted it. An upstream
+/// trusts the last entry of a list, which the gateway wrote, not the ones before it, which
+/// anyone could have; a client's own `X-Real-IP` would otherwise reach it as the gateway's
+/// word.
+fn add_forwarded_for(parts: &mut http::request::Parts, trusted: &TrustedProxies) {
     let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
         return;
     };
     // `::ffff:a.b.c.d` on a dual-stack listener is the IPv4 client `a.b.c.d`.
     let peer = peer.ip().to_canonical();
+    // Read off the headers as the client's side wrote them, before the gateway adds to them.
+    let client = trusted.client(peer, &parts.headers);
     let mut node = String::new();
     // Writing into a `String` does not fail.
     let _ = write!(node, "{peer}");
-    append_to_list(&mut parts.headers, &X_FORWARDED_FOR, &node);
+    append_to_list(&mut parts.headers, &X_FORWARDED_FOR, &node, |_| true);
     // RFC 7239 6: an IPv6 address is bracketed, and then quoted.
     let element = if peer.is_ipv6() {
         format!("for=\"[{peer}]\"")
     } else {
         format!("for={peer}")
     };
-    append_to_list(&mut parts.headers, &header::FORWARDED, &element);
-    if let Ok(node) = HeaderValue::try_from(node) {
-        parts.headers.insert(X_REAL_IP, node);
+    append_to_list(
+        &mut parts.headers,
+        &header::FORWARDED,
+        &element,
+        closes_quotes,
+    );
+    if let Ok(client) = HeaderValue::try_from(client.to_string()) {
+        parts.headers.insert(X_REAL_IP, client);
     }
 }
 
-/// `item` as the last of the list header `name`: every line the client sent, in order, as one
-/// list (RFC 9110 5.3), then it.
-fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
+/// `item` as the last of the list header `name`: every line the client sent that is `fit`, in
+/// order, as one list (RFC 9110 5.3), then it. A line that is not text (`to_str` refuses
+/// bytes past ASCII) is left out: what the gateway adds stays readable, and last.
+fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: &str, fit: fn(&str) -> bool) {
     let mut list = String::new();
     for earlier in headers.get_all(name) {
         if let Ok(earlier) = earlier.to_str() {
-            if !earlier.trim().is_empty() {
+            if !earlier.trim().is_empty() && fit(earlier) {
                 list.push_str(earlier.trim());
                 list.push_str(", ");
             }
@@ -192,6 +206,23 @@ fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
     if let Ok(list) = HeaderValue::try_from(list) {
         headers.insert(name, list);
     }
+}
+
+/// Whether every quoted string of a `Forwarded` line ends (RFC 7239's `quoted-string`, with
+/// its `\` escapes): after a line that leaves one open, the gateway's element would be read
+/// as part of the client's string.
+fn closes_quotes(line: &str) -> bool {
+    let mut quoted = false;
+    let mut escaped = false;
+    for byte in line.bytes() {
+        match (quoted, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (_, false, b'"') => quoted = !quoted,
+            _ => {}
+        }
+    }
+    !quoted
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -245,7 +276,7 @@ pub(crate) async fn forward(
         return refuse(MaasError::BackendUnavailable);
     };
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded_for(&mut parts);
+    add_forwarded_for(&mut parts, &upstream.trusted);
     parts.headers.remove(header::HOST);
     // The body is here whole: there is nothing to wait for the upstream's go-ahead on.
     parts.headers.remove(header::EXPECT);

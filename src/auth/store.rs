@@ -123,6 +123,8 @@ pub enum InsertAsError {
     DuplicateKey(KeyId),
     /// Another key has this id.
     IdTaken(KeyId),
+    /// The id is above [`InMemoryKeyStore::MAX_GIVEN_ID`].
+    IdOutOfRange(KeyId),
 }
 
 impl fmt::Display for InsertAsError {
@@ -130,6 +132,11 @@ impl fmt::Display for InsertAsError {
         match self {
             Self::DuplicateKey(id) => write!(f, "the key is already stored as {id}"),
             Self::IdTaken(id) => write!(f, "another key is stored as {id}"),
+            Self::IdOutOfRange(id) => write!(
+                f,
+                "{id} is above the largest id a key may be given ({})",
+                InMemoryKeyStore::MAX_GIVEN_ID
+            ),
         }
     }
 }
@@ -193,6 +200,10 @@ impl InMemoryKeyStore {
     /// so a thread's memory stays bounded whatever the number of keys.
     pub const THREAD_CACHE: usize = 1024;
 
+    /// The largest id [`insert_as`](Self::insert_as) gives: `i64::MAX`, the largest integer
+    /// TOML and most JSON readers take.
+    pub const MAX_GIVEN_ID: u64 = i64::MAX as u64;
+
     /// An empty store.
     pub fn new() -> Self {
         Self {
@@ -249,6 +260,13 @@ impl InMemoryKeyStore {
     /// where the ids of [`insert`](Self::insert) follow the order keys were inserted in.
     /// Later `insert`s take ids above the largest given.
     ///
+    /// Never give a key an id another key had: it would take over that key's counters and
+    /// quota. Small ids (below 2²², about four million) keep [`MemoryStore`] on its fastest
+    /// path; ids go up to [`MAX_GIVEN_ID`](Self::MAX_GIVEN_ID), so that the ids handed out
+    /// after them never run out.
+    ///
+    /// [`MemoryStore`]: crate::limit::MemoryStore
+    ///
     /// ```
     /// use tower_maas::auth::{InMemoryKeyStore, KeyId, KeyPolicy};
     ///
@@ -273,6 +291,9 @@ impl InMemoryKeyStore {
         digest: KeyDigest,
         policy: KeyPolicy,
     ) -> Result<KeyId, InsertAsError> {
+        if id.0 > Self::MAX_GIVEN_ID {
+            return Err(InsertAsError::IdOutOfRange(id));
+        }
         // Lock order is by_digest, then by_id; no method takes them the other way round.
         match self.by_digest.entry(digest) {
             dashmap::Entry::Occupied(existing) => {
@@ -479,6 +500,10 @@ mod tests {
         assert_eq!(
             store.insert_as(KeyId(9), "sk-given-1", KeyPolicy::new()),
             Err(InsertAsError::DuplicateKey(KeyId(1)))
+        );
+        assert_eq!(
+            store.insert_as(KeyId(u64::MAX), "sk-other", KeyPolicy::new()),
+            Err(InsertAsError::IdOutOfRange(KeyId(u64::MAX)))
         );
         // Refused inserts took nothing: neither the id nor a place.
         assert_eq!(store.len(), 4);

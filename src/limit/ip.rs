@@ -130,6 +130,26 @@ impl TrustedProxies {
     fn is_empty(&self) -> bool {
         self.networks.is_empty()
     }
+
+    /// The client of a request that came from `peer` with `headers`: the peer itself, or,
+    /// when the peer is trusted, the rightmost untrusted hop of its `X-Forwarded-For` (or
+    /// `Forwarded`), as [`IpRateLimit`] counts it. For a proxy's `X-Real-IP`, say.
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use tower_maas::limit::TrustedProxies;
+    ///
+    /// let trusted = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("x-forwarded-for", "198.51.100.1, 203.0.113.9, 10.0.0.2".parse().unwrap());
+    /// // From the load balancer: the hop before the trusted ones.
+    /// assert_eq!(trusted.client("10.0.0.1".parse().unwrap(), &headers), "203.0.113.9".parse::<std::net::IpAddr>().unwrap());
+    /// // From anyone else: the peer, whatever it wrote.
+    /// assert_eq!(trusted.client("192.0.2.7".parse().unwrap(), &headers), "192.0.2.7".parse::<std::net::IpAddr>().unwrap());
+    /// ```
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        client_ip(peer, headers, self)
+    }
 }
 
 /// IPv4-mapped IPv6 addresses are their IPv4 address.
