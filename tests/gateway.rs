@@ -2802,7 +2802,52 @@ async fn request_bodies_held_at_once_are_bounded() {
     assert_eq!(refused.text(), common::UNPARSABLE);
     release.send(true).unwrap();
     assert_eq!(held.await.unwrap().status, 200);
-    assert_eq!(send(addr, small()).await.status, 200);
+    // The whole room is back, none of it kept by the refused request.
+    let whole = chat("up", &"c".repeat(928));
+    assert_eq!(full_len(chat("up", &"c".repeat(928))), 1000);
+    assert_eq!(send(addr, whole).await.status, 200);
+}
+
+/// A piece of a body larger than the whole room is not counted: it would wait for ever, first
+/// in line, and hold every other body up. The layer reading it refuses it at once as too large
+/// (the room is at least `body_limit`). Here one chunk of 1200 bytes, room and limit 1000.
+#[tokio::test]
+async fn a_piece_larger_than_the_room_is_refused_as_too_large_at_once() {
+    let (upstream, _arrival, _release) = held_upstream().await;
+    let config = up_config(upstream, "trust_request_id = true\nbody_limit = 1000\n");
+    let bounds = serve::Bounds {
+        client: Duration::from_secs(60),
+        grace: Duration::from_secs(5),
+        connections: 100,
+        buffered: 1000,
+    };
+    let (addr, _stop, _server) = served_until(&config, bounds).await;
+    let body = format!(
+        r#"{{"model":"up","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "d".repeat(1150)
+    );
+    let sent = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\nx-request-id: {FIXED_ID}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    // Within the client's deadline (60 s): a wait for room would show as a hang here.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        common::raw_http1(addr, &sent, true),
+    )
+    .await
+    .expect("a piece larger than the room waited");
+    assert!(
+        answer.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with(&format!(
+            "\r\n\r\n{}",
+            apig("APIG.0201", "Request entity too large.")
+        )),
+        "{answer}"
+    );
 }
 
 fn full_len(request: Request<http_body_util::Full<Bytes>>) -> u64 {

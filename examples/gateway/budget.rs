@@ -6,13 +6,20 @@
 //! for terabytes. So every piece of a body is counted against `max_buffered_bytes` as it is
 //! read: past it, reading waits, and the client's TCP or HTTP/2 window closes, until requests
 //! in flight have their answers. What a request was counted for is given back once its
-//! answer's head is out: by then the layers have read the body, decided, and let it go (the
-//! proxy has sent it on).
+//! answer's head is out. Until then the gateway does hold the body: the parsed request keeps
+//! it, and the proxy holds that until the upstream answers, so a non-streaming answer that
+//! takes a minute to generate holds its request's bytes for that minute.
 //!
 //! Waiting has the client's own bound (`client_timeout_ms`): a body whose next piece could not
 //! be counted within it fails as a stalled client's does, and is refused as a body that could
-//! not be read. Requests that each hold part of the budget while waiting for more cannot then
-//! hold each other up for ever.
+//! not be read (a 400, not a 503: the layers have one answer for a body they could not read).
+//! Requests that each hold part of the budget while waiting for more cannot then hold each
+//! other up for ever. A piece larger than the whole budget is handed on uncounted: the budget
+//! is at least `body_limit`, so the layer reading it refuses it at once as too large (413).
+//!
+//! Not counted: what hyper holds below the layers, a piece a waiting request has read (one a
+//! request), HTTP/2's flow-control windows (up to 1 MiB a connection) and HTTP/1's read
+//! buffer.
 
 use std::future::Future;
 use std::io;
@@ -30,12 +37,20 @@ use tower_maas::BoxError;
 
 /// The bytes every request's body may hold together, shared by all connections.
 #[derive(Clone, Debug)]
-pub(crate) struct Budget(Arc<Semaphore>);
+pub(crate) struct Budget {
+    room: Arc<Semaphore>,
+    /// All of it: a piece larger is never counted (see the module's docs).
+    total: usize,
+}
 
 impl Budget {
     /// Room for `bytes` (at most `Semaphore::MAX_PERMITS`).
     pub(crate) fn new(bytes: usize) -> Self {
-        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+        let total = bytes.min(Semaphore::MAX_PERMITS);
+        Self {
+            room: Arc::new(Semaphore::new(total)),
+            total,
+        }
     }
 }
 
@@ -65,6 +80,7 @@ pin_project! {
         #[pin]
         body: B,
         budget: PollSemaphore,
+        total: usize,
         held: Arc<Held>,
         // A piece read, waiting for room: at most one a request.
         waiting: Option<Frame<Bytes>>,
@@ -77,7 +93,8 @@ impl<B> Budgeted<B> {
     pub(crate) fn new(body: B, budget: &Budget, held: Arc<Held>, patience: Duration) -> Self {
         Self {
             body,
-            budget: PollSemaphore::new(Arc::clone(&budget.0)),
+            budget: PollSemaphore::new(Arc::clone(&budget.room)),
+            total: budget.total,
             held,
             waiting: None,
             deadline: None,
@@ -111,11 +128,11 @@ where
             .as_ref()
             .and_then(Frame::data_ref)
             .map_or(0, Buf::remaining);
-        if size > 0 {
-            // A piece larger than a semaphore counts is larger than any budget.
-            let Ok(size) = u32::try_from(size) else {
-                return Poll::Ready(Some(Err(full())));
-            };
+        // A piece larger than the whole budget would wait for ever, first in the semaphore's
+        // line, holding up everyone behind it: it goes on uncounted, to be refused as too
+        // large by the layer that reads it.
+        let counted = u32::try_from(size).ok().filter(|_| size <= *this.total);
+        if let Some(size) = counted.filter(|size| *size > 0) {
             match this.budget.poll_acquire_many(cx, size) {
                 Poll::Ready(Some(permit)) => this.held.add(permit),
                 // The budget is never closed.
@@ -125,10 +142,14 @@ where
                     let deadline = this
                         .deadline
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(patience)));
-                    return match deadline.as_mut().poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(Some(Err(full()))),
-                        Poll::Pending => Poll::Pending,
-                    };
+                    if deadline.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Out of the semaphore's line, with what it took of the room meanwhile.
+                    *this.budget = PollSemaphore::new(this.budget.clone_inner());
+                    *this.waiting = None;
+                    *this.deadline = None;
+                    return Poll::Ready(Some(Err(full())));
                 }
             }
         }
