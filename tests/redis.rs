@@ -532,6 +532,39 @@ async fn redis_killed_fails_open_to_this_replicas_memory() {
     .await;
 }
 
+/// Failing open, a key whose shared quota Redis found used up stays refused (81005) while Redis
+/// is away, though this replica's memory never saw its tokens; raised in the configuration, or
+/// for a key Redis never refused, the memory decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_used_up_stays_so_while_failing_open() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let store = store(&server, OnUnavailable::FailOpen);
+    let with_quota = |key, quota| Acquire {
+        quota: Some(quota),
+        ..ask(key, Some(Rate::per_minute(6000, 100)), None, 0)
+    };
+    let by_memory = |outcome: &Outcome| matches!(outcome, Outcome::Admitted(snapshot) if snapshot.decided_by_fallback());
+    // Another replica spent key 81's 500 tokens.
+    redis_cmd(&server, &["SET", "tm:{keys:81}:quota", "500"]).unwrap();
+    assert_eq!(
+        decide(&store, with_quota(81, 500)).await,
+        Outcome::QuotaExhausted
+    );
+    assert!(matches!(
+        decide(&store, with_quota(82, 500)).await,
+        Outcome::Admitted(_)
+    ));
+    server.kill();
+    assert_eq!(
+        decide(&store, with_quota(81, 500)).await,
+        Outcome::QuotaExhausted
+    );
+    assert!(by_memory(&decide(&store, with_quota(81, 501)).await));
+    assert!(by_memory(&decide(&store, with_quota(82, 500)).await));
+}
+
 /// Round trips on the allow path: one `EVALSHA` per decision, nothing else.
 #[tokio::test]
 async fn one_round_trip_per_decision() {

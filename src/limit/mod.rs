@@ -62,6 +62,8 @@ mod redis;
 mod redis_breaker;
 #[cfg(feature = "redis")]
 mod redis_link;
+#[cfg(feature = "redis")]
+mod redis_used_up;
 mod store;
 mod token;
 mod usage;

@@ -16,6 +16,7 @@ use super::clock::Nanos;
 use super::gcra::Rate;
 use super::redis_breaker::{Ask, Breaker};
 use super::redis_link::{Call, Fault, Handed, Link};
+use super::redis_used_up::UsedUp;
 use super::store::{
     Acquire, Acquired, Exceeded, LimitKey, MemoryStore, Outcome, RateStore, Reconcile, Snapshot,
 };
@@ -115,6 +116,9 @@ pub enum OnUnavailable {
     /// never touches Redis's, and one decided by Redis never touches the memory. The tokens
     /// used are sent to a shared quota in Redis either way, where they count if Redis takes
     /// them within the call's timeout (a reconciliation sent while Redis is down is lost).
+    /// A key whose shared quota Redis last found used up stays refused (81005) while Redis is
+    /// away, unless its quota has been raised since; otherwise the key's own
+    /// [`Quota`](crate::auth::Quota) on this replica is all that counts.
     FailOpen,
 }
 
@@ -184,6 +188,8 @@ struct Inner {
     /// The memory a replica failing open decides in while Redis is away; none when failing
     /// closed, which never reads it.
     fallback: Option<MemoryStore>,
+    /// Failing open: the keys Redis last found out of quota.
+    used_up: UsedUp,
     background: Arc<Background>,
 }
 
@@ -350,6 +356,9 @@ impl Inner {
         match &self.fallback {
             // Failing closed: there is no memory to decide in.
             None => Outcome::Unavailable,
+            // The shared quota, which this memory does not know, was spent when Redis last
+            // decided for the key.
+            Some(_) if self.used_up.refuses(&ask) => Outcome::QuotaExhausted,
             Some(fallback) => match fallback.acquire(ask) {
                 Acquired::Now(Outcome::Admitted(snapshot)) => {
                     Outcome::Admitted(snapshot.by_fallback())
@@ -540,6 +549,7 @@ impl RedisStoreBuilder {
             inner: Arc::new(Inner {
                 link,
                 breaker: Breaker::default(),
+                used_up: UsedUp::default(),
                 runtime: self.runtime.clone(),
                 namespace: self.namespace,
                 timeout: self.timeout,
@@ -639,7 +649,11 @@ impl RateStore for RedisStore {
             let answer = match tokio::time::timeout(inner.timeout, answer).await {
                 Ok(Ok(Ok(answer))) => {
                     inner.breaker.answered();
-                    outcome(&answer, &ask)
+                    let decided = outcome(&answer, &ask);
+                    if let (Some(decided), Some(_)) = (&decided, &inner.fallback) {
+                        inner.used_up.saw(&ask, decided);
+                    }
+                    decided
                 }
                 // Logged where it was met.
                 Ok(Ok(Err(Fault::Outage))) => {
