@@ -347,7 +347,8 @@ impl From<Validation> for ValidationDialect {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeyConfig {
-    /// The key's id for the limiters; numbered by position when left out.
+    /// The key's id for the limiters; when left out, numbered in list order above every id
+    /// given.
     pub(crate) id: Option<u64>,
     pub(crate) key: Option<Secret>,
     pub(crate) digest: Option<String>,
@@ -724,7 +725,7 @@ pub(crate) fn gateway(config: &Config) -> Result<(Gateway, Stores), String> {
                     })?;
             }
             // Redis keeps a key's counters, its quota's among them, under its id for good:
-            // numbered by position, keys would take each other's when the list changes.
+            // numbered in list order, keys would take each other's when the list changes.
             None if config.redis.is_some() => {
                 return Err(format!(
                     "keys[{i}]: with [redis], every key needs an id (its counters in Redis are \

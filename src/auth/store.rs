@@ -201,7 +201,21 @@ impl InMemoryKeyStore {
     pub const THREAD_CACHE: usize = 1024;
 
     /// The largest id [`insert_as`](Self::insert_as) gives: `i64::MAX`, the largest integer
-    /// TOML and most JSON readers take.
+    /// TOML takes, and half the ids there are, so that the ids handed out after any given one
+    /// never run out.
+    ///
+    /// ```
+    /// use tower_maas::auth::{InMemoryKeyStore, InsertAsError, KeyId, KeyPolicy};
+    ///
+    /// let store = InMemoryKeyStore::new();
+    /// let largest = KeyId(InMemoryKeyStore::MAX_GIVEN_ID);
+    /// assert_eq!(store.insert_as(largest, "sk-a", KeyPolicy::new()), Ok(largest));
+    /// let past = KeyId(InMemoryKeyStore::MAX_GIVEN_ID + 1);
+    /// assert_eq!(
+    ///     store.insert_as(past, "sk-b", KeyPolicy::new()),
+    ///     Err(InsertAsError::IdOutOfRange(past))
+    /// );
+    /// ```
     pub const MAX_GIVEN_ID: u64 = i64::MAX as u64;
 
     /// An empty store.
@@ -285,6 +299,18 @@ impl InMemoryKeyStore {
 
     /// Adds a key by its digest under an id of the caller's: see
     /// [`insert_as`](Self::insert_as).
+    ///
+    /// ```
+    /// use tower_maas::auth::{InMemoryKeyStore, KeyDigest, KeyId, KeyPolicy};
+    ///
+    /// let store = InMemoryKeyStore::new();
+    /// // A configuration that never holds the plaintext, only its SHA-256.
+    /// let digest: KeyDigest = "b2d1e5f6a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c"
+    ///     .parse()
+    ///     .unwrap();
+    /// assert_eq!(store.insert_digest_as(KeyId(7), digest, KeyPolicy::new()), Ok(KeyId(7)));
+    /// assert!(store.get(KeyId(7)).is_some());
+    /// ```
     pub fn insert_digest_as(
         &self,
         id: KeyId,

@@ -144,7 +144,8 @@ pub enum OnUnavailable {
 ///   on an error from Redis, the [`OnUnavailable`] policy decides. The connection is
 ///   re-established in the background, so the store recovers when Redis is back, without a
 ///   restart. After a failover, a server that answers `READONLY` or `MASTERDOWN` (the old
-///   primary, now a replica, keeps its clients) is left for a new connection to the same
+///   primary, now a replica, keeps its clients; Redis before 7 wraps the code in its
+///   `ERR Error running script …: -READONLY …`) is left for a new connection to the same
 ///   address, at most every 100 ms: a DNS name or a proxy the failover moved then leads to
 ///   the new primary.
 /// - **A pause**: after five decisions in a row fail (no answer in time, no connection, or an

@@ -120,7 +120,8 @@ impl Breaker {
 mod tests {
     use super::*;
 
-    const TIMEOUT: Duration = Duration::from_millis(50);
+    // Longer than any pause of the test's thread: a trial sent is still out at the next call.
+    const TIMEOUT: Duration = Duration::from_secs(1);
 
     #[test]
     fn failures_in_a_row_pause_the_asking_and_an_answer_ends_it() {

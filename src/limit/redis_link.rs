@@ -68,7 +68,25 @@ const OUTAGE: [&str; 9] = [
 /// the errors above), rather than something of one call's (a script's error on a value that
 /// is not the store's).
 pub(super) fn is_outage(error: &RedisError) -> bool {
-    error.code().is_none_or(|code| OUTAGE.contains(&code))
+    code_of(error).is_none_or(|code| OUTAGE.contains(&code))
+}
+
+/// A server error's code as the server meant it. Redis before 7 wraps an error raised inside a
+/// script in its own: `ERR Error running script (call to f_…): @user_script:1: -READONLY You
+/// can't write against a read only replica.`; the code is then the one after `: -`.
+fn code_of(error: &RedisError) -> Option<&str> {
+    let code = error.code()?;
+    if code != "ERR" {
+        return Some(code);
+    }
+    let inner = error.detail().and_then(|detail| {
+        let rest = &detail[detail.find(": -")? + 3..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_uppercase())
+            .unwrap_or(rest.len());
+        (end > 0).then(|| &rest[..end])
+    });
+    Some(inner.unwrap_or(code))
 }
 
 /// What a failed call says of Redis.
@@ -120,12 +138,11 @@ impl Link {
     /// call connects anew. Runs inside the Tokio runtime the store's calls run on (the store's,
     /// or the caller's), where a new connection must start.
     pub(super) fn failed(&self, handed: &Handed, during: Call, error: &RedisError) -> Fault {
-        let not_a_primary = error
-            .code()
-            .is_some_and(|code| NOT_A_PRIMARY.contains(&code));
+        let not_a_primary = code_of(error).is_some_and(|code| NOT_A_PRIMARY.contains(&code));
         let replaced = not_a_primary && self.replace(handed.number);
         self.report(format_args!(
-            "{during} failed: {}{}",
+            "{during} failed{}: {}{}",
+            during.loss("is"),
             AsSent(error),
             if replaced {
                 "; the server is not a primary: connecting again"
@@ -144,7 +161,10 @@ impl Link {
 
     /// A call got no answer within `after`.
     pub(super) fn unanswered(&self, during: Call, after: Duration) {
-        self.report(format_args!("{during} got no answer within {after:?}"));
+        self.report(format_args!(
+            "{during} got no answer within {after:?}{}",
+            during.loss("may be")
+        ));
     }
 
     /// Replaces connection `number` by a new one, unless it was replaced already or the
@@ -208,11 +228,22 @@ pub(super) enum Call {
     Reconciliation,
 }
 
+impl Call {
+    /// What the log adds of what the call carried: a reconciliation's correction and quota
+    /// charge, which `is` lost (or `may be`, when an answer may yet have been applied).
+    fn loss(self, how: &str) -> String {
+        match self {
+            Self::Decision => String::new(),
+            Self::Reconciliation => format!(" (what it carried {how} lost)"),
+        }
+    }
+}
+
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Decision => "a decision",
-            Self::Reconciliation => "a reconciliation (what it carried is lost)",
+            Self::Reconciliation => "a reconciliation",
         })
     }
 }
@@ -228,5 +259,38 @@ impl fmt::Display for AsSent<'_> {
             (Some(code), None) => f.write_str(code),
             _ => fmt::Display::fmt(self.0, f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(line: &str) -> RedisError {
+        redis::parse_redis_value(format!("-{line}\r\n").as_bytes())
+            .and_then(redis::Value::extract_error)
+            .unwrap_err()
+    }
+
+    /// Redis 7 answers a write inside a script on a replica with its own code; Redis 5 and 6
+    /// wrap it in `ERR Error running script`. Both are the server being no primary.
+    #[test]
+    fn a_code_inside_a_scripts_error_is_the_code() {
+        for line in [
+            "READONLY You can't write against a read only replica. script: 131b5f2e, on @user_script:1.",
+            "ERR Error running script (call to f_131b5f2e): @user_script:1: -READONLY You can't write against a read only replica.",
+        ] {
+            assert_eq!(code_of(&server_error(line)), Some("READONLY"), "{line}");
+            assert!(is_outage(&server_error(line)), "{line}");
+        }
+        let own = server_error(
+            "ERR Error running script (call to f_131b5f2e): @user_script:9: user_script:9: attempt to compare nil with number",
+        );
+        assert_eq!(code_of(&own), Some("ERR"));
+        assert!(!is_outage(&own));
+        let wrapped_oom = server_error(
+            "ERR Error running script (call to f_1): @user_script:3: -OOM command not allowed when used memory > 'maxmemory'.",
+        );
+        assert!(is_outage(&wrapped_oom));
     }
 }

@@ -13,8 +13,9 @@ use std::sync::{Mutex, PoisonError};
 
 use super::store::{Acquire, Outcome};
 
-/// Keys Redis refused as out of quota, with the quota they had then. At most one entry a key
-/// of the key store; an entry goes when Redis admits its key again.
+/// Keys Redis refused as out of quota, with the quota they had then: one entry for each key
+/// ever refused so (a key removed from the key store keeps its entry), gone when Redis admits
+/// the key again. Keys are the operator's, not the clients': no client can add one.
 #[derive(Debug, Default)]
 pub(super) struct UsedUp {
     /// Whether any key is here: read by every admission with a quota, so that the lock is

@@ -326,9 +326,9 @@ const SPARSE_SHARDS: usize = 16;
 /// The in-memory [`RateStore`].
 ///
 /// Keys under 2²² (the ids [`InMemoryKeyStore`](crate::auth::InMemoryKeyStore) hands out are
-/// dense from 0, and ids given to it should be small too) live in an array of 1024-key segments created on first use, reached by
-/// indexing: a decision is two loads and one compare-exchange per limit, with no hashing and no
-/// lock. Larger keys live in a sharded map whose fully recovered entries are evicted a shard at
+/// dense from 0, and ids given to it should be small too) live in an array of 1024-key
+/// segments created on first use, reached by indexing: a decision is two loads and one
+/// compare-exchange per limit, with no hashing and no lock. Larger keys live in a sharded map whose fully recovered entries are evicted a shard at
 /// a time, so its memory is bounded by the keys active in the last minute.
 ///
 /// ```
