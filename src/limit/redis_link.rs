@@ -142,7 +142,7 @@ impl Link {
         let replaced = not_a_primary && self.replace(handed.number);
         self.report(format_args!(
             "{during} failed{}: {}{}",
-            during.loss("is"),
+            during.loss(false),
             AsSent(error),
             if replaced {
                 "; the server is not a primary: connecting again"
@@ -163,7 +163,7 @@ impl Link {
     pub(super) fn unanswered(&self, during: Call, after: Duration) {
         self.report(format_args!(
             "{during} got no answer within {after:?}{}",
-            during.loss("may be")
+            during.loss(true)
         ));
     }
 
@@ -230,11 +230,13 @@ pub(super) enum Call {
 
 impl Call {
     /// What the log adds of what the call carried: a reconciliation's correction and quota
-    /// charge, which `is` lost (or `may be`, when an answer may yet have been applied).
-    fn loss(self, how: &str) -> String {
-        match self {
-            Self::Decision => String::new(),
-            Self::Reconciliation => format!(" (what it carried {how} lost)"),
+    /// charge, which is lost, or `maybe` (an answer may yet have been applied). No allocation:
+    /// during an outage every call fails, most of them unlogged.
+    fn loss(self, maybe: bool) -> &'static str {
+        match (self, maybe) {
+            (Self::Decision, _) => "",
+            (Self::Reconciliation, false) => " (what it carried is lost)",
+            (Self::Reconciliation, true) => " (what it carried may be lost)",
         }
     }
 }
